@@ -1,0 +1,7 @@
+//! Benchmarks for `spool` (criterion). Placeholder until the module lands.
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn placeholder(_c: &mut Criterion) {}
+
+criterion_group!(benches, placeholder);
+criterion_main!(benches);

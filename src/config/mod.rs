@@ -1,0 +1,1 @@
+//! Configuration: the TOML file's serde mirror (`file`) and the validated `Config`.

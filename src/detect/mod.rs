@@ -1,0 +1,1 @@
+//! The local Detect engine: security profiles, behaviors, violations.

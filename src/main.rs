@@ -1,0 +1,3 @@
+//! The `defender-agent` binary: command line, tracing, exit codes.
+
+fn main() {}

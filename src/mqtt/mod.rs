@@ -1,0 +1,1 @@
+//! The MQTT link to Device Defender (rumqttc over rustls).

@@ -1,0 +1,1 @@
+//! The spool: a durable on-disk outbox of encoded reports.

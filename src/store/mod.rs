@@ -1,0 +1,1 @@
+//! Durable local state in the state directory.

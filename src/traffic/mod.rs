@@ -1,0 +1,1 @@
+//! Traffic counters: MQTT messages counted by TOPIC_FILTER dimension scope.

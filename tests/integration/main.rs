@@ -1,0 +1,3 @@
+//! The one integration test binary: modules beside this file.
+
+mod support;
