@@ -1,1 +1,1147 @@
-//! Configuration: the TOML file's serde mirror (`file`) and the validated `Config`.
+//! Configuration: `file` mirrors the TOML as written; [`Config`] holds validated, typed values.
+//!
+//! One TOML file configures the agent. Every key is documented, with its default, in
+//! `config/agent.example.toml`, which is embedded here as [`EXAMPLE`] and parsed by a test.
+//! Problems name the key path and the line and column in the file: a shape error stops parsing
+//! (serde cannot type the rest), after which every semantic problem is collected and reported.
+
+pub mod file;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use crate::metric::{check_custom_metric_name, CustomMetricType};
+
+/// The example configuration, every key with its default (`defender-agent print-example-config`).
+pub const EXAMPLE: &str = include_str!("../../config/agent.example.toml");
+
+/// AWS throttles reports to one per 5 minutes per device (spec: metrics-report.md A.4).
+pub const AWS_MIN_REPORT_INTERVAL_SECS: u64 = 300;
+
+/// How serious a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The configuration cannot be used.
+    Error,
+    /// Allowed, but probably not what the operator wants.
+    Warning,
+}
+
+/// One problem in a configuration file, with the key and its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Dotted key path, e.g. `report.interval_secs` or `custom_metrics[1].type`.
+    pub key: String,
+    /// 1-based line and column of the key's value, when known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match self.position {
+            Some((line, col)) => write!(f, "{sev}: line {line}, column {col}: ")?,
+            None => write!(f, "{sev}: ")?,
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but has problems (every error and warning found).
+    #[error("{}", render_problems(.origin, .problems))]
+    Invalid {
+        /// The file name (or `<example>`, `<built-in>`).
+        origin: String,
+        /// Every problem, errors and warnings.
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(origin: &str, problems: &[Problem]) -> String {
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    let mut out = format!("{origin}: {errors} error(s) in configuration");
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+/// Where sockets are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sockets {
+    /// netlink sock_diag, falling back to `/proc/net` when netlink is unavailable.
+    Auto,
+    /// netlink only.
+    Netlink,
+    /// `/proc/net/{tcp,tcp6,udp,udp6}` under `procfs_root` only.
+    Procfs,
+}
+
+/// `[collect]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectConfig {
+    /// procfs root (default `/proc`).
+    pub procfs_root: PathBuf,
+    /// sysfs root (default `/sys`).
+    pub sysfs_root: PathBuf,
+    /// How often the device is sampled.
+    pub sample_interval: Duration,
+    /// Interface globs to include in byte/packet counters; empty = all.
+    pub interfaces_include: Vec<String>,
+    /// Interface globs to exclude from byte/packet counters.
+    pub interfaces_exclude: Vec<String>,
+    /// Socket source.
+    pub sockets: Sockets,
+}
+
+/// Report encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// JSON, published on `.../metrics/json`.
+    Json,
+    /// CBOR, published on `.../metrics/cbor`.
+    Cbor,
+}
+
+/// Report key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKeys {
+    /// `header`, `report_id`, …
+    Long,
+    /// `hed`, `rid`, …
+    Short,
+}
+
+/// `[report]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportConfig {
+    /// How often a report is built and published.
+    pub interval: Duration,
+    /// JSON or CBOR.
+    pub format: ReportFormat,
+    /// Long or short keys.
+    pub keys: ReportKeys,
+    /// Cap on each list (ports, connections); `total` stays true.
+    pub max_list_len: usize,
+    /// Random delay before the first report, so a fleet rebooting together does not align.
+    pub startup_jitter: Duration,
+}
+
+/// A built-in custom metric source (sysinfo).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Builtin {
+    /// `cpu_usage_percent`.
+    CpuUsagePercent,
+    /// `memory_used_percent`.
+    MemoryUsedPercent,
+    /// `disk_used_percent` for `mount`.
+    DiskUsedPercent {
+        /// Mount point.
+        mount: PathBuf,
+    },
+    /// `load_average`: 1-min (number) or [1, 5, 15] (number-list).
+    LoadAverage,
+    /// `uptime_secs`.
+    UptimeSecs,
+    /// `process_count`.
+    ProcessCount,
+    /// `temperature_celsius` of the sensor whose label contains `sensor` (empty = first).
+    TemperatureCelsius {
+        /// Label substring.
+        sensor: String,
+    },
+}
+
+/// Where a custom metric's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomSource {
+    /// A built-in.
+    Builtin(Builtin),
+    /// A command, argv executed directly (never through a shell), killed after `timeout`.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Kill after this long.
+        timeout: Duration,
+    },
+    /// A file read at every sample (e.g. a sysfs value).
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// One `[[custom_metrics]]` table, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomMetricConfig {
+    /// metricName.
+    pub name: String,
+    /// metricType.
+    pub metric_type: CustomMetricType,
+    /// Source.
+    pub source: CustomSource,
+}
+
+/// `[mqtt]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// Broker host name (also the TLS server name).
+    pub endpoint: String,
+    /// Port (8883, or 443 with ALPN).
+    pub port: u16,
+    /// Mutual TLS; false only for a local broker.
+    pub tls: bool,
+    /// CA bundle.
+    pub ca_file: PathBuf,
+    /// Client certificate.
+    pub cert_file: PathBuf,
+    /// Client private key.
+    pub key_file: PathBuf,
+    /// ALPN protocol (`x-amzn-mqtt-ca` on port 443), empty = none.
+    pub alpn: String,
+    /// MQTT client id (the thing name unless configured).
+    pub client_id: String,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Clean session.
+    pub clean_session: bool,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Reconnect delay cap.
+    pub reconnect_max: Duration,
+    /// A published report without an answer after this long is retried on the next connection.
+    pub answer_timeout: Duration,
+}
+
+/// What to publish after an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backlog {
+    /// Publish the newest report; keep older ones as superseded history.
+    Latest,
+    /// Publish every report, oldest first, paced at the report interval.
+    All,
+}
+
+/// `[spool]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    /// Bound on stored reports.
+    pub max_reports: usize,
+    /// Bound on stored bytes.
+    pub max_bytes: u64,
+    /// Backlog policy.
+    pub backlog: Backlog,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Thing name (≤ 128 bytes, no control characters).
+    pub thing_name: String,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Grace period for a clean shutdown.
+    pub shutdown_timeout: Duration,
+    /// `[collect]`.
+    pub collect: CollectConfig,
+    /// `[report]`.
+    pub report: ReportConfig,
+    /// `[[custom_metrics]]` in file order.
+    pub custom_metrics: Vec<CustomMetricConfig>,
+    /// `[mqtt]`, if present.
+    pub mqtt: Option<MqttConfig>,
+    /// `[spool]`.
+    pub spool: SpoolConfig,
+    /// Warnings found while validating (the file is usable).
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let src = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&src, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(src: &str, origin: &str) -> Result<Config, Error> {
+        let file = parse_file(src).map_err(|p| Error::Invalid {
+            origin: origin.to_owned(),
+            problems: vec![p],
+        })?;
+        let mut v = Validator {
+            src,
+            problems: Vec::new(),
+        };
+        let config = v.config(&file);
+        if v.problems.iter().any(|p| p.severity == Severity::Error) {
+            return Err(Error::Invalid {
+                origin: origin.to_owned(),
+                problems: v.problems,
+            });
+        }
+        // Invariant: no errors were recorded, so every required value was present.
+        let mut config = config.ok_or_else(|| Error::Invalid {
+            origin: origin.to_owned(),
+            problems: v.problems.clone(),
+        })?;
+        config.warnings = v.problems;
+        Ok(config)
+    }
+
+    /// The built-in default used when no `--config` is given: samples this machine, needs no AWS
+    /// account and no state directory of its own (a temporary one is used by the callers).
+    pub fn builtin() -> Config {
+        let src = "thing_name = \"local-device\"\nstate_dir = \"/var/lib/defender-agent\"\n";
+        // Invariant: the built-in text above is a valid configuration (tested).
+        match Config::parse(src, "<built-in>") {
+            Ok(c) => c,
+            Err(e) => unreachable!("built-in configuration is invalid: {e}"),
+        }
+    }
+}
+
+/// Deserialises the file, turning a serde error into a positioned problem with its key path.
+fn parse_file(src: &str) -> Result<file::File, Problem> {
+    let de = match toml::de::Deserializer::parse(src) {
+        Ok(de) => de,
+        Err(e) => return Err(toml_problem(src, String::new(), &e)),
+    };
+    serde_path_to_error::deserialize::<_, file::File>(de).map_err(|e| {
+        // Spanned<T> shows up as private path segments: keep only the user's keys.
+        let path = e.path().to_string();
+        let key = path
+            .split('.')
+            .filter(|seg| !seg.starts_with("$__serde_spanned"))
+            .collect::<Vec<_>>()
+            .join(".");
+        toml_problem(src, key, e.inner())
+    })
+}
+
+fn toml_problem(src: &str, key: String, e: &toml::de::Error) -> Problem {
+    Problem {
+        severity: Severity::Error,
+        key,
+        position: e.span().map(|s| line_col(src, s.start)),
+        message: e.message().trim().to_owned(),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, col)
+}
+
+/// Collects every semantic problem while building the typed config.
+struct Validator<'a> {
+    src: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn push<T>(&mut self, severity: Severity, key: &str, at: &Spanned<T>, message: String) {
+        self.problems.push(Problem {
+            severity,
+            key: key.to_owned(),
+            position: Some(line_col(self.src, at.span().start)),
+            message,
+        });
+    }
+
+    fn error<T>(&mut self, key: &str, at: &Spanned<T>, message: impl Into<String>) {
+        self.push(Severity::Error, key, at, message.into());
+    }
+
+    fn missing(&mut self, key: &str, message: &str) {
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            key: key.to_owned(),
+            position: None,
+            message: message.to_owned(),
+        });
+    }
+
+    /// A number of seconds within `[min, max]`, or the default.
+    fn secs(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<u64>>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Duration {
+        match v {
+            None => Duration::from_secs(default),
+            Some(s) if (min..=max).contains(s.get_ref()) => Duration::from_secs(*s.get_ref()),
+            Some(s) => {
+                self.error(
+                    key,
+                    s,
+                    format!(
+                        "must be between {min} and {max} seconds, got {}",
+                        s.get_ref()
+                    ),
+                );
+                Duration::from_secs(default)
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str, v: &Option<Spanned<String>>, default: &str) -> PathBuf {
+        match v {
+            None => PathBuf::from(default),
+            Some(s) if s.get_ref().is_empty() => {
+                self.error(key, s, "must not be empty");
+                PathBuf::from(default)
+            }
+            Some(s) => PathBuf::from(s.get_ref()),
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<String>>,
+        default: T,
+        choices: &[(&str, T)],
+    ) -> T {
+        let Some(s) = v else { return default };
+        match choices.iter().find(|(name, _)| *name == s.get_ref()) {
+            Some((_, value)) => *value,
+            None => {
+                let names: Vec<_> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                self.error(
+                    key,
+                    s,
+                    format!(
+                        "must be one of {}, got \"{}\"",
+                        names.join(", "),
+                        s.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, f: &file::File) -> Option<Config> {
+        let thing_name = match &f.thing_name {
+            None => {
+                self.missing(
+                    "thing_name",
+                    "is required: the AWS IoT thing name this device reports as",
+                );
+                None
+            }
+            Some(s) => match check_thing_name(s.get_ref()) {
+                Ok(()) => Some(s.get_ref().clone()),
+                Err(why) => {
+                    self.error("thing_name", s, why);
+                    None
+                }
+            },
+        };
+        let state_dir = match &f.state_dir {
+            None => PathBuf::from("/var/lib/defender-agent"),
+            Some(s) if s.get_ref().is_empty() => {
+                self.error("state_dir", s, "must not be empty");
+                PathBuf::new()
+            }
+            Some(s) => PathBuf::from(s.get_ref()),
+        };
+        let shutdown_timeout = self.secs(
+            "shutdown_timeout_secs",
+            &f.shutdown_timeout_secs,
+            10,
+            1,
+            600,
+        );
+        let collect = self.collect(&f.collect);
+        let report = self.report(&f.report);
+        if collect.sample_interval > report.interval {
+            if let Some(s) = &f.collect.sample_interval_secs {
+                self.error(
+                    "collect.sample_interval_secs",
+                    s,
+                    format!(
+                        "must not be longer than report.interval_secs ({})",
+                        report.interval.as_secs()
+                    ),
+                );
+            }
+        }
+        let mut custom_metrics = Vec::new();
+        for (i, m) in f.custom_metrics.iter().enumerate() {
+            if let Some(c) = self.custom_metric(i, m) {
+                if custom_metrics
+                    .iter()
+                    .any(|o: &CustomMetricConfig| o.name == c.name)
+                {
+                    self.error(
+                        &format!("custom_metrics[{i}].name"),
+                        &m.get_ref().name,
+                        format!("duplicate custom metric name \"{}\"", c.name),
+                    );
+                }
+                custom_metrics.push(c);
+            }
+        }
+        let mqtt = f
+            .mqtt
+            .as_ref()
+            .and_then(|m| self.mqtt(m, thing_name.as_deref().unwrap_or("")));
+        let spool = self.spool(&f.spool);
+        Some(Config {
+            thing_name: thing_name?,
+            state_dir,
+            shutdown_timeout,
+            collect,
+            report,
+            custom_metrics,
+            mqtt,
+            spool,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn globs(
+        &mut self,
+        key: &str,
+        v: &Option<Vec<Spanned<String>>>,
+        default: &[&str],
+    ) -> Vec<String> {
+        let Some(list) = v else {
+            return default.iter().map(|s| s.to_string()).collect();
+        };
+        let mut out = Vec::new();
+        for (i, g) in list.iter().enumerate() {
+            let text = g.get_ref();
+            if text.is_empty() || text.contains('/') || text.len() > 64 {
+                self.error(
+                    &format!("{key}[{i}]"),
+                    g,
+                    "must be an interface name glob (1-64 characters, no '/'), e.g. \"eth*\"",
+                );
+            } else {
+                out.push(text.clone());
+            }
+        }
+        out
+    }
+
+    fn collect(&mut self, c: &file::Collect) -> CollectConfig {
+        CollectConfig {
+            procfs_root: self.path("collect.procfs_root", &c.procfs_root, "/proc"),
+            sysfs_root: self.path("collect.sysfs_root", &c.sysfs_root, "/sys"),
+            sample_interval: self.secs(
+                "collect.sample_interval_secs",
+                &c.sample_interval_secs,
+                60,
+                1,
+                86_400,
+            ),
+            interfaces_include: self.globs(
+                "collect.interfaces_include",
+                &c.interfaces_include,
+                &[],
+            ),
+            interfaces_exclude: self.globs(
+                "collect.interfaces_exclude",
+                &c.interfaces_exclude,
+                &["lo"],
+            ),
+            sockets: self.choice(
+                "collect.sockets",
+                &c.sockets,
+                Sockets::Auto,
+                &[
+                    ("auto", Sockets::Auto),
+                    ("netlink", Sockets::Netlink),
+                    ("procfs", Sockets::Procfs),
+                ],
+            ),
+        }
+    }
+
+    fn report(&mut self, r: &file::Report) -> ReportConfig {
+        let interval = self.secs("report.interval_secs", &r.interval_secs, 300, 1, 86_400);
+        if let Some(s) = &r.interval_secs {
+            if *s.get_ref() >= 1 && *s.get_ref() < AWS_MIN_REPORT_INTERVAL_SECS {
+                self.push(
+                    Severity::Warning,
+                    "report.interval_secs",
+                    s,
+                    format!(
+                        "{} s is below {AWS_MIN_REPORT_INTERVAL_SECS} s: AWS IoT Device Defender throttles reports to one per 5 minutes per device, so reports may be discarded",
+                        s.get_ref()
+                    ),
+                );
+            }
+        }
+        let max_list_len = match &r.max_list_len {
+            None => 100,
+            Some(s) if (1..=10_000).contains(s.get_ref()) => *s.get_ref() as usize,
+            Some(s) => {
+                self.error(
+                    "report.max_list_len",
+                    s,
+                    format!("must be between 1 and 10000, got {}", s.get_ref()),
+                );
+                100
+            }
+        };
+        ReportConfig {
+            interval,
+            format: self.choice(
+                "report.format",
+                &r.format,
+                ReportFormat::Json,
+                &[("json", ReportFormat::Json), ("cbor", ReportFormat::Cbor)],
+            ),
+            keys: self.choice(
+                "report.keys",
+                &r.keys,
+                ReportKeys::Long,
+                &[("long", ReportKeys::Long), ("short", ReportKeys::Short)],
+            ),
+            max_list_len,
+            startup_jitter: self.secs(
+                "report.startup_jitter_secs",
+                &r.startup_jitter_secs,
+                30,
+                0,
+                3_600,
+            ),
+        }
+    }
+
+    fn custom_metric(
+        &mut self,
+        i: usize,
+        m: &Spanned<file::CustomMetric>,
+    ) -> Option<CustomMetricConfig> {
+        let key = format!("custom_metrics[{i}]");
+        let c = m.get_ref();
+        let mut ok = true;
+        if let Err(e) = check_custom_metric_name(c.name.get_ref()) {
+            self.error(&format!("{key}.name"), &c.name, e.to_string());
+            ok = false;
+        }
+        let metric_type = match c.metric_type.get_ref().as_str() {
+            "number" => Some(CustomMetricType::Number),
+            "number-list" => Some(CustomMetricType::NumberList),
+            "string-list" => Some(CustomMetricType::StringList),
+            "ip-address-list" => Some(CustomMetricType::IpAddressList),
+            other => {
+                self.error(
+                    &format!("{key}.type"),
+                    &c.metric_type,
+                    format!("must be one of \"number\", \"number-list\", \"string-list\", \"ip-address-list\", got \"{other}\""),
+                );
+                None
+            }
+        };
+        let sources = [c.builtin.is_some(), c.command.is_some(), c.file.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            self.error(
+                &key,
+                m,
+                "needs exactly one source: `builtin`, `command` or `file`",
+            );
+            return None;
+        }
+        let source = if let Some(b) = &c.builtin {
+            self.builtin(&key, c, b, metric_type)?
+        } else if let Some(argv) = &c.command {
+            if argv.get_ref().is_empty() || argv.get_ref()[0].is_empty() {
+                self.error(
+                    &format!("{key}.command"),
+                    argv,
+                    "must name a program: [\"/path/to/program\", \"arg\", ...]",
+                );
+                ok = false;
+            }
+            CustomSource::Command {
+                argv: argv.get_ref().clone(),
+                timeout: self.secs(&format!("{key}.timeout_secs"), &c.timeout_secs, 5, 1, 300),
+            }
+        } else if let Some(path) = &c.file {
+            CustomSource::File {
+                path: self.path(&format!("{key}.file"), &Some(path.clone()), ""),
+            }
+        } else {
+            return None;
+        };
+        if c.timeout_secs.is_some() && !matches!(source, CustomSource::Command { .. }) {
+            if let Some(t) = &c.timeout_secs {
+                self.error(
+                    &format!("{key}.timeout_secs"),
+                    t,
+                    "only applies to `command` sources",
+                );
+            }
+        }
+        if let (Some(mount), false) = (
+            &c.mount,
+            matches!(
+                source,
+                CustomSource::Builtin(Builtin::DiskUsedPercent { .. })
+            ),
+        ) {
+            self.error(
+                &format!("{key}.mount"),
+                mount,
+                "only applies to builtin = \"disk_used_percent\"",
+            );
+        }
+        if let (Some(sensor), false) = (
+            &c.sensor,
+            matches!(
+                source,
+                CustomSource::Builtin(Builtin::TemperatureCelsius { .. })
+            ),
+        ) {
+            self.error(
+                &format!("{key}.sensor"),
+                sensor,
+                "only applies to builtin = \"temperature_celsius\"",
+            );
+        }
+        if !ok {
+            return None;
+        }
+        Some(CustomMetricConfig {
+            name: c.name.get_ref().clone(),
+            metric_type: metric_type?,
+            source,
+        })
+    }
+
+    fn builtin(
+        &mut self,
+        key: &str,
+        c: &file::CustomMetric,
+        b: &Spanned<String>,
+        ty: Option<CustomMetricType>,
+    ) -> Option<CustomSource> {
+        let builtin = match b.get_ref().as_str() {
+            "cpu_usage_percent" => Builtin::CpuUsagePercent,
+            "memory_used_percent" => Builtin::MemoryUsedPercent,
+            "disk_used_percent" => Builtin::DiskUsedPercent {
+                mount: c
+                    .mount
+                    .as_ref()
+                    .map_or_else(|| PathBuf::from("/"), |m| PathBuf::from(m.get_ref())),
+            },
+            "load_average" => Builtin::LoadAverage,
+            "uptime_secs" => Builtin::UptimeSecs,
+            "process_count" => Builtin::ProcessCount,
+            "temperature_celsius" => Builtin::TemperatureCelsius {
+                sensor: c
+                    .sensor
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.get_ref().clone()),
+            },
+            other => {
+                self.error(
+                    &format!("{key}.builtin"),
+                    b,
+                    format!(
+                        "unknown built-in \"{other}\"; one of \"cpu_usage_percent\", \"memory_used_percent\", \"disk_used_percent\", \"load_average\", \"uptime_secs\", \"process_count\", \"temperature_celsius\""
+                    ),
+                );
+                return None;
+            }
+        };
+        let allowed: &[CustomMetricType] = match builtin {
+            Builtin::LoadAverage => &[CustomMetricType::Number, CustomMetricType::NumberList],
+            _ => &[CustomMetricType::Number],
+        };
+        if let Some(ty) = ty {
+            if !allowed.contains(&ty) {
+                self.error(
+                    &format!("{key}.type"),
+                    &c.metric_type,
+                    format!(
+                        "built-in \"{}\" gives a {}, not a {ty}",
+                        b.get_ref(),
+                        allowed
+                            .iter()
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(CustomSource::Builtin(builtin))
+    }
+
+    fn mqtt(&mut self, m: &Spanned<file::Mqtt>, thing_name: &str) -> Option<MqttConfig> {
+        let mq = m.get_ref();
+        let endpoint = match &mq.endpoint {
+            Some(e) if !e.get_ref().is_empty() => e.get_ref().clone(),
+            Some(e) => {
+                self.error("mqtt.endpoint", e, "must not be empty");
+                String::new()
+            }
+            None => {
+                self.error("mqtt", m, "`endpoint` is required in [mqtt]");
+                String::new()
+            }
+        };
+        let port = match &mq.port {
+            None => 8883,
+            Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,
+            Some(p) => {
+                self.error(
+                    "mqtt.port",
+                    p,
+                    format!("must be between 1 and 65535, got {}", p.get_ref()),
+                );
+                8883
+            }
+        };
+        let tls = mq.tls.as_ref().is_none_or(|t| *t.get_ref());
+        if let (false, Some(t)) = (tls, &mq.tls) {
+            self.push(
+                Severity::Warning,
+                "mqtt.tls",
+                t,
+                "false: reports travel in plaintext; only for a local broker".to_owned(),
+            );
+        }
+        let file_key = |v: &mut Self, key: &str, f: &Option<Spanned<String>>| -> PathBuf {
+            match f {
+                Some(p) if !p.get_ref().is_empty() => PathBuf::from(p.get_ref()),
+                Some(p) if tls => {
+                    v.error(
+                        &format!("mqtt.{key}"),
+                        p,
+                        "must not be empty when tls = true",
+                    );
+                    PathBuf::new()
+                }
+                None if tls => {
+                    v.error(
+                        "mqtt",
+                        m,
+                        format!("`{key}` is required when tls = true (mutual TLS)"),
+                    );
+                    PathBuf::new()
+                }
+                _ => PathBuf::new(),
+            }
+        };
+        let ca_file = file_key(self, "ca_file", &mq.ca_file);
+        let cert_file = file_key(self, "cert_file", &mq.cert_file);
+        let key_file = file_key(self, "key_file", &mq.key_file);
+        let alpn = mq
+            .alpn
+            .as_ref()
+            .map_or_else(String::new, |a| a.get_ref().clone());
+        if let Some(a) = &mq.alpn {
+            if a.get_ref().len() > 255 {
+                self.error("mqtt.alpn", a, "must be at most 255 bytes");
+            }
+            if !a.get_ref().is_empty() && !tls {
+                self.error("mqtt.alpn", a, "needs tls = true");
+            }
+        }
+        if port == 443 && alpn.is_empty() && tls {
+            if let Some(p) = &mq.port {
+                self.push(
+                    Severity::Warning,
+                    "mqtt.port",
+                    p,
+                    "443 without alpn: AWS IoT needs alpn = \"x-amzn-mqtt-ca\" on port 443"
+                        .to_owned(),
+                );
+            }
+        }
+        let client_id = match &mq.client_id {
+            Some(c) if !c.get_ref().is_empty() => {
+                if c.get_ref().len() > 128 {
+                    self.error(
+                        "mqtt.client_id",
+                        c,
+                        "must be at most 128 bytes (AWS IoT limit)",
+                    );
+                }
+                c.get_ref().clone()
+            }
+            _ => thing_name.to_owned(),
+        };
+        let reconnect_min = self.secs(
+            "mqtt.reconnect_min_secs",
+            &mq.reconnect_min_secs,
+            1,
+            1,
+            3_600,
+        );
+        let reconnect_max = self.secs(
+            "mqtt.reconnect_max_secs",
+            &mq.reconnect_max_secs,
+            300,
+            1,
+            86_400,
+        );
+        if reconnect_max < reconnect_min {
+            if let Some(s) = &mq.reconnect_max_secs {
+                self.error(
+                    "mqtt.reconnect_max_secs",
+                    s,
+                    "must not be smaller than reconnect_min_secs",
+                );
+            }
+        }
+        Some(MqttConfig {
+            endpoint,
+            port,
+            tls,
+            ca_file,
+            cert_file,
+            key_file,
+            alpn,
+            client_id,
+            keep_alive: self.secs("mqtt.keep_alive_secs", &mq.keep_alive_secs, 60, 5, 1_200),
+            clean_session: mq.clean_session.as_ref().is_none_or(|c| *c.get_ref()),
+            reconnect_min,
+            reconnect_max,
+            answer_timeout: self.secs(
+                "mqtt.answer_timeout_secs",
+                &mq.answer_timeout_secs,
+                60,
+                1,
+                3_600,
+            ),
+        })
+    }
+
+    fn spool(&mut self, s: &file::Spool) -> SpoolConfig {
+        let max_reports = match &s.max_reports {
+            None => 1000,
+            Some(v) if (1..=1_000_000).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                self.error(
+                    "spool.max_reports",
+                    v,
+                    format!("must be between 1 and 1000000, got {}", v.get_ref()),
+                );
+                1000
+            }
+        };
+        let max_bytes = match &s.max_bytes {
+            None => 1_048_576,
+            // At least one maximum-size MQTT payload (128 KiB) must fit.
+            Some(v) if (131_072..=1 << 34).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.error(
+                    "spool.max_bytes",
+                    v,
+                    format!(
+                        "must be between 131072 (one 128 KiB report) and 17179869184, got {}",
+                        v.get_ref()
+                    ),
+                );
+                1_048_576
+            }
+        };
+        SpoolConfig {
+            max_reports,
+            max_bytes,
+            backlog: self.choice(
+                "spool.backlog",
+                &s.backlog,
+                Backlog::Latest,
+                &[("latest", Backlog::Latest), ("all", Backlog::All)],
+            ),
+        }
+    }
+}
+
+/// Checks a thing name: 1..128 bytes of UTF-8, no control characters, and none of the MQTT
+/// topic characters `/`, `+`, `#` (it becomes one topic level). spec: metrics-report.md A.1, D.14.
+pub fn check_thing_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("must be 1 to 128 bytes, got {}", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '/' | '+' | '#'))
+    {
+        return Err(format!(
+            "must not contain {c:?} (control characters and '/', '+', '#' break the topic)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(src: &str) -> Vec<Problem> {
+        match Config::parse(src, "test.toml") {
+            Ok(c) => c.warnings,
+            Err(Error::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn the_example_file_parses_without_problems() {
+        let c = Config::parse(EXAMPLE, "<example>").expect("example config must be valid");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.report.interval, Duration::from_secs(300));
+        assert_eq!(c.collect.interfaces_exclude, vec!["lo".to_owned()]);
+    }
+
+    #[test]
+    fn the_builtin_default_is_valid() {
+        let c = Config::builtin();
+        assert_eq!(c.thing_name, "local-device");
+        assert_eq!(c.report.format, ReportFormat::Json);
+        assert!(c.mqtt.is_none());
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let p = problems("thing_name = \"t\"\n[report]\nintervall_secs = 300\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "report.intervall_secs");
+        assert_eq!(p[0].position.map(|x| x.0), Some(3));
+        assert!(p[0].message.contains("intervall_secs"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_path_and_line() {
+        let p = problems("thing_name = \"t\"\n\n[collect]\nsample_interval_secs = \"60\"\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "collect.sample_interval_secs");
+        assert_eq!(p[0].position.map(|x| x.0), Some(4));
+    }
+
+    #[test]
+    fn a_missing_thing_name_is_an_error() {
+        let p = problems("state_dir = \"/tmp/x\"\n");
+        assert_eq!(p[0].key, "thing_name");
+        assert!(p[0].message.contains("required"));
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let p = problems("thing_name = \"a/b\"\n[report]\nformat = \"xml\"\nkeys = \"tiny\"\n[spool]\nbacklog = \"some\"\n");
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "thing_name",
+                "report.format",
+                "report.keys",
+                "spool.backlog"
+            ]
+        );
+        assert_eq!(p[1].position, Some((3, 10)));
+    }
+
+    #[test]
+    fn a_report_interval_below_300_is_allowed_with_a_warning() {
+        let c = Config::parse("thing_name = \"t\"\n[report]\ninterval_secs = 60\n", "t").unwrap();
+        assert_eq!(c.report.interval, Duration::from_secs(60));
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].severity, Severity::Warning);
+        assert!(c.warnings[0].message.contains("throttles"));
+    }
+
+    #[test]
+    fn custom_metrics_need_exactly_one_source() {
+        let p =
+            problems("thing_name = \"t\"\n[[custom_metrics]]\nname = \"x\"\ntype = \"number\"\n");
+        assert_eq!(p[0].key, "custom_metrics[0]");
+        let p = problems("thing_name = \"t\"\n[[custom_metrics]]\nname = \"x\"\ntype = \"number\"\nfile = \"/a\"\nbuiltin = \"uptime_secs\"\n");
+        assert!(p[0].message.contains("exactly one source"));
+    }
+
+    #[test]
+    fn custom_metric_names_and_types_are_checked() {
+        let p = problems("thing_name = \"t\"\n[[custom_metrics]]\nname = \"aws:x\"\ntype = \"numbers\"\nbuiltin = \"uptime_secs\"\n");
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["custom_metrics[0].name", "custom_metrics[0].type"]);
+    }
+
+    #[test]
+    fn a_builtin_with_the_wrong_type_is_refused() {
+        let p = problems("thing_name = \"t\"\n[[custom_metrics]]\nname = \"x\"\ntype = \"string-list\"\nbuiltin = \"cpu_usage_percent\"\n");
+        assert_eq!(p[0].key, "custom_metrics[0].type");
+    }
+
+    #[test]
+    fn mutual_tls_files_are_required_unless_tls_is_off() {
+        let p = problems("thing_name = \"t\"\n[mqtt]\nendpoint = \"localhost\"\n");
+        assert_eq!(p.len(), 3, "{p:?}");
+        let c = Config::parse(
+            "thing_name = \"t\"\n[mqtt]\nendpoint = \"localhost\"\ntls = false\n",
+            "t",
+        )
+        .unwrap();
+        assert!(!c.mqtt.as_ref().unwrap().tls);
+        assert_eq!(c.mqtt.unwrap().client_id, "t");
+        assert_eq!(c.warnings[0].key, "mqtt.tls");
+    }
+
+    #[test]
+    fn thing_names_follow_the_aws_rules() {
+        assert!(check_thing_name("gateway-42").is_ok());
+        assert!(check_thing_name("").is_err());
+        assert!(check_thing_name(&"x".repeat(129)).is_err());
+        assert!(check_thing_name("a\u{7}b").is_err());
+        assert!(check_thing_name("a+b").is_err());
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_col("ab\ncdé\nf", 7), (2, 4));
+        assert_eq!(line_col("x", 0), (1, 1));
+    }
+}

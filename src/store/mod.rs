@@ -1,1 +1,127 @@
-//! Durable local state in the state directory.
+//! Durable local state in the state directory: the last report id, and atomic file writes.
+//!
+//! Small state files are replaced atomically (write a temporary file, fsync it, rename it over the
+//! old one, fsync the directory), so a crash or `kill -9` leaves either the old or the new content,
+//! never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A state-file operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct Error {
+    /// What was being done (`read`, `write`, `rename`, `create directory`).
+    pub op: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error { op, path, source }
+}
+
+/// Replaces `path` with `bytes` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(err("create", &tmp))?;
+        f.write_all(bytes).map_err(err("write", &tmp))?;
+        f.sync_all().map_err(err("fsync", &tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(err("rename", path))?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so a rename or a new file in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err("fsync directory", dir))
+}
+
+/// Creates the state directory (and parents) if it is missing.
+pub fn ensure_dir(dir: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dir).map_err(err("create directory", dir))
+}
+
+/// The last report id sent, persisted so ids keep increasing across restarts and reboots
+/// (spec: metrics-report.md D.1).
+#[derive(Debug, Clone)]
+pub struct ReportIdFile {
+    path: PathBuf,
+}
+
+impl ReportIdFile {
+    /// File name inside the state directory.
+    pub const FILE_NAME: &'static str = "last-report-id";
+
+    /// The file inside `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        ReportIdFile {
+            path: state_dir.join(Self::FILE_NAME),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last id, or `None` when the file does not exist. A file that does not hold a number
+    /// (corrupt) is reported as an error so the caller can log it and start from the clock.
+    pub fn load(&self) -> Result<Option<u64>, Error> {
+        match fs::read_to_string(&self.path) {
+            Ok(s) => s.trim().parse::<u64>().map(Some).map_err(|e| Error {
+                op: "parse",
+                path: self.path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("read", &self.path)(e)),
+        }
+    }
+
+    /// Persists `id` atomically.
+    pub fn save(&self, id: u64) -> Result<(), Error> {
+        write_atomic(&self.path, format!("{id}\n").as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_report_id_is_loaded_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = ReportIdFile::new(dir.path());
+        assert_eq!(f.load().unwrap(), None);
+        f.save(1_717_171_717).unwrap();
+        assert_eq!(f.load().unwrap(), Some(1_717_171_717));
+        f.save(1_717_171_718).unwrap();
+        assert_eq!(f.load().unwrap(), Some(1_717_171_718));
+        assert!(!dir.path().join("last-report-id.tmp").exists());
+    }
+
+    #[test]
+    fn a_corrupt_report_id_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(ReportIdFile::FILE_NAME), b"\xff\x00garbage").unwrap();
+        let e = ReportIdFile::new(dir.path()).load().unwrap_err();
+        assert!(e.to_string().contains("last-report-id"));
+    }
+}

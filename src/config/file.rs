@@ -1,0 +1,132 @@
+//! The serde mirror of the TOML file: keys exactly as written, `deny_unknown_fields`, no
+//! validation. Values that `Config` validates are `Spanned` so a problem can name its line.
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// The whole file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// `thing_name`: the AWS IoT thing this device reports as.
+    pub thing_name: Option<Spanned<String>>,
+    /// `state_dir`: where the spool, report id and status live.
+    pub state_dir: Option<Spanned<String>>,
+    /// `shutdown_timeout_secs`.
+    pub shutdown_timeout_secs: Option<Spanned<u64>>,
+    /// `[collect]`.
+    #[serde(default)]
+    pub collect: Collect,
+    /// `[report]`.
+    #[serde(default)]
+    pub report: Report,
+    /// `[[custom_metrics]]`.
+    #[serde(default)]
+    pub custom_metrics: Vec<Spanned<CustomMetric>>,
+    /// `[mqtt]`; absent = no link (only `run --dry-run` and the one-shot commands work).
+    pub mqtt: Option<Spanned<Mqtt>>,
+    /// `[spool]`.
+    #[serde(default)]
+    pub spool: Spool,
+}
+
+/// `[collect]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collect {
+    /// `procfs_root`.
+    pub procfs_root: Option<Spanned<String>>,
+    /// `sysfs_root`.
+    pub sysfs_root: Option<Spanned<String>>,
+    /// `sample_interval_secs`.
+    pub sample_interval_secs: Option<Spanned<u64>>,
+    /// `interfaces_include`: globs, empty = all.
+    pub interfaces_include: Option<Vec<Spanned<String>>>,
+    /// `interfaces_exclude`: globs.
+    pub interfaces_exclude: Option<Vec<Spanned<String>>>,
+    /// `sockets`: `auto` | `netlink` | `procfs`.
+    pub sockets: Option<Spanned<String>>,
+}
+
+/// `[report]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// `interval_secs`.
+    pub interval_secs: Option<Spanned<u64>>,
+    /// `format`: `json` | `cbor`.
+    pub format: Option<Spanned<String>>,
+    /// `keys`: `long` | `short`.
+    pub keys: Option<Spanned<String>>,
+    /// `max_list_len`.
+    pub max_list_len: Option<Spanned<u64>>,
+    /// `startup_jitter_secs`.
+    pub startup_jitter_secs: Option<Spanned<u64>>,
+}
+
+/// One `[[custom_metrics]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomMetric {
+    /// `name`: the metricName given to CreateCustomMetric.
+    pub name: Spanned<String>,
+    /// `type`: `number` | `number-list` | `string-list` | `ip-address-list`.
+    #[serde(rename = "type")]
+    pub metric_type: Spanned<String>,
+    /// `builtin`: one of the built-in sources.
+    pub builtin: Option<Spanned<String>>,
+    /// `command`: argv, executed without a shell.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// `file`: a file whose content is the value.
+    pub file: Option<Spanned<String>>,
+    /// `timeout_secs`: for `command`.
+    pub timeout_secs: Option<Spanned<u64>>,
+    /// `mount`: for `builtin = "disk_used_percent"`.
+    pub mount: Option<Spanned<String>>,
+    /// `sensor`: for `builtin = "temperature_celsius"`.
+    pub sensor: Option<Spanned<String>>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    /// `endpoint`.
+    pub endpoint: Option<Spanned<String>>,
+    /// `port`.
+    pub port: Option<Spanned<u64>>,
+    /// `tls`.
+    pub tls: Option<Spanned<bool>>,
+    /// `ca_file`.
+    pub ca_file: Option<Spanned<String>>,
+    /// `cert_file`.
+    pub cert_file: Option<Spanned<String>>,
+    /// `key_file`.
+    pub key_file: Option<Spanned<String>>,
+    /// `alpn`.
+    pub alpn: Option<Spanned<String>>,
+    /// `client_id`.
+    pub client_id: Option<Spanned<String>>,
+    /// `keep_alive_secs`.
+    pub keep_alive_secs: Option<Spanned<u64>>,
+    /// `clean_session`.
+    pub clean_session: Option<Spanned<bool>>,
+    /// `reconnect_min_secs`.
+    pub reconnect_min_secs: Option<Spanned<u64>>,
+    /// `reconnect_max_secs`.
+    pub reconnect_max_secs: Option<Spanned<u64>>,
+    /// `answer_timeout_secs`.
+    pub answer_timeout_secs: Option<Spanned<u64>>,
+}
+
+/// `[spool]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spool {
+    /// `max_reports`.
+    pub max_reports: Option<Spanned<u64>>,
+    /// `max_bytes`.
+    pub max_bytes: Option<Spanned<u64>>,
+    /// `backlog`: `latest` | `all`.
+    pub backlog: Option<Spanned<String>>,
+}
