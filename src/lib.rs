@@ -38,6 +38,7 @@ pub mod mqtt;
 pub mod report;
 pub mod sample;
 pub mod spool;
+pub mod status;
 pub mod store;
 pub mod topic_filter;
 pub mod traffic;
