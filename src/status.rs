@@ -165,9 +165,19 @@ pub fn render(s: &Status, alive: bool, now: u64) -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     if alive {
-        let _ = writeln!(out, "daemon:       running (pid {}), up {}s", s.pid, now.saturating_sub(s.started_at));
+        let _ = writeln!(
+            out,
+            "daemon:       running (pid {}), up {}s",
+            s.pid,
+            now.saturating_sub(s.started_at)
+        );
     } else {
-        let _ = writeln!(out, "daemon:       not running (pid {} is gone; status written {}s ago)", s.pid, now.saturating_sub(s.updated_at));
+        let _ = writeln!(
+            out,
+            "daemon:       not running (pid {} is gone; status written {}s ago)",
+            s.pid,
+            now.saturating_sub(s.updated_at)
+        );
     }
     let _ = writeln!(out, "connection:   {state}");
     if let Some(e) = &s.last_error {
@@ -175,7 +185,12 @@ pub fn render(s: &Status, alive: bool, now: u64) -> String {
     }
     match &s.last_report {
         Some(r) => {
-            let _ = writeln!(out, "last report:  id {} ({}s ago)", r.id, now.saturating_sub(r.time));
+            let _ = writeln!(
+                out,
+                "last report:  id {} ({}s ago)",
+                r.id,
+                now.saturating_sub(r.time)
+            );
         }
         None => {
             let _ = writeln!(out, "last report:  none yet");
@@ -184,7 +199,12 @@ pub fn render(s: &Status, alive: bool, now: u64) -> String {
     match &s.last_answer {
         Some(a) => {
             let id = a.id.map_or_else(|| "?".to_owned(), |i| i.to_string());
-            let _ = write!(out, "last answer:  {} for id {id} ({}s ago)", a.status, now.saturating_sub(a.time));
+            let _ = write!(
+                out,
+                "last answer:  {} for id {id} ({}s ago)",
+                a.status,
+                now.saturating_sub(a.time)
+            );
             if let (Some(c), Some(m)) = (&a.code, &a.message) {
                 let _ = write!(out, ": {c}: {m}");
             }
@@ -215,7 +235,10 @@ mod tests {
             updated_at: 1300,
             connection: LinkState::Connected,
             last_error: None,
-            last_report: Some(LastReport { id: 1290, time: 1290 }),
+            last_report: Some(LastReport {
+                id: 1290,
+                time: 1290,
+            }),
             last_answer: Some(LastAnswer {
                 id: Some(1290),
                 status: "rejected".into(),
@@ -223,7 +246,13 @@ mod tests {
                 message: Some("Malformed metrics report".into()),
                 time: 1291,
             }),
-            spool: SpoolStatus { pending: 1, superseded: 2, rejected: 1, dropped: 0, bytes: 900 },
+            spool: SpoolStatus {
+                pending: 1,
+                superseded: 2,
+                rejected: 1,
+                dropped: 0,
+                bytes: 900,
+            },
             traffic: None,
         }
     }
@@ -245,7 +274,10 @@ mod tests {
     fn the_rendering_shows_the_rejection_code_and_spool_depth() {
         let text = render(&sample(), true, 1300);
         assert!(text.contains("connection:   connected"), "{text}");
-        assert!(text.contains("InvalidPayload: Malformed metrics report"), "{text}");
+        assert!(
+            text.contains("InvalidPayload: Malformed metrics report"),
+            "{text}"
+        );
         assert!(text.contains("1 pending, 2 superseded"), "{text}");
     }
 }
