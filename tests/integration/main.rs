@@ -1,3 +1,5 @@
 //! The one integration test binary: modules beside this file.
 
 mod support;
+
+mod mqtt;

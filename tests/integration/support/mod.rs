@@ -1,6 +1,10 @@
 //! Shared test support: temporary dirs, fixture paths, mosquitto on a free port.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod endpoint;
+pub mod mosquitto;
+
 use std::path::PathBuf;
 
 /// Path of a fixture under `tests/fixtures/`.
