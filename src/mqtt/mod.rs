@@ -70,6 +70,10 @@ const MAX_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 4 * 1024;
 /// rumqttc's request channel: every unacknowledged publish, one SUBSCRIBE, one DISCONNECT, spare.
 const REQUEST_CHANNEL_CAPACITY: usize = MAX_INFLIGHT as usize + 4;
 
+/// Distinct failure causes remembered per outage so each is logged at warn once; the oldest is
+/// forgotten when more appear (it would then be logged again, which is harmless).
+const MAX_LOGGED_CAUSES: usize = 8;
+
 /// How long shutdown waits for the DISCONNECT packet to be written.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -354,7 +358,7 @@ pub fn spawn(
         tracker: Tracker::default(),
         connected: false,
         failed_attempts: 0,
-        last_cause: None,
+        logged_causes: VecDeque::new(),
         dropped_traffic: 0,
     };
     let task = runtime.spawn(run(link, eventloop, command_rx, shutdown));
@@ -465,8 +469,8 @@ struct Link {
     connected: bool,
     /// Consecutive failed attempts since the last successful connection (backoff exponent).
     failed_attempts: u32,
-    /// The last cause logged at warn, so a repeating cause is logged once.
-    last_cause: Option<String>,
+    /// Causes already logged at warn since the last successful connection (≤ MAX_LOGGED_CAUSES).
+    logged_causes: VecDeque<String>,
     /// Traffic events dropped in the current full-channel episode.
     dropped_traffic: u64,
 }
@@ -626,7 +630,7 @@ impl Link {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 self.connected = true;
                 self.failed_attempts = 0;
-                self.last_cause = None;
+                self.logged_causes.clear();
                 info!(endpoint = %self.endpoint, session_present = ack.session_present, "MQTT connected.");
                 self.emit_traffic(LinkTraffic::ConnectionAttempt { failure: None });
                 // Subscriptions first, so no answer to a resent report is missed.
@@ -710,7 +714,13 @@ impl Link {
             jitter_unit(),
         );
         self.failed_attempts = self.failed_attempts.saturating_add(1);
-        let repeated = self.last_cause.as_deref() == Some(cause.as_str());
+        let repeated = self.logged_causes.contains(&cause);
+        if !repeated {
+            if self.logged_causes.len() == MAX_LOGGED_CAUSES {
+                self.logged_causes.pop_front();
+            }
+            self.logged_causes.push_back(cause.clone());
+        }
         if self.connected {
             self.connected = false;
             if repeated {
@@ -721,10 +731,7 @@ impl Link {
             self.emit_traffic(LinkTraffic::Disconnect {
                 cause: cause.clone(),
             });
-            self.emit(LinkEvent::Disconnected {
-                cause: cause.clone(),
-            })
-            .await;
+            self.emit(LinkEvent::Disconnected { cause }).await;
         } else {
             if repeated {
                 debug!(%cause, ?retry_in, "MQTT connection attempt failed again.");
@@ -742,13 +749,9 @@ impl Link {
                 ));
             }
             self.emit_traffic(LinkTraffic::ConnectionAttempt {
-                failure: Some(AttemptFailure {
-                    cause: cause.clone(),
-                    retry_in,
-                }),
+                failure: Some(AttemptFailure { cause, retry_in }),
             });
         }
-        self.last_cause = Some(cause);
         retry_in
     }
 
@@ -973,6 +976,289 @@ mod tests {
         let seqs: Vec<u64> = t.take_all().iter().map(|o| o.seq).collect();
         assert_eq!(seqs, vec![0, 1, 2, 3]);
         assert_eq!(t.len(), 0);
+    }
+
+    /// A link wired to an event loop that is never polled: its request channel shows what the
+    /// link queued (`EventLoop::clean` moves it into `pending`).
+    fn test_link() -> (Link, EventLoop, mpsc::Receiver<LinkEvent>) {
+        let options = MqttOptions::new("t", "localhost", 8883);
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+        let (events, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let link = Link {
+            publish_topic: topics::publish_topic("t", ReportFormat::Json),
+            accepted_topic: topics::accepted_topic("t", ReportFormat::Json),
+            rejected_topic: topics::rejected_topic("t", ReportFormat::Json),
+            endpoint: "localhost:8883".into(),
+            reconnect_min: Duration::from_millis(10),
+            reconnect_max: Duration::from_secs(10),
+            client,
+            events,
+            shutdown: CancellationToken::new(),
+            tracker: Tracker::default(),
+            connected: false,
+            failed_attempts: 0,
+            logged_causes: VecDeque::new(),
+            dropped_traffic: 0,
+        };
+        (link, eventloop, event_rx)
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<LinkEvent>) -> Vec<LinkEvent> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn connack(session_present: bool) -> Event {
+        Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
+            ConnectReturnCode::Success,
+            session_present,
+        )))
+    }
+
+    fn report(id: u64) -> LinkCommand {
+        LinkCommand::PublishReport {
+            id,
+            payload: vec![b'r'; 3],
+        }
+    }
+
+    /// What the link queued for rumqttc, as (kind, topic-or-empty).
+    fn queued(eventloop: &mut EventLoop) -> Vec<String> {
+        eventloop.clean();
+        eventloop
+            .pending
+            .drain(..)
+            .map(|r| match r {
+                rumqttc::Request::Publish(p) => format!("publish {}", p.topic),
+                rumqttc::Request::Subscribe(s) => format!(
+                    "subscribe {}",
+                    s.filters
+                        .iter()
+                        .map(|f| f.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_connack_subscribes_to_accepted_and_rejected_but_never_the_publish_topic() {
+        let (mut link, mut eventloop, mut rx) = test_link();
+        link.on_event(connack(false)).await;
+        assert_eq!(
+            queued(&mut eventloop),
+            vec!["subscribe $aws/things/t/defender/metrics/json/accepted $aws/things/t/defender/metrics/json/rejected"]
+        );
+        assert_eq!(
+            drain(&mut rx),
+            vec![
+                LinkEvent::Traffic(LinkTraffic::ConnectionAttempt { failure: None }),
+                LinkEvent::Connected
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retransmitted_publish_is_counted_once_and_acknowledged_once() {
+        let (mut link, _eventloop, mut rx) = test_link();
+        link.on_event(connack(false)).await;
+        link.accept(report(1)).await;
+        drain(&mut rx);
+        link.on_event(Event::Outgoing(Outgoing::Publish(1))).await;
+        link.on_event(Event::Outgoing(Outgoing::Publish(1))).await; // retransmission
+        link.on_event(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(1))))
+            .await;
+        link.on_event(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(1))))
+            .await; // duplicate ack
+        assert_eq!(
+            drain(&mut rx),
+            vec![
+                LinkEvent::Traffic(LinkTraffic::PublishSent {
+                    topic: "$aws/things/t/defender/metrics/json".into(),
+                    payload_bytes: 3
+                }),
+                LinkEvent::ReportSent { id: 1 },
+            ]
+        );
+        assert_eq!(link.tracker.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn publishes_lost_with_the_session_are_resent_in_order_after_the_subscription() {
+        let (mut link, mut eventloop, mut rx) = test_link();
+        link.on_event(connack(false)).await;
+        link.accept(report(1)).await;
+        link.accept(report(2)).await;
+        link.on_event(Event::Outgoing(Outgoing::Publish(1))).await;
+        // The connection drops; the broker then starts a new session, so rumqttc forgets them.
+        let reset = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        link.on_error(&reset).await;
+        eventloop.clean();
+        eventloop.pending.clear();
+        drain(&mut rx);
+        link.on_event(connack(false)).await;
+        let publish = "publish $aws/things/t/defender/metrics/json".to_string();
+        let q = queued(&mut eventloop);
+        assert!(q[0].starts_with("subscribe "), "{q:?}");
+        assert_eq!(q[1..], [publish.clone(), publish]);
+        let seqs: Vec<Option<u64>> = link
+            .tracker
+            .awaiting_write
+            .iter()
+            .map(|o| o.report_id)
+            .collect();
+        assert_eq!(seqs, vec![Some(1), Some(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_session_leaves_the_retransmission_to_rumqttc() {
+        let (mut link, mut eventloop, _rx) = test_link();
+        link.on_event(connack(false)).await;
+        link.accept(report(1)).await;
+        link.on_event(Event::Outgoing(Outgoing::Publish(1))).await;
+        queued(&mut eventloop);
+        link.on_event(connack(true)).await;
+        let q = queued(&mut eventloop);
+        assert_eq!(q.len(), 1, "only the subscription: {q:?}");
+        assert!(link.tracker.unacked.contains_key(&1));
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_is_reported_once_and_failed_attempts_carry_a_growing_delay() {
+        let (mut link, _eventloop, mut rx) = test_link();
+        link.on_event(connack(false)).await;
+        drain(&mut rx);
+        let refused =
+            ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        link.on_error(&refused).await;
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            link.on_error(&refused).await;
+        }
+        let events = drain(&mut rx);
+        assert_eq!(
+            events[..2],
+            [
+                LinkEvent::Traffic(LinkTraffic::Disconnect {
+                    cause: "connection refused".into()
+                }),
+                LinkEvent::Disconnected {
+                    cause: "connection refused".into()
+                },
+            ]
+        );
+        for event in &events[2..] {
+            match event {
+                LinkEvent::Traffic(LinkTraffic::ConnectionAttempt {
+                    failure: Some(AttemptFailure { cause, retry_in }),
+                }) => {
+                    assert_eq!(cause, "connection refused");
+                    delays.push(*retry_in);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(delays.len(), 4);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert_eq!(link.logged_causes.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn commands_that_cannot_be_published_are_refused_not_queued() {
+        let (mut link, _eventloop, mut rx) = test_link();
+        link.on_event(connack(false)).await;
+        drain(&mut rx);
+        link.accept(LinkCommand::PublishReport {
+            id: 9,
+            payload: vec![0; MAX_PAYLOAD_BYTES + 1],
+        })
+        .await;
+        for (topic, qos) in [("a/+/b", 1), ("", 1), ("alarms", 3)] {
+            link.accept(LinkCommand::Publish {
+                topic: topic.into(),
+                payload: vec![],
+                qos,
+                retain: false,
+            })
+            .await;
+        }
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 4);
+        assert!(matches!(
+            events[0],
+            LinkEvent::CommandRefused {
+                report_id: Some(9),
+                ..
+            }
+        ));
+        assert!(events
+            .iter()
+            .all(|e| matches!(e, LinkEvent::CommandRefused { .. })));
+        assert_eq!(link.tracker.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_subscription_is_an_authorization_failure_naming_the_filter() {
+        let (mut link, _eventloop, mut rx) = test_link();
+        let suback = rumqttc::SubAck::new(
+            1,
+            vec![
+                SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                SubscribeReasonCode::Failure,
+            ],
+        );
+        link.on_event(Event::Incoming(Packet::SubAck(suback))).await;
+        assert_eq!(
+            drain(&mut rx),
+            vec![LinkEvent::Traffic(LinkTraffic::AuthorizationFailure(
+                AuthorizationFailure::Subscribe {
+                    filter: "$aws/things/t/defender/metrics/json/rejected".into()
+                }
+            ))]
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_told_apart_by_topic_and_other_topics_are_only_counted() {
+        let (mut link, _eventloop, mut rx) = test_link();
+        for topic in [
+            "$aws/things/t/defender/metrics/json/accepted",
+            "$aws/things/t/defender/metrics/json/rejected",
+            "$aws/things/t/defender/metrics/cbor/accepted",
+        ] {
+            let publish = rumqttc::Publish::new(topic, QoS::AtLeastOnce, b"{}".to_vec());
+            link.on_event(Event::Incoming(Packet::Publish(publish)))
+                .await;
+        }
+        let answers: Vec<bool> = drain(&mut rx)
+            .into_iter()
+            .filter_map(|e| match e {
+                LinkEvent::Answer { accepted, .. } => Some(accepted),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers, vec![true, false]);
+    }
+
+    #[tokio::test]
+    async fn a_connack_refused_as_not_authorized_is_an_authorization_failure() {
+        let (mut link, _eventloop, mut rx) = test_link();
+        let err = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        link.on_error(&err).await;
+        let events = drain(&mut rx);
+        assert_eq!(
+            events[0],
+            LinkEvent::Traffic(LinkTraffic::AuthorizationFailure(
+                AuthorizationFailure::Connect {
+                    code: "NotAuthorized".into()
+                }
+            ))
+        );
+        assert!(matches!(
+            &events[1],
+            LinkEvent::Traffic(LinkTraffic::ConnectionAttempt { failure: Some(f) }) if f.cause.contains("NotAuthorized")
+        ));
     }
 
     #[test]

@@ -197,6 +197,19 @@ mod tests {
     }
 
     #[test]
+    fn a_group_readable_key_file_is_reported_with_its_mode() {
+        let dir = std::env::temp_dir().join(format!("mqtt-key-mode-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key.pem");
+        fs::write(&key, "x").unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(check_key_permissions(&key).unwrap(), Some(0o640));
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(check_key_permissions(&key).unwrap(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_missing_ca_file_is_named_in_the_error() {
         let err = client_config(
             Path::new("/nonexistent/ca.pem"),

@@ -279,18 +279,24 @@ async fn a_rejected_answer_is_delivered_as_not_accepted() {
 async fn a_client_certificate_from_another_ca_is_refused_and_retried_with_growing_backoff() {
     let (pki, broker) = mutual_tls_broker().await;
     let rogue = TestCa::new(pki.dir(), "rogue");
-    let mut run = start(settings(
+    let mut s = settings(
         broker.port(),
         pki.ca_file(),
         &rogue.client_cert("dev3"),
         "dev3",
-    ))
-    .await;
+    );
+    // Far above the four delays looked at, so none of them is capped (capped delays jitter).
+    s.reconnect_max = Duration::from_secs(10);
+    let mut run = start(s).await;
 
     let attempts = failed_attempts(&mut run.link.events, 4).await;
+    eprintln!(
+        "causes: {:?}",
+        attempts.iter().map(|(_, f)| &f.cause).collect::<Vec<_>>()
+    );
     for (_, failure) in &attempts {
         assert!(
-            failure.cause.starts_with("TLS:"),
+            failure.cause.starts_with("TLS:") && failure.cause.contains("alert"),
             "cause should name TLS: {}",
             failure.cause
         );
@@ -603,6 +609,43 @@ async fn plaintext_is_used_when_tls_is_false_for_a_local_broker() {
     s.endpoint = "127.0.0.1".into();
     let mut run = start(s).await;
     connected(&mut run.link.events).await;
+}
+
+#[tokio::test]
+async fn a_connack_refusal_is_an_authorization_failure_and_is_retried() {
+    // No certificate identity and no anonymous access: CONNACK 5 (not authorized).
+    let mut options = MosquittoOptions::plain();
+    options.extra = "allow_anonymous false\n".into();
+    let broker = Mosquitto::start(options);
+    let none = CertFiles {
+        cert: "/nonexistent".into(),
+        key: "/nonexistent".into(),
+    };
+    let mut s = settings(broker.port(), "/nonexistent".as_ref(), &none, "dev15");
+    s.tls = false;
+    s.endpoint = "127.0.0.1".into();
+    let mut run = start(s).await;
+    let event = next_event(&mut run.link.events, |e| {
+        matches!(
+            e,
+            LinkEvent::Connected | LinkEvent::Traffic(LinkTraffic::AuthorizationFailure(_))
+        )
+    })
+    .await;
+    assert_eq!(
+        event,
+        LinkEvent::Traffic(LinkTraffic::AuthorizationFailure(
+            AuthorizationFailure::Connect {
+                code: "NotAuthorized".into()
+            }
+        ))
+    );
+    let attempts = failed_attempts(&mut run.link.events, 2).await;
+    assert!(
+        attempts[1].1.cause.contains("NotAuthorized"),
+        "{:?}",
+        attempts[1].1
+    );
 }
 
 #[tokio::test]
