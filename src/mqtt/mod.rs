@@ -280,6 +280,7 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, jitter_unit: f64) -> 
         0.0
     };
     let half = ceiling / 2;
+    // Invariant: unit is in [0, 1], so half·unit ≤ half cannot overflow or go negative.
     (half + half.mul_f64(unit)).max(min)
 }
 

@@ -524,13 +524,7 @@ async fn a_subscription_denied_by_the_broker_is_an_authorization_failure_naming_
 #[tokio::test]
 async fn cancelling_sends_disconnect_and_ends_the_task() {
     let (pki, broker) = mutual_tls_broker().await;
-    let mut run = start(settings(
-        broker.port(),
-        pki.ca_file(),
-        &pki.client("dev11"),
-        "dev11",
-    ))
-    .await;
+    let mut run = start(broker.link_settings(&pki, "dev11")).await;
     connected(&mut run.link.events).await;
     run.shutdown.cancel();
     tokio::time::timeout(WAIT, &mut run.task)
@@ -656,4 +650,15 @@ async fn spawn_fails_at_start_naming_an_unreadable_key_file() {
     s.key_file = pki.dir().join("missing.key.pem");
     let err = mqtt::spawn(s, CancellationToken::new()).unwrap_err();
     assert!(err.to_string().contains("missing.key.pem"), "{err}");
+}
+
+#[test]
+fn the_support_config_snippet_is_valid_toml_naming_the_broker() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
+    let doc: toml::Value = toml::from_str(&broker.mqtt_toml(&pki, "dev16")).expect("valid TOML");
+    let mqtt = &doc["mqtt"];
+    assert_eq!(mqtt["port"].as_integer(), Some(i64::from(broker.port())));
+    assert_eq!(mqtt["endpoint"].as_str(), Some("localhost"));
+    assert!(std::path::Path::new(mqtt["key_file"].as_str().unwrap()).is_file());
 }

@@ -106,7 +106,9 @@ impl MosquittoOptions {
         self
     }
 
-    /// The same options with an ACL file.
+    /// The same options with an ACL file. Note: mosquitto 2.0's `acl_file` only withholds
+    /// messages; it never refuses a SUBSCRIBE or a PUBLISH (use
+    /// [`MosquittoOptions::with_subscribe_denied`] for SUBACK 0x80).
     pub fn with_acl(mut self, acl: &str) -> MosquittoOptions {
         self.acl = Some(acl.to_string());
         self
@@ -188,6 +190,43 @@ impl Mosquitto {
     /// The directory holding the config, ACL and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Link settings for this broker over mutual TLS: endpoint `localhost` (the server
+    /// certificate's name), the PKI's CA, a fresh client certificate with CN = `thing`, JSON
+    /// format, fast reconnects (50 ms doubling, capped at 2 s) so outage tests stay short.
+    pub fn link_settings(&self, pki: &Pki, thing: &str) -> defender_agent::mqtt::Settings {
+        let client = pki.client(thing);
+        defender_agent::mqtt::Settings {
+            endpoint: "localhost".into(),
+            port: self.port,
+            tls: true,
+            ca_file: pki.ca_file().to_path_buf(),
+            cert_file: client.cert,
+            key_file: client.key,
+            alpn: String::new(),
+            client_id: thing.into(),
+            thing_name: thing.into(),
+            format: defender_agent::mqtt::ReportFormat::Json,
+            keep_alive: Duration::from_secs(30),
+            clean_session: true,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+        }
+    }
+
+    /// The fixed `[mqtt]` keys of an agent config file for this broker (for CLI/agent tests):
+    /// endpoint, port, tls, ca_file, cert_file, key_file; a client certificate with CN = `thing`
+    /// is generated.
+    pub fn mqtt_toml(&self, pki: &Pki, thing: &str) -> String {
+        let client = pki.client(thing);
+        format!(
+            "[mqtt]\nendpoint = \"localhost\"\nport = {}\ntls = true\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.port,
+            pki.ca_file().display().to_string(),
+            client.cert.display().to_string(),
+            client.key.display().to_string(),
+        )
     }
 
     /// Is the process running?
