@@ -359,6 +359,36 @@ async fn a_server_certificate_for_another_host_name_is_refused() {
 }
 
 #[tokio::test]
+async fn an_ip_literal_endpoint_is_verified_against_the_certificate_ip_address() {
+    let (pki, broker) = mutual_tls_broker().await;
+    let mut s = broker.link_settings(&pki, "dev17");
+    s.endpoint = "127.0.0.1".into();
+    let mut run = start(s).await;
+    connected(&mut run.link.events).await;
+}
+
+#[tokio::test]
+async fn a_persistent_session_connects_and_publishes() {
+    let (pki, broker) = mutual_tls_broker().await;
+    let mut s = broker.link_settings(&pki, "dev18");
+    s.clean_session = false;
+    let mut run = start(s).await;
+    connected(&mut run.link.events).await;
+    run.link
+        .commands
+        .send(LinkCommand::PublishReport {
+            id: 18,
+            payload: json_report(18),
+        })
+        .await
+        .unwrap();
+    next_event(&mut run.link.events, |e| {
+        *e == LinkEvent::ReportSent { id: 18 }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_configured_alpn_still_connects_to_mosquitto() {
     // mosquitto 2.0.11 has no ALPN option and ignores the extension.
     let (pki, broker) = mutual_tls_broker().await;
