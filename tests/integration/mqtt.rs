@@ -124,7 +124,7 @@ fn cbor_report(id: u64) -> Vec<u8> {
     out
 }
 
-async fn mutual_tls_broker() -> (Pki, Mosquitto) {
+fn mutual_tls_broker() -> (Pki, Mosquitto) {
     let pki = Pki::new();
     let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
     (pki, broker)
@@ -132,7 +132,7 @@ async fn mutual_tls_broker() -> (Pki, Mosquitto) {
 
 #[tokio::test]
 async fn a_json_report_is_acknowledged_and_answered_accepted_with_its_report_id() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let mut endpoint = DefenderEndpoint::start(&broker, &pki, accept_any_report).await;
     let mut run = start(settings(
         broker.port(),
@@ -188,7 +188,7 @@ async fn a_json_report_is_acknowledged_and_answered_accepted_with_its_report_id(
 
 #[tokio::test]
 async fn a_cbor_report_is_answered_in_cbor_on_the_cbor_accepted_topic() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let mut endpoint = DefenderEndpoint::start(&broker, &pki, accept_any_report).await;
     let mut s = settings(
         broker.port(),
@@ -241,7 +241,7 @@ async fn a_cbor_report_is_answered_in_cbor_on_the_cbor_accepted_topic() {
 
 #[tokio::test]
 async fn a_rejected_answer_is_delivered_as_not_accepted() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let endpoint = DefenderEndpoint::start(&broker, &pki, accept_any_report).await;
     endpoint.set_verdict(Verdict::Reject);
     let mut run = start(settings(
@@ -277,7 +277,7 @@ async fn a_rejected_answer_is_delivered_as_not_accepted() {
 
 #[tokio::test]
 async fn a_client_certificate_from_another_ca_is_refused_and_retried_with_growing_backoff() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let rogue = TestCa::new(pki.dir(), "rogue");
     let mut s = settings(
         broker.port(),
@@ -317,7 +317,7 @@ async fn a_client_certificate_from_another_ca_is_refused_and_retried_with_growin
 
 #[tokio::test]
 async fn a_server_certificate_from_an_untrusted_ca_is_refused_naming_the_cause() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let other = TestCa::new(pki.dir(), "other");
     let mut run = start(settings(
         broker.port(),
@@ -360,7 +360,7 @@ async fn a_server_certificate_for_another_host_name_is_refused() {
 
 #[tokio::test]
 async fn an_ip_literal_endpoint_is_verified_against_the_certificate_ip_address() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let mut s = broker.link_settings(&pki, "dev17");
     s.endpoint = "127.0.0.1".into();
     let mut run = start(s).await;
@@ -369,7 +369,7 @@ async fn an_ip_literal_endpoint_is_verified_against_the_certificate_ip_address()
 
 #[tokio::test]
 async fn a_persistent_session_connects_and_publishes() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let mut s = broker.link_settings(&pki, "dev18");
     s.clean_session = false;
     let mut run = start(s).await;
@@ -391,7 +391,7 @@ async fn a_persistent_session_connects_and_publishes() {
 #[tokio::test]
 async fn a_configured_alpn_still_connects_to_mosquitto() {
     // mosquitto 2.0.11 has no ALPN option and ignores the extension.
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let mut s = settings(broker.port(), pki.ca_file(), &pki.client("dev6"), "dev6");
     s.alpn = tls::AWS_MQTT_ALPN.into();
     let mut run = start(s).await;
@@ -435,7 +435,7 @@ async fn the_alpn_protocol_is_offered_in_the_tls_handshake() {
 
 #[tokio::test]
 async fn a_broker_restart_is_a_disconnect_then_a_reconnect_and_publishing_resumes() {
-    let (pki, mut broker) = mutual_tls_broker().await;
+    let (pki, mut broker) = mutual_tls_broker();
     let mut endpoint = DefenderEndpoint::start(&broker, &pki, accept_any_report).await;
     let mut run = start(settings(
         broker.port(),
@@ -481,7 +481,7 @@ async fn a_broker_restart_is_a_disconnect_then_a_reconnect_and_publishing_resume
 
 #[tokio::test]
 async fn a_report_queued_during_an_outage_is_published_after_reconnecting() {
-    let (pki, mut broker) = mutual_tls_broker().await;
+    let (pki, mut broker) = mutual_tls_broker();
     let mut run = start(settings(
         broker.port(),
         pki.ca_file(),
@@ -553,7 +553,7 @@ async fn a_subscription_denied_by_the_broker_is_an_authorization_failure_naming_
 
 #[tokio::test]
 async fn cancelling_sends_disconnect_and_ends_the_task() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let mut run = start(broker.link_settings(&pki, "dev11")).await;
     connected(&mut run.link.events).await;
     run.shutdown.cancel();
@@ -570,7 +570,7 @@ async fn cancelling_sends_disconnect_and_ends_the_task() {
 
 #[tokio::test]
 async fn an_oversized_payload_is_refused_and_the_connection_stays_up() {
-    let (pki, broker) = mutual_tls_broker().await;
+    let (pki, broker) = mutual_tls_broker();
     let mut run = start(settings(
         broker.port(),
         pki.ca_file(),
@@ -680,6 +680,16 @@ async fn spawn_fails_at_start_naming_an_unreadable_key_file() {
     s.key_file = pki.dir().join("missing.key.pem");
     let err = mqtt::spawn(s, CancellationToken::new()).unwrap_err();
     assert!(err.to_string().contains("missing.key.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn a_key_readable_by_others_is_only_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let (pki, broker) = mutual_tls_broker();
+    let s = broker.link_settings(&pki, "dev19");
+    std::fs::set_permissions(&s.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut run = start(s).await;
+    connected(&mut run.link.events).await;
 }
 
 #[test]
