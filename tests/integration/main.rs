@@ -1,6 +1,6 @@
 //! The one integration test binary: modules beside this file.
 
 mod cli;
-mod support;
-
+mod collect;
 mod mqtt;
+mod support;
