@@ -4,3 +4,4 @@ mod cli;
 mod collect;
 mod mqtt;
 mod support;
+mod report;
