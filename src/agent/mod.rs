@@ -669,6 +669,3 @@ fn unsafe_uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
-
-#[allow(dead_code)]
-fn _unused(_: &Path, _: spool::Error) {}
