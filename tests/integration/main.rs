@@ -3,5 +3,6 @@
 mod cli;
 mod collect;
 mod mqtt;
-mod support;
 mod report;
+mod spool;
+mod support;
