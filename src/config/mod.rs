@@ -325,7 +325,13 @@ impl Config {
     /// The built-in default used when no `--config` is given: samples this machine, needs no AWS
     /// account and no state directory of its own (a temporary one is used by the callers).
     pub fn builtin() -> Config {
-        let src = "thing_name = \"local-device\"\nstate_dir = \"/var/lib/defender-agent\"\n";
+        let src = concat!(
+            "thing_name = \"local-device\"\n",
+            "state_dir = \"/var/lib/defender-agent\"\n",
+            "[[custom_metrics]]\nname = \"cpu_usage\"\ntype = \"number\"\nbuiltin = \"cpu_usage_percent\"\n",
+            "[[custom_metrics]]\nname = \"memory_used\"\ntype = \"number\"\nbuiltin = \"memory_used_percent\"\n",
+            "[[custom_metrics]]\nname = \"load_average\"\ntype = \"number-list\"\nbuiltin = \"load_average\"\n",
+        );
         // Invariant: the built-in text above is a valid configuration (tested).
         match Config::parse(src, "<built-in>") {
             Ok(c) => c,
