@@ -419,6 +419,7 @@ impl Agent {
         };
         match self.spool.as_mut().map(|s| s.append(entry.clone())) {
             Some(Ok(appended)) => {
+                info!(id, bytes = entry.payload.len(), "Report spooled.");
                 if appended.dropped_oldest > 0 {
                     self.dropped += appended.dropped_oldest as u64;
                     warn!(

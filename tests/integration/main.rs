@@ -1,5 +1,6 @@
 //! The one integration test binary: modules beside this file.
 
+mod agent;
 mod cli;
 mod collect;
 mod mqtt;
