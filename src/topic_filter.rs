@@ -355,7 +355,7 @@ impl<'de> Deserialize<'de> for TopicFilter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -405,7 +405,11 @@ mod tests {
         ];
         for (filter, topic, expected) in table {
             assert_eq!(f(filter).matches(topic), expected, "{filter} vs {topic}");
-            assert_eq!(reference_matches(filter, topic), expected, "{filter} vs {topic}");
+            assert_eq!(
+                reference_matches(filter, topic),
+                expected,
+                "{filter} vs {topic}"
+            );
         }
     }
 
@@ -524,7 +528,10 @@ mod tests {
     #[test]
     fn error_messages_name_the_filter_and_stay_short() {
         let err = TopicFilter::parse("a/#/b").unwrap_err().to_string();
-        assert!(err.contains("\"a/#/b\"") && err.contains("level 1"), "{err}");
+        assert!(
+            err.contains("\"a/#/b\"") && err.contains("level 1"),
+            "{err}"
+        );
         let long = format!("{}+x", "a".repeat(1000));
         let err = TopicFilter::parse(&long).unwrap_err().to_string();
         assert!(err.len() < 300, "{err}");
@@ -551,7 +558,10 @@ mod tests {
                 ..
             })
         ));
-        assert!(matches!(validate_topic("a\0"), Err(FilterError::Nul { .. })));
+        assert!(matches!(
+            validate_topic("a\0"),
+            Err(FilterError::Nul { .. })
+        ));
     }
 
     #[test]
@@ -565,8 +575,8 @@ mod tests {
         assert!(s.matches("device/dev1/auth"));
         assert!(!s.matches("device/dev2/auth"));
         // Inside a level, and more than once.
-        let s = TopicFilter::parse_with_client_id("x-${iot:ClientId}/${iot:ClientId}/#", "c")
-            .unwrap();
+        let s =
+            TopicFilter::parse_with_client_id("x-${iot:ClientId}/${iot:ClientId}/#", "c").unwrap();
         assert!(s.matches("x-c/c/anything/else"));
     }
 
@@ -594,7 +604,14 @@ mod tests {
 
     #[test]
     fn filters_round_trip_through_display_and_serde() {
-        for s in ["a/#", "+/+", "$aws/things/+/shadow/#", "/", "a//b", "é/+/日本"] {
+        for s in [
+            "a/#",
+            "+/+",
+            "$aws/things/+/shadow/#",
+            "/",
+            "a//b",
+            "é/+/日本",
+        ] {
             let filter = f(s);
             assert_eq!(filter.to_string(), s);
             assert_eq!(f(&filter.to_string()), filter);
@@ -615,13 +632,14 @@ mod tests {
 
     pub(crate) fn filter_strategy() -> impl Strategy<Value = String> {
         let lvl = prop_oneof![4 => level(), 2 => Just("+".to_owned())];
-        (prop::collection::vec(lvl, 1..6), any::<bool>()).prop_map(|(mut l, hash)| {
-            if hash {
-                l.push("#".to_owned());
-            }
-            l.join("/")
-        })
-        .prop_filter("the empty filter is invalid", |f| !f.is_empty())
+        (prop::collection::vec(lvl, 1..6), any::<bool>())
+            .prop_map(|(mut l, hash)| {
+                if hash {
+                    l.push("#".to_owned());
+                }
+                l.join("/")
+            })
+            .prop_filter("the empty filter is invalid", |f| !f.is_empty())
     }
 
     proptest! {
