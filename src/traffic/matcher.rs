@@ -10,8 +10,14 @@
 //!
 //! Bounds: nodes ≤ total filter levels + 1; the two live-node lists are reserved to the node count
 //! at build time, so a walk never grows them.
+//!
+//! The symbol table uses a small multiplicative hash instead of SipHash: its keys are fixed when
+//! the scopes are compiled and topics only probe it, so a chosen topic can at worst walk the
+//! longest probe chain the filters themselves created (no flooding is possible), and hashing is
+//! the largest cost per level.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::topic_filter::{Level, TopicFilter};
 
@@ -23,6 +29,52 @@ const NO_NODE: NodeId = NodeId::MAX;
 
 /// The root node's index.
 const ROOT: NodeId = 0;
+
+/// Multiply-rotate hash over 8-byte words (the FxHash scheme), for the symbol table only.
+#[derive(Debug, Default, Clone, Copy)]
+struct LevelHasher {
+    /// Running state.
+    hash: u64,
+}
+
+impl LevelHasher {
+    /// Mixes one word into the state.
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for LevelHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// Symbol table from literal level text to symbol id.
+type Symbols = HashMap<Box<str>, u32, BuildHasherDefault<LevelHasher>>;
 
 /// One trie node.
 #[derive(Debug, Default)]
@@ -89,7 +141,7 @@ impl ScopeBits {
 #[derive(Debug)]
 pub(crate) struct ScopeMatcher {
     /// Every literal level used by a filter, interned.
-    symbols: HashMap<Box<str>, u32>,
+    symbols: Symbols,
     /// The trie; `nodes[0]` is the root.
     nodes: Vec<Node>,
     /// Result of the last walk.
@@ -103,7 +155,7 @@ pub(crate) struct ScopeMatcher {
 impl ScopeMatcher {
     /// Compiles `scopes[i]` = the filters of scope `i`.
     pub(crate) fn new<'a>(scopes: impl IntoIterator<Item = &'a [TopicFilter]>) -> ScopeMatcher {
-        let mut symbols: HashMap<Box<str>, u32> = HashMap::new();
+        let mut symbols = Symbols::default();
         let mut nodes = vec![Node {
             plus: NO_NODE,
             ..Node::default()
