@@ -11,9 +11,9 @@
 //!   (`#` does not match `$aws/things/x/shadow`, `$aws/#` does);
 //! - comparison is byte-exact, hence case-sensitive.
 //!
-//! We do not use `rumqttc::matches`: it rejects every `$` topic, even against an identical
-//! filter, and slices `topic[..1]`, which panics on a multi-byte first character (see
-//! design/architecture.md). [`TopicFilter::matches`] never panics on any `&str`.
+//! We do not use the MQTT client crate's `matches` function: it rejects every `$` topic, even
+//! against an identical filter, and slices `topic[..1]`, which panics on a multi-byte first
+//! character (see design/architecture.md). [`TopicFilter::matches`] never panics on any `&str`.
 //!
 //! Limits: a filter is an MQTT UTF-8 string, so at most [`MAX_FILTER_BYTES`] bytes and no U+0000.
 //! A dimension value (`stringValues` element) is also at most [`MAX_DIMENSION_VALUE_CHARS`]
