@@ -293,7 +293,7 @@ impl TopicFilter {
 pub fn validate_topic(topic: &str) -> Result<(), FilterError> {
     check_string(topic)?;
     if let Some(offset) = topic.find(['+', '#']) {
-        let wildcard = if topic.as_bytes()[offset] == b'+' {
+        let wildcard = if topic.as_bytes().get(offset) == Some(&b'+') {
             '+'
         } else {
             '#'

@@ -166,6 +166,7 @@ impl ScopeMatcher {
             // Invariant: scope counts are bounded by MAX_SCOPES, far below u32::MAX.
             let scope = scope as u32;
             for filter in filters {
+                // Invariant: `at` is always the root or an id push_node returned, < nodes.len().
                 let mut at = ROOT as usize;
                 let mut ends_in_multi = false;
                 for level in filter.levels() {
@@ -231,6 +232,7 @@ impl ScopeMatcher {
             // Looked up at most once per level, and only if some live node has literal children.
             let mut symbol: Option<Option<u32>> = None;
             for &id in &self.current {
+                // Invariant: live ids come from the trie's own edges, all < nodes.len().
                 let node = &self.nodes[id as usize];
                 if first_wildcards_allowed {
                     // `#` here covers this level and all the rest.
@@ -257,6 +259,7 @@ impl ScopeMatcher {
         }
         // Every level consumed: exact ends match, and `#` matches zero further levels.
         for &id in &self.current {
+            // Invariant: as above, live ids are trie node ids.
             let node = &self.nodes[id as usize];
             for &s in node.terminal.iter().chain(node.multi.iter()) {
                 self.matched.insert(s as usize);

@@ -375,6 +375,8 @@ enum LinkState {
 /// The counters. Owned by the agent loop; every method is pure and synchronous.
 #[derive(Debug)]
 pub struct TrafficCounters {
+    /// Bucketing, as validated by [`TrafficCounters::new`].
+    settings: Settings,
     /// The scopes, in index order.
     scopes: Vec<Scope>,
     /// Bit `i` set when scope `i` is NOT_IN: matched bits are XORed with it.
@@ -426,6 +428,7 @@ impl TrafficCounters {
         }
         let matcher = ScopeMatcher::new(scopes.iter().map(|s| s.filters.as_slice()));
         Ok(TrafficCounters {
+            settings,
             ring: Ring::new(
                 settings.bucket_secs,
                 settings.history_buckets,
@@ -438,6 +441,41 @@ impl TrafficCounters {
             all: AllTotals::default(),
             link: LinkState::NeverConnected,
         })
+    }
+
+    /// Replaces the scopes (a dimension or profile changed; spec: detect.md §5 "Lifecycle": the
+    /// new scope applies from the next tick).
+    ///
+    /// Unscoped counts, link state and history are kept. A new scope equal to an old one (same
+    /// name, filters and operator) keeps its history and totals; any other starts empty, so its
+    /// first windows are partial. On error nothing changes.
+    pub fn replace_scopes(&mut self, scopes: Vec<Scope>) -> Result<(), TrafficError> {
+        let mut fresh = TrafficCounters::new(scopes, self.settings)?;
+        let old_index: Vec<Option<usize>> = fresh
+            .scopes
+            .iter()
+            .map(|s| self.scopes.iter().position(|o| o == s))
+            .collect();
+        for (new, old) in old_index.iter().enumerate() {
+            if let (Some(old), Some(t)) = (old, fresh.scope_totals.get_mut(new)) {
+                *t = self.scope_totals.get(*old).copied().unwrap_or_default();
+            }
+        }
+        fresh.ring = self
+            .ring
+            .remap(1 + fresh.scopes.len(), |column| match column {
+                0 => Some(0),
+                c => old_index.get(c - 1).copied().flatten().map(|o| o + 1),
+            });
+        fresh.all = self.all;
+        fresh.link = self.link;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The bucketing in use.
+    pub fn settings(&self) -> Settings {
+        self.settings
     }
 
     /// The scopes, in index order.

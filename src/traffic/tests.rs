@@ -450,3 +450,63 @@ fn memory_does_not_grow_with_distinct_topics() {
     );
     assert_eq!(c.totals().scopes.len(), 1);
 }
+
+#[test]
+fn replacing_scopes_keeps_unchanged_scopes_and_starts_changed_ones_empty() {
+    let mut c = counters(vec![
+        scope("Kept", &["a/#"], ScopeOperator::In),
+        scope("Changed", &["b/#"], ScopeOperator::In),
+        scope("Dropped", &["c/#"], ScopeOperator::In),
+    ]);
+    c.record(&TrafficEvent::ConnectAttempt { ok: true }, at(1));
+    for topic in ["a/1", "b/1", "c/1"] {
+        c.record(&sent(topic, 1), at(2));
+    }
+    c.replace_scopes(vec![
+        scope("New", &["c/#"], ScopeOperator::In),
+        scope("Changed", &["b/#"], ScopeOperator::NotIn),
+        scope("Kept", &["a/#"], ScopeOperator::In),
+    ])
+    .unwrap();
+    let m = TrafficMetric::MessagesSent;
+    assert_eq!(c.scope_index("Kept"), Some(2));
+    assert_eq!(c.window(Some(2), m, 300, 300), Ok(Some(1)));
+    assert_eq!(c.window(Some(1), m, 300, 300), Ok(Some(0)));
+    assert_eq!(c.window(Some(0), m, 300, 300), Ok(Some(0)));
+    assert_eq!(c.window(None, m, 300, 300), Ok(Some(3)));
+    assert!(c.is_connected());
+    let totals = c.totals();
+    assert_eq!(totals.all.traffic.messages_sent, 3);
+    assert_eq!(
+        totals.scopes[2],
+        (
+            "Kept".to_owned(),
+            ScopeTotals {
+                messages_sent: 1,
+                bytes_sent: 1,
+                ..ScopeTotals::default()
+            }
+        )
+    );
+    assert_eq!(totals.scopes[1].1, ScopeTotals::default());
+    // New traffic uses the new scopes.
+    c.record(&sent("c/2", 1), at(3));
+    assert_eq!(c.window(Some(0), m, 300, 300), Ok(Some(1)));
+    assert_eq!(c.window(Some(1), m, 300, 300), Ok(Some(1)));
+}
+
+#[test]
+fn a_refused_replacement_changes_nothing() {
+    let mut c = counters(vec![scope("S", &["#"], ScopeOperator::In)]);
+    c.record(&sent("x", 1), at(1));
+    let bad = vec![
+        scope("T", &["#"], ScopeOperator::In),
+        scope("T", &["#"], ScopeOperator::In),
+    ];
+    assert!(c.replace_scopes(bad).is_err());
+    assert_eq!(c.scopes().len(), 1);
+    assert_eq!(
+        c.window(Some(0), TrafficMetric::MessagesSent, 300, 300),
+        Ok(Some(1))
+    );
+}

@@ -141,6 +141,7 @@ impl Ring {
             }
             None => self.head = Some(b),
         }
+        // Invariant: row < slots = ids.len().
         let row = (b % slots) as usize;
         if self.ids[row] != b {
             // The row held a bucket outside (head − slots, head]: stale, reuse it.
@@ -153,6 +154,7 @@ impl Ring {
     fn reset_row(&mut self, id: u64) {
         let row = (id % self.slots as u64) as usize;
         self.ids[row] = id;
+        // Invariant: row < slots and cells.len() = slots × columns.
         let start = row * self.columns;
         self.cells[start..start + self.columns].fill(Cell::EMPTY);
     }
@@ -189,6 +191,22 @@ impl Ring {
             }
         }
         Ok(total)
+    }
+
+    /// A ring with the same buckets and `columns` columns, where new column `c` copies old column
+    /// `source(c)` or starts empty (used when scopes are replaced).
+    pub(crate) fn remap(&self, columns: usize, source: impl Fn(usize) -> Option<usize>) -> Ring {
+        let mut ring = Ring::new(self.bucket_secs, self.slots, columns);
+        ring.ids.clone_from(&self.ids);
+        ring.head = self.head;
+        for row in 0..self.slots {
+            for column in 0..columns {
+                if let Some(old) = source(column).filter(|&c| c < self.columns) {
+                    ring.cells[row * columns + column] = self.cells[row * self.columns + old];
+                }
+            }
+        }
+        ring
     }
 
     /// Bucket width in seconds.
