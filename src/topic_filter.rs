@@ -140,6 +140,15 @@ pub enum Level {
 /// A validated MQTT topic filter.
 ///
 /// `Display` prints the filter as written, so `parse(f.to_string()) == f` for every parsed filter.
+///
+/// ```
+/// use defender_agent::topic_filter::TopicFilter;
+///
+/// let own = TopicFilter::parse("$aws/things/+/defender/#").unwrap();
+/// assert!(own.matches("$aws/things/t1/defender/metrics/json"));
+/// assert!(!TopicFilter::parse("#").unwrap().matches("$aws/things/t1/shadow"));
+/// assert!(TopicFilter::parse("a/#/b").is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TopicFilter {
     /// The filter text (after substitution, if any).

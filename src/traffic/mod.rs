@@ -373,6 +373,29 @@ enum LinkState {
 }
 
 /// The counters. Owned by the agent loop; every method is pure and synchronous.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use defender_agent::topic_filter::TopicFilter;
+/// use defender_agent::traffic::*;
+///
+/// let auth = Scope {
+///     name: "AuthTopics".into(),
+///     filters: vec![TopicFilter::parse("device/+/auth").unwrap()],
+///     operator: ScopeOperator::In,
+/// };
+/// let mut counters = TrafficCounters::new(vec![auth], Settings::default()).unwrap();
+/// let event = TrafficEvent::Publish {
+///     topic: "device/a/auth".into(),
+///     bytes: 12,
+///     direction: Direction::Sent,
+/// };
+/// counters.record(&event, UNIX_EPOCH + Duration::from_secs(1_700_000_100));
+/// // The tick at 1_700_000_100 (a multiple of 300) with durationSeconds 300:
+/// let scope = counters.scope_index("AuthTopics");
+/// let count = counters.window(scope, TrafficMetric::MessagesSent, 1_700_000_100, 300);
+/// assert_eq!(count, Ok(Some(1)));
+/// ```
 #[derive(Debug)]
 pub struct TrafficCounters {
     /// Bucketing, as validated by [`TrafficCounters::new`].
