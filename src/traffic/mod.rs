@@ -31,7 +31,8 @@
 //! # Bounds
 //! Memory is `history_buckets × (1 + scopes)` bucket cells plus the compiled matcher, whatever the
 //! number of distinct topics (counting is per scope, never per topic). Scopes are capped at
-//! [`MAX_SCOPES`] and history at [`MAX_HISTORY_BUCKETS`]. Recording a publish allocates nothing.
+//! [`MAX_SCOPES`] (filters at [`MAX_FILTERS_PER_SCOPE`] and [`MAX_TOTAL_FILTER_BYTES`]) and history
+//! at [`MAX_HISTORY_BUCKETS`]. Recording a publish allocates nothing.
 
 mod matcher;
 mod window;
@@ -51,6 +52,13 @@ use window::{Cell, Ring};
 /// Most scopes one counter set takes: 5 profiles per target × 100 behaviours, each with at most
 /// one dimension (spec: detect.md §1.2).
 pub const MAX_SCOPES: usize = 500;
+
+/// Most filters one scope takes (API CreateDimension: `stringValues` 1..100 items).
+pub const MAX_FILTERS_PER_SCOPE: usize = 100;
+
+/// Most filter text over all scopes, bounding the trie (at most one node per byte plus one per
+/// filter). 128 KiB is 500 values of 256 characters; real profiles use a few KiB.
+pub const MAX_TOTAL_FILTER_BYTES: usize = 128 * 1024;
 
 /// Most history buckets: one day of 300 s buckets; Detect windows need at most 3600 s.
 pub const MAX_HISTORY_BUCKETS: usize = 288;
@@ -267,6 +275,17 @@ pub enum TrafficError {
         /// The limit.
         max: usize,
     },
+    /// A scope with more than [`MAX_FILTERS_PER_SCOPE`] filters, or all scopes together with more
+    /// than [`MAX_TOTAL_FILTER_BYTES`] of filter text.
+    #[error("traffic scope {name:?} makes the filters too many or too long ({filters} filters, {bytes} bytes in all scopes so far; limits {max_filters} per scope, {max_bytes} bytes)", max_filters = MAX_FILTERS_PER_SCOPE, max_bytes = MAX_TOTAL_FILTER_BYTES)]
+    TooManyFilters {
+        /// The scope where a limit was crossed.
+        name: String,
+        /// Its filter count.
+        filters: usize,
+        /// Filter bytes over all scopes up to and including it.
+        bytes: usize,
+    },
     /// A scope name is empty, `all`, or used twice.
     #[error("traffic scope name {name:?} is empty, reserved or used twice")]
     ScopeName {
@@ -436,7 +455,20 @@ impl TrafficCounters {
             });
         }
         let mut names = HashSet::with_capacity(scopes.len());
+        let mut bytes = 0usize;
         for scope in &scopes {
+            bytes += scope
+                .filters
+                .iter()
+                .map(|f| f.as_str().len())
+                .sum::<usize>();
+            if scope.filters.len() > MAX_FILTERS_PER_SCOPE || bytes > MAX_TOTAL_FILTER_BYTES {
+                return Err(TrafficError::TooManyFilters {
+                    name: scope.name.clone(),
+                    filters: scope.filters.len(),
+                    bytes,
+                });
+            }
             if scope.name.is_empty() || scope.name == ALL_KEY || !names.insert(&scope.name) {
                 return Err(TrafficError::ScopeName {
                     name: scope.name.clone(),

@@ -510,3 +510,26 @@ fn a_refused_replacement_changes_nothing() {
         Ok(Some(1))
     );
 }
+
+#[test]
+fn filters_are_bounded_per_scope_and_in_total() {
+    let many: Vec<String> = (0..=MAX_FILTERS_PER_SCOPE)
+        .map(|i| format!("t/{i}"))
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert!(matches!(
+        TrafficCounters::new(
+            vec![scope("S", &refs, ScopeOperator::In)],
+            Settings::default()
+        ),
+        Err(TrafficError::TooManyFilters { filters: 101, .. })
+    ));
+    let long = "x/".repeat(1000);
+    let scopes: Vec<Scope> = (0..70)
+        .map(|i| scope(&format!("s{i}"), &[long.as_str()], ScopeOperator::In))
+        .collect();
+    assert!(matches!(
+        TrafficCounters::new(scopes, Settings::default()),
+        Err(TrafficError::TooManyFilters { .. })
+    ));
+}
