@@ -7,7 +7,14 @@
 //!   substituted, IN or NOT_IN). Each scope is counted separately; unscoped "all" always exists.
 //! - [`TrafficEvent`]s from the MQTT link (own connection) and the tap (local broker), recorded
 //!   with [`TrafficCounters::record`] and the time they happened. The producers filter out what
-//!   must not count: DUP retransmissions (link) and retained replays (tap).
+//!   must not count: DUP retransmissions (link) and retained replays (tap). `bytes` is the
+//!   PUBLISH payload length. [`TrafficCounters::record_publish`] takes a borrowed topic.
+//! - [`TrafficCounters::replace_scopes`] when dimensions or profiles change.
+//!
+//! Events older than the history (or before 1970) count in the totals only, and in
+//! `events_outside_history`. A clock stepped back by more than the history therefore leaves the
+//! windows empty until it catches up; the agent stamps events itself, so late events are otherwise
+//! impossible.
 //!
 //! # Outputs for the Detect engine
 //! - [`TrafficCounters::window`]`(scope, metric, t, D)` = the metric over `(t−D, t]`, where `t` is a
