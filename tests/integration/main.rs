@@ -7,3 +7,4 @@ mod mqtt;
 mod report;
 mod spool;
 mod support;
+mod traffic;
