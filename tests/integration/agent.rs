@@ -36,7 +36,14 @@ fn validate_report(format: ReportFormat, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// A config for the agent against `broker`, reporting every second.
-fn config_text(broker: &Mosquitto, pki: &Pki, thing: &str, state_dir: &Path, extra_report: &str, backlog: &str) -> String {
+fn config_text(
+    broker: &Mosquitto,
+    pki: &Pki,
+    thing: &str,
+    state_dir: &Path,
+    extra_report: &str,
+    backlog: &str,
+) -> String {
     format!(
         "thing_name = \"{thing}\"\nstate_dir = {state:?}\nshutdown_timeout_secs = 5\n\
          [collect]\nsample_interval_secs = 1\n\
@@ -77,7 +84,11 @@ impl Agent {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start defender-agent");
-        Agent { child: Some(child), log, config: config_path }
+        Agent {
+            child: Some(child),
+            log,
+            config: config_path,
+        }
     }
 
     fn pid(&self) -> i32 {
@@ -111,7 +122,11 @@ impl Agent {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "agent did not exit within {within:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -120,7 +135,11 @@ impl Agent {
     fn wait_log(&self, needle: &str, count: usize, within: Duration) {
         let deadline = Instant::now() + within;
         while self.log().matches(needle).count() < count {
-            assert!(Instant::now() < deadline, "no {count}x {needle:?} in the agent log within {within:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {count}x {needle:?} in the agent log within {within:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -139,7 +158,14 @@ impl Drop for Agent {
 fn spooled_ids(log: &str) -> Vec<u64> {
     log.lines()
         .filter(|l| l.contains("Report spooled."))
-        .filter_map(|l| l.split("id=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("id=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -155,7 +181,11 @@ fn status_json(agent: &Agent) -> serde_json::Value {
         .arg(&agent.config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -166,26 +196,47 @@ async fn happy_path(format: &str, keys: &str) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let extra = format!("format = \"{format}\"\nkeys = \"{keys}\"");
-    let mut agent = Agent::start(dir.path(), &config_text(&broker, &pki, "gw-happy", &state, &extra, "latest"));
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(&broker, &pki, "gw-happy", &state, &extra, "latest"),
+    );
     let mut last = 0;
     for _ in 0..3 {
         let r = endpoint.next_report().await;
         assert_eq!(r.invalid, None, "report failed validation");
         assert!(r.accepted);
         assert_eq!(r.thing, "gw-happy");
-        assert_eq!(r.format, if format == "json" { ReportFormat::Json } else { ReportFormat::Cbor });
+        assert_eq!(
+            r.format,
+            if format == "json" {
+                ReportFormat::Json
+            } else {
+                ReportFormat::Cbor
+            }
+        );
         let id = r.report_id.expect("report id");
         assert!(id > last, "report ids must increase: {id} after {last}");
         last = id;
     }
     agent.wait_log("Report accepted.", 2, Duration::from_secs(10));
     let status = agent.terminate(Duration::from_secs(10));
-    assert!(status.success(), "exit status {status:?}; log:\n{}", agent.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        agent.log()
+    );
     // Accepted reports left the spool; at most the one published just before SIGTERM remains.
     let spool = open_spool(&state);
-    let pending: Vec<u64> = spool.entries().filter(|(_, s)| matches!(s, EntryState::Pending)).map(|(e, _)| e.id).collect();
+    let pending: Vec<u64> = spool
+        .entries()
+        .filter(|(_, s)| matches!(s, EntryState::Pending))
+        .map(|(e, _)| e.id)
+        .collect();
     assert!(pending.len() <= 2, "pending after clean stop: {pending:?}");
-    assert!(pending.iter().all(|id| *id > last - 1 || *id >= last), "accepted report still pending: {pending:?}");
+    assert!(
+        pending.iter().all(|id| *id > last - 1 || *id >= last),
+        "accepted report still pending: {pending:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,15 +265,38 @@ async fn sigterm_disconnects_cleanly_and_exits_zero_within_the_timeout() {
     let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
     let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &config_text(&broker, &pki, "gw-term", &dir.path().join("state"), "", "latest"));
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(
+            &broker,
+            &pki,
+            "gw-term",
+            &dir.path().join("state"),
+            "",
+            "latest",
+        ),
+    );
     endpoint.next_report().await;
     let started = Instant::now();
     let status = agent.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
     // shutdown_timeout_secs = 5 in the config.
-    assert!(started.elapsed() < Duration::from_secs(7), "took {:?}", started.elapsed());
-    assert!(broker.wait_for_log("Client gw-term disconnected", Duration::from_secs(5)), "broker log:\n{}", broker.log());
-    assert!(!broker.log().contains("Client gw-term closed its connection") || broker.log().contains("disconnected"));
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        broker.wait_for_log("Client gw-term disconnected", Duration::from_secs(5)),
+        "broker log:\n{}",
+        broker.log()
+    );
+    assert!(
+        !broker
+            .log()
+            .contains("Client gw-term closed its connection")
+            || broker.log().contains("disconnected")
+    );
     let st = status_json(&agent);
     assert_eq!(st["connection"], "stopped");
 }
@@ -235,11 +309,18 @@ async fn a_rejected_report_is_logged_with_its_code_kept_and_not_retried() {
     endpoint.set_verdict(Verdict::Reject);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut agent = Agent::start(dir.path(), &config_text(&broker, &pki, "gw-rej", &state, "", "all"));
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(&broker, &pki, "gw-rej", &state, "", "all"),
+    );
     let rejected = endpoint.next_report().await;
     assert!(!rejected.accepted);
     let rejected_id = rejected.report_id.unwrap();
-    agent.wait_log("Report rejected; kept in the spool", 1, Duration::from_secs(10));
+    agent.wait_log(
+        "Report rejected; kept in the spool",
+        1,
+        Duration::from_secs(10),
+    );
     endpoint.set_verdict(Verdict::Accept);
     // The next reports still flow, and the rejected one is never published again.
     let mut seen = Vec::new();
@@ -248,17 +329,30 @@ async fn a_rejected_report_is_logged_with_its_code_kept_and_not_retried() {
         if r.accepted {
             seen.push(r.report_id.unwrap());
         }
-        assert_ne!(r.report_id, Some(rejected_id), "rejected report was retried");
+        assert_ne!(
+            r.report_id,
+            Some(rejected_id),
+            "rejected report was retried"
+        );
     }
     assert!(seen.iter().all(|id| *id > rejected_id));
     let log = agent.log();
-    assert!(log.contains("code=InvalidPayload") || log.contains("InvalidPayload"), "{log}");
-    assert_eq!(log.matches("Report rejected; kept in the spool").count(), 1, "logged once per cause");
+    assert!(
+        log.contains("code=InvalidPayload") || log.contains("InvalidPayload"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("Report rejected; kept in the spool").count(),
+        1,
+        "logged once per cause"
+    );
     let st = status_json(&agent);
     assert!(st["spool"]["rejected"].as_u64().unwrap() >= 1, "{st}");
     assert!(agent.terminate(Duration::from_secs(10)).success());
     let spool = open_spool(&state);
-    assert!(matches!(spool.get(rejected_id), Some((_, EntryState::Rejected { code, .. })) if code == "InvalidPayload"));
+    assert!(
+        matches!(spool.get(rejected_id), Some((_, EntryState::Rejected { code, .. })) if code == "InvalidPayload")
+    );
 }
 
 /// Stops the broker for a while so reports pile up, then restarts it.
@@ -268,7 +362,10 @@ async fn outage(backlog: &str) -> (Vec<u64>, Vec<u64>, PathBuf, serde_json::Valu
     let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut agent = Agent::start(dir.path(), &config_text(&broker, &pki, "gw-out", &state, "", backlog));
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(&broker, &pki, "gw-out", &state, "", backlog),
+    );
     let mut received = vec![endpoint.next_report().await.report_id.unwrap()];
     agent.wait_log("Report accepted.", 1, Duration::from_secs(10));
     broker.stop();
@@ -281,7 +378,9 @@ async fn outage(backlog: &str) -> (Vec<u64>, Vec<u64>, PathBuf, serde_json::Valu
     agent.wait_log("Connected.", 2, Duration::from_secs(20));
     let drain_until = Instant::now() + Duration::from_secs(if backlog == "all" { 12 } else { 4 });
     while Instant::now() < drain_until {
-        if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), endpoint.next_report()).await {
+        if let Ok(r) =
+            tokio::time::timeout(Duration::from_millis(500), endpoint.next_report()).await
+        {
             assert_eq!(r.invalid, None);
             received.push(r.report_id.unwrap());
         }
@@ -301,10 +400,17 @@ async fn after_an_outage_backlog_all_delivers_every_report_in_order_exactly_once
     }
     // None lost: every spooled report was received or is still pending in the spool.
     let spool = open_spool(&state);
-    let pending: BTreeSet<u64> = spool.entries().filter(|(_, s)| matches!(s, EntryState::Pending)).map(|(e, _)| e.id).collect();
+    let pending: BTreeSet<u64> = spool
+        .entries()
+        .filter(|(_, s)| matches!(s, EntryState::Pending))
+        .map(|(e, _)| e.id)
+        .collect();
     let got: BTreeSet<u64> = received.iter().copied().collect();
     for id in &spooled {
-        assert!(got.contains(id) || pending.contains(id), "report {id} lost: received {received:?}, pending {pending:?}");
+        assert!(
+            got.contains(id) || pending.contains(id),
+            "report {id} lost: received {received:?}, pending {pending:?}"
+        );
     }
     // The outage backlog (at least 4 reports) was published, not just the newest.
     assert!(received.len() >= 5, "received {received:?}");
@@ -318,11 +424,21 @@ async fn after_an_outage_backlog_latest_publishes_the_newest_and_counts_the_rest
         assert!(w[0] < w[1], "ids out of order or duplicated: {received:?}");
     }
     let superseded = status["spool"]["superseded"].as_u64().unwrap();
-    assert!(superseded >= 3, "superseded = {superseded}; status {status}");
+    assert!(
+        superseded >= 3,
+        "superseded = {superseded}; status {status}"
+    );
     // The first report after the outage is newer than every report spooled during it.
     let first_after = received[1];
-    let during: Vec<u64> = spooled.iter().copied().filter(|id| *id > received[0] && *id < first_after).collect();
-    assert!(during.len() >= 3, "spooled {spooled:?}, received {received:?}");
+    let during: Vec<u64> = spooled
+        .iter()
+        .copied()
+        .filter(|id| *id > received[0] && *id < first_after)
+        .collect();
+    assert!(
+        during.len() >= 3,
+        "spooled {spooled:?}, received {received:?}"
+    );
     let _ = std::fs::remove_dir_all(state.parent().unwrap());
 }
 
@@ -353,12 +469,18 @@ fn kill_9_at_random_moments_loses_no_spooled_report_and_ids_keep_increasing() {
         all_ids.extend(ids);
     }
     for w in all_ids.windows(2) {
-        assert!(w[0] < w[1], "report ids must keep increasing across restarts: {all_ids:?}");
+        assert!(
+            w[0] < w[1],
+            "report ids must keep increasing across restarts: {all_ids:?}"
+        );
     }
     let spool = open_spool(&state);
     let held: BTreeSet<u64> = spool.entries().map(|(e, _)| e.id).collect();
     for id in &all_ids {
-        assert!(held.contains(id), "spooled report {id} missing after kill -9: held {held:?}");
+        assert!(
+            held.contains(id),
+            "spooled report {id} missing after kill -9: held {held:?}"
+        );
     }
 }
 
@@ -370,12 +492,24 @@ async fn sd_notify_says_ready_status_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let env = [
         ("NOTIFY_SOCKET", sock_path.display().to_string()),
         ("WATCHDOG_USEC", "400000".to_string()),
     ];
-    let mut agent = Agent::start_with_env(dir.path(), &config_text(&broker, &pki, "gw-sd", &dir.path().join("state"), "", "latest"), &env);
+    let mut agent = Agent::start_with_env(
+        dir.path(),
+        &config_text(
+            &broker,
+            &pki,
+            "gw-sd",
+            &dir.path().join("state"),
+            "",
+            "latest",
+        ),
+        &env,
+    );
     // WATCHDOG_PID must match for sd-notify's watchdog_enabled; set after spawn is impossible, so
     // the crate accepts a missing WATCHDOG_PID.
     endpoint.next_report().await;
@@ -421,10 +555,17 @@ async fn an_untrusted_client_certificate_is_refused_with_the_cause_and_retried()
     let deadline = Instant::now() + Duration::from_secs(15);
     let st = loop {
         let st = status_json(&agent);
-        if st["last_error"].as_str().is_some_and(|e| e.contains("TLS") || e.contains("certificate")) {
+        if st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS") || e.contains("certificate"))
+        {
             break st;
         }
-        assert!(Instant::now() < deadline, "no TLS cause in status: {st}\nlog:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "no TLS cause in status: {st}\nlog:\n{}",
+            agent.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_ne!(st["connection"], "connected");
@@ -437,7 +578,11 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(path: &Path, opts: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(path).status().is_ok_and(|s| s.success());
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
         ok.then(|| Tmpfs(path.to_owned()))
     }
 }
@@ -445,6 +590,20 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes a filler file until the file system says ENOSPC.
+fn fill_up(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = [0u8; 1024];
+    loop {
+        match f.write_all(&block).and_then(|_| f.sync_all()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
+            Err(e) => panic!("filling the tmpfs failed: {e}"),
+        }
     }
 }
 
@@ -464,23 +623,46 @@ async fn broken_disk(read_only: bool) {
             std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o555)).unwrap();
             None
         }
-        None => panic!("disk-full test needs root to mount a small tmpfs (run the tests as root, as CI does)"),
+        None => panic!(
+            "disk-full test needs root to mount a small tmpfs (run the tests as root, as CI does)"
+        ),
     };
-    let mut agent = Agent::start(dir.path(), &config_text(&broker, &pki, "gw-disk", &state, "", "latest"));
+    if !read_only {
+        fill_up(&state);
+    }
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(&broker, &pki, "gw-disk", &state, "", "latest"),
+    );
     // Reports keep flowing although the spool cannot be written.
     let mut accepted = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while accepted < 6 {
-        assert!(Instant::now() < deadline, "reports stopped flowing; log:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "reports stopped flowing; log:\n{}",
+            agent.log()
+        );
         let r = endpoint.next_report().await;
         assert_eq!(r.invalid, None);
         accepted += usize::from(r.accepted);
     }
     let log = agent.log();
-    let cause_logged = log.contains("Cannot write the report to the spool") || log.contains("Cannot open the spool");
+    let cause_logged = log.contains("Cannot write the report to the spool")
+        || log.contains("Cannot open the spool");
     assert!(cause_logged, "the spool failure is not logged:\n{log}");
-    let expected = if read_only { "Read-only" } else { "No space left" };
-    assert!(log.contains(expected) || log.contains("read-only") || log.contains("disk full") || log.contains("Permission denied"), "the cause is not named:\n{log}");
+    let expected = if read_only {
+        "Read-only"
+    } else {
+        "No space left"
+    };
+    assert!(
+        log.contains(expected)
+            || log.contains("read-only")
+            || log.contains("disk full")
+            || log.contains("Permission denied"),
+        "the cause is not named:\n{log}"
+    );
     assert!(agent.terminate(Duration::from_secs(10)).success());
 }
 
@@ -498,8 +680,19 @@ async fn a_read_only_state_directory_is_logged_and_the_agent_keeps_reporting() {
 fn run_without_mqtt_and_without_dry_run_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, format!("thing_name = \"t\"\nstate_dir = {:?}\n", dir.path().display().to_string())).unwrap();
-    let out = Command::new(agent_bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "thing_name = \"t\"\nstate_dir = {:?}\n",
+            dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(agent_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [mqtt] table"));
 }
@@ -528,6 +721,13 @@ fn run_dry_run_prints_reports_from_the_built_in_configuration() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let problems: Vec<_> = validate::validate(&line, Some(report::Format::Json)).into_iter().filter(|p| p.is_error()).collect();
-    assert!(problems.is_empty(), "{problems:?} in {}", String::from_utf8_lossy(&line));
+    let problems: Vec<_> = validate::validate(&line, Some(report::Format::Json))
+        .into_iter()
+        .filter(|p| p.is_error())
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{problems:?} in {}",
+        String::from_utf8_lossy(&line)
+    );
 }
