@@ -175,18 +175,26 @@ fn open_spool(state_dir: &Path) -> Spool {
     Spool::open(s).expect("open spool").0
 }
 
+/// `defender-agent status --json`, waiting (bounded) for the daemon's first status file.
 fn status_json(agent: &Agent) -> serde_json::Value {
-    let out = Command::new(agent_bin())
-        .args(["status", "--json", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new(agent_bin())
+            .args(["status", "--json", "--config"])
+            .arg(&agent.config)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 async fn happy_path(format: &str, keys: &str) {
@@ -730,4 +738,85 @@ fn run_dry_run_prints_reports_from_the_built_in_configuration() {
         "{problems:?} in {}",
         String::from_utf8_lossy(&line)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_counts_the_own_links_traffic() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
+    let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(
+            &broker,
+            &pki,
+            "gw-count",
+            &dir.path().join("state"),
+            "",
+            "latest",
+        ),
+    );
+    for _ in 0..3 {
+        endpoint.next_report().await;
+    }
+    agent.wait_log("Report accepted.", 3, Duration::from_secs(10));
+    // The status file is rewritten every sample (1 s here).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let st = status_json(&agent);
+        let all = st["traffic"]["all"].clone();
+        if all["messages_received"].as_u64().unwrap_or(0) >= 3 {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "traffic not counted: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(all["messages_sent"].as_u64().unwrap() >= 3, "{all}");
+    assert!(all["bytes_sent"].as_u64().unwrap() > 300, "{all}");
+    assert!(all["bytes_received"].as_u64().unwrap() > 0, "{all}");
+    assert!(all["connection_attempts"].as_u64().unwrap() >= 1, "{all}");
+    assert_eq!(all["authorization_failures"].as_u64(), Some(0), "{all}");
+    assert!(agent.terminate(Duration::from_secs(10)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_broker_refuses_is_counted_as_an_authorization_failure() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let accepted = "$aws/things/gw-acl/defender/metrics/json/accepted";
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki).with_subscribe_denied(
+        dir.path(),
+        "gw-acl",
+        &[accepted],
+    ));
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(
+            &broker,
+            &pki,
+            "gw-acl",
+            &dir.path().join("state"),
+            "",
+            "latest",
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = status_json(&agent);
+        if st["traffic"]["all"]["authorization_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refusal not counted: {st}\nlog:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agent.terminate(Duration::from_secs(10)).success());
 }
