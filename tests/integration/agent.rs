@@ -820,3 +820,54 @@ async fn a_subscription_the_broker_refuses_is_counted_as_an_authorization_failur
     }
     assert!(agent.terminate(Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration_and_an_invalid_one_is_refused() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
+    let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let long = config_text(&broker, &pki, "gw-hup", &state, "keys = \"long\"", "latest");
+    let agent = Agent::start(dir.path(), &long);
+    let r = endpoint.next_report().await;
+    assert!(String::from_utf8_lossy(&r.payload).contains("\"header\""));
+    // An invalid file: refused, the agent keeps running with the old one.
+    std::fs::write(
+        &agent.config,
+        "thing_name = \"gw-hup\"\n[report]\nkeys = \"tiny\"\n",
+    )
+    .unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    agent.wait_log(
+        "the new configuration is invalid",
+        1,
+        Duration::from_secs(10),
+    );
+    // A valid one with short keys: applied without a restart of the process.
+    let short = config_text(
+        &broker,
+        &pki,
+        "gw-hup",
+        &state,
+        "keys = \"short\"",
+        "latest",
+    );
+    std::fs::write(&agent.config, short).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    agent.wait_log("Configuration reloaded", 1, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = endpoint.next_report().await;
+        assert_eq!(r.invalid, None);
+        if String::from_utf8_lossy(&r.payload).contains("\"hed\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reports never switched to short keys"
+        );
+    }
+}
