@@ -1,7 +1,8 @@
 //! Socket collector: listening TCP/UDP ports and established TCP connections, IPv4 and IPv6.
 //!
-//! Sources: netlink `sock_diag` (one dump per family and protocol, states filtered in the kernel)
-//! or the `/proc/net` tables (`procfs_net.rs`). Both yield [`RawSocket`]s, which the pure
+//! Sources: netlink `sock_diag` (states filtered in the kernel; TCP of both families in one walk
+//! of the kernel's hash table, UDP one dump per family) or the `/proc/net` tables
+//! (`procfs_net.rs`). Both yield [`RawSocket`]s, which the pure
 //! [`classify_tcp`] / [`classify_udp`] turn into sample entries.
 
 use std::collections::BTreeSet;
@@ -221,17 +222,26 @@ fn is_unavailable(e: &io::Error) -> bool {
 /// ESTABLISHED, UDP for CLOSE (unconnected sockets) only.
 fn read_netlink(proto: Proto, out: &mut Vec<RawSocket>) -> Result<(), Error> {
     match proto {
-        Proto::Tcp => tcp_dump_both_families(out).map_err(|source| Error::Netlink {
-            table: "tcp (IPv4 and IPv6)",
-            source,
-        }),
-        Proto::Udp => [UDP4, UDP6].into_iter().try_for_each(|table| {
-            netlink_dump(table, out).map_err(|source| Error::Netlink {
-                table: table.name,
-                source,
-            })
-        }),
+        Proto::Tcp => {
+            let mark = out.len();
+            if tcp_dump_both_families(out).is_ok() {
+                return Ok(());
+            }
+            // A kernel without the compat request still has per-family dumps: two walks.
+            out.truncate(mark);
+            per_family([TCP4, TCP6], out)
+        }
+        Proto::Udp => per_family([UDP4, UDP6], out),
     }
+}
+
+fn per_family(tables: [Table; 2], out: &mut Vec<RawSocket>) -> Result<(), Error> {
+    tables.into_iter().try_for_each(|table| {
+        netlink_dump(table, out).map_err(|source| Error::Netlink {
+            table: table.name,
+            source,
+        })
+    })
 }
 
 /// `TCPDIAG_GETSOCK`: the original inet_diag request type, still served by every kernel with
@@ -359,6 +369,7 @@ fn parse_inet_diag_datagram(
     Ok(false)
 }
 
+/// One `SOCK_DIAG_BY_FAMILY` dump of one table (one family, one protocol).
 fn netlink_dump(table: Table, out: &mut Vec<RawSocket>) -> io::Result<()> {
     let (protocol, states) = match table.proto {
         Proto::Tcp => (IPPROTO_TCP, StateFlags::LISTEN | StateFlags::ESTABLISHED),
