@@ -102,7 +102,11 @@ pub(crate) struct SocketCollector {
     netlink_unavailable: [AtomicBool; 2],
     /// The fallback is logged once per process (spec: the lead's brief).
     fallback_logged: AtomicBool,
+    /// The netlink reader: `read_netlink`, or a failing stand-in in tests of the fallback.
+    netlink: NetlinkReader,
 }
+
+type NetlinkReader = fn(Proto, &mut Vec<RawSocket>) -> Result<(), Error>;
 
 impl SocketCollector {
     /// `Auto` with a `proc_root` other than `/proc` reads procfs: netlink only ever shows the
@@ -120,6 +124,7 @@ impl SocketCollector {
             proc_root: proc_root.to_owned(),
             netlink_unavailable: Default::default(),
             fallback_logged: AtomicBool::new(false),
+            netlink: read_netlink,
         }
     }
 
@@ -164,11 +169,11 @@ impl SocketCollector {
         };
         match self.mode {
             Mode::Procfs => procfs(out),
-            Mode::Netlink => read_netlink(proto, out),
+            Mode::Netlink => (self.netlink)(proto, out),
             Mode::Auto if self.netlink_unavailable[group].load(Ordering::Relaxed) => procfs(out),
             Mode::Auto => {
                 let mark = out.len();
-                let Err(error) = read_netlink(proto, out) else {
+                let Err(error) = (self.netlink)(proto, out) else {
                     return Ok(());
                 };
                 out.truncate(mark);
@@ -708,6 +713,70 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(req[..4].try_into().unwrap()), 76);
         assert_eq!(u16::from_ne_bytes([req[4], req[5]]), TCPDIAG_GETSOCK);
         assert_eq!(u32::from_ne_bytes(req[68..72].try_into().unwrap()), 0x402);
+    }
+
+    fn gateway_fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/gateway")
+    }
+
+    fn auto_with_failing_netlink(reader: NetlinkReader) -> SocketCollector {
+        SocketCollector {
+            mode: Mode::Auto,
+            netlink: reader,
+            ..SocketCollector::new(SocketSource::Procfs, &gateway_fixture())
+        }
+    }
+
+    fn unsupported(_: Proto, _: &mut Vec<RawSocket>) -> Result<(), Error> {
+        Err(Error::Netlink {
+            table: "tcp4",
+            source: io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
+        })
+    }
+
+    fn no_buffer_space(_: Proto, out: &mut Vec<RawSocket>) -> Result<(), Error> {
+        out.push(raw(Proto::Tcp, "0.0.0.0:1", "0.0.0.0:0", STATE_LISTEN)); // partial dump
+        Err(Error::Netlink {
+            table: "tcp4",
+            source: io::Error::from_raw_os_error(libc::ENOBUFS),
+        })
+    }
+
+    #[test]
+    fn auto_falls_back_to_procfs_for_good_when_netlink_is_unsupported() {
+        let collector = auto_with_failing_netlink(unsupported);
+        let blocks = collector.collect();
+        assert!(blocks.errors.is_empty(), "{:?}", blocks.errors);
+        assert_eq!(blocks.tcp_listen.unwrap().len(), 4); // the gateway fixture's listeners
+        assert_eq!(blocks.udp_listen.unwrap().len(), 4);
+        assert!(collector.fallback_logged.load(Ordering::Relaxed));
+        assert!(collector
+            .netlink_unavailable
+            .iter()
+            .all(|flag| flag.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn a_transient_netlink_error_falls_back_for_this_sample_only_and_drops_partial_data() {
+        let collector = auto_with_failing_netlink(no_buffer_space);
+        let blocks = collector.collect();
+        let tcp = blocks.tcp_listen.unwrap();
+        assert!(tcp.iter().all(|p| p.port != 1), "{tcp:?}");
+        assert!(!collector
+            .netlink_unavailable
+            .iter()
+            .any(|flag| flag.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn explicit_netlink_reports_its_failure_instead_of_falling_back() {
+        let collector = SocketCollector {
+            mode: Mode::Netlink,
+            ..auto_with_failing_netlink(unsupported)
+        };
+        let blocks = collector.collect();
+        assert!(blocks.tcp_listen.is_none() && blocks.udp_listen.is_none());
+        assert_eq!(blocks.errors.len(), 2);
     }
 
     #[test]
