@@ -4,6 +4,9 @@
 //! of the kernel's hash table, UDP one dump per family) or the `/proc/net` tables
 //! (`procfs_net.rs`). Both yield [`RawSocket`]s, which the pure
 //! [`classify_tcp`] / [`classify_udp`] turn into sample entries.
+//!
+//! Interface names come from `getifaddrs`, i.e. the agent's own network namespace, even when the
+//! tables are read from another `proc_root`; a bound address it does not know gets no interface.
 
 use std::collections::BTreeSet;
 use std::io;
