@@ -433,12 +433,7 @@ impl Tmpfs {
                 std::ptr::null(),
             )
         };
-        assert_eq!(
-            rc,
-            0,
-            "remount failed: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "remount failed: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -697,13 +692,12 @@ fn kill_test_settings(dir: &Path) -> Settings {
 fn writer_role(dir: &Path, seed: u64) {
     let (mut spool, _) = Spool::open(kill_test_settings(dir)).unwrap();
     let mut rng = Rng(seed | 1);
-    let mut next = spool.last_id().map_or(1, |l| l + 1);
+    let first = spool.last_id().map_or(1, |l| l + 1);
     let out = std::io::stdout();
     // libtest has printed "test spool::child_role ... " without a newline: end that line first.
     writeln!(out.lock()).unwrap();
-    for _ in 0..100_000 {
-        let id = next;
-        next += 1;
+    // Bounded so that an orphaned child cannot run forever.
+    for id in first..first + 100_000 {
         writeln!(out.lock(), "a {id}").unwrap();
         spool.append(entry(id, kill_test_len(id))).unwrap();
         writeln!(out.lock(), "A {id}").unwrap();
@@ -886,7 +880,10 @@ fn kill_9_at_random_moments_loses_nothing_that_was_appended() {
         model.ack_started.clear();
         drop(spool);
         let (_, again) = Spool::open(kill_test_settings(dir.path())).unwrap();
-        assert_eq!(again.corrupt_tail, None, "round {round}: repair not durable");
+        assert_eq!(
+            again.corrupt_tail, None,
+            "round {round}: repair not durable"
+        );
     }
     eprintln!(
         "kill -9 test: {ROUNDS} rounds, {torn_rounds} with a torn tail cut, {} ids appended, log sizes {:?}",
