@@ -368,9 +368,19 @@ impl Spool {
         };
         let tmp = spool.dir.join(TMP_NAME);
         if tmp.exists() {
-            // A compaction was interrupted before its rename: the log is still the truth.
-            fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
-            tracing::debug!(path = %tmp.display(), "Removed an interrupted spool compaction.");
+            // A compaction was interrupted before its rename: the log is still the truth. If the
+            // file cannot go (read-only), the next compaction truncates it anyway.
+            match fs::remove_file(&tmp) {
+                Ok(()) => tracing::debug!(
+                    path = %tmp.display(),
+                    "Removed an interrupted spool compaction."
+                ),
+                Err(e) => tracing::warn!(
+                    path = %tmp.display(),
+                    error = %Error::io("remove", &tmp, e),
+                    "Cannot remove an interrupted spool compaction; leaving it."
+                ),
+            }
         }
         let mut recovery = Recovery {
             entries: 0,
@@ -411,8 +421,10 @@ impl Spool {
                 recovery.corrupt_tail = Some(tail);
                 if valid_len < record::FILE_HEADER_LEN as u64 {
                     rewrite = true;
-                } else {
-                    truncate(&spool.log_path, valid_len)?;
+                } else if let Err(error) = truncate(&spool.log_path, valid_len) {
+                    // Not fatal: every write first cuts the file back to the valid length, and a
+                    // spool on a read-only disk can still be opened and inspected.
+                    tracing::warn!(%error, "Cannot cut the spool's corrupt tail yet; the next write will.");
                 }
             }
             spool.file_len = valid_len;
@@ -815,7 +827,8 @@ impl Spool {
             // Created but not yet written: treat as a torn creation so it is rewritten.
             return Ok((0, tail(0, Corruption::Torn)));
         }
-        let mut header = vec![0u8; record::FILE_HEADER_LEN.min(file_len as usize)];
+        // Invariant: min(file_len, 8) fits in usize on every target.
+        let mut header = vec![0u8; file_len.min(record::FILE_HEADER_LEN as u64) as usize];
         read_exact(&mut reader, &mut header, &path)?;
         if let Err(reason) = record::check_file_header(&header) {
             return Ok((0, tail(0, reason)));

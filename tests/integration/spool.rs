@@ -484,6 +484,13 @@ fn full_or_read_only_scenario(
     assert_eq!(spool.stats(), before, "a failed append changes nothing");
     assert_eq!(ids(&spool), [1, 2, 3]);
     assert_eq!(spool.next_to_publish().map(|e| e.id), Some(3));
+    // While the trouble lasts, a restarted agent can still open the spool and read it.
+    drop(spool);
+    let (mut spool, recovery) = Spool::open(settings(dir)).unwrap();
+    assert_eq!((recovery.entries, recovery.corrupt_tail), (3, None));
+    assert_eq!(spool.next_to_publish().map(|e| e.id), Some(3));
+    let error = spool.append(entry(4, 8192)).unwrap_err();
+    assert_eq!(error.io_cause(), Some(cause), "{error}");
     make_room(&spool);
     assert_eq!(
         fs::metadata(spool.log_path()).unwrap().len(),
@@ -497,6 +504,27 @@ fn full_or_read_only_scenario(
     assert_eq!(recovery.corrupt_tail, None);
     assert_eq!(ids(&spool), [2, 3, 4]);
     assert_eq!(spool.get(4).unwrap().0, &entry(4, 8192));
+
+    // A torn tail found while the disk cannot be written: open still succeeds (the cut may have
+    // to wait), and the first write that works cuts it.
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(spool.log_path())
+        .unwrap();
+    log.write_all(&[0x55; 40]).unwrap();
+    drop(log);
+    make_trouble(&spool);
+    drop(spool);
+    let (mut spool, recovery) = Spool::open(settings(dir)).unwrap();
+    assert_eq!(recovery.cut_bytes(), 40);
+    assert_eq!(ids(&spool), [2, 3, 4]);
+    make_room(&spool);
+    spool.append(entry(5, 100)).unwrap();
+    drop(spool);
+    let (spool, recovery) = Spool::open(settings(dir)).unwrap();
+    assert_eq!(recovery.corrupt_tail, None);
+    assert_eq!(ids(&spool), [2, 3, 4, 5]);
+    assert_eq!(spool.get(5).unwrap().0, &entry(5, 100));
 }
 
 #[test]
