@@ -32,7 +32,13 @@
 //! that. A failed write is cut back off the file (best effort; any leftover is cut before the next
 //! write), so after a disk-full or read-only error the spool is unchanged and usable, and a later
 //! call succeeds once space is back. A crash at any moment leaves a valid prefix, a torn tail that
-//! [`Spool::open`] cuts and logs, or a leftover `spool.log.tmp` that it removes.
+//! [`Spool::open`] cuts and logs, or a leftover `spool.log.tmp` that it removes. A damaged record
+//! in the middle (a flipped bit) cuts that record and everything after it: without sync markers a
+//! resync could not be trusted (see [`record`]). `open` never fails on file content; on a disk that
+//! cannot be written it still opens and reads the spool, and the cut waits for the first write.
+//!
+//! A failed `ack` leaves the entry pending: it is published again later, and the service discards
+//! a report id it has already seen (spec D.1), so a retry costs a message, not a duplicate.
 //!
 //! # Bounds and the full policy (style rule 7)
 //! At most `max_reports` entries and `max_bytes` payload bytes are held (pending and history
@@ -469,9 +475,8 @@ impl Spool {
         }
         let victims = self.victims(1, size);
         let mut buf = Vec::with_capacity(victims.len() * 17 + entry.payload.len() + 32);
-        for &index in &victims {
-            let id = self.slots[index].entry.id;
-            record::encode(&Record::Drop { id }, &mut buf);
+        for slot in victims.iter().filter_map(|&i| self.slots.get(i)) {
+            record::encode(&Record::Drop { id: slot.entry.id }, &mut buf);
         }
         record::encode_append(&entry, &mut buf);
         self.write("append to", &buf)?;
@@ -558,16 +563,21 @@ impl Spool {
         let Some(index) = self.index_of(id) else {
             return Ok(false);
         };
-        if matches!(self.slots[index].state, EntryState::Rejected { .. }) {
+        if matches!(
+            self.slots.get(index).map(|s| &s.state),
+            Some(EntryState::Rejected { .. })
+        ) {
             return Ok(false);
         }
         let mut buf = Vec::new();
         record::encode_reject(id, code, message, &mut buf);
         self.write("record a rejected report in", &buf)?;
-        self.slots[index].state = EntryState::Rejected {
-            code: record::truncate_utf8(code, record::MAX_CODE_BYTES).to_owned(),
-            message: record::truncate_utf8(message, record::MAX_MESSAGE_BYTES).to_owned(),
-        };
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.state = EntryState::Rejected {
+                code: record::truncate_utf8(code, record::MAX_CODE_BYTES).to_owned(),
+                message: record::truncate_utf8(message, record::MAX_MESSAGE_BYTES).to_owned(),
+            };
+        }
         self.maybe_compact();
         Ok(true)
     }
