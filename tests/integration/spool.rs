@@ -919,3 +919,95 @@ fn kill_9_at_random_moments_loses_nothing_that_was_appended() {
         compacted_or_grew.values().collect::<Vec<_>>()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Replay equals memory.
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    Ack(usize),
+    Reject(usize),
+    Supersede(usize),
+    Reopen,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0usize..3000).prop_map(Op::Append),
+        2 => (0usize..8).prop_map(Op::Ack),
+        1 => (0usize..8).prop_map(Op::Reject),
+        1 => (0usize..8).prop_map(Op::Supersede),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+type Snapshot = Vec<(Entry, EntryState)>;
+
+fn snapshot(spool: &Spool) -> Snapshot {
+    spool
+        .entries()
+        .map(|(e, s)| (e.clone(), s.clone()))
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Whatever the operations (including drops and compactions), reopening the spool yields
+    /// exactly the entries, states and counters the live spool held, and the bounds hold.
+    #[test]
+    fn reopening_after_any_operations_restores_exactly_the_live_state(
+        ops in proptest::collection::vec(op(), 1..40),
+        backlog_all in proptest::bool::ANY,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.max_reports = 5;
+        s.max_bytes = 6000;
+        s.backlog = if backlog_all { Backlog::All } else { Backlog::Latest };
+        let (mut spool, _) = Spool::open(s.clone()).unwrap();
+        let mut next_id = 1;
+        for op in ops {
+            // Operations address held entries by position, so they mostly hit something.
+            let held: Vec<u64> = ids(&spool);
+            let pick = |i: usize| held.get(i % held.len().max(1)).copied().unwrap_or(0);
+            match op {
+                Op::Append(len) => {
+                    spool.append(entry(next_id, len)).unwrap();
+                    next_id += 1;
+                }
+                Op::Ack(i) => {
+                    spool.ack(pick(i)).unwrap();
+                }
+                Op::Reject(i) => {
+                    spool.reject(pick(i), "InvalidPayload", "Malformed").unwrap();
+                }
+                Op::Supersede(i) => {
+                    spool.supersede_older_than(pick(i)).unwrap();
+                }
+                Op::Reopen => {
+                    let before = (snapshot(&spool), spool.stats());
+                    drop(spool);
+                    let (again, recovery) = Spool::open(s.clone()).unwrap();
+                    proptest::prop_assert_eq!(recovery.corrupt_tail, None);
+                    proptest::prop_assert_eq!((snapshot(&again), again.stats()), before);
+                    spool = again;
+                }
+            }
+            let stats = spool.stats();
+            proptest::prop_assert!(stats.pending + stats.superseded + stats.rejected <= 5);
+            proptest::prop_assert!(stats.bytes <= 6000);
+            let order = ids(&spool);
+            proptest::prop_assert!(order.windows(2).all(|w| w[0] < w[1]));
+        }
+        let before = (snapshot(&spool), spool.stats(), spool.next_to_publish().cloned());
+        drop(spool);
+        let (again, _) = Spool::open(s).unwrap();
+        proptest::prop_assert_eq!(
+            (snapshot(&again), again.stats(), again.next_to_publish().cloned()),
+            before
+        );
+    }
+}
