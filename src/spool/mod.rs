@@ -203,6 +203,17 @@ pub struct Stats {
     pub last_id: Option<u64>,
 }
 
+/// A read-only view of a spool on disk, from [`Spool::inspect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Every entry with its state, oldest first.
+    pub entries: Vec<(Entry, EntryState)>,
+    /// Counters, as [`Spool::stats`] would give them after an open (before any repair).
+    pub stats: Stats,
+    /// A corrupt or torn tail that an open would cut.
+    pub corrupt_tail: Option<CorruptTail>,
+}
+
 /// What kind of I/O failure an [`Error::Io`] is, so the agent can name the cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoCause {
@@ -580,6 +591,59 @@ impl Spool {
         }
         self.maybe_compact();
         Ok(true)
+    }
+
+    /// Reads the spool in `settings.dir` without locking, writing or repairing anything: for
+    /// `status` and inspection while an agent may be running. A write in progress may show as a
+    /// corrupt tail here; only [`Spool::open`] cuts it. A missing log file reads as empty.
+    pub fn inspect(settings: &Settings) -> Result<Inspection, Error> {
+        let dir = settings.dir.join(DIR_NAME);
+        let log_path = dir.join(LOG_NAME);
+        let mut spool = Spool {
+            settings: settings.clone(),
+            dir_handle: File::open(&settings.dir)
+                .map_err(|e| Error::io("open directory", &settings.dir, e))?,
+            dir,
+            log_path,
+            slots: VecDeque::new(),
+            payload_bytes: 0,
+            file_len: 0,
+            last_id: None,
+            dropped_total: 0,
+            episode_dropped: 0,
+        };
+        let mut recovery = Recovery {
+            entries: 0,
+            pending: 0,
+            corrupt_tail: None,
+            dropped: 0,
+            ignored_records: 0,
+            last_id: None,
+        };
+        let mut corrupt_tail = None;
+        match fs::metadata(&spool.log_path) {
+            Ok(meta) if meta.is_file() => {
+                let (valid_len, tail) = spool.replay(&mut recovery)?;
+                spool.file_len = valid_len;
+                corrupt_tail = tail.filter(|t| t.len > 0);
+            }
+            Ok(_) => {
+                return Err(Error::NotAFile {
+                    path: spool.log_path,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("inspect", &spool.log_path, e)),
+        }
+        Ok(Inspection {
+            stats: spool.stats(),
+            corrupt_tail,
+            entries: spool
+                .slots
+                .into_iter()
+                .map(|s| (s.entry, s.state))
+                .collect(),
+        })
     }
 
     /// Counters for status output.

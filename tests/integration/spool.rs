@@ -97,6 +97,37 @@ fn appended_acked_and_rejected_entries_survive_a_reopen() {
 }
 
 #[test]
+fn inspection_reads_a_locked_spool_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = Spool::inspect(&settings(dir.path())).unwrap();
+    assert!(empty.entries.is_empty());
+    let (mut spool, _) = Spool::open(settings(dir.path())).unwrap();
+    spool.append(entry(1, 10)).unwrap();
+    spool.append(entry(2, 10)).unwrap();
+    spool.reject(1, "InvalidPayload", "Malformed").unwrap();
+    let mut torn = fs::OpenOptions::new()
+        .append(true)
+        .open(spool.log_path())
+        .unwrap();
+    torn.write_all(&[1, 2, 3]).unwrap();
+    let on_disk = fs::read(spool.log_path()).unwrap();
+    // The agent's spool is open (and locked) while we look.
+    let seen = Spool::inspect(&settings(dir.path())).unwrap();
+    assert_eq!(
+        seen.entries.iter().map(|(e, _)| e.id).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(matches!(seen.entries[0].1, EntryState::Rejected { .. }));
+    assert_eq!((seen.stats.pending, seen.stats.rejected), (1, 1));
+    assert_eq!(seen.corrupt_tail.map(|t| t.len), Some(3));
+    assert_eq!(
+        fs::read(spool.log_path()).unwrap(),
+        on_disk,
+        "nothing written"
+    );
+}
+
+#[test]
 fn a_rejected_entry_is_never_offered_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
