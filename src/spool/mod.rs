@@ -445,10 +445,15 @@ impl Spool {
                 }
             }
             spool.file_len = valid_len;
-            rewrite |= recovery.dropped > 0;
         }
         if rewrite {
+            // No usable file (new, or not even a valid header): nothing can be written without one.
             spool.compact()?;
+        } else if recovery.dropped > 0 {
+            // Persist the drops now; if that fails, replaying the same log drops the same entries.
+            if let Err(error) = spool.compact() {
+                tracing::warn!(%error, "Spool compaction failed; keeping the uncompacted log.");
+            }
         } else {
             spool.maybe_compact();
         }
