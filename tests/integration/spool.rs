@@ -281,7 +281,7 @@ fn ids_must_increase_even_after_every_entry_left_and_the_log_was_compacted() {
 }
 
 #[test]
-fn a_torn_last_write_is_cut_logged_once_and_the_rest_survives() {
+fn a_torn_last_write_is_cut_durably_and_the_rest_survives() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (mut spool, _) = Spool::open(settings(dir.path())).unwrap();
