@@ -366,6 +366,7 @@ impl AddrText {
         }
     }
 
+    #[inline]
     fn byte(&mut self, b: u8) {
         // Invariant: callers write at most 47 bytes (see `buf`), so the slot always exists.
         if let Some(slot) = self.buf.get_mut(self.len) {
@@ -408,7 +409,13 @@ impl AddrText {
             if i > 0 {
                 self.byte(b'.');
             }
-            self.decimal(u16::from(o));
+            if o >= 100 {
+                self.byte(b'0' + o / 100);
+            }
+            if o >= 10 {
+                self.byte(b'0' + (o / 10) % 10);
+            }
+            self.byte(b'0' + o % 10);
         }
     }
 
