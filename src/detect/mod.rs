@@ -15,10 +15,18 @@
 
 pub mod catalog;
 pub mod criteria;
+pub mod engine;
 pub mod profile;
 pub mod topic;
 pub mod validate;
+pub mod violation;
+pub mod window;
 
+pub use engine::{
+    CloudMetric, DetectEngine, DeviceReport, Emitted, EngineSettings, EngineState, Established,
+    Millis, MlMode, NetworkDeltas, PortList, Scope, ScopeOperator, StatMode, TrafficLog,
+    TrafficRecord, TrafficWindows, WindowValue,
+};
 pub use profile::{
     Behavior, BehaviorCriteria, CustomMetric, Dimension, Format, MetricDimension, MetricValue,
     ParseError, SecurityProfile,
@@ -26,6 +34,7 @@ pub use profile::{
 pub use validate::{
     validate_behaviors, validate_behaviors_json, Mode, ValidationContext, ValidationResult,
 };
+pub use violation::{ActiveViolation, ViolationEvent};
 
 /// How serious a load-time remark is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
