@@ -17,6 +17,8 @@ pub mod catalog;
 pub mod criteria;
 pub mod engine;
 pub mod profile;
+pub mod query;
+pub mod replay;
 pub mod topic;
 pub mod validate;
 pub mod violation;
@@ -31,6 +33,7 @@ pub use profile::{
     Behavior, BehaviorCriteria, CustomMetric, Dimension, Format, MetricDimension, MetricValue,
     ParseError, SecurityProfile,
 };
+pub use query::ApiError;
 pub use validate::{
     validate_behaviors, validate_behaviors_json, Mode, ValidationContext, ValidationResult,
 };
