@@ -142,12 +142,20 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -265,15 +273,26 @@ mod tests {
         assert!(c.contains(ip("2001:db8:0:1::5")));
         assert!(!c.contains(ip("2001:db9::1")));
         assert!(!c.contains(ip("1.2.3.4")));
-        assert!(Cidr::parse("10.0.0.0/8").unwrap().contains(ip("::ffff:10.0.0.1")));
+        assert!(Cidr::parse("10.0.0.0/8")
+            .unwrap()
+            .contains(ip("::ffff:10.0.0.1")));
     }
 
     #[test]
     fn bad_cidrs_are_rejected() {
-        assert!(matches!(Cidr::parse("10.0.0.0/33"), Err(CidrError::Prefix(..))));
-        assert!(matches!(Cidr::parse("2001:db8::/129"), Err(CidrError::Prefix(..))));
+        assert!(matches!(
+            Cidr::parse("10.0.0.0/33"),
+            Err(CidrError::Prefix(..))
+        ));
+        assert!(matches!(
+            Cidr::parse("2001:db8::/129"),
+            Err(CidrError::Prefix(..))
+        ));
         assert!(matches!(Cidr::parse("x"), Err(CidrError::Pattern(..))));
-        assert!(matches!(Cidr::parse("10.0.0.300"), Err(CidrError::Address(..))));
+        assert!(matches!(
+            Cidr::parse("10.0.0.300"),
+            Err(CidrError::Address(..))
+        ));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
     }
 

@@ -411,7 +411,10 @@ fn compile(
     let not_eval = |m: String| (DiagnosticKind::NotEvaluable, m);
     let info = validate::resolve_metric(b, ctx, Mode::Load).map_err(|e| skip(&e))?;
     // Invariant: check_behavior found no issue, so criteria and metric exist.
-    let c = b.criteria.as_ref().ok_or_else(|| skip("criteria is required"))?;
+    let c = b
+        .criteria
+        .as_ref()
+        .ok_or_else(|| skip("criteria is required"))?;
     let metric = b.metric.clone().unwrap_or_default();
     let ctype = criteria_type(b).unwrap_or(CriteriaType::Static);
     let scope = match &b.metric_dimension {
@@ -461,7 +464,8 @@ fn compile(
         }
         (Some(BuiltIn::DisconnectDuration), _) => {
             return Err(not_eval(
-                "aws:disconnect-duration is an unverified reconstruction and is not evaluated".to_owned(),
+                "aws:disconnect-duration is an unverified reconstruction and is not evaluated"
+                    .to_owned(),
             ))
         }
         (Some(bi), Side::Device) => Source::Device(bi),
@@ -491,7 +495,11 @@ fn compile(
                 ));
             }
             let k = criteria::z_threshold(&level).ok_or_else(|| skip("bad confidenceLevel"))?;
-            let floor = if info.kind == ValueKind::Number { 1e-6 } else { 1.0 };
+            let floor = if info.kind == ValueKind::Number {
+                1e-6
+            } else {
+                1.0
+            };
             Check::Ml { level, k, floor }
         }
         CriteriaType::Statistical => {
@@ -776,6 +784,8 @@ pub struct DetectEngine {
     state: EngineState,
     diagnostics: Vec<Diagnostic>,
     profile_names: BTreeSet<String>,
+    /// ML behaviors not evaluated because ML is off (reported as PENDING_BUILD).
+    ml_off: Vec<(String, String)>,
 }
 
 /// What happens to a behavior's stored state when the configuration changes.
@@ -799,6 +809,7 @@ impl DetectEngine {
             state: EngineState::default(),
             diagnostics: Vec::new(),
             profile_names: BTreeSet::new(),
+            ml_off: Vec::new(),
         };
         e.compile_all(profiles, ctx);
         let settings = e.settings.clone();
@@ -828,6 +839,7 @@ impl DetectEngine {
             state,
             diagnostics: Vec::new(),
             profile_names: BTreeSet::new(),
+            ml_off: Vec::new(),
         };
         let events = e.reconfigure(profiles, ctx, now);
         (e, events)
@@ -836,6 +848,7 @@ impl DetectEngine {
     fn compile_all(&mut self, profiles: &[SecurityProfile], ctx: &ValidationContext) {
         self.compiled.clear();
         self.diagnostics.clear();
+        self.ml_off.clear();
         self.profile_names = profiles
             .iter()
             .map(|p| p.security_profile_name.clone())
@@ -865,13 +878,20 @@ impl DetectEngine {
                 }
                 match compile(pname, b, ctx, &self.settings) {
                     Ok(c) => self.compiled.push(c),
-                    Err((kind, message)) => self.diagnostics.push(Diagnostic {
-                        source_name: String::new(),
-                        profile: pname.clone(),
-                        behavior: Some(b.name.clone()),
-                        kind,
-                        message,
-                    }),
+                    Err((kind, message)) => {
+                        if kind == DiagnosticKind::NotEvaluable
+                            && criteria_type(b) == Some(CriteriaType::MachineLearning)
+                        {
+                            self.ml_off.push((pname.clone(), b.name.clone()));
+                        }
+                        self.diagnostics.push(Diagnostic {
+                            source_name: String::new(),
+                            profile: pname.clone(),
+                            behavior: Some(b.name.clone()),
+                            kind,
+                            message,
+                        })
+                    }
                 }
             }
         }
@@ -1010,11 +1030,14 @@ impl DetectEngine {
     /// A successful connection: one aws:source-ip-address datapoint (spec: §2.2). The IP is the
     /// configured one if set, else `observed` when connection IPs are enabled.
     pub fn on_connection(&mut self, observed: Option<IpAddr>, now: Millis) -> Vec<Emitted> {
-        let ip = self.settings.source_ip.or(if self.settings.source_ip_from_connection {
-            observed
-        } else {
-            None
-        });
+        let ip = self
+            .settings
+            .source_ip
+            .or(if self.settings.source_ip_from_connection {
+                observed
+            } else {
+                None
+            });
         let Some(ip) = ip else {
             return Vec::new();
         };
@@ -1087,6 +1110,17 @@ impl DetectEngine {
                 datapoints_collection_percentage: (st.history.len() as f64 / 2016.0 * 100.0)
                     .min(100.0),
                 last_model_refresh_date: st.baseline.as_ref().map(|b| ms_to_secs(b.built_at)),
+            });
+        }
+        // spec: §7.2 option 1 — ML off: PENDING_BUILD, nothing collected (0 / 25,000).
+        for (profile, behavior) in &self.ml_off {
+            out.push(TrainingSummary {
+                security_profile_name: profile.clone(),
+                behavior_name: behavior.clone(),
+                training_data_collection_start_date: None,
+                model_status: ModelStatus::PendingBuild,
+                datapoints_collection_percentage: 0.0,
+                last_model_refresh_date: None,
             });
         }
         out
@@ -1175,7 +1209,14 @@ impl DetectEngine {
                             last_time: now,
                             last_value: mv.clone(),
                         });
-                        out.push(event(&thing, &c, id, Some(mv), ViolationEventType::InAlarm, now));
+                        out.push(event(
+                            &thing,
+                            &c,
+                            id,
+                            Some(mv),
+                            ViolationEventType::InAlarm,
+                            now,
+                        ));
                     }
                 } else {
                     st.v = 0;
@@ -1195,7 +1236,14 @@ impl DetectEngine {
                         st.c = 0;
                         st.v = 0;
                         if let Some(a) = st.active.take() {
-                            out.push(event(&thing, &c, a.id, Some(mv), ViolationEventType::AlarmCleared, now));
+                            out.push(event(
+                                &thing,
+                                &c,
+                                a.id,
+                                Some(mv),
+                                ViolationEventType::AlarmCleared,
+                                now,
+                            ));
                         }
                     }
                 }
@@ -1273,8 +1321,8 @@ fn ml_step(st: &mut BehaviorState, x: f64, now: Millis) {
     if !(due || pending) {
         return;
     }
-    let enough = st.history.len() >= MIN_POINTS
-        && st.history.oldest().is_some_and(|o| now - o >= LOOKBACK);
+    let enough =
+        st.history.len() >= MIN_POINTS && st.history.oldest().is_some_and(|o| now - o >= LOOKBACK);
     if enough {
         let values: Vec<f64> = st.history.values().collect();
         if let Some((median, mad)) = criteria::median_mad(&values) {

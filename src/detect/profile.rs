@@ -384,7 +384,13 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 fn toml_error(text: &str, source_name: &str, path: &str, e: &toml::de::Error) -> ParseError {
     let line = e
         .span()
-        .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1)
+        .map(|s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        })
         .unwrap_or(0);
     ParseError::Toml {
         source_name: source_name.to_owned(),
@@ -445,7 +451,10 @@ mod tests {
         let err = parse_json::<Behavior>(text, "b.json").unwrap_err();
         match err {
             ParseError::Json {
-                line, path, message, ..
+                line,
+                path,
+                message,
+                ..
             } => {
                 assert_eq!(line, 2);
                 assert_eq!(path, "criteria.value.count");
@@ -457,8 +466,9 @@ mod tests {
 
     #[test]
     fn malformed_json_reports_line_and_column() {
-        let err = parse_json::<SecurityProfile>("{\n  \"securityProfileName\": \"P\",,\n}", "p.json")
-            .unwrap_err();
+        let err =
+            parse_json::<SecurityProfile>("{\n  \"securityProfileName\": \"P\",,\n}", "p.json")
+                .unwrap_err();
         match err {
             ParseError::Json { line, column, .. } => {
                 assert_eq!(line, 2);
@@ -472,7 +482,17 @@ mod tests {
     fn toml_profiles_use_the_same_shapes_and_errors_name_the_key_and_line() {
         let text = "securityProfileName = \"P\"\n[[behaviors]]\nname = \"B\"\nmetric = \"aws:num-messages-sent\"\n[behaviors.criteria]\ncomparisonOperator = \"less-than\"\ndurationSeconds = 300\n[behaviors.criteria.value]\ncount = 10\n";
         let p: SecurityProfile = parse_toml(text, "p.toml").unwrap();
-        assert_eq!(p.behaviors[0].criteria.as_ref().unwrap().value.as_ref().unwrap().count, Some(10));
+        assert_eq!(
+            p.behaviors[0]
+                .criteria
+                .as_ref()
+                .unwrap()
+                .value
+                .as_ref()
+                .unwrap()
+                .count,
+            Some(10)
+        );
         let bad = text.replace("durationSeconds = 300", "durationSeconds = \"x\"");
         match parse_toml::<SecurityProfile>(&bad, "p.toml").unwrap_err() {
             ParseError::Toml { line, path, .. } => {

@@ -250,7 +250,11 @@ pub fn list_violation_events(
     let after = match &req.next_token {
         Some(t) => {
             let (time, key) = read_token(t, &hash)?;
-            Some((time, key.parse::<u64>().map_err(|_| invalid("nextToken is invalid"))?))
+            Some((
+                time,
+                key.parse::<u64>()
+                    .map_err(|_| invalid("nextToken is invalid"))?,
+            ))
         }
         None => None,
     };
@@ -407,10 +411,14 @@ pub fn put_verification_state(
     })?;
     if let Some(d) = description {
         if d.chars().count() > 1000 {
-            return Err(invalid("verificationStateDescription must be at most 1000 characters"));
+            return Err(invalid(
+                "verificationStateDescription must be at most 1000 characters",
+            ));
         }
         if d.chars().any(char::is_control) {
-            return Err(invalid("verificationStateDescription must not contain control characters"));
+            return Err(invalid(
+                "verificationStateDescription must not contain control characters",
+            ));
         }
     }
     if !known_ids.contains(violation_id) {
@@ -448,7 +456,8 @@ impl ViolationHistory {
     /// event or active violation refers to them.
     pub fn expire(&mut self, now_secs: f64, retention_secs: f64, active: &[ActiveViolation]) {
         let cutoff = now_secs - retention_secs;
-        self.events.retain(|r| r.event.violation_event_time >= cutoff);
+        self.events
+            .retain(|r| r.event.violation_event_time >= cutoff);
         let live: BTreeSet<&str> = self
             .events
             .iter()
@@ -480,7 +489,13 @@ impl ViolationHistory {
             .map(|r| r.event.violation_id.clone())
             .chain(active.iter().map(|a| a.violation_id.clone()))
             .collect();
-        put_verification_state(&mut self.verification, &known, violation_id, state, description)
+        put_verification_state(
+            &mut self.verification,
+            &known,
+            violation_id,
+            state,
+            description,
+        )
     }
 }
 
@@ -510,7 +525,13 @@ mod tests {
         for (i, n) in counts.iter().enumerate() {
             let t = (i as i64 + 1) * 300_000;
             for _ in 0..*n {
-                log.record(t - 1, TrafficRecord::Publish { topic: "x".into(), bytes: 1 });
+                log.record(
+                    t - 1,
+                    TrafficRecord::Publish {
+                        topic: "x".into(),
+                        bytes: 1,
+                    },
+                );
             }
             h.record(&e.evaluate_cloud(&log, t));
         }
@@ -534,11 +555,28 @@ mod tests {
         let mut h = ViolationHistory::default();
         drive(&mut e, &mut h, &[15]);
         let names = |r: ListViolationEventsRequest| -> Vec<String> {
-            h.list_violation_events(&r).unwrap().violation_events.iter().map(|e| e.behavior.name.clone()).collect()
+            h.list_violation_events(&r)
+                .unwrap()
+                .violation_events
+                .iter()
+                .map(|e| e.behavior.name.clone())
+                .collect()
         };
         assert_eq!(names(all(0.0, 1e12)).len(), 2);
-        assert_eq!(names(ListViolationEventsRequest { list_suppressed_alerts: Some(false), ..all(0.0, 1e12) }), vec!["B2"]);
-        assert_eq!(names(ListViolationEventsRequest { list_suppressed_alerts: Some(true), ..all(0.0, 1e12) }), vec!["B1"]);
+        assert_eq!(
+            names(ListViolationEventsRequest {
+                list_suppressed_alerts: Some(false),
+                ..all(0.0, 1e12)
+            }),
+            vec!["B2"]
+        );
+        assert_eq!(
+            names(ListViolationEventsRequest {
+                list_suppressed_alerts: Some(true),
+                ..all(0.0, 1e12)
+            }),
+            vec!["B1"]
+        );
     }
 
     #[test]
@@ -547,36 +585,102 @@ mod tests {
         let mut h = ViolationHistory::default();
         drive(&mut e, &mut h, &[15]);
         let id = h.events[0].event.violation_id.clone();
-        h.put_verification_state(&e.active_violations(), &id, "TRUE_POSITIVE", Some("ok")).unwrap();
-        let act = list_active_violations(&e.active_violations(), e.profile_names(), &h.verification, &ListActiveViolationsRequest::default()).unwrap();
-        assert_eq!(act.active_violations[0].verification_state, Some(VerificationState::TruePositive));
-        assert_eq!(act.active_violations[0].verification_state_description.as_deref(), Some("ok"));
+        h.put_verification_state(&e.active_violations(), &id, "TRUE_POSITIVE", Some("ok"))
+            .unwrap();
+        let act = list_active_violations(
+            &e.active_violations(),
+            e.profile_names(),
+            &h.verification,
+            &ListActiveViolationsRequest::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            act.active_violations[0].verification_state,
+            Some(VerificationState::TruePositive)
+        );
+        assert_eq!(
+            act.active_violations[0]
+                .verification_state_description
+                .as_deref(),
+            Some("ok")
+        );
         let mut log = TrafficLog::new("c");
-        log.record(599_000, TrafficRecord::Publish { topic: "x".into(), bytes: 1 });
+        log.record(
+            599_000,
+            TrafficRecord::Publish {
+                topic: "x".into(),
+                bytes: 1,
+            },
+        );
         h.record(&e.evaluate_cloud(&log, 600_000));
-        let tp = h.list_violation_events(&ListViolationEventsRequest { verification_state: Some("TRUE_POSITIVE".into()), ..all(0.0, 1e12) }).unwrap();
-        let kinds: Vec<T> = tp.violation_events.iter().map(|e| e.violation_event_type).collect();
+        let tp = h
+            .list_violation_events(&ListViolationEventsRequest {
+                verification_state: Some("TRUE_POSITIVE".into()),
+                ..all(0.0, 1e12)
+            })
+            .unwrap();
+        let kinds: Vec<T> = tp
+            .violation_events
+            .iter()
+            .map(|e| e.violation_event_type)
+            .collect();
         assert_eq!(kinds, vec![T::AlarmCleared, T::InAlarm]);
-        assert!(tp.violation_events.iter().all(|e| e.verification_state == Some(VerificationState::TruePositive)));
+        assert!(tp
+            .violation_events
+            .iter()
+            .all(|e| e.verification_state == Some(VerificationState::TruePositive)));
         // A second episode has no state: UNKNOWN finds it, TRUE_POSITIVE does not.
         let mut log2 = TrafficLog::new("c");
         for _ in 0..20 {
-            log2.record(899_000, TrafficRecord::Publish { topic: "x".into(), bytes: 1 });
+            log2.record(
+                899_000,
+                TrafficRecord::Publish {
+                    topic: "x".into(),
+                    bytes: 1,
+                },
+            );
         }
         h.record(&e.evaluate_cloud(&log2, 900_000));
-        let unknown = h.list_violation_events(&ListViolationEventsRequest { verification_state: Some("UNKNOWN".into()), ..all(0.0, 1e12) }).unwrap();
+        let unknown = h
+            .list_violation_events(&ListViolationEventsRequest {
+                verification_state: Some("UNKNOWN".into()),
+                ..all(0.0, 1e12)
+            })
+            .unwrap();
         assert_eq!(unknown.violation_events.len(), 1);
         assert_ne!(unknown.violation_events[0].violation_id, id);
         let act = e.active_violations();
-        assert_eq!(h.put_verification_state(&act, "nope", "TRUE_POSITIVE", None).unwrap_err().code(), "InvalidRequestException");
-        assert_eq!(h.put_verification_state(&act, &id, "MAYBE", None).unwrap_err().code(), "InvalidRequestException");
+        assert_eq!(
+            h.put_verification_state(&act, "nope", "TRUE_POSITIVE", None)
+                .unwrap_err()
+                .code(),
+            "InvalidRequestException"
+        );
+        assert_eq!(
+            h.put_verification_state(&act, &id, "MAYBE", None)
+                .unwrap_err()
+                .code(),
+            "InvalidRequestException"
+        );
         let long = "x".repeat(1001);
-        assert_eq!(h.put_verification_state(&act, &id, "TRUE_POSITIVE", Some(&long)).unwrap_err().code(), "InvalidRequestException");
+        assert_eq!(
+            h.put_verification_state(&act, &id, "TRUE_POSITIVE", Some(&long))
+                .unwrap_err()
+                .code(),
+            "InvalidRequestException"
+        );
         // Omitting the description removes it.
-        h.put_verification_state(&act, &id, "FALSE_POSITIVE", None).unwrap();
-        assert_eq!(h.verification[&id], (VerificationState::FalsePositive, None));
+        h.put_verification_state(&act, &id, "FALSE_POSITIVE", None)
+            .unwrap();
+        assert_eq!(
+            h.verification[&id],
+            (VerificationState::FalsePositive, None)
+        );
         let json = serde_json::to_string(&ApiError::InvalidRequest("m".into())).unwrap();
-        assert_eq!(json, r#"{"__type":"InvalidRequestException","message":"m"}"#);
+        assert_eq!(
+            json,
+            r#"{"__type":"InvalidRequestException","message":"m"}"#
+        );
     }
 
     #[test]
@@ -595,7 +699,10 @@ mod tests {
         h.events.push(RecordedEvent { seq: 99, event: ev });
         let names = |ct: Option<&str>| -> Vec<String> {
             let mut v: Vec<String> = h
-                .list_violation_events(&ListViolationEventsRequest { behavior_criteria_type: ct.map(str::to_owned), ..all(0.0, 1e12) })
+                .list_violation_events(&ListViolationEventsRequest {
+                    behavior_criteria_type: ct.map(str::to_owned),
+                    ..all(0.0, 1e12)
+                })
                 .unwrap()
                 .violation_events
                 .iter()
@@ -608,7 +715,12 @@ mod tests {
         assert_eq!(names(Some("STATISTICAL")), vec!["T"]);
         assert_eq!(names(Some("MACHINE_LEARNING")), vec!["M"]);
         assert_eq!(names(None), vec!["M", "S", "T"]);
-        assert!(h.list_violation_events(&ListViolationEventsRequest { behavior_criteria_type: Some("X".into()), ..all(0.0, 1e12) }).is_err());
+        assert!(h
+            .list_violation_events(&ListViolationEventsRequest {
+                behavior_criteria_type: Some("X".into()),
+                ..all(0.0, 1e12)
+            })
+            .is_err());
     }
 
     #[test]
@@ -618,22 +730,60 @@ mod tests {
         drive(&mut e, &mut h, &[15, 1, 15, 1, 15, 1]);
         assert_eq!(h.events.len(), 6);
         let r = h.list_violation_events(&all(600.0, 1500.0)).unwrap();
-        let times: Vec<f64> = r.violation_events.iter().map(|e| e.violation_event_time).collect();
+        let times: Vec<f64> = r
+            .violation_events
+            .iter()
+            .map(|e| e.violation_event_time)
+            .collect();
         assert_eq!(times, vec![1500.0, 1200.0, 900.0, 600.0]);
         assert!(r.next_token.is_none());
-        let p1 = h.list_violation_events(&ListViolationEventsRequest { max_results: Some(4), ..all(0.0, 1e12) }).unwrap();
+        let p1 = h
+            .list_violation_events(&ListViolationEventsRequest {
+                max_results: Some(4),
+                ..all(0.0, 1e12)
+            })
+            .unwrap();
         assert_eq!(p1.violation_events.len(), 4);
         let tok = p1.next_token.clone().unwrap();
-        let p2 = h.list_violation_events(&ListViolationEventsRequest { max_results: Some(4), next_token: Some(tok.clone()), ..all(0.0, 1e12) }).unwrap();
-        let times: Vec<f64> = p2.violation_events.iter().map(|e| e.violation_event_time).collect();
+        let p2 = h
+            .list_violation_events(&ListViolationEventsRequest {
+                max_results: Some(4),
+                next_token: Some(tok.clone()),
+                ..all(0.0, 1e12)
+            })
+            .unwrap();
+        let times: Vec<f64> = p2
+            .violation_events
+            .iter()
+            .map(|e| e.violation_event_time)
+            .collect();
         assert_eq!(times, vec![600.0, 300.0]);
         assert!(p2.next_token.is_none());
-        let reuse = h.list_violation_events(&ListViolationEventsRequest { next_token: Some(tok), thing_name: Some("t1".into()), ..all(0.0, 1e12) });
+        let reuse = h.list_violation_events(&ListViolationEventsRequest {
+            next_token: Some(tok),
+            thing_name: Some("t1".into()),
+            ..all(0.0, 1e12)
+        });
         assert_eq!(reuse.unwrap_err().code(), "InvalidRequestException");
         assert!(h.list_violation_events(&all(10.0, 5.0)).is_err());
-        assert!(h.list_violation_events(&ListViolationEventsRequest { max_results: Some(251), ..all(0.0, 1.0) }).is_err());
-        assert!(h.list_violation_events(&ListViolationEventsRequest { max_results: Some(0), ..all(0.0, 1.0) }).is_err());
-        assert!(h.list_violation_events(&ListViolationEventsRequest { next_token: Some("zz".into()), ..all(0.0, 1.0) }).is_err());
+        assert!(h
+            .list_violation_events(&ListViolationEventsRequest {
+                max_results: Some(251),
+                ..all(0.0, 1.0)
+            })
+            .is_err());
+        assert!(h
+            .list_violation_events(&ListViolationEventsRequest {
+                max_results: Some(0),
+                ..all(0.0, 1.0)
+            })
+            .is_err());
+        assert!(h
+            .list_violation_events(&ListViolationEventsRequest {
+                next_token: Some("zz".into()),
+                ..all(0.0, 1.0)
+            })
+            .is_err());
     }
 
     #[test]
@@ -650,9 +800,27 @@ mod tests {
     fn unknown_profile_is_resource_not_found_and_unknown_thing_is_empty() {
         let e = engine(&[B1]);
         let v = VerificationMap::new();
-        let err = list_active_violations(&[], e.profile_names(), &v, &ListActiveViolationsRequest { security_profile_name: Some("Nope".into()), ..Default::default() }).unwrap_err();
+        let err = list_active_violations(
+            &[],
+            e.profile_names(),
+            &v,
+            &ListActiveViolationsRequest {
+                security_profile_name: Some("Nope".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "ResourceNotFoundException");
-        let ok = list_active_violations(&[], e.profile_names(), &v, &ListActiveViolationsRequest { thing_name: Some("other".into()), ..Default::default() }).unwrap();
+        let ok = list_active_violations(
+            &[],
+            e.profile_names(),
+            &v,
+            &ListActiveViolationsRequest {
+                thing_name: Some("other".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(ok.active_violations.is_empty());
     }
 }

@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::engine::{
-    DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList,
-    TrafficLog, TrafficRecord,
+    DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList, TrafficLog,
+    TrafficRecord,
 };
 use super::violation::{ActiveViolation, ViolationEvent};
 use crate::metric::{check_value, CustomValue};
@@ -38,7 +38,9 @@ pub enum ReplayError {
         message: String,
     },
     /// A line's time is before the previous line's.
-    #[error("line {line}: time {time} is before the previous time {previous} (times must not decrease)")]
+    #[error(
+        "line {line}: time {time} is before the previous time {previous} (times must not decrease)"
+    )]
     OutOfOrder {
         /// 1-based line number.
         line: usize,
@@ -89,26 +91,33 @@ impl ReplayRun {
         v.into_iter().map(|(_, e)| e.clone()).collect()
     }
 
-    /// `{"violationEvents":[…]}` plus, when asked, `"activeViolations":[…]`.
-    pub fn document(&self, with_active: bool) -> Value {
-        let mut m = Map::new();
-        m.insert(
-            "violationEvents".to_owned(),
-            serde_json::to_value(self.events_newest_first()).unwrap_or(Value::Null),
-        );
-        if with_active {
-            let active: Vec<ActiveViolation> = self.engine.active_violations();
-            m.insert(
-                "activeViolations".to_owned(),
-                serde_json::to_value(active).unwrap_or(Value::Null),
-            );
+    /// `{"violationEvents":[…]}` plus, when asked, `"activeViolations":[…]` (typed, so the
+    /// API field order is kept; a `serde_json::Value` would sort the keys).
+    pub fn document(&self, with_active: bool) -> ReplayDocument {
+        ReplayDocument {
+            violation_events: self.events_newest_first(),
+            active_violations: with_active.then(|| self.engine.active_violations()),
         }
-        Value::Object(m)
     }
 }
 
+/// The replay output document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayDocument {
+    /// Newest first.
+    pub violation_events: Vec<ViolationEvent>,
+    /// ListActiveViolations after the last line, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_violations: Option<Vec<ActiveViolation>>,
+}
+
 /// Runs `input` through `engine`. `client_id` is substituted for `${iot:ClientId}` in filters.
-pub fn replay(input: &str, mut engine: DetectEngine, client_id: &str) -> Result<ReplayRun, ReplayError> {
+pub fn replay(
+    input: &str,
+    mut engine: DetectEngine,
+    client_id: &str,
+) -> Result<ReplayRun, ReplayError> {
     let mut log = TrafficLog::new(client_id);
     let mut events = Vec::new();
     let mut notes = Vec::new();
@@ -153,14 +162,23 @@ pub fn replay(input: &str, mut engine: DetectEngine, client_id: &str) -> Result<
         let [kind] = kinds.as_slice() else {
             return Err(ReplayError::BadLine {
                 line,
-                message: format!("expected exactly one event key besides \"time\", found {kinds:?}"),
+                message: format!(
+                    "expected exactly one event key besides \"time\", found {kinds:?}"
+                ),
             });
         };
         let body = &obj[kind.as_str()];
         // Cloud ticks strictly before this line's time run first; a tick at exactly `now` runs
         // after the line's traffic is recorded (window (t−D, t] includes t).
         let inclusive = kind.as_str() == "tick";
-        last_tick = Some(run_ticks(&mut engine, &log, tick_base, now, inclusive, &mut events));
+        last_tick = Some(run_ticks(
+            &mut engine,
+            &log,
+            tick_base,
+            now,
+            inclusive,
+            &mut events,
+        ));
         match kind.as_str() {
             "report" => {
                 let (report, dropped) =
@@ -258,7 +276,8 @@ fn get<'a>(o: &'a Map<String, Value>, long: &str, short: &str) -> Option<&'a Val
 }
 
 fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, String> {
-    v.as_object().ok_or_else(|| format!("{what} must be an object"))
+    v.as_object()
+        .ok_or_else(|| format!("{what} must be an object"))
 }
 
 fn uint(v: Option<&Value>, what: &str) -> Result<Option<u64>, String> {
@@ -275,7 +294,10 @@ fn port_list(v: &Value, what: &str) -> Result<PortList, String> {
     let o = obj(v, what)?;
     let mut ports = Vec::new();
     if let Some(list) = get(o, "ports", "pts") {
-        for p in list.as_array().ok_or_else(|| format!("{what}.ports must be a list"))? {
+        for p in list
+            .as_array()
+            .ok_or_else(|| format!("{what}.ports must be a list"))?
+        {
             let po = obj(p, "a port entry")?;
             let n = uint(get(po, "port", "pt"), "port")?.ok_or("a port entry needs port")?;
             let n = u16::try_from(n)
@@ -363,10 +385,9 @@ pub fn parse_report(v: &Value) -> Result<(DeviceReport, Vec<String>), String> {
     if let Some(c) = custom {
         for (name, val) in obj(c, "custom_metrics")? {
             // spec: detect.md §2.2 — always an ARRAY holding one object.
-            let arr = val
-                .as_array()
-                .filter(|a| a.len() == 1)
-                .ok_or_else(|| format!("custom metric {name} must be an array holding one object"))?;
+            let arr = val.as_array().filter(|a| a.len() == 1).ok_or_else(|| {
+                format!("custom metric {name} must be an array holding one object")
+            })?;
             let o = obj(&arr[0], "a custom metric value")?;
             let value = custom_value(o).map_err(|e| format!("custom metric {name}: {e}"))?;
             match check_value(&value) {
@@ -383,11 +404,17 @@ fn custom_value(o: &Map<String, Value>) -> Result<CustomValue, String> {
         v.as_array()
             .ok_or("number_list must be a list")?
             .iter()
-            .map(|x| x.as_f64().ok_or_else(|| "number_list holds a non-number".to_owned()))
+            .map(|x| {
+                x.as_f64()
+                    .ok_or_else(|| "number_list holds a non-number".to_owned())
+            })
             .collect()
     };
     if let Some(n) = o.get("number") {
-        return n.as_f64().map(CustomValue::Number).ok_or_else(|| "number must be a number".to_owned());
+        return n
+            .as_f64()
+            .map(CustomValue::Number)
+            .ok_or_else(|| "number must be a number".to_owned());
     }
     if let Some(v) = o.get("number_list") {
         return nums(v).map(CustomValue::NumberList);
@@ -396,7 +423,11 @@ fn custom_value(o: &Map<String, Value>) -> Result<CustomValue, String> {
         let list = v.as_array().ok_or("string_list must be a list")?;
         return list
             .iter()
-            .map(|x| x.as_str().map(str::to_owned).ok_or_else(|| "string_list holds a non-string".to_owned()))
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "string_list holds a non-string".to_owned())
+            })
             .collect::<Result<_, _>>()
             .map(CustomValue::StringList);
     }
@@ -430,14 +461,19 @@ mod tests {
         .unwrap();
         let ctx = ValidationContext::new(
             vec![],
-            vec![serde_json::from_str(r#"{"metricName":"batteryPercentage","metricType":"number"}"#).unwrap()],
+            vec![serde_json::from_str(
+                r#"{"metricName":"batteryPercentage","metricType":"number"}"#,
+            )
+            .unwrap()],
         );
         DetectEngine::new(EngineSettings::new("t1"), &[p], &ctx)
     }
 
     #[test]
     fn tc01_through_replay_ticks_cloud_metrics_every_300_seconds() {
-        let e = engine(r#"{"name":"B1","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than-equals","value":{"count":10},"durationSeconds":300,"consecutiveDatapointsToAlarm":2,"consecutiveDatapointsToClear":2}}"#);
+        let e = engine(
+            r#"{"name":"B1","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than-equals","value":{"count":10},"durationSeconds":300,"consecutiveDatapointsToAlarm":2,"consecutiveDatapointsToClear":2}}"#,
+        );
         let mut input = String::from("{\"time\":0,\"connect\":{}}\n");
         for (i, n) in [5, 15, 15, 3, 3].iter().enumerate() {
             for k in 0..*n {
@@ -455,14 +491,24 @@ mod tests {
             .map(|e| (e.event.violation_event_type, e.event.violation_event_time))
             .collect();
         assert_eq!(got, vec![(T::InAlarm, 900.0), (T::AlarmCleared, 1500.0)]);
-        let doc = run.document(true);
-        assert_eq!(doc["violationEvents"][0]["violationEventType"], "alarm-cleared");
+        let doc = serde_json::to_value(run.document(true)).unwrap();
+        assert_eq!(
+            doc["violationEvents"][0]["violationEventType"],
+            "alarm-cleared"
+        );
         assert_eq!(doc["activeViolations"].as_array().unwrap().len(), 0);
+        let text = serde_json::to_string(&run.document(false)).unwrap();
+        assert!(
+            text.starts_with(r#"{"violationEvents":[{"violationId":"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn tc26_through_replay_and_the_unwrapped_custom_value_is_malformed() {
-        let e = engine(r#"{"name":"great-than-75","metric":"batteryPercentage","criteria":{"comparisonOperator":"greater-than","value":{"number":75},"consecutiveDatapointsToAlarm":5,"consecutiveDatapointsToClear":1}}"#);
+        let e = engine(
+            r#"{"name":"great-than-75","metric":"batteryPercentage","criteria":{"comparisonOperator":"greater-than","value":{"number":75},"consecutiveDatapointsToAlarm":5,"consecutiveDatapointsToClear":1}}"#,
+        );
         let mut input = String::from("{\"time\":300,\"report\":{\"hed\":{\"rid\":1,\"v\":\"1.0\"},\"cmet\":{\"batteryPercentage\":[{\"number\":80}]}}}\n");
         for i in 2..=6 {
             input.push_str(&format!("{{\"time\":{},\"report\":{{\"hed\":{{\"rid\":{i},\"v\":\"1.0\"}},\"cmet\":{{\"batteryPercentage\":[{{\"number\":70}}]}}}}}}\n", 300 * i));
@@ -480,9 +526,22 @@ mod tests {
         let e = engine("");
         let input = "{\"time\":600,\"tick\":{}}\n\n{\"time\":300,\"tick\":{}}\n";
         let err = replay(input, e.clone(), "c").unwrap_err();
-        assert_eq!(err, ReplayError::OutOfOrder { line: 3, time: "300".into(), previous: "600".into() });
-        assert!(matches!(replay("{\"time\":1,", e.clone(), "c"), Err(ReplayError::Json { line: 1, .. })));
-        assert!(matches!(replay("{\"time\":1,\"bogus\":{}}", e, "c"), Err(ReplayError::BadLine { line: 1, .. })));
+        assert_eq!(
+            err,
+            ReplayError::OutOfOrder {
+                line: 3,
+                time: "300".into(),
+                previous: "600".into()
+            }
+        );
+        assert!(matches!(
+            replay("{\"time\":1,", e.clone(), "c"),
+            Err(ReplayError::Json { line: 1, .. })
+        ));
+        assert!(matches!(
+            replay("{\"time\":1,\"bogus\":{}}", e, "c"),
+            Err(ReplayError::BadLine { line: 1, .. })
+        ));
     }
 
     #[test]
@@ -493,7 +552,10 @@ mod tests {
         let (b, _) = parse_report(&short).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.network.unwrap().packets_out, 4);
-        assert_eq!(a.established.unwrap().remote_ips[0], "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            a.established.unwrap().remote_ips[0],
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
         assert!(parse_report(&serde_json::json!({"hed":{}})).is_err());
         assert!(parse_report(&serde_json::json!({"met":{"ns":{"bi":-1}}})).is_err());
     }

@@ -75,7 +75,15 @@ mod tests {
         assert!(!is_valid_filter("a/b#"));
         assert!(!is_valid_filter("a+/b"));
         assert!(is_valid_filter("device/+/auth"));
-        assert!(matches("device/${iot:ClientId}/auth", "device/c1/auth", "c1"));
-        assert!(!matches("device/${iot:ClientId}/auth", "device/c2/auth", "c1"));
+        assert!(matches(
+            "device/${iot:ClientId}/auth",
+            "device/c1/auth",
+            "c1"
+        ));
+        assert!(!matches(
+            "device/${iot:ClientId}/auth",
+            "device/c2/auth",
+            "c1"
+        ));
     }
 }

@@ -35,7 +35,10 @@ impl ValidationContext {
     /// Builds a context from lists (later duplicates win).
     pub fn new(dimensions: Vec<Dimension>, custom_metrics: Vec<CustomMetric>) -> Self {
         ValidationContext {
-            dimensions: dimensions.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            dimensions: dimensions
+                .into_iter()
+                .map(|d| (d.name.clone(), d))
+                .collect(),
             custom_metrics: custom_metrics
                 .into_iter()
                 .map(|m| (m.metric_name.clone(), m))
@@ -76,7 +79,10 @@ impl Issue {
         Issue { wire: true, detail }
     }
     fn rule(detail: String) -> Issue {
-        Issue { wire: false, detail }
+        Issue {
+            wire: false,
+            detail,
+        }
     }
 }
 
@@ -125,7 +131,11 @@ pub fn is_valid_name(name: &str) -> bool {
 
 /// Resolves the behavior's metric to its catalogue entry. In LOAD mode an unknown custom metric's
 /// type is inferred from the criteria (AWS already accepted it).
-pub fn resolve_metric(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Result<MetricInfo, String> {
+pub fn resolve_metric(
+    b: &Behavior,
+    ctx: &ValidationContext,
+    mode: Mode,
+) -> Result<MetricInfo, String> {
     let Some(metric) = b.metric.as_deref() else {
         return Err("metric is required".to_owned());
     };
@@ -148,7 +158,9 @@ pub fn resolve_metric(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Resu
             return Ok(catalog::custom(t));
         }
     }
-    Err(format!("metric {metric} is not a known metric or a defined custom metric"))
+    Err(format!(
+        "metric {metric} is not a known metric or a defined custom metric"
+    ))
 }
 
 fn infer_custom_type(b: &Behavior) -> Option<CustomMetricType> {
@@ -191,7 +203,12 @@ pub fn check_behavior(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Vec<
                 out.push(Issue::wire(e.to_string()));
             }
         }
-        if let Some(x) = v.number.iter().chain(v.numbers.iter().flatten()).find(|x| !x.is_finite()) {
+        if let Some(x) = v
+            .number
+            .iter()
+            .chain(v.numbers.iter().flatten())
+            .find(|x| !x.is_finite())
+        {
             out.push(Issue::wire(format!("number {x} is not finite")));
         }
     }
@@ -202,8 +219,14 @@ pub fn check_behavior(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Vec<
     };
     // V10
     for (field, v) in [
-        ("consecutiveDatapointsToAlarm", c.consecutive_datapoints_to_alarm),
-        ("consecutiveDatapointsToClear", c.consecutive_datapoints_to_clear),
+        (
+            "consecutiveDatapointsToAlarm",
+            c.consecutive_datapoints_to_alarm,
+        ),
+        (
+            "consecutiveDatapointsToClear",
+            c.consecutive_datapoints_to_clear,
+        ),
     ] {
         if let Some(v) = v {
             if !(1..=10).contains(&v) {
@@ -259,7 +282,11 @@ pub fn check_behavior(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Vec<
         if fields.len() != 1 {
             out.push(Issue::rule(format!(
                 "value must set exactly one field ({want} for metric {metric}), found {}",
-                if fields.is_empty() { "none".to_owned() } else { fields.join(", ") }
+                if fields.is_empty() {
+                    "none".to_owned()
+                } else {
+                    fields.join(", ")
+                }
             )));
         } else if fields[0] != want && !lenient_numeric {
             out.push(Issue::rule(format!(
@@ -284,7 +311,9 @@ pub fn check_behavior(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Vec<
             Issue::rule("durationSeconds is required with statisticalThreshold".to_owned()),
         ),
         None if mode == Mode::Strict && ctype == CriteriaType::Static && info.duration_required => {
-            out.push(Issue::rule(format!("durationSeconds is required for metric {metric}")))
+            out.push(Issue::rule(format!(
+                "durationSeconds is required for metric {metric}"
+            )))
         }
         None => {}
     }
@@ -296,7 +325,9 @@ pub fn check_behavior(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Vec<
             )));
         } else {
             match st.statistic.as_deref() {
-                None => out.push(Issue::rule("statisticalThreshold.statistic is required".to_owned())),
+                None => out.push(Issue::rule(
+                    "statisticalThreshold.statistic is required".to_owned(),
+                )),
                 Some(s) if catalog::percentile_of(s).is_none() => out.push(Issue::rule(format!(
                     "statistic {s} should be one of [{}]",
                     catalog::STATISTICS.join(", ")
@@ -373,7 +404,11 @@ impl BehaviorIssue {
 }
 
 /// Checks a list of behaviors: every behavior plus V2 (unique names) and V3 (at most 100).
-pub fn check_behaviors(behaviors: &[Behavior], ctx: &ValidationContext, mode: Mode) -> Vec<BehaviorIssue> {
+pub fn check_behaviors(
+    behaviors: &[Behavior],
+    ctx: &ValidationContext,
+    mode: Mode,
+) -> Vec<BehaviorIssue> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for (index, b) in behaviors.iter().enumerate() {
@@ -498,7 +533,10 @@ pub fn validate_behaviors_json(
     if list.len() > 100 && typed.len() <= 100 {
         errors.push(format!(
             "Behavior {} is malformed. a security profile has at most 100 behaviors, found {}",
-            list.get(100).and_then(|b| b.get("name")).and_then(|n| n.as_str()).unwrap_or("#100"),
+            list.get(100)
+                .and_then(|b| b.get("name"))
+                .and_then(|n| n.as_str())
+                .unwrap_or("#100"),
             list.len()
         ));
     }
@@ -548,7 +586,10 @@ pub fn check_profile(p: &SecurityProfile, ctx: &ValidationContext, mode: Mode) -
         if mode == Mode::Strict || issue.issue.wire {
             out.errors.push(issue.message());
         } else {
-            out.skipped.entry(issue.index).or_default().push(issue.message());
+            out.skipped
+                .entry(issue.index)
+                .or_default()
+                .push(issue.message());
         }
     }
     out.warnings = behavior_warnings(&p.behaviors);
@@ -561,10 +602,15 @@ pub fn check_dimension(d: &Dimension, mode: Mode) -> Vec<String> {
     let mut out = Vec::new();
     let n = &d.name;
     if !is_valid_name(n) {
-        out.push(format!("Dimension {n} is malformed. name must be 1-128 characters matching [a-zA-Z0-9:_-]+"));
+        out.push(format!(
+            "Dimension {n} is malformed. name must be 1-128 characters matching [a-zA-Z0-9:_-]+"
+        ));
     }
     if d.dimension_type != "TOPIC_FILTER" {
-        out.push(format!("Dimension {n} is malformed. type {} should be TOPIC_FILTER", d.dimension_type));
+        out.push(format!(
+            "Dimension {n} is malformed. type {} should be TOPIC_FILTER",
+            d.dimension_type
+        ));
     }
     let max = if mode == Mode::Strict { 5 } else { 100 };
     if d.string_values.is_empty() || d.string_values.len() > max {
@@ -575,15 +621,21 @@ pub fn check_dimension(d: &Dimension, mode: Mode) -> Vec<String> {
     }
     for v in &d.string_values {
         if v.is_empty() || v.chars().count() > 256 {
-            out.push(format!("Dimension {n} is malformed. string value {v:?} must be 1-256 characters"));
+            out.push(format!(
+                "Dimension {n} is malformed. string value {v:?} must be 1-256 characters"
+            ));
         } else if mode == Mode::Strict && !topic::is_valid_filter(v) {
-            out.push(format!("Dimension {n} is malformed. {v:?} is not a valid MQTT topic filter"));
+            out.push(format!(
+                "Dimension {n} is malformed. {v:?} is not a valid MQTT topic filter"
+            ));
         }
     }
     if mode == Mode::Strict {
         let unique: BTreeSet<&String> = d.string_values.iter().collect();
         if unique.len() != d.string_values.len() {
-            out.push(format!("Dimension {n} is malformed. stringValues must be unique"));
+            out.push(format!(
+                "Dimension {n} is malformed. stringValues must be unique"
+            ));
         }
     }
     out
@@ -608,7 +660,9 @@ mod tests {
     #[test]
     fn the_published_cda_message_is_reproduced_exactly() {
         let r = validate_behaviors(
-            &[b(r#"{"name":"Authorization","metric":"aws:num-authorization-failures","criteria":{"comparisonOperator":"less-than","value":{"count":10},"durationSeconds":300,"consecutiveDatapointsToAlarm":100000,"consecutiveDatapointsToClear":1}}"#)],
+            &[b(
+                r#"{"name":"Authorization","metric":"aws:num-authorization-failures","criteria":{"comparisonOperator":"less-than","value":{"count":10},"durationSeconds":300,"consecutiveDatapointsToAlarm":100000,"consecutiveDatapointsToClear":1}}"#,
+            )],
             &ValidationContext::default(),
         );
         assert_eq!(
@@ -619,15 +673,26 @@ mod tests {
 
     #[test]
     fn load_mode_accepts_number_for_count_and_fills_no_duration_error() {
-        let x = b(r#"{"name":"B","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than","value":{"number":10}}}"#);
+        let x = b(
+            r#"{"name":"B","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than","value":{"number":10}}}"#,
+        );
         assert!(check_behavior(&x, &ValidationContext::default(), Mode::Load).is_empty());
-        assert_eq!(check_behavior(&x, &ValidationContext::default(), Mode::Strict).len(), 2);
+        assert_eq!(
+            check_behavior(&x, &ValidationContext::default(), Mode::Strict).len(),
+            2
+        );
     }
 
     fn ctx() -> ValidationContext {
         ValidationContext::new(
-            vec![serde_json::from_str(r#"{"name":"AuthTopics","type":"TOPIC_FILTER","stringValues":["device/+/auth"]}"#).unwrap()],
-            vec![serde_json::from_str(r#"{"metricName":"batteryPercentage","metricType":"number"}"#).unwrap()],
+            vec![serde_json::from_str(
+                r#"{"name":"AuthTopics","type":"TOPIC_FILTER","stringValues":["device/+/auth"]}"#,
+            )
+            .unwrap()],
+            vec![serde_json::from_str(
+                r#"{"metricName":"batteryPercentage","metricType":"number"}"#,
+            )
+            .unwrap()],
         )
     }
 
@@ -664,7 +729,12 @@ mod tests {
         for (json, want) in cases {
             let r = validate_behaviors(&[b(&json)], &ctx());
             assert!(!r.valid, "{json}");
-            assert_eq!(r.validation_errors.len(), 1, "{json}: {:?}", r.validation_errors);
+            assert_eq!(
+                r.validation_errors.len(),
+                1,
+                "{json}: {:?}",
+                r.validation_errors
+            );
             let msg = &r.validation_errors[0].error_message;
             assert!(msg.starts_with("Behavior "), "{msg}");
             assert!(msg.contains(" is malformed. "), "{msg}");
@@ -677,18 +747,31 @@ mod tests {
         let one = r#"{"name":"X","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than","value":{"count":1},"durationSeconds":300}}"#;
         let r = validate_behaviors(&[b(one), b(one)], &ctx());
         assert_eq!(r.validation_errors.len(), 1);
-        assert!(r.validation_errors[0].error_message.contains("Behavior X is malformed. behavior name X is used more than once"));
-        let many: Vec<Behavior> = (0..101).map(|i| { let mut x = b(one); x.name = format!("B{i}"); x }).collect();
+        assert!(r.validation_errors[0]
+            .error_message
+            .contains("Behavior X is malformed. behavior name X is used more than once"));
+        let many: Vec<Behavior> = (0..101)
+            .map(|i| {
+                let mut x = b(one);
+                x.name = format!("B{i}");
+                x
+            })
+            .collect();
         let r = validate_behaviors(&many, &ctx());
         assert_eq!(r.validation_errors.len(), 1);
-        assert!(r.validation_errors[0].error_message.starts_with("Behavior B100 is malformed. a security profile has at most 100 behaviors, found 101"));
+        assert!(r.validation_errors[0].error_message.starts_with(
+            "Behavior B100 is malformed. a security profile has at most 100 behaviors, found 101"
+        ));
     }
 
     #[test]
     fn the_s12_example_behaviors_are_valid() {
         let body = r#"{"behaviors":[{"name":"CellularBandwidth","metric":"aws:message-byte-size","criteria":{"comparisonOperator":"greater-than","value":{"count":128},"consecutiveDatapointsToAlarm":1,"consecutiveDatapointsToClear":1}},{"name":"Authorization","metric":"aws:num-authorization-failures","criteria":{"comparisonOperator":"less-than","value":{"count":10},"durationSeconds":300,"consecutiveDatapointsToAlarm":1,"consecutiveDatapointsToClear":1}}]}"#;
         let r = validate_behaviors_json(body, "body", &ctx()).unwrap();
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"valid":true,"validationErrors":[]}"#);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"valid":true,"validationErrors":[]}"#
+        );
     }
 
     #[test]
@@ -704,7 +787,9 @@ mod tests {
 
     #[test]
     fn dimensions_allow_100_values_on_load_and_5_unique_valid_filters_when_strict() {
-        let mut d: Dimension = serde_json::from_str(r#"{"name":"D","type":"TOPIC_FILTER","stringValues":["a/#/b"]}"#).unwrap();
+        let mut d: Dimension =
+            serde_json::from_str(r#"{"name":"D","type":"TOPIC_FILTER","stringValues":["a/#/b"]}"#)
+                .unwrap();
         assert!(check_dimension(&d, Mode::Load).is_empty());
         assert_eq!(check_dimension(&d, Mode::Strict).len(), 1);
         d.string_values = (0..6).map(|i| format!("t/{i}")).collect();

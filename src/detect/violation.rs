@@ -125,7 +125,8 @@ pub fn ms_to_secs(ms: i64) -> f64 {
 /// The first 16 bytes of SHA-256(`thing|profile|behavior|startMillis|seq`) as 32 lowercase hex
 /// characters (spec: detect.md §6.2).
 pub fn violation_id(thing: &str, profile: &str, behavior: &str, start_ms: i64, seq: u64) -> String {
-    let digest = Sha256::digest(format!("{thing}|{profile}|{behavior}|{start_ms}|{seq}").as_bytes());
+    let digest =
+        Sha256::digest(format!("{thing}|{profile}|{behavior}|{start_ms}|{seq}").as_bytes());
     hex(&digest[..16])
 }
 
@@ -148,14 +149,22 @@ mod tests {
     fn ids_are_32_lowercase_hex_and_deterministic() {
         let a = violation_id("t1", "P", "B1", 900_000, 1);
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_eq!(a, violation_id("t1", "P", "B1", 900_000, 1));
         assert_ne!(a, violation_id("t1", "P", "B1", 900_000, 2));
     }
 
     #[test]
     fn times_serialise_with_a_fraction() {
-        assert_eq!(serde_json::to_string(&ms_to_secs(1_560_279_000_000)).unwrap(), "1560279000.0");
-        assert_eq!(serde_json::to_string(&ms_to_secs(1_600_780_245_290)).unwrap(), "1600780245.29");
+        assert_eq!(
+            serde_json::to_string(&ms_to_secs(1_560_279_000_000)).unwrap(),
+            "1560279000.0"
+        );
+        assert_eq!(
+            serde_json::to_string(&ms_to_secs(1_600_780_245_290)).unwrap(),
+            "1600780245.29"
+        );
     }
 }

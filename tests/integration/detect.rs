@@ -39,7 +39,11 @@ fn example_profiles() -> Vec<(String, String)> {
         }
     }
     out.sort();
-    assert!(out.len() >= 6, "expected the example profiles in {}", root.display());
+    assert!(
+        out.len() >= 6,
+        "expected the example profiles in {}",
+        root.display()
+    );
     out
 }
 
@@ -65,10 +69,20 @@ fn every_example_profile_loads_in_load_and_strict_mode_without_skips() {
 #[test]
 fn the_doc_example_with_spaces_in_names_fails_even_in_load_mode() {
     let text = r#"{"securityProfileName":"P","behaviors":[{"name":"Max Message Size","metric":"aws:message-byte-size","criteria":{"comparisonOperator":"less-than-equals","value":{"count":1024}}}]}"#;
-    let err = detect::load_profile(text, "p.json", Format::Json, &ValidationContext::default(), Mode::Load)
-        .unwrap_err();
+    let err = detect::load_profile(
+        text,
+        "p.json",
+        Format::Json,
+        &ValidationContext::default(),
+        Mode::Load,
+    )
+    .unwrap_err();
     assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
-    assert!(err.to_string().contains("Behavior Max Message Size is malformed."), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Behavior Max Message Size is malformed."),
+        "{err}"
+    );
 }
 
 #[test]
@@ -98,8 +112,14 @@ fn load_mode_skips_non_wire_problems_with_a_diagnostic_and_strict_fails() {
 #[test]
 fn a_wrong_value_kind_names_the_field_path() {
     let text = "{\"securityProfileName\":\"P\",\n\"behaviors\":[{\"name\":\"B\",\"metric\":\"aws:listening-tcp-ports\",\n\"criteria\":{\"comparisonOperator\":\"in-port-set\",\"value\":{\"ports\":\"443\"}}}]}";
-    let err = detect::load_profile(text, "p.json", Format::Json, &ValidationContext::default(), Mode::Load)
-        .unwrap_err();
+    let err = detect::load_profile(
+        text,
+        "p.json",
+        Format::Json,
+        &ValidationContext::default(),
+        Mode::Load,
+    )
+    .unwrap_err();
     match err {
         LoadError::Parse(ParseError::Json { line, path, .. }) => {
             assert_eq!(line, 3);
@@ -111,19 +131,43 @@ fn a_wrong_value_kind_names_the_field_path() {
 }
 
 fn fixture(name: &str) -> String {
-    read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detect").join(name))
+    read(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/detect")
+            .join(name),
+    )
 }
 
 fn replay_fixture(input: &str) -> detect::replay::ReplayRun {
     let ctx = ValidationContext::new(
-        vec![detect::load_dimension(&fixture("replay-dimension.json"), "dim", Format::Json, Mode::Strict).unwrap()],
-        vec![detect::load_custom_metric(&fixture("replay-custom-metric.json"), "cm", Format::Json).unwrap()],
+        vec![detect::load_dimension(
+            &fixture("replay-dimension.json"),
+            "dim",
+            Format::Json,
+            Mode::Strict,
+        )
+        .unwrap()],
+        vec![
+            detect::load_custom_metric(&fixture("replay-custom-metric.json"), "cm", Format::Json)
+                .unwrap(),
+        ],
     );
-    let p = detect::load_profile(&fixture("replay-profile.json"), "p", Format::Json, &ctx, Mode::Strict).unwrap();
+    let p = detect::load_profile(
+        &fixture("replay-profile.json"),
+        "p",
+        Format::Json,
+        &ctx,
+        Mode::Strict,
+    )
+    .unwrap();
     let mut settings = detect::EngineSettings::new("t1");
     settings.source_ip_from_connection = true;
     let engine = detect::DetectEngine::new(settings, &[p.profile], &ctx);
-    assert!(engine.diagnostics().is_empty(), "{:?}", engine.diagnostics());
+    assert!(
+        engine.diagnostics().is_empty(),
+        "{:?}",
+        engine.diagnostics()
+    );
     detect::replay::replay(input, engine, "t1").unwrap()
 }
 
@@ -134,7 +178,10 @@ fn a_recorded_replay_gives_the_golden_violation_events() {
     let want = fixture("replay-basic.expected.json");
     assert_eq!(got.trim(), want.trim(), "got:\n{got}");
     // Deterministic: a second run gives byte-identical output.
-    let again = serde_json::to_string_pretty(&replay_fixture(&fixture("replay-basic.jsonl")).document(true)).unwrap();
+    let again = serde_json::to_string_pretty(
+        &replay_fixture(&fixture("replay-basic.jsonl")).document(true),
+    )
+    .unwrap();
     assert_eq!(got, again);
     // The suppressed behavior's events are recorded but do not notify.
     for e in &run.events {
@@ -149,5 +196,8 @@ fn a_replay_line_out_of_order_is_an_error_naming_the_line() {
     let ctx = ValidationContext::default();
     let engine = detect::DetectEngine::new(detect::EngineSettings::new("t1"), &[], &ctx);
     let err = detect::replay::replay(&input, engine, "t1").unwrap_err();
-    assert_eq!(err.to_string(), "line 17: time 1560276000 is before the previous time 1560277200 (times must not decrease)");
+    assert_eq!(
+        err.to_string(),
+        "line 17: time 1560276000 is before the previous time 1560277200 (times must not decrease)"
+    );
 }

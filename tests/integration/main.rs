@@ -1,4 +1,4 @@
 //! The one integration test binary: modules beside this file.
 
-mod support;
 mod detect;
+mod support;
