@@ -208,6 +208,7 @@ pub fn median_sorted(sorted: &[f64]) -> Option<f64> {
     if n == 0 {
         return None;
     }
+    // Invariant: n > 0, so n / 2 and n / 2 - 1 (n even, so n >= 2) are in range.
     Some(if n % 2 == 1 {
         sorted[n / 2]
     } else {

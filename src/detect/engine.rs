@@ -182,7 +182,8 @@ pub enum TrafficRecord {
 }
 
 /// A simple in-memory [`TrafficWindows`] over recorded events (replay and tests). Full policy:
-/// events older than `retain_ms` before the newest are dropped on [`TrafficLog::record`].
+/// events older than `retain_ms` before the newest are dropped on [`TrafficLog::record`], and at
+/// `max_events` the oldest event is dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficLog {
     events: Vec<(Millis, TrafficRecord)>,
@@ -190,6 +191,8 @@ pub struct TrafficLog {
     pub client_id: String,
     /// How long events are kept (default 3600 s, the longest window).
     pub retain_ms: Millis,
+    /// At most this many events (default 1,000,000).
+    pub max_events: usize,
 }
 
 impl TrafficLog {
@@ -199,6 +202,7 @@ impl TrafficLog {
             events: Vec::new(),
             client_id: client_id.to_owned(),
             retain_ms: 3_600_000,
+            max_events: 1_000_000,
         }
     }
 
@@ -207,6 +211,9 @@ impl TrafficLog {
         let horizon = t - self.retain_ms;
         if self.events.first().is_some_and(|(ft, _)| *ft <= horizon) {
             self.events.retain(|(et, _)| *et > horizon);
+        }
+        if self.events.len() >= self.max_events.max(1) {
+            self.events.remove(0);
         }
         self.events.push((t, r));
     }
@@ -358,7 +365,7 @@ enum Source {
     Device(BuiltIn),
     Custom(String, CustomMetricType),
     Cloud(CloudMetric, Option<Scope>),
-    SourceIp,
+    ClientIp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -460,7 +467,7 @@ fn compile(
                     "aws:source-ip-address needs a configured source IP (the device cannot see its public address)".to_owned(),
                 ));
             }
-            Source::SourceIp
+            Source::ClientIp
         }
         (Some(BuiltIn::DisconnectDuration), _) => {
             return Err(not_eval(
@@ -984,11 +991,24 @@ impl DetectEngine {
     /// Evaluates every device-side and custom behavior on one accepted report received at `now`.
     pub fn evaluate_report(&mut self, report: &DeviceReport, now: Millis) -> Vec<Emitted> {
         let mut out = Vec::new();
+        // Each distinct source is extracted once per report, however many behaviors use it.
+        let mut cache: Vec<(Source, Option<Observed>)> = Vec::new();
         for i in 0..self.compiled.len() {
-            let raw = match &self.compiled[i].source {
-                Source::Device(bi) => device_value(*bi, report),
-                Source::Custom(name, t) => custom_value(name, *t, report),
-                _ => continue,
+            let source = &self.compiled[i].source;
+            if !matches!(source, Source::Device(_) | Source::Custom(..)) {
+                continue;
+            }
+            let raw = match cache.iter().find(|(s, _)| s == source) {
+                Some((_, v)) => v.clone(),
+                None => {
+                    let v = match source {
+                        Source::Device(bi) => device_value(*bi, report),
+                        Source::Custom(name, t) => custom_value(name, *t, report),
+                        _ => None,
+                    };
+                    cache.push((source.clone(), v.clone()));
+                    v
+                }
             };
             if let Some(raw) = raw {
                 self.datapoint(i, raw, now, &mut out);
@@ -1043,7 +1063,7 @@ impl DetectEngine {
         };
         let mut out = Vec::new();
         for i in 0..self.compiled.len() {
-            if self.compiled[i].source == Source::SourceIp {
+            if self.compiled[i].source == Source::ClientIp {
                 self.datapoint_final(i, Observed::Ips(vec![normalise(ip)]), now, &mut out);
             }
         }
@@ -1171,26 +1191,29 @@ impl DetectEngine {
     fn datapoint_final(&mut self, i: usize, value: Observed, now: Millis, out: &mut Vec<Emitted>) {
         let lookback = (self.settings.stat_lookback_s as Millis) * 1000;
         let min_points = self.settings.stat_min_points;
+        // Disjoint field borrows: no clone of the compiled behavior on the hot path.
+        let c = &self.compiled[i];
+        let thing = self.settings.thing_name.as_str();
+        let seq = self.state.seq + 1;
         let fleet = self
             .state
             .fleet_thresholds
-            .get(&self.compiled[i].profile)
-            .and_then(|m| m.get(&self.compiled[i].behavior.name))
+            .get(&c.profile)
+            .and_then(|m| m.get(&c.behavior.name))
             .copied();
-        let check = self.compiled[i].check.clone();
-        let violating = {
-            let Some(st) = self.state_mut(i) else { return };
-            match evaluate(&check, &value, st, now, lookback, min_points, fleet) {
-                Some(v) => v,
-                None => return,
-            }
+        let Some(st) = self
+            .state
+            .behaviors
+            .get_mut(&c.profile)
+            .and_then(|m| m.get_mut(&c.behavior.name))
+        else {
+            return;
         };
-        let seq = self.state.seq + 1;
-        let c = self.compiled[i].clone();
-        let thing = self.settings.thing_name.clone();
-        let Some(st) = self.state_mut(i) else { return };
+        let Some(violating) = evaluate(&c.check, &value, st, now, lookback, min_points, fleet)
+        else {
+            return;
+        };
         st.last_datapoint = Some(now);
-        let mv = value.to_metric_value();
         let mut new_seq = false;
         // spec: §3.4 state machine.
         match st.mode {
@@ -1198,7 +1221,7 @@ impl DetectEngine {
                 if violating {
                     st.v += 1;
                     if st.v >= c.cda {
-                        let id = violation_id(&thing, &c.profile, &c.behavior.name, now, seq);
+                        let id = violation_id(thing, &c.profile, &c.behavior.name, now, seq);
                         new_seq = true;
                         st.mode = AlarmMode::Alarm;
                         st.v = 0;
@@ -1207,13 +1230,13 @@ impl DetectEngine {
                             id: id.clone(),
                             start: now,
                             last_time: now,
-                            last_value: mv.clone(),
+                            last_value: value.to_metric_value(),
                         });
                         out.push(event(
-                            &thing,
-                            &c,
+                            thing,
+                            c,
                             id,
-                            Some(mv),
+                            Some(value.to_metric_value()),
                             ViolationEventType::InAlarm,
                             now,
                         ));
@@ -1227,7 +1250,7 @@ impl DetectEngine {
                     st.c = 0;
                     if let Some(a) = st.active.as_mut() {
                         a.last_time = now;
-                        a.last_value = mv;
+                        a.last_value = value.to_metric_value();
                     }
                 } else {
                     st.c += 1;
@@ -1237,10 +1260,10 @@ impl DetectEngine {
                         st.v = 0;
                         if let Some(a) = st.active.take() {
                             out.push(event(
-                                &thing,
-                                &c,
+                                thing,
+                                c,
                                 a.id,
-                                Some(mv),
+                                Some(value.to_metric_value()),
                                 ViolationEventType::AlarmCleared,
                                 now,
                             ));

@@ -35,7 +35,8 @@ pub use profile::{
 };
 pub use query::ApiError;
 pub use validate::{
-    validate_behaviors, validate_behaviors_json, Mode, ValidationContext, ValidationResult,
+    validate_behaviors, validate_behaviors_json, validate_behaviors_text, Mode, ValidationContext,
+    ValidationResult,
 };
 pub use violation::{ActiveViolation, ViolationEvent};
 

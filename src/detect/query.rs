@@ -430,7 +430,8 @@ pub fn put_verification_state(
 }
 
 /// An in-memory history: the store's model, for tests, replay and small deployments. Full
-/// policy: events older than the retention (default 14 days) are dropped by [`Self::expire`].
+/// policy: events older than the retention (default 14 days) are dropped by [`Self::expire`],
+/// and beyond [`ViolationHistory::MAX_EVENTS`] the oldest event is dropped on record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ViolationHistory {
     /// Recorded events in record order.
@@ -441,9 +442,15 @@ pub struct ViolationHistory {
 }
 
 impl ViolationHistory {
+    /// Most events kept.
+    pub const MAX_EVENTS: usize = 100_000;
+
     /// Records emitted events.
     pub fn record(&mut self, emitted: &[Emitted]) {
         for e in emitted {
+            if self.events.len() >= Self::MAX_EVENTS {
+                self.events.remove(0);
+            }
             self.next_seq += 1;
             self.events.push(RecordedEvent {
                 seq: self.next_seq,

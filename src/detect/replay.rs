@@ -167,6 +167,7 @@ pub fn replay(
                 ),
             });
         };
+        // Invariant: `kind` was taken from this map's keys.
         let body = &obj[kind.as_str()];
         // Cloud ticks strictly before this line's time run first; a tick at exactly `now` runs
         // after the line's traffic is recorded (window (t−D, t] includes t).
@@ -388,6 +389,7 @@ pub fn parse_report(v: &Value) -> Result<(DeviceReport, Vec<String>), String> {
             let arr = val.as_array().filter(|a| a.len() == 1).ok_or_else(|| {
                 format!("custom metric {name} must be an array holding one object")
             })?;
+            // Invariant: the filter above keeps only one-element arrays.
             let o = obj(&arr[0], "a custom metric value")?;
             let value = custom_value(o).map_err(|e| format!("custom metric {name}: {e}"))?;
             match check_value(&value) {

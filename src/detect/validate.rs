@@ -488,7 +488,18 @@ pub fn validate_behaviors_json(
     source_name: &str,
     ctx: &ValidationContext,
 ) -> Result<ValidationResult, ParseError> {
-    let doc: serde_json::Value = profile::parse_json(text, source_name)?;
+    validate_behaviors_text(text, source_name, profile::Format::Json, ctx)
+}
+
+/// [`validate_behaviors_json`] for a document in JSON or TOML (a TOML document has a top-level
+/// `behaviors` array of tables).
+pub fn validate_behaviors_text(
+    text: &str,
+    source_name: &str,
+    format: profile::Format,
+    ctx: &ValidationContext,
+) -> Result<ValidationResult, ParseError> {
+    let doc: serde_json::Value = profile::parse_doc(text, source_name, format)?;
     let list = match &doc {
         serde_json::Value::Array(a) => a.clone(),
         serde_json::Value::Object(o) => match o.get("behaviors") {
@@ -783,6 +794,12 @@ mod tests {
         assert!(m.starts_with("Behavior W is malformed. "), "{m}");
         assert!(m.contains("criteria.value.count"), "{m}");
         assert!(validate_behaviors_json("{\"behaviors\": [", "body", &ctx()).is_err());
+        let toml = "[[behaviors]]\nname = \"T\"\nmetric = \"aws:num-messages-sent\"\ncriteria = { comparisonOperator = \"less-than\", value = { count = 1 } }\n";
+        let r = validate_behaviors_text(toml, "b.toml", profile::Format::Toml, &ctx()).unwrap();
+        assert_eq!(r.validation_errors.len(), 1);
+        assert!(r.validation_errors[0]
+            .error_message
+            .contains("durationSeconds is required"));
     }
 
     #[test]
