@@ -860,8 +860,20 @@ impl DetectEngine {
             .iter()
             .map(|p| p.security_profile_name.clone())
             .collect();
+        let mut seen_profiles = BTreeSet::new();
         for p in profiles {
             let pname = &p.security_profile_name;
+            if !seen_profiles.insert(pname.as_str()) {
+                self.diagnostics.push(Diagnostic {
+                    source_name: String::new(),
+                    profile: pname.clone(),
+                    behavior: None,
+                    kind: DiagnosticKind::Skipped,
+                    message: "duplicate security profile name; only the first is evaluated"
+                        .to_owned(),
+                });
+                continue;
+            }
             for w in validate::behavior_warnings(&p.behaviors) {
                 self.diagnostics.push(Diagnostic {
                     source_name: String::new(),

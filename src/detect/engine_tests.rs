@@ -744,3 +744,30 @@ fn event_json_has_the_api_field_order_and_fractional_times() {
         )
     );
 }
+
+#[test]
+fn a_duplicate_profile_name_is_skipped_with_a_diagnostic() {
+    let b = sent("less-than-equals", 1, 1);
+    let e = DetectEngine::new(
+        EngineSettings::new("t1"),
+        &[profile("P", &[&b]), profile("P", &[&b])],
+        &ctx(),
+    );
+    assert_eq!(e.evaluable_behaviors(), 1);
+    assert_eq!(e.diagnostics().len(), 1);
+    assert_eq!(e.diagnostics()[0].kind, DiagnosticKind::Skipped);
+}
+
+#[test]
+fn two_profiles_with_the_same_behavior_name_alarm_independently() {
+    let b = sent("less-than-equals", 1, 1);
+    let mut e = DetectEngine::new(
+        EngineSettings::new("t1"),
+        &[profile("P", &[&b]), profile("Q", &[&b])],
+        &ctx(),
+    );
+    let evs = run_sent(&mut e, &[15]);
+    assert_eq!(evs.len(), 2);
+    assert_ne!(evs[0].event.violation_id, evs[1].event.violation_id);
+    assert_eq!(e.active_violations().len(), 2);
+}
