@@ -771,3 +771,47 @@ fn two_profiles_with_the_same_behavior_name_alarm_independently() {
     assert_ne!(evs[0].event.violation_id, evs[1].event.violation_id);
     assert_eq!(e.active_violations().len(), 2);
 }
+
+#[test]
+fn a_behavior_changed_while_the_agent_was_down_is_invalidated_at_restart() {
+    let b = sent("less-than-equals", 1, 1);
+    let mut e = engine(&[&b]);
+    let id = run_sent(&mut e, &[15])[0].event.violation_id.clone();
+    let state: EngineState =
+        serde_json::from_str(&serde_json::to_string(e.state()).unwrap()).unwrap();
+    let changed = b.replace(r#""durationSeconds":300"#, r#""durationSeconds":600"#);
+    let (e2, evs) = DetectEngine::with_state(
+        EngineSettings::new("t1"),
+        &[profile("P", &[&changed])],
+        &ctx(),
+        state,
+        5_000_500,
+    );
+    assert_eq!(
+        summarise(&evs),
+        vec![(T::AlarmInvalidated, 16, String::new())]
+    );
+    assert_eq!(evs[0].event.violation_id, id);
+    assert_eq!(evs[0].event.violation_event_time, 5000.5);
+    assert!(e2.active_violations().is_empty());
+}
+
+#[test]
+fn deleting_the_dimension_of_a_behavior_in_alarm_invalidates_it() {
+    let b = r#"{"name":"S","metric":"aws:num-messages-sent","metricDimension":{"dimensionName":"AuthTopics"},"criteria":{"comparisonOperator":"less-than-equals","value":{"count":0},"durationSeconds":300}}"#;
+    let mut e = engine(&[b]);
+    let mut log = TrafficLog::new("c");
+    log.record(
+        1000,
+        TrafficRecord::Publish {
+            topic: "device/a/auth".into(),
+            bytes: 1,
+        },
+    );
+    assert_eq!(e.evaluate_cloud(&log, TICK).len(), 1);
+    let no_dims = ValidationContext::new(vec![], vec![]);
+    let evs = e.reconfigure(&[profile("P", &[b])], &no_dims, 400_000);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].event.violation_event_type, T::AlarmInvalidated);
+    assert_eq!(e.diagnostics()[0].kind, DiagnosticKind::Skipped);
+}

@@ -201,3 +201,21 @@ fn a_replay_line_out_of_order_is_an_error_naming_the_line() {
         "line 17: time 1560276000 is before the previous time 1560277200 (times must not decrease)"
     );
 }
+
+#[test]
+fn validating_the_s12_request_files_gives_the_published_responses() {
+    let ctx = ValidationContext::default();
+    let ok = detect::validate_behaviors_json(&fixture("validate-s12-valid.json"), "valid", &ctx)
+        .unwrap();
+    assert_eq!(
+        serde_json::to_string(&ok).unwrap(),
+        r#"{"valid":true,"validationErrors":[]}"#
+    );
+    let bad =
+        detect::validate_behaviors_json(&fixture("validate-s12-invalid.json"), "invalid", &ctx)
+            .unwrap();
+    assert_eq!(
+        serde_json::to_string(&bad).unwrap(),
+        r#"{"valid":false,"validationErrors":[{"errorMessage":"Behavior Authorization is malformed. consecutiveDatapointsToAlarm 100000 should be in range[1,10]"}]}"#
+    );
+}
