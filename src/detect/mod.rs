@@ -12,6 +12,17 @@
 //! - [`violation`]: ViolationEvent / ActiveViolation shapes and ids
 //! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
 //! - [`replay`]: JSON-lines replay driver
+//! - [`topic`]: a minimal topic-filter matcher (until `crate::topic_filter` lands)
+//!
+//! Readings chosen where the spec is silent (beyond its own CHOICE tags):
+//! - statistical thresholds and ML default to off (not evaluable, with a diagnostic);
+//!   local-history and local-baseline are opt-in per engine or per (profile, behavior);
+//! - wire rules (fail even a LOAD): V1 name, V3 count, V9 element ranges, value shapes (serde),
+//!   dimension operator, profile name/description/alert-target key; all else skips in LOAD;
+//! - ML with a window: datapoints are the per-report value (device) or the 300 s window (cloud);
+//!   message-byte-size under ML uses the largest message of the window;
+//! - list `metricValue` sorts ports numerically and IPs as text (TC11 lists "10.1.2.3" first);
+//! - aws:source-ip-address with a dimension and aws:disconnect-duration are not evaluated.
 
 pub mod catalog;
 pub mod criteria;
