@@ -4,3 +4,5 @@ mod cli;
 mod support;
 
 mod mqtt;
+
+mod tap;
