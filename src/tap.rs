@@ -14,8 +14,9 @@
 //! - **The device never depends on the agent.** The tap is one more subscriber with a clean
 //!   session: while the agent is down the broker keeps nothing for it, and while it runs its
 //!   event loop never waits on the agent (events go out with `try_send`; when the channel is full
-//!   they are dropped, counted and logged once per episode), so the broker's queue for the tap
-//!   stays short. Whatever the tap does, the bridge and the device are untouched.
+//!   they are dropped, counted and logged once per episode; once it is half full the tap yields
+//!   to the scheduler after each message so the agent loop gets a turn), so the broker's queue
+//!   for the tap stays short. Whatever the tap does, the bridge and the device are untouched.
 //! - **Every message once.** Subscriptions use QoS 1 ([`SUBSCRIBE_QOS`]): the broker then queues
 //!   QoS 1/2 messages for the tap instead of dropping them when the socket is briefly busy, and
 //!   needs one acknowledgement per message, not QoS 2's three packets. QoS 0 messages stay QoS 0
@@ -477,7 +478,14 @@ async fn run(mut tap: Tap, mut eventloop: EventLoop, shutdown: CancellationToken
         };
         match polled {
             None => break,
-            Some(Ok(event)) => tap.on_event(event),
+            Some(Ok(event)) => {
+                tap.on_event(event);
+                // rumqttc hands out a whole socket read of buffered messages without yielding;
+                // give the agent loop a turn before the channel fills (never a wait on it).
+                if tap.events.capacity() <= tap.events.max_capacity() / 2 {
+                    tokio::task::yield_now().await;
+                }
+            }
             Some(Err(err)) => {
                 let delay = tap.on_error(&err);
                 tokio::select! {

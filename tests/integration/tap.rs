@@ -440,6 +440,11 @@ fn path(p: &Path) -> String {
 #[ignore = "measurement, not a test: run by hand with --ignored --nocapture"]
 async fn tap_throughput() {
     const N: usize = 20_000;
+    // The tap's own account (drops, "Tap stopped." totals) goes to the test output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
     for (qos, rate) in [
         (QoS::AtMostOnce, None),
         (QoS::AtLeastOnce, None),
@@ -492,6 +497,15 @@ async fn tap_throughput() {
             seen as f64 / secs,
         );
         assert_eq!(counters.totals().all.traffic.messages_sent as usize, seen);
+        running.shutdown.cancel();
+        (&mut running.task).await.expect("tap task");
+        let broker_drops = broker
+            .log()
+            .lines()
+            .filter(|l| l.contains("dropped") || l.contains("dropping"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        println!("  broker: {broker_drops:?}");
     }
 }
 
