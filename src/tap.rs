@@ -38,7 +38,8 @@
 //! - **Reconnects** by itself with [`crate::mqtt::backoff`] between `reconnect_min` and
 //!   `reconnect_max`, logging each distinct cause once per outage, and subscribes again after
 //!   every CONNACK (clean session: nothing survives a reconnect, messages published meanwhile
-//!   are not seen).
+//!   are not seen). The backoff starts over only after a connection that lasted 30 s: a tap
+//!   sharing its client id with the bridge would otherwise push it off the broker every second.
 //! - The tap's own connection is not the device's: it emits only [`TrafficEvent::Publish`],
 //!   never connection attempts or disconnects.
 //!
@@ -55,7 +56,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, StateError,
@@ -74,6 +75,12 @@ use crate::traffic::{Direction, TrafficEvent};
 /// Default port of a plain local broker.
 pub const DEFAULT_PORT: u16 = 1883;
 
+/// Suggested first reconnect delay (a local broker restarts in well under a second).
+pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_secs(1);
+
+/// Suggested reconnect delay cap.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+
 /// Most filters in `outbound`, and in `inbound`. A bridge has a handful of `topic` lines; the
 /// bound keeps the SUBSCRIBE packet and the per-message matching small.
 pub const MAX_FILTERS_PER_LIST: usize = 100;
@@ -90,6 +97,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// rumqttc's request channel: the tap only queues SUBSCRIBE (once per CONNACK) and DISCONNECT.
 const REQUEST_CHANNEL_CAPACITY: usize = 4;
+
+/// A connection that lasted this long was a real one: the backoff starts again from
+/// `reconnect_min`. Shorter ones keep growing it, so a client id clash (the broker closing the
+/// older of two connections with the same id) cannot make the tap and the bridge push each other
+/// off at `reconnect_min` pace.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 /// Distinct failure causes remembered per outage, each logged at warn once.
 const MAX_LOGGED_CAUSES: usize = 8;
@@ -243,6 +256,7 @@ pub fn spawn(
         client,
         events,
         format!("{}:{}", settings.host, settings.port),
+        settings.client_id.clone(),
         settings.reconnect_min,
         settings.reconnect_max,
     );
@@ -284,12 +298,12 @@ fn check_settings(s: &Settings) -> Result<(), Error> {
         ));
     }
     if s.reconnect_min.is_zero() {
-        return Err(setting("reconnect_min_secs", "must be greater than 0"));
+        return Err(setting("reconnect_min", "must be greater than 0"));
     }
     if s.reconnect_max < s.reconnect_min {
         return Err(setting(
-            "reconnect_max_secs",
-            "must not be smaller than reconnect_min_secs",
+            "reconnect_max",
+            "must not be smaller than reconnect_min",
         ));
     }
     Ok(())
@@ -458,10 +472,13 @@ struct Tap {
     endpoint: String,
     reconnect_min: Duration,
     reconnect_max: Duration,
-    connected: bool,
-    /// Consecutive failed attempts since the last CONNACK (backoff exponent).
+    client_id: String,
+    /// When the current connection was accepted; `None` while disconnected.
+    connected_since: Option<Instant>,
+    /// Failed attempts and short-lived connections since the last stable connection (backoff
+    /// exponent).
     failed_attempts: u32,
-    /// Causes logged at warn since the last CONNACK (≤ MAX_LOGGED_CAUSES).
+    /// Causes logged at warn since the last stable connection (≤ MAX_LOGGED_CAUSES).
     logged_causes: VecDeque<String>,
     counted_ids: CountedIds,
     /// Events dropped in the current full-channel episode.
@@ -514,6 +531,7 @@ impl Tap {
         client: AsyncClient,
         events: mpsc::Sender<TrafficEvent>,
         endpoint: String,
+        client_id: String,
         reconnect_min: Duration,
         reconnect_max: Duration,
     ) -> Tap {
@@ -525,7 +543,8 @@ impl Tap {
             endpoint,
             reconnect_min,
             reconnect_max,
-            connected: false,
+            client_id,
+            connected_since: None,
             failed_attempts: 0,
             logged_causes: VecDeque::new(),
             counted_ids: CountedIds::new(),
@@ -537,9 +556,7 @@ impl Tap {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
-                self.connected = true;
-                self.failed_attempts = 0;
-                self.logged_causes.clear();
+                self.connected_since = Some(Instant::now());
                 self.counted_ids.clear();
                 info!(endpoint = %self.endpoint, "Tap connected to the local broker.");
                 let filters = self
@@ -611,6 +628,11 @@ impl Tap {
     /// Handles a failed poll and returns how long to wait before the next attempt.
     fn on_error(&mut self, err: &ConnectionError) -> Duration {
         let cause = describe(err);
+        let lasted = self.connected_since.take().map(|since| since.elapsed());
+        if lasted.is_some_and(|d| d >= STABLE_CONNECTION) {
+            self.failed_attempts = 0;
+            self.logged_causes.clear();
+        }
         let retry_in = backoff(
             self.failed_attempts,
             self.reconnect_min,
@@ -625,12 +647,15 @@ impl Tap {
             }
             self.logged_causes.push_back(cause.clone());
         }
-        let was_connected = std::mem::replace(&mut self.connected, false);
-        match (was_connected, repeated) {
-            (true, false) => {
+        match (lasted, repeated) {
+            (Some(lasted), false) if lasted < STABLE_CONNECTION => {
+                warn!(endpoint = %self.endpoint, %cause, ?lasted, ?retry_in, client_id = %self.client_id,
+                    "Tap connection ended soon after it began; backing off. If the broker logs that this client id is already connected, give the tap its own.")
+            }
+            (Some(_), false) => {
                 warn!(endpoint = %self.endpoint, %cause, ?retry_in, "Tap lost the local broker; reconnecting.")
             }
-            (false, false) => {
+            (None, false) => {
                 warn!(endpoint = %self.endpoint, %cause, ?retry_in, "Tap cannot reach the local broker; retrying with backoff.")
             }
             (_, true) => debug!(%cause, ?retry_in, "Tap connection failed again."),
@@ -640,7 +665,7 @@ impl Tap {
 
     /// Sends DISCONNECT (bounded wait) when connected.
     async fn disconnect(&mut self, eventloop: &mut EventLoop) {
-        if !self.connected || self.client.try_disconnect().is_err() {
+        if self.connected_since.is_none() || self.client.try_disconnect().is_err() {
             return;
         }
         let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
@@ -748,6 +773,7 @@ mod tests {
             client,
             tx,
             "localhost:1883".into(),
+            "t".into(),
             Duration::from_millis(10),
             Duration::from_secs(1),
         );
@@ -858,10 +884,10 @@ mod tests {
         assert_eq!(field(s), "outbound");
         let mut s = settings();
         s.reconnect_min = Duration::ZERO;
-        assert_eq!(field(s), "reconnect_min_secs");
+        assert_eq!(field(s), "reconnect_min");
         let mut s = settings();
         s.reconnect_max = Duration::from_millis(1);
-        assert_eq!(field(s), "reconnect_max_secs");
+        assert_eq!(field(s), "reconnect_max");
     }
 
     #[test]
@@ -1043,10 +1069,7 @@ mod tests {
     async fn packet_ids_are_forgotten_on_a_new_connection() {
         let (mut tap, mut rx) = test_tap(&["s/#"], &[], 16);
         tap.on_event(publish("s/a", QoS::ExactlyOnce, 65535, false, false, 1));
-        tap.on_event(Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
-            rumqttc::ConnectReturnCode::Success,
-            false,
-        ))));
+        tap.on_event(connack());
         tap.on_event(publish("s/a", QoS::ExactlyOnce, 65535, true, false, 1));
         assert_eq!(drain(&mut rx).len(), 2);
     }
@@ -1066,8 +1089,15 @@ mod tests {
         assert_eq!(tap.seen.counted, 3);
     }
 
+    fn connack() -> Event {
+        Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
+            rumqttc::ConnectReturnCode::Success,
+            false,
+        )))
+    }
+
     #[tokio::test]
-    async fn failures_grow_the_delay_and_a_connack_resets_it() {
+    async fn failures_grow_the_delay_and_only_a_stable_connection_resets_it() {
         let (mut tap, _rx) = test_tap(&["s/#"], &[], 2);
         let refused =
             ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
@@ -1075,13 +1105,18 @@ mod tests {
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
         assert_eq!(tap.logged_causes.len(), 1);
-        tap.on_event(Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
-            rumqttc::ConnectReturnCode::Success,
-            false,
-        ))));
-        assert_eq!(tap.failed_attempts, 0);
-        assert!(tap.logged_causes.is_empty());
-        assert!(tap.on_error(&refused) <= Duration::from_millis(20));
+        // A connection that ends at once (a client id clash) keeps the backoff growing.
+        tap.on_event(connack());
+        let closed = ConnectionError::MqttState(StateError::ConnectionAborted);
+        tap.on_error(&closed);
+        assert_eq!(tap.failed_attempts, 5);
+        assert_eq!(tap.logged_causes.len(), 2);
+        // One that lasted starts again from reconnect_min.
+        tap.on_event(connack());
+        tap.connected_since = Instant::now().checked_sub(STABLE_CONNECTION);
+        assert!(tap.on_error(&closed) <= Duration::from_millis(20));
+        assert_eq!(tap.failed_attempts, 1);
+        assert_eq!(tap.logged_causes.len(), 1);
     }
 
     #[test]
