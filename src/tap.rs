@@ -250,16 +250,8 @@ pub fn spawn(
     }
 
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
-    let tap = Tap::new(
-        classifier,
-        subscriptions,
-        client,
-        events,
-        format!("{}:{}", settings.host, settings.port),
-        settings.client_id.clone(),
-        settings.reconnect_min,
-        settings.reconnect_max,
-    );
+    info!(endpoint = %format!("{}:{}", settings.host, settings.port), client_id = %settings.client_id, ?subscriptions, "Tap starting.");
+    let tap = Tap::new(&settings, classifier, client, events);
     Ok(runtime.spawn(run(tap, eventloop, shutdown)))
 }
 
@@ -526,24 +518,20 @@ async fn run(mut tap: Tap, mut eventloop: EventLoop, shutdown: CancellationToken
 
 impl Tap {
     fn new(
+        settings: &Settings,
         classifier: Classifier,
-        subscriptions: Vec<String>,
         client: AsyncClient,
         events: mpsc::Sender<TrafficEvent>,
-        endpoint: String,
-        client_id: String,
-        reconnect_min: Duration,
-        reconnect_max: Duration,
     ) -> Tap {
         Tap {
+            subscriptions: classifier.subscriptions(),
             classifier,
-            subscriptions,
             client,
             events,
-            endpoint,
-            reconnect_min,
-            reconnect_max,
-            client_id,
+            endpoint: format!("{}:{}", settings.host, settings.port),
+            reconnect_min: settings.reconnect_min,
+            reconnect_max: settings.reconnect_max,
+            client_id: settings.client_id.clone(),
             connected_since: None,
             failed_attempts: 0,
             logged_causes: VecDeque::new(),
@@ -761,22 +749,15 @@ mod tests {
         capacity: usize,
     ) -> (Tap, mpsc::Receiver<TrafficEvent>) {
         let classifier = Classifier::new(&filters(outbound), &filters(inbound)).unwrap();
-        let subscriptions = classifier.subscriptions();
         let (client, _eventloop) = AsyncClient::new(
             MqttOptions::new("t", "localhost", 1883),
             REQUEST_CHANNEL_CAPACITY,
         );
         let (tx, rx) = mpsc::channel(capacity);
-        let tap = Tap::new(
-            classifier,
-            subscriptions,
-            client,
-            tx,
-            "localhost:1883".into(),
-            "t".into(),
-            Duration::from_millis(10),
-            Duration::from_secs(1),
-        );
+        let mut s = settings();
+        s.reconnect_min = Duration::from_millis(10);
+        s.reconnect_max = Duration::from_secs(1);
+        let tap = Tap::new(&s, classifier, client, tx);
         (tap, rx)
     }
 
