@@ -348,6 +348,44 @@ async fn the_tap_counts_exactly_what_was_published_per_scope_and_direction() {
 }
 
 #[tokio::test]
+async fn a_hash_filter_leaves_dollar_topics_to_explicit_filters_and_overlaps_count_once() {
+    let broker = Mosquitto::start(MosquittoOptions::plain());
+    // `a/b` lies inside `#` and `commands/#` inside `#` too: one subscription, one copy each.
+    let mut running = start_tap(
+        settings(
+            broker.port(),
+            &["#", "a/b"],
+            &["commands/#", "$aws/things/gw/#"],
+        ),
+        16,
+    );
+    subscribed(&broker, 1).await;
+    let mut publisher = Publisher::connect(broker.port(), "device").await;
+    for topic in [
+        "a/b",
+        "$aws/things/gw/shadow/get",
+        "commands/x",
+        "$SYS/fake",
+        "end",
+    ] {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, b"p")
+            .await;
+    }
+    let seen = events_until(&mut running.events, "end").await;
+    use Direction::{Received, Sent};
+    assert_eq!(
+        seen,
+        vec![
+            publish_event("a/b", 1, Sent),
+            publish_event("$aws/things/gw/shadow/get", 1, Received),
+            publish_event("commands/x", 1, Sent),
+            publish_event("end", 1, Sent),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_tap_resubscribes_by_itself_after_the_broker_restarts() {
     let mut broker = Mosquitto::start(MosquittoOptions::plain());
     let mut running = start_tap(settings(broker.port(), &["sensors/#"], &[]), 16);
