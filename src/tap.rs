@@ -17,10 +17,14 @@
 //!   they are dropped, counted and logged once per episode; once it is half full the tap yields
 //!   to the scheduler after each message so the agent loop gets a turn), so the broker's queue
 //!   for the tap stays short. Whatever the tap does, the bridge and the device are untouched.
-//! - **Every message once.** Subscriptions use QoS 1 ([`SUBSCRIBE_QOS`]): the broker then queues
-//!   QoS 1/2 messages for the tap instead of dropping them when the socket is briefly busy, and
-//!   needs one acknowledgement per message, not QoS 2's three packets. QoS 0 messages stay QoS 0
-//!   (MQTT delivers at the lower of the two). What is not counted:
+//! - **Every message once.** Subscriptions use QoS 1 ([`SUBSCRIBE_QOS`]). Messages published
+//!   at QoS 1/2 then wait for the tap in the broker's bounded per-client queue (mosquitto:
+//!   `max_inflight_messages` 20 + `max_queued_messages` 1000; beyond that it drops messages for
+//!   the tap only and logs "Outgoing messages are being dropped for client …"), so a stalled
+//!   agent cannot grow the device's broker. QoS 2 would cost two more packets per message and
+//!   gain nothing under a clean session: nothing is redelivered across connections, and a DUP
+//!   redelivery within one is skipped by packet id. QoS 0 messages stay QoS 0 (MQTT delivers
+//!   at the lower of the two QoS). What is not counted:
 //!   - messages with RETAIN = 1: under MQTT 3.1.1 (§3.3.1.3) the broker sets it only on a
 //!     retained message replayed because of a new subscription (live messages arrive with
 //!     RETAIN = 0, even when published retained; checked against mosquitto by
@@ -85,7 +89,7 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// bound keeps the SUBSCRIBE packet and the per-message matching small.
 pub const MAX_FILTERS_PER_LIST: usize = 100;
 
-/// QoS asked for in the subscriptions (see the module docs for why 1 and not 2).
+/// QoS asked for in the subscriptions (see the module docs for why 1, not 0 or 2).
 pub const SUBSCRIBE_QOS: QoS = QoS::AtLeastOnce;
 
 /// Largest incoming packet accepted: messages for AWS IoT are at most 128 KiB (spec:
@@ -705,6 +709,11 @@ fn describe(err: &ConnectionError) -> String {
         ConnectionError::MqttState(StateError::AwaitPingResp) => {
             "no PINGRESP within the keep-alive".into()
         }
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(len),
+        )) => format!(
+            "a message of {len} bytes exceeds the tap's {MAX_INCOMING_PACKET_BYTES}-byte packet limit; it was not counted"
+        ),
         _ => match io_kind {
             Some((std::io::ErrorKind::ConnectionRefused, _)) => "connection refused".into(),
             Some((std::io::ErrorKind::ConnectionReset, _)) => "connection reset by peer".into(),
@@ -1116,5 +1125,9 @@ mod tests {
             describe(&ConnectionError::MqttState(StateError::ConnectionAborted)),
             "connection closed by the broker"
         );
+        let big = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(2_000_000),
+        ));
+        assert!(describe(&big).starts_with("a message of 2000000 bytes exceeds"));
     }
 }

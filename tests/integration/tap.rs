@@ -118,7 +118,7 @@ struct Publisher {
 impl Publisher {
     async fn connect(port: u16, id: &str) -> Publisher {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_max_packet_size(64 * 1024, 64 * 1024);
+        options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         poll_until(&mut eventloop, |e| {
             matches!(e, Event::Incoming(Packet::ConnAck(_)))
@@ -406,6 +406,27 @@ async fn the_tap_resubscribes_by_itself_after_the_broker_restarts() {
     let after = events_until(&mut running.events, "sensors/after").await;
     assert_eq!(
         after,
+        vec![publish_event("sensors/after", 2, Direction::Sent)]
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_packet_limit_is_lost_and_the_tap_reconnects() {
+    let broker = Mosquitto::start(MosquittoOptions::plain());
+    let mut running = start_tap(settings(broker.port(), &["sensors/#"], &[]), 16);
+    subscribed(&broker, 1).await;
+    let mut publisher = Publisher::connect(broker.port(), "device").await;
+    let huge = vec![b'h'; tap::MAX_INCOMING_PACKET_BYTES + 1];
+    publisher
+        .publish("sensors/huge", QoS::AtLeastOnce, false, &huge)
+        .await;
+    subscribed(&broker, 2).await;
+    publisher
+        .publish("sensors/after", QoS::AtLeastOnce, false, b"ok")
+        .await;
+    let seen = events_until(&mut running.events, "sensors/after").await;
+    assert_eq!(
+        seen,
         vec![publish_event("sensors/after", 2, Direction::Sent)]
     );
 }
