@@ -494,13 +494,17 @@ fn path(p: &Path) -> String {
 
 /// Throughput measurement, run by hand:
 /// `cargo test --release --test integration tap::tap_throughput -- --ignored --nocapture`.
-/// A publisher on its own thread sends `N` messages as fast as it can (QoS 0: written; QoS 1:
+/// A publisher on its own thread sends `TAP_BENCH_N` (default 20 000) messages as fast as it can (QoS 0: written; QoS 1:
 /// up to 100 in flight); the tap feeds a consumer that records into `TrafficCounters`. Prints
 /// messages seen, losses and the rate from the first publish to the last event seen.
 #[tokio::test]
 #[ignore = "measurement, not a test: run by hand with --ignored --nocapture"]
 async fn tap_throughput() {
-    const N: usize = 20_000;
+    // TAP_BENCH_N overrides the message count per round.
+    let n: usize = std::env::var("TAP_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     // The tap's own account (drops, "Tap stopped." totals) goes to the test output.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -513,6 +517,7 @@ async fn tap_throughput() {
         (QoS::AtLeastOnce, Some(5_000)),
         (QoS::AtMostOnce, Some(10_000)),
         (QoS::AtLeastOnce, Some(10_000)),
+        (QoS::AtMostOnce, Some(20_000)),
     ] {
         let broker = Mosquitto::start(MosquittoOptions::plain());
         let mut running = start_tap(
@@ -522,7 +527,7 @@ async fn tap_throughput() {
         subscribed(&broker, 1).await;
         let port = broker.port();
         let started = Instant::now();
-        let publisher = std::thread::spawn(move || publish_burst(port, qos, N, rate));
+        let publisher = std::thread::spawn(move || publish_burst(port, qos, n, rate));
         let mut counters = TrafficCounters::new(
             vec![scope("temp", &["sensors/+/temp"], ScopeOperator::In)],
             traffic::Settings::default(),
@@ -537,7 +542,7 @@ async fn tap_throughput() {
                     counters.record(&event, SystemTime::now());
                     seen += 1;
                     last = Instant::now();
-                    if seen == N {
+                    if seen == n {
                         break;
                     }
                 }
@@ -549,11 +554,11 @@ async fn tap_throughput() {
         let published_in = publisher.join().expect("publisher thread");
         let secs = last.duration_since(started).as_secs_f64();
         println!(
-            "tap throughput: QoS {} pace {:>6} msg/s: published {N} in {:.3} s, tap saw {seen} ({} lost) in {:.3} s = {:.0} msg/s",
+            "tap throughput: QoS {} pace {:>6} msg/s: published {n} in {:.3} s, tap saw {seen} ({} lost) in {:.3} s = {:.0} msg/s",
             qos as u8,
             rate.map_or("max".to_string(), |r| r.to_string()),
             published_in.as_secs_f64(),
-            N - seen,
+            n - seen,
             secs,
             seen as f64 / secs,
         );
