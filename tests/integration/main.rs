@@ -8,4 +8,5 @@ mod mqtt;
 mod report;
 mod spool;
 mod support;
+mod tap;
 mod traffic;
