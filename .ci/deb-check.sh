@@ -9,6 +9,8 @@ set -euo pipefail
 deb=${1:?usage: .ci/deb-check.sh <package.deb> <amd64|arm64|armhf>}
 arch=${2:?usage: .ci/deb-check.sh <package.deb> <amd64|arm64|armhf>}
 fail() { echo "deb-check $deb: $*" >&2; exit 1; }
+deb=$(realpath "$deb")
+cd "$(dirname "$0")/.."
 
 # ELF e_machine (offset 18, little endian) and how to run a binary of that architecture here.
 case "$arch" in
@@ -22,14 +24,15 @@ esac
 [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "Architecture is $(dpkg-deb -f "$deb" Architecture), expected $arch"
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
-grep -q 'libc6' <<<"$depends" || fail "Depends names no libc6 (dpkg-shlibdeps missing?)"
+# The floor README promises and .ci/fleet.sh measures.
+grep -qF 'libc6 (>= 2.34)' <<<"$depends" || fail "Depends lacks libc6 (>= 2.34)"
 grep -q 'adduser' <<<"$depends" || fail "Depends lacks adduser (postinst creates the user)"
 
 # Contents: "perms owner/group size date time ./path" per line.
 listing=$(dpkg -c "$deb")
 echo "$listing"
 has() { # has MODE PATH
-  grep -qE "^$1 root/root .* \./${2#/}\$" <<<"$listing" || fail "no $2 with mode $1 owned by root"
+  grep -qE "^$1 (root/root|0/0) .* \./${2#/}\$" <<<"$listing" || fail "no $2 with mode $1 owned by root"
 }
 has '-rwxr-xr-x' /usr/bin/defender-agent
 has '-rw-r-----' /etc/defender-agent/agent.toml
@@ -59,9 +62,15 @@ cmp -s systemd/defender-agent.service "$root/fs/${unit#./}" || fail "packaged un
 for s in postinst postrm; do
   [ -x "$root/control/$s" ] || fail "no executable $s"
   sh -n "$root/control/$s" || fail "$s: shell syntax error"
-  ! grep -q '#DEBHELPER#' "$root/control/$s" || fail "$s: #DEBHELPER# was not replaced"
+  ! grep -q '#DEBHELPER#' "$root/control/$s" || fail "$s: the debhelper token was not replaced"
+  # cargo-deb replaces the token wherever it stands, also inside a comment, which would make its
+  # fragment run in the wrong place.
+  ! grep -qE '.+# Automatically added by cargo-deb' "$root/control/$s" || fail "$s: a fragment was inserted mid-line"
 done
 grep -q 'useradd --system\|adduser --system' "$root/control/postinst" || fail "postinst creates no system user"
+# cargo-deb's "dont-enable" fragment only re-enables a unit the operator had enabled (upgrades).
+grep -q 'deb-systemd-helper debian-installed defender-agent.service' "$root/control/postinst" ||
+  fail "postinst enables the unit on install"
 grep -q 'chown root:"\$user" "\$conf_dir/agent.toml"' "$root/control/postinst" || fail "postinst does not give the config to the agent's group"
 ! grep -qE 'deb-systemd-invoke (start|\$_dh_action)' "$root/control/postinst" || fail "postinst starts the unit on install"
 grep -q 'rm -rf /var/lib/defender-agent' "$root/control/postrm" || fail "postrm purge keeps the state directory"
