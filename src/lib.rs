@@ -30,6 +30,7 @@
 //! [`config`] (how it is set up), then the edges.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod collect;
 pub mod config;
 pub mod detect;

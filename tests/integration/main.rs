@@ -1,4 +1,8 @@
 //! The one integration test binary: modules beside this file.
 
 mod cli;
+mod collect;
+mod mqtt;
+mod report;
+mod spool;
 mod support;

@@ -1,5 +1,13 @@
 //! Shared test support: temporary dirs, fixture paths, mosquitto on a free port.
+//!
+//! - [`certs`]: CA, server and client certificates generated with rcgen (`Pki::new()`).
+//! - [`mosquitto`]: a real broker per test (`Mosquitto::start`, `stop`, `restart`, `log`).
+//! - [`endpoint`]: a stand-in Device Defender that answers reports on accepted/rejected.
 #![allow(dead_code)]
+
+pub mod certs;
+pub mod endpoint;
+pub mod mosquitto;
 
 use std::path::PathBuf;
 

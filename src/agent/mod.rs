@@ -1,0 +1,671 @@
+//! The wiring: builds the parts from `Config`, runs the agent loop that owns all state, and drives
+//! the MQTT link through its handle.
+//!
+//! One loop owns the report builder, the spool and the publishing state; the link task owns
+//! rumqttc's event loop; they talk through two bounded channels. Reports are written to the spool
+//! (fsynced) before they are offered to the link, and leave it only on an answer.
+//!
+//! Publishing rules (spec: metrics-report.md A.3, D.12, D.13):
+//! - one report in flight at a time; its answer (matched by `reportId`) acks or rejects it;
+//! - `backlog = "latest"`: the newest pending report is published and older pending ones become
+//!   superseded history; `"all"`: the oldest pending goes first, one per report interval;
+//! - a report without an answer after `answer_timeout_secs` is held until the next connection,
+//!   then offered again;
+//! - a rejected report is logged once per distinct `ErrorCode`, kept in the spool as history and
+//!   never published again.
+
+pub mod oneshot;
+pub mod parts;
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::collect::{self, Collectors, Episodes, Sampler};
+use crate::config::{Backlog, Config};
+use crate::mqtt::{self, LinkCommand, LinkEvent, LinkHandle};
+use crate::report::{self, outcome, EncodedReport, ReportBuilder};
+use crate::spool::{self, Entry, EntryState, Spool};
+use crate::status::{self, LastAnswer, LastReport, LinkState, SpoolStatus, Status};
+use crate::store::{self, ReportIdFile};
+
+/// Clocks before this (2025-01-01T00:00:00Z) are not plausible: a board without an RTC before NTP
+/// sync. No report is built then, because the report id would not be a usable timestamp
+/// (spec: metrics-report.md D.1).
+pub const PLAUSIBLE_EPOCH_SECS: u64 = 1_735_689_600;
+
+/// In-memory outbox used only while the spool cannot be written (disk full, read-only): the
+/// newest few reports, so the agent keeps reporting; oldest dropped first.
+const MEMORY_OUTBOX_CAPACITY: usize = 4;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The collectors could not be set up (e.g. a bad interface glob).
+    #[error("collectors: {0}")]
+    Collect(#[from] collect::Error),
+    /// The MQTT link could not be set up (TLS files, thing name).
+    #[error("{0}")]
+    Link(#[from] mqtt::Error),
+    /// No `[mqtt]` table and not a dry run.
+    #[error("the configuration has no [mqtt] table: add one, or use --dry-run to print reports instead")]
+    NoMqtt,
+    /// The runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Print reports to stdout instead of publishing them (no spool, no link).
+    pub dry_run: bool,
+    /// The file the config came from, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Why one agent loop ended.
+enum Ended {
+    /// Shutdown requested.
+    Stopped,
+    /// SIGHUP with a valid new configuration: restart the loop with it.
+    Reload(Box<Config>),
+}
+
+/// Runs the daemon until `shutdown` is cancelled. SIGHUP reloads the configuration: an invalid new
+/// file is logged and ignored, a valid one restarts the loop (clean disconnect, spool kept).
+pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, mut reload: tokio::sync::mpsc::Receiver<()>) -> Result<(), Error> {
+    let mut config = config;
+    loop {
+        match run_once(config, &opts, &shutdown, &mut reload).await? {
+            Ended::Stopped => return Ok(()),
+            Ended::Reload(next) => {
+                info!("Configuration reloaded; restarting the agent loop.");
+                config = *next;
+            }
+        }
+    }
+}
+
+fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A value in [0, 1) from std's per-process random hash keys (no RNG crate needed).
+fn random_unit() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The report in flight: published, answer not yet received.
+struct InFlight {
+    id: u64,
+    deadline: Instant,
+}
+
+struct Agent {
+    config: Config,
+    dry_run: bool,
+    sampler: Arc<Collectors>,
+    episodes: Episodes,
+    builder: ReportBuilder,
+    format: report::Format,
+    keys: report::KeySet,
+    id_file: ReportIdFile,
+    last_id: Option<u64>,
+    spool: Option<Spool>,
+    /// Reports that could not be spooled (disk full, read-only), newest last.
+    memory: VecDeque<Entry>,
+    link: Option<LinkHandle>,
+    connected: bool,
+    in_flight: Option<InFlight>,
+    /// Ids whose answer timed out: not offered again before the next connection.
+    held: HashSet<u64>,
+    /// `backlog = "all"`: no publish before this instant.
+    next_publish_at: Option<Instant>,
+    last_sample_at: Option<SystemTime>,
+    logged_rejections: HashSet<String>,
+    spool_error_logged: Option<String>,
+    id_file_error_logged: bool,
+    clock_warned: bool,
+    dropped: u64,
+    status: Status,
+}
+
+async fn run_once(config: Config, opts: &RunOptions, shutdown: &CancellationToken, reload: &mut tokio::sync::mpsc::Receiver<()>) -> Result<Ended, Error> {
+    let link_token = CancellationToken::new();
+    let mut agent = Agent::new(config, opts.dry_run, &link_token)?;
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&agent.status_line())]);
+
+    let sample_every = agent.config.collect.sample_interval;
+    let report_every = agent.config.report.interval;
+    let jitter = agent.config.report.startup_jitter.mul_f64(random_unit());
+    let start = Instant::now();
+    let mut sample_timer = tokio::time::interval_at(start + sample_every, sample_every);
+    sample_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut report_timer = tokio::time::interval_at(start + jitter, report_every);
+    report_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let watchdog_every = watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    if jitter > Duration::ZERO {
+        info!(jitter_secs = jitter.as_secs(), "First report after the start-up jitter.");
+    }
+    // The first sample is the baseline for the first report's deltas.
+    agent.sample_and_observe().await;
+
+    let ended = loop {
+        let in_flight_deadline = agent.in_flight.as_ref().map(|f| f.deadline);
+        let pace_at = agent.next_publish_at;
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ended::Stopped,
+            Some(()) = reload.recv() => {
+                match opts.config_path.as_deref().map(Config::load) {
+                    Some(Ok(next)) => break Ended::Reload(Box::new(next)),
+                    Some(Err(e)) => error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one."),
+                    None => warn!("SIGHUP: no configuration file to reload (built-in configuration)."),
+                }
+            }
+            _ = sample_timer.tick() => agent.sample_and_observe().await,
+            _ = report_timer.tick() => {
+                agent.sample_and_observe().await;
+                agent.report_tick();
+                agent.pump().await;
+            }
+            Some(event) = recv_event(&mut agent.link) => {
+                agent.on_link_event(event).await;
+            }
+            _ = sleep_until_opt(in_flight_deadline) => agent.on_answer_timeout().await,
+            _ = sleep_until_opt(pace_at) => {
+                agent.next_publish_at = None;
+                agent.pump().await;
+            }
+            _ = watchdog.tick(), if watchdog_every.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
+        }
+    };
+
+    agent.shutdown(link_token).await;
+    Ok(ended)
+}
+
+async fn recv_event(link: &mut Option<LinkHandle>) -> Option<LinkEvent> {
+    match link {
+        Some(l) => l.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Half the systemd watchdog interval, when systemd asked for one.
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    // No NOTIFY_SOCKET (not under systemd) is fine; a failing socket is worth a debug line only.
+    if let Err(e) = sd_notify::notify(false, states) {
+        debug!(error = %e, "sd_notify failed.");
+    }
+}
+
+impl Agent {
+    fn new(config: Config, dry_run: bool, link_token: &CancellationToken) -> Result<Agent, Error> {
+        let sampler = Arc::new(Collectors::new(parts::collect_settings(&config))?);
+        let builder = ReportBuilder::new(&parts::report_settings(&config));
+        let format = parts::format(config.report.format);
+        let keys = parts::keys(config.report.keys);
+        let id_file = ReportIdFile::new(&config.state_dir);
+        let mut spool = None;
+        let mut last_id = None;
+        if !dry_run {
+            if let Err(e) = store::ensure_dir(&config.state_dir) {
+                error!(error = %e, "Cannot create the state directory; reports are kept in memory only.");
+            }
+            match Spool::open(parts::spool_settings(&config)) {
+                Ok((s, recovery)) => {
+                    info!(
+                        pending = recovery.pending,
+                        entries = recovery.entries,
+                        cut_bytes = recovery.cut_bytes(),
+                        "Spool opened."
+                    );
+                    last_id = recovery.last_id;
+                    spool = Some(s);
+                }
+                Err(e) => error!(error = %e, "Cannot open the spool; reports are kept in memory only until it can be written."),
+            }
+            match id_file.load() {
+                Ok(id) => last_id = last_id.max(id),
+                Err(e) => warn!(error = %e, "Cannot read the last report id; report ids continue from the clock."),
+            }
+        }
+        let link = if dry_run {
+            None
+        } else {
+            let settings = parts::mqtt_settings(&config).ok_or(Error::NoMqtt)?;
+            if !settings.tls {
+                warn!(endpoint = %settings.endpoint, "TLS is off (mqtt.tls = false): reports travel in plaintext. Use this only for a local broker.");
+            }
+            let (handle, _join) = mqtt::spawn(settings, link_token.clone())?;
+            Some(handle)
+        };
+        let now = epoch_secs(SystemTime::now());
+        let status = Status {
+            pid: std::process::id(),
+            thing_name: config.thing_name.clone(),
+            started_at: now,
+            updated_at: now,
+            connection: if dry_run { LinkState::DryRun } else { LinkState::Connecting },
+            last_error: None,
+            last_report: None,
+            last_answer: None,
+            spool: SpoolStatus::default(),
+            traffic: None,
+        };
+        let mut agent = Agent {
+            config,
+            dry_run,
+            sampler,
+            episodes: Episodes::new(),
+            builder,
+            format,
+            keys,
+            id_file,
+            last_id,
+            spool,
+            memory: VecDeque::new(),
+            link,
+            connected: false,
+            in_flight: None,
+            held: HashSet::new(),
+            next_publish_at: None,
+            last_sample_at: None,
+            logged_rejections: HashSet::new(),
+            spool_error_logged: None,
+            id_file_error_logged: false,
+            clock_warned: false,
+            dropped: 0,
+            status,
+        };
+        agent.write_status();
+        Ok(agent)
+    }
+
+    fn status_line(&self) -> String {
+        let state = match self.status.connection {
+            LinkState::DryRun => "dry run: printing reports",
+            LinkState::Connected => "connected",
+            LinkState::Connecting | LinkState::Starting => "connecting",
+            LinkState::Disconnected => "disconnected, reconnecting",
+            LinkState::Stopping | LinkState::Stopped => "stopping",
+        };
+        let pending = self.spool.as_ref().map_or(self.memory.len(), |s| s.stats().pending);
+        match &self.status.last_report {
+            Some(r) => format!("{state}; last report {}; {pending} pending", r.id),
+            None => format!("{state}; no report yet; {pending} pending"),
+        }
+    }
+
+    async fn sample_and_observe(&mut self) {
+        let sampler = Arc::clone(&self.sampler);
+        let (sample, errors) = match tokio::task::spawn_blocking(move || sampler.sample()).await {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "The sampling task failed.");
+                return;
+            }
+        };
+        let changes = self.episodes.observe(&errors);
+        for e in changes.started {
+            warn!(collector = ?e.collector(), error = %e, "Collector failed; its block is left out of reports until it recovers.");
+        }
+        for c in changes.recovered {
+            info!(collector = ?c, "Collector recovered.");
+        }
+        let now = SystemTime::now();
+        if let Some(prev) = self.last_sample_at {
+            let gap = now.duration_since(prev).unwrap_or(Duration::ZERO);
+            let limit = (self.config.collect.sample_interval * 3).max(self.config.collect.sample_interval + Duration::from_secs(60));
+            if gap > limit {
+                info!(gap_secs = gap.as_secs(), "Long gap between samples (suspend or stall); counters re-baselined.");
+                self.builder.rebaseline();
+            }
+        }
+        self.last_sample_at = Some(now);
+        self.builder.observe(&sample);
+    }
+
+    /// Builds, spools (or prints) one report.
+    fn report_tick(&mut self) {
+        let now = epoch_secs(SystemTime::now());
+        if now < PLAUSIBLE_EPOCH_SECS {
+            if !self.clock_warned {
+                warn!(epoch = now, "The system clock is not set (no RTC, NTP not synced yet); no report until it is.");
+                self.clock_warned = true;
+            }
+            return;
+        }
+        self.clock_warned = false;
+        let id = report::next_report_id(now, self.last_id);
+        let built = self.builder.build(id);
+        for (name, why) in &built.dropped {
+            warn!(metric = %name, error = %why, "Custom metric value breaks the AWS rules; left out of the report.");
+        }
+        let encoded = EncodedReport::new(&built.report, self.format, self.keys);
+        self.last_id = Some(id);
+        if let Err(e) = self.id_file.save(id) {
+            if !self.id_file_error_logged {
+                error!(error = %e, "Cannot persist the last report id.");
+                self.id_file_error_logged = true;
+            }
+        } else {
+            self.id_file_error_logged = false;
+        }
+        self.status.last_report = Some(LastReport { id, time: now });
+        if self.dry_run {
+            print_report(&encoded);
+            self.write_status();
+            return;
+        }
+        let entry = Entry {
+            id,
+            format: parts::format_tag(encoded.format),
+            payload: encoded.bytes,
+        };
+        match self.spool.as_mut().map(|s| s.append(entry.clone())) {
+            Some(Ok(appended)) => {
+                if appended.dropped_oldest > 0 {
+                    self.dropped += appended.dropped_oldest as u64;
+                    warn!(dropped = appended.dropped_oldest, pending_dropped = appended.dropped_pending, "Spool full; oldest reports dropped.");
+                }
+                if self.spool_error_logged.take().is_some() {
+                    info!("The spool is writable again.");
+                }
+                // Anything kept in memory while the disk failed goes to disk now.
+                self.flush_memory();
+            }
+            Some(Err(e)) => {
+                let cause = e.to_string();
+                if self.spool_error_logged.as_deref() != Some(cause.as_str()) {
+                    error!(error = %cause, "Cannot write the report to the spool; keeping it in memory and reporting on.");
+                    self.spool_error_logged = Some(cause);
+                }
+                self.keep_in_memory(entry);
+            }
+            None => self.keep_in_memory(entry),
+        }
+        self.write_status();
+    }
+
+    fn keep_in_memory(&mut self, entry: Entry) {
+        if self.memory.len() >= MEMORY_OUTBOX_CAPACITY {
+            self.memory.pop_front();
+            self.dropped += 1;
+        }
+        self.memory.push_back(entry);
+    }
+
+    fn flush_memory(&mut self) {
+        let Some(spool) = self.spool.as_mut() else { return };
+        while let Some(e) = self.memory.front() {
+            if self.in_flight.as_ref().is_some_and(|f| f.id == e.id) {
+                break;
+            }
+            match spool.append(e.clone()) {
+                Ok(_) => {
+                    self.memory.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The next report to offer, by backlog policy, skipping held ids.
+    fn next_candidate(&mut self) -> Option<Entry> {
+        let latest = self.config.spool.backlog == Backlog::Latest;
+        let mut pending: Vec<&Entry> = self
+            .spool
+            .iter()
+            .flat_map(|s| s.entries())
+            .filter(|(_, st)| matches!(st, EntryState::Pending))
+            .map(|(e, _)| e)
+            .chain(self.memory.iter())
+            .filter(|e| !self.held.contains(&e.id))
+            .collect();
+        pending.sort_by_key(|e| e.id);
+        let chosen = if latest { pending.last() } else { pending.first() };
+        chosen.map(|e| (*e).clone())
+    }
+
+    /// Offers the next report to the link when connected and nothing is in flight.
+    async fn pump(&mut self) {
+        if self.dry_run || !self.connected || self.in_flight.is_some() {
+            return;
+        }
+        if let Some(at) = self.next_publish_at {
+            if Instant::now() < at {
+                return;
+            }
+        }
+        let Some(entry) = self.next_candidate() else { return };
+        if self.config.spool.backlog == Backlog::Latest {
+            let mut superseded = 0;
+            if let Some(spool) = self.spool.as_mut() {
+                match spool.supersede_older_than(entry.id) {
+                    Ok(n) => superseded = n,
+                    Err(e) => warn!(error = %e, "Cannot mark older reports superseded."),
+                }
+            }
+            let before = self.memory.len();
+            self.memory.retain(|e| e.id >= entry.id);
+            superseded += before - self.memory.len();
+            if superseded > 0 {
+                info!(superseded, newest = entry.id, "Publishing the newest report; older pending reports kept as superseded history.");
+            }
+        }
+        let Some(link) = self.link.as_ref() else { return };
+        let cmd = LinkCommand::PublishReport { id: entry.id, payload: entry.payload };
+        match link.commands.try_send(cmd) {
+            Ok(()) => {
+                debug!(id = entry.id, "Report offered to the link.");
+                self.in_flight = Some(InFlight {
+                    id: entry.id,
+                    deadline: Instant::now() + self.config.mqtt.as_ref().map_or(Duration::from_secs(60), |m| m.answer_timeout),
+                });
+            }
+            Err(e) => debug!(error = %e, "Link busy; the report stays pending."),
+        }
+    }
+
+    async fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected => {
+                info!("Connected.");
+                self.connected = true;
+                self.held.clear();
+                self.status.connection = LinkState::Connected;
+                self.status.last_error = None;
+                self.write_status();
+                self.pump().await;
+            }
+            LinkEvent::Disconnected { cause } => {
+                self.connected = false;
+                self.in_flight = None;
+                self.status.connection = LinkState::Disconnected;
+                self.status.last_error = Some(cause);
+                self.write_status();
+            }
+            LinkEvent::ReportSent { id } => debug!(id, "Report acknowledged by the broker (PUBACK)."),
+            LinkEvent::Answer { accepted, payload } => self.on_answer(accepted, &payload).await,
+            LinkEvent::CommandRefused { report_id, topic, reason } => {
+                error!(?report_id, %topic, %reason, "The link refused to publish.");
+                if let (Some(id), Some(spool)) = (report_id, self.spool.as_mut()) {
+                    let _ = spool.reject(id, "LocalRefused", &reason);
+                }
+                if self.in_flight.as_ref().map(|f| f.id) == report_id {
+                    self.in_flight = None;
+                }
+            }
+            LinkEvent::Traffic(t) => {
+                if let mqtt::LinkTraffic::ConnectionAttempt { failure: Some(f) } = &t {
+                    self.status.last_error = Some(f.cause.clone());
+                    self.write_status();
+                }
+            }
+        }
+    }
+
+    async fn on_answer(&mut self, accepted_topic: bool, payload: &[u8]) {
+        let parsed = match outcome::parse(payload, self.format) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "Unreadable answer from Device Defender; ignored.");
+                return;
+            }
+        };
+        // A rejection without reportId (malformed report) is for the report in flight.
+        let id = parsed.report_id.or_else(|| if accepted_topic { None } else { self.in_flight.as_ref().map(|f| f.id) });
+        let Some(id) = id else {
+            warn!("Accepted answer without reportId; ignored.");
+            return;
+        };
+        let now = epoch_secs(SystemTime::now());
+        match parsed.status {
+            outcome::Status::Accepted => {
+                debug!(id, "Report accepted.");
+                if let Some(s) = self.spool.as_mut() {
+                    if let Err(e) = s.ack(id) {
+                        warn!(error = %e, id, "Cannot remove the accepted report from the spool.");
+                    }
+                }
+                self.memory.retain(|e| e.id != id);
+                self.status.last_answer = Some(LastAnswer { id: Some(id), status: "accepted".into(), code: None, message: None, time: now });
+            }
+            outcome::Status::Rejected { code, message } => {
+                if self.logged_rejections.insert(code.clone()) {
+                    error!(id, code = %code, message = %message, "Report rejected; kept in the spool for inspection, not retried.");
+                } else {
+                    debug!(id, code = %code, "Report rejected again.");
+                }
+                if let Some(s) = self.spool.as_mut() {
+                    if let Err(e) = s.reject(id, &code, &message) {
+                        warn!(error = %e, id, "Cannot mark the rejected report in the spool.");
+                    }
+                }
+                self.memory.retain(|e| e.id != id);
+                self.status.last_answer = Some(LastAnswer { id: Some(id), status: "rejected".into(), code: Some(code), message: Some(message), time: now });
+            }
+        }
+        if self.in_flight.as_ref().is_some_and(|f| f.id == id) {
+            self.in_flight = None;
+            if self.config.spool.backlog == Backlog::All {
+                self.next_publish_at = Some(Instant::now() + self.config.report.interval);
+            }
+        }
+        self.write_status();
+        self.pump().await;
+    }
+
+    async fn on_answer_timeout(&mut self) {
+        if let Some(f) = self.in_flight.take() {
+            warn!(id = f.id, "No answer from Device Defender in time; the report is retried on the next connection.");
+            self.held.insert(f.id);
+        }
+        self.pump().await;
+    }
+
+    fn write_status(&mut self) {
+        if self.dry_run {
+            return;
+        }
+        let now = epoch_secs(SystemTime::now());
+        self.status.updated_at = now;
+        if let Some(s) = &self.spool {
+            let st = s.stats();
+            self.status.spool = SpoolStatus {
+                pending: st.pending as u64,
+                superseded: st.superseded as u64,
+                rejected: st.rejected as u64,
+                dropped: self.dropped,
+                bytes: st.file_bytes,
+            };
+        } else {
+            self.status.spool = SpoolStatus { pending: self.memory.len() as u64, dropped: self.dropped, ..SpoolStatus::default() };
+        }
+        // Status is best effort: the spool error (same disk) is already logged once.
+        let _ = status::write(&self.config.state_dir, &self.status);
+        notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
+    }
+
+    async fn shutdown(mut self, link_token: CancellationToken) {
+        notify(&[sd_notify::NotifyState::Stopping]);
+        self.status.connection = LinkState::Stopping;
+        self.write_status();
+        // Producers stopped (the loop ended); now the link: DISCONNECT, then wait for it.
+        link_token.cancel();
+        if let Some(mut link) = self.link.take() {
+            let deadline = Instant::now() + self.config.shutdown_timeout;
+            loop {
+                match tokio::time::timeout_at(deadline, link.events.recv()).await {
+                    Ok(Some(LinkEvent::Answer { accepted, payload })) => self.on_answer(accepted, &payload).await,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => {
+                        warn!("The link did not stop within shutdown_timeout_secs.");
+                        break;
+                    }
+                }
+            }
+        }
+        self.status.connection = LinkState::Stopped;
+        self.write_status();
+        info!("Stopped.");
+    }
+}
+
+fn print_report(r: &EncodedReport) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = match r.format {
+        report::Format::Json => out.write_all(&r.bytes).and_then(|_| out.write_all(b"\n")),
+        report::Format::Cbor => writeln!(out, "{}", hex(&r.bytes)),
+    };
+    let _ = out.flush();
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The state directory used by commands run without `--config`: a per-user temporary directory.
+pub fn scratch_state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("defender-agent-{}", unsafe_uid()))
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}

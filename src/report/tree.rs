@@ -1,0 +1,298 @@
+//! An order-preserving document tree, read from JSON (serde_json) or CBOR (ciborium).
+//!
+//! Why not `serde_json::Value` / `ciborium::Value`: the JSON map sorts keys and drops duplicates
+//! (custom metrics keep configuration order, and duplicates are a violation), and neither records
+//! whether a CBOR container had an indefinite length. One `Deserialize` impl serves both formats;
+//! nesting depth is bounded by the parsers (serde_json 128, ciborium 256).
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::Format;
+
+/// Most elements pre-allocated from a container's declared length: CBOR lengths come from the
+/// payload and must not size an allocation.
+const MAX_PREALLOC: usize = 256;
+
+/// One value of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Node {
+    Null,
+    Bool(bool),
+    /// A non-negative integer.
+    UInt(u64),
+    /// A negative integer (CBOR major 1 can reach -2^64, hence i128).
+    NegInt(i128),
+    /// An integer too large for u64 (CBOR bignum).
+    BigUInt(u128),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    /// `definite` is false for an indefinite-length CBOR array (JSON arrays count as definite).
+    Array { items: Vec<Node>, definite: bool },
+    /// Entries in document order, duplicates kept; keys may be non-text in CBOR.
+    Map {
+        entries: Vec<(Node, Node)>,
+        definite: bool,
+    },
+}
+
+impl Node {
+    /// A short name of the value's type, for messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Node::Null => "null",
+            Node::Bool(_) => "a boolean",
+            Node::UInt(_) | Node::NegInt(_) | Node::BigUInt(_) => "an integer",
+            Node::Float(_) => "a non-integer number",
+            Node::Text(_) => "a string",
+            Node::Bytes(_) => "a byte string",
+            Node::Array { .. } => "an array",
+            Node::Map { .. } => "an object",
+        }
+    }
+}
+
+/// Why a payload is not a single well-formed JSON or CBOR value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SyntaxError {
+    /// serde_json's message (includes line and column).
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    /// ciborium's message.
+    #[error("not valid CBOR: {0}")]
+    Cbor(String),
+    /// Bytes after the first complete CBOR item.
+    #[error("{trailing} trailing bytes after the CBOR item (at offset {offset})")]
+    CborTrailing { offset: usize, trailing: usize },
+}
+
+/// Parses a whole payload into a tree.
+pub(crate) fn parse(bytes: &[u8], format: Format) -> Result<Node, SyntaxError> {
+    match format {
+        Format::Json => {
+            let mut node = serde_json::from_slice(bytes).map_err(|e| SyntaxError::Json(e.to_string()))?;
+            mark_definite(&mut node);
+            Ok(node)
+        }
+        Format::Cbor => {
+            let mut rest = bytes;
+            let node: Node = ciborium::de::from_reader(&mut rest)
+                .map_err(|e| SyntaxError::Cbor(cbor_message(&e)))?;
+            if rest.is_empty() {
+                Ok(node)
+            } else {
+                Err(SyntaxError::CborTrailing {
+                    offset: bytes.len() - rest.len(),
+                    trailing: rest.len(),
+                })
+            }
+        }
+    }
+}
+
+fn cbor_message(e: &ciborium::de::Error<std::io::Error>) -> String {
+    match e {
+        ciborium::de::Error::Io(io) => format!("truncated or unreadable ({io})"),
+        ciborium::de::Error::Syntax(offset) => format!("syntax error at offset {offset}"),
+        ciborium::de::Error::Semantic(Some(offset), msg) => format!("{msg} at offset {offset}"),
+        ciborium::de::Error::Semantic(None, msg) => msg.clone(),
+        ciborium::de::Error::RecursionLimitExceeded => "nested too deeply".to_owned(),
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON or CBOR value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        Ok(if v >= 0 {
+            Node::UInt(v as u64)
+        } else {
+            Node::NegInt(i128::from(v))
+        })
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Node, E> {
+        Ok(match u64::try_from(v) {
+            Ok(u) => Node::UInt(u),
+            Err(_) if v < 0 => Node::NegInt(v),
+            Err(_) => Node::BigUInt(v as u128),
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::UInt(v))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
+        Ok(match u64::try_from(v) {
+            Ok(u) => Node::UInt(u),
+            Err(_) => Node::BigUInt(v),
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Text(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
+        Ok(Node::Text(v))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Node, E> {
+        Ok(Node::Bytes(v.to_vec()))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Node, E> {
+        Ok(Node::Bytes(v))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        Node::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let hint = seq.size_hint();
+        let mut items = Vec::with_capacity(hint.unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(item) = seq.next_element::<Node>()? {
+            items.push(item);
+        }
+        Ok(Node::Array {
+            items,
+            definite: hint.is_some(),
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let hint = map.size_hint();
+        let mut entries = Vec::with_capacity(hint.unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(entry) = map.next_entry::<Node, Node>()? {
+            entries.push(entry);
+        }
+        Ok(Node::Map {
+            entries,
+            definite: hint.is_some(),
+        })
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<Node, A::Error> {
+        // ciborium presents a CBOR tag (other than a bignum) as an enum.
+        Err(de::Error::custom("CBOR tags are not allowed in a metrics report"))
+    }
+}
+
+/// Marks every container of a JSON tree as definite: serde_json gives no length up front, and
+/// JSON has no indefinite-length notion to report.
+fn mark_definite(node: &mut Node) {
+    match node {
+        Node::Array { items, definite } => {
+            *definite = true;
+            items.iter_mut().for_each(mark_definite);
+        }
+        Node::Map { entries, definite } => {
+            *definite = true;
+            entries.iter_mut().for_each(|(k, v)| {
+                mark_definite(k);
+                mark_definite(v);
+            });
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+            .collect()
+    }
+
+    #[test]
+    fn json_maps_keep_document_order_and_duplicates() {
+        let node = parse(br#"{"b":1,"a":2,"b":3}"#, Format::Json);
+        let Ok(Node::Map { entries, .. }) = node else {
+            panic!("not a map: {node:?}");
+        };
+        let keys: Vec<_> = entries.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                Node::Text("b".into()),
+                Node::Text("a".into()),
+                Node::Text("b".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn cbor_indefinite_maps_are_recorded() {
+        // {_ "a": 1} and {"a": 1}
+        let indefinite = parse(&hex("bf616101ff"), Format::Cbor);
+        assert!(matches!(indefinite, Ok(Node::Map { definite: false, .. })));
+        let definite = parse(&hex("a1616101"), Format::Cbor);
+        assert!(matches!(definite, Ok(Node::Map { definite: true, .. })));
+    }
+
+    #[test]
+    fn cbor_trailing_bytes_are_an_error() {
+        assert_eq!(
+            parse(&hex("a161610100"), Format::Cbor),
+            Err(SyntaxError::CborTrailing {
+                offset: 4,
+                trailing: 1
+            })
+        );
+    }
+
+    #[test]
+    fn cbor_numbers_keep_their_kind() {
+        assert_eq!(parse(&hex("1829"), Format::Cbor), Ok(Node::UInt(41)));
+        assert_eq!(parse(&hex("20"), Format::Cbor), Ok(Node::NegInt(-1)));
+        assert_eq!(parse(&hex("f94a40"), Format::Cbor), Ok(Node::Float(12.5)));
+        assert_eq!(parse(&hex("3bffffffffffffffff"), Format::Cbor), Ok(Node::NegInt(-(1i128 << 64))));
+    }
+
+    #[test]
+    fn cbor_tags_are_refused() {
+        // 1(1717171717): an epoch-time tag
+        assert!(matches!(parse(&hex("c11a6659f605"), Format::Cbor), Err(SyntaxError::Cbor(_))));
+    }
+
+    #[test]
+    fn truncated_cbor_is_an_error() {
+        assert!(matches!(parse(&hex("a26161"), Format::Cbor), Err(SyntaxError::Cbor(_))));
+    }
+}
