@@ -19,6 +19,16 @@ declare -A objdump=([aarch64-unknown-linux-gnu]=aarch64-linux-gnu-objdump
   [armv7-unknown-linux-gnueabihf]=arm-linux-gnueabihf-objdump)
 declare -A debarch=([aarch64-unknown-linux-gnu]=arm64 [armv7-unknown-linux-gnueabihf]=armhf)
 glibc_floor=2.34
+# check_floor OBJDUMP BINARY: the newest GLIBC_x.y symbol version the binary needs is at most
+# $glibc_floor (README, and the package's Depends: libc6 (>= 2.34)).
+check_floor() {
+  local floor
+  floor=$("$1" -T "$2" | grep -oE 'GLIBC_[0-9]+\.[0-9]+(\.[0-9]+)?' | sed 's/GLIBC_//' | sort -uV | tail -n1)
+  echo "$2: needs glibc >= $floor"
+  [ -n "$floor" ] || fail "$2: no GLIBC_ symbol versions found (not a dynamic glibc binary?)"
+  [ "$(printf '%s\n%s\n' "$floor" "$glibc_floor" | sort -V | tail -n1)" = "$glibc_floor" ] ||
+    fail "$2 needs glibc $floor, above the documented floor $glibc_floor (README)"
+}
 targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 cargo_deb_version=3.8.0
 
@@ -46,10 +56,7 @@ for t in "${targets[@]}"; do
   [ "$size" -le "${budget[$t]}" ] || fail "$bin is $size bytes, over the budget of ${budget[$t]} (README)"
   # strip = true in [profile.release]: a symbol table here means the profile lost it.
   ! "${objdump[$t]}" -h "$bin" | grep -qw '\.symtab' || fail "$bin is not stripped"
-  floor=$("${objdump[$t]}" -T "$bin" | grep -oE 'GLIBC_[0-9]+\.[0-9]+(\.[0-9]+)?' | sed 's/GLIBC_//' | sort -uV | tail -n1)
-  echo "$t: needs glibc >= $floor"
-  [ "$(printf '%s\n%s\n' "$floor" "$glibc_floor" | sort -V | tail -n1)" = "$glibc_floor" ] ||
-    fail "$bin needs glibc $floor, above the documented floor $glibc_floor (README)"
+  check_floor "${objdump[$t]}" "$bin"
 done
 
 step "report + validate for each ARM binary under qemu-user"
@@ -78,6 +85,7 @@ DEFENDER_AGENT_UNDER_QEMU=1 nice cargo --config cross/linkers.toml test --lib --
 
 step "Debian packages: amd64 (native release build), arm64, armhf (the binaries above)"
 cargo build --release --locked
+check_floor objdump target/release/defender-agent
 rm -f target/debian/defender-agent_*.deb target/*/debian/defender-agent_*.deb
 deb=$(cargo deb --no-build --locked | tail -n1)
 .ci/deb-check.sh "$deb" amd64
