@@ -92,9 +92,19 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run { config, dry_run } => cmd_run(config.as_deref(), dry_run),
-        Command::Report { config, format, keys, interval_secs, output } => {
-            cmd_report(config.as_deref(), format, keys, interval_secs, output.as_deref())
-        }
+        Command::Report {
+            config,
+            format,
+            keys,
+            interval_secs,
+            output,
+        } => cmd_report(
+            config.as_deref(),
+            format,
+            keys,
+            interval_secs,
+            output.as_deref(),
+        ),
         Command::Validate { file, format } => cmd_validate(&file, format.as_deref()),
         Command::CheckConfig { config } => return check_config(&config),
         Command::PrintExampleConfig => {
@@ -107,15 +117,22 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("defender-agent: {e:#}");
-            let bad_input = e.chain().any(|c| c.downcast_ref::<config::Error>().is_some());
-            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { EXIT_FAILURE })
+            let bad_input = e
+                .chain()
+                .any(|c| c.downcast_ref::<config::Error>().is_some());
+            ExitCode::from(if bad_input {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("DEFENDER_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("DEFENDER_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -148,13 +165,18 @@ fn cmd_run(path: Option<&Path>, dry_run: bool) -> anyhow::Result<ExitCode> {
         config.report.interval = Duration::from_secs(10);
         config.report.startup_jitter = Duration::ZERO;
         config.state_dir = agent::scratch_state_dir();
-        tracing::info!("Built-in configuration: a report every 10 s, printed to stdout (Ctrl-C stops).");
+        tracing::info!(
+            "Built-in configuration: a report every 10 s, printed to stdout (Ctrl-C stops)."
+        );
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let opts = agent::RunOptions { dry_run, config_path: path.map(Path::to_owned) };
+    let opts = agent::RunOptions {
+        dry_run,
+        config_path: path.map(Path::to_owned),
+    };
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
@@ -165,7 +187,10 @@ fn cmd_run(path: Option<&Path>, dry_run: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a configuration reload.
-fn spawn_signal_handlers(shutdown: tokio_util::sync::CancellationToken, reload: tokio::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
+fn spawn_signal_handlers(
+    shutdown: tokio_util::sync::CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
@@ -201,7 +226,8 @@ fn cmd_report(
         tracing::warn!("{n}");
     }
     match (output, encoded.format) {
-        (Some(path), _) => std::fs::write(path, &encoded.bytes).with_context(|| format!("cannot write {}", path.display()))?,
+        (Some(path), _) => std::fs::write(path, &encoded.bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?,
         (None, report::Format::Json) => {
             let mut out = std::io::stdout().lock();
             out.write_all(&encoded.bytes)?;
@@ -224,7 +250,11 @@ fn cmd_validate(file: &Path, format: Option<&str>) -> anyhow::Result<ExitCode> {
     let problems = validate::validate(&bytes, format);
     let errors = problems.iter().filter(|p| p.is_error()).count();
     for p in &problems {
-        let at = if p.path.is_empty() { String::new() } else { format!("{}: ", p.path) };
+        let at = if p.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", p.path)
+        };
         println!("{}: {}: {at}{}", file.display(), p.severity, p.message);
     }
     if errors == 0 {
@@ -253,7 +283,9 @@ fn cmd_status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         print!("{}", status::render(&s, alive, now));
     }
     Ok(ExitCode::SUCCESS)
@@ -272,7 +304,10 @@ fn check_config(path: &Path) -> ExitCode {
             for p in &problems {
                 eprintln!("{origin}: {p}");
             }
-            let n = problems.iter().filter(|p| p.severity == Severity::Error).count();
+            let n = problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count();
             eprintln!("{origin}: {n} error(s)");
             ExitCode::from(EXIT_BAD_INPUT)
         }

@@ -18,7 +18,7 @@ pub mod oneshot;
 pub mod parts;
 
 use std::collections::{HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,7 @@ use crate::collect::{self, Collectors, Episodes, Sampler};
 use crate::config::{Backlog, Config};
 use crate::mqtt::{self, LinkCommand, LinkEvent, LinkHandle};
 use crate::report::{self, outcome, EncodedReport, ReportBuilder};
-use crate::spool::{self, Entry, EntryState, Spool};
+use crate::spool::{Entry, EntryState, Spool};
 use crate::status::{self, LastAnswer, LastReport, LinkState, SpoolStatus, Status};
 use crate::store::{self, ReportIdFile};
 
@@ -53,7 +53,9 @@ pub enum Error {
     #[error("{0}")]
     Link(#[from] mqtt::Error),
     /// No `[mqtt]` table and not a dry run.
-    #[error("the configuration has no [mqtt] table: add one, or use --dry-run to print reports instead")]
+    #[error(
+        "the configuration has no [mqtt] table: add one, or use --dry-run to print reports instead"
+    )]
     NoMqtt,
     /// The runtime failed.
     #[error("runtime: {0}")]
@@ -79,7 +81,12 @@ enum Ended {
 
 /// Runs the daemon until `shutdown` is cancelled. SIGHUP reloads the configuration: an invalid new
 /// file is logged and ignored, a valid one restarts the loop (clean disconnect, spool kept).
-pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, mut reload: tokio::sync::mpsc::Receiver<()>) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
+) -> Result<(), Error> {
     let mut config = config;
     loop {
         match run_once(config, &opts, &shutdown, &mut reload).await? {
@@ -138,10 +145,18 @@ struct Agent {
     status: Status,
 }
 
-async fn run_once(config: Config, opts: &RunOptions, shutdown: &CancellationToken, reload: &mut tokio::sync::mpsc::Receiver<()>) -> Result<Ended, Error> {
+async fn run_once(
+    config: Config,
+    opts: &RunOptions,
+    shutdown: &CancellationToken,
+    reload: &mut tokio::sync::mpsc::Receiver<()>,
+) -> Result<Ended, Error> {
     let link_token = CancellationToken::new();
     let mut agent = Agent::new(config, opts.dry_run, &link_token)?;
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&agent.status_line())]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&agent.status_line()),
+    ]);
 
     let sample_every = agent.config.collect.sample_interval;
     let report_every = agent.config.report.interval;
@@ -155,7 +170,10 @@ async fn run_once(config: Config, opts: &RunOptions, shutdown: &CancellationToke
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
     if jitter > Duration::ZERO {
-        info!(jitter_secs = jitter.as_secs(), "First report after the start-up jitter.");
+        info!(
+            jitter_secs = jitter.as_secs(),
+            "First report after the start-up jitter."
+        );
     }
     // The first sample is the baseline for the first report's deltas.
     agent.sample_and_observe().await;
@@ -210,17 +228,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Half the systemd watchdog interval, when systemd asked for one.
 fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Some(Duration::from_micros(usec / 2))
-    } else {
-        None
-    }
+    sd_notify::watchdog_enabled().map(|d| d / 2)
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
     // No NOTIFY_SOCKET (not under systemd) is fine; a failing socket is worth a debug line only.
-    if let Err(e) = sd_notify::notify(false, states) {
+    if let Err(e) = sd_notify::notify(states) {
         debug!(error = %e, "sd_notify failed.");
     }
 }
@@ -249,11 +262,15 @@ impl Agent {
                     last_id = recovery.last_id;
                     spool = Some(s);
                 }
-                Err(e) => error!(error = %e, "Cannot open the spool; reports are kept in memory only until it can be written."),
+                Err(e) => {
+                    error!(error = %e, "Cannot open the spool; reports are kept in memory only until it can be written.")
+                }
             }
             match id_file.load() {
                 Ok(id) => last_id = last_id.max(id),
-                Err(e) => warn!(error = %e, "Cannot read the last report id; report ids continue from the clock."),
+                Err(e) => {
+                    warn!(error = %e, "Cannot read the last report id; report ids continue from the clock.")
+                }
             }
         }
         let link = if dry_run {
@@ -272,7 +289,11 @@ impl Agent {
             thing_name: config.thing_name.clone(),
             started_at: now,
             updated_at: now,
-            connection: if dry_run { LinkState::DryRun } else { LinkState::Connecting },
+            connection: if dry_run {
+                LinkState::DryRun
+            } else {
+                LinkState::Connecting
+            },
             last_error: None,
             last_report: None,
             last_answer: None,
@@ -316,7 +337,10 @@ impl Agent {
             LinkState::Disconnected => "disconnected, reconnecting",
             LinkState::Stopping | LinkState::Stopped => "stopping",
         };
-        let pending = self.spool.as_ref().map_or(self.memory.len(), |s| s.stats().pending);
+        let pending = self
+            .spool
+            .as_ref()
+            .map_or(self.memory.len(), |s| s.stats().pending);
         match &self.status.last_report {
             Some(r) => format!("{state}; last report {}; {pending} pending", r.id),
             None => format!("{state}; no report yet; {pending} pending"),
@@ -342,9 +366,13 @@ impl Agent {
         let now = SystemTime::now();
         if let Some(prev) = self.last_sample_at {
             let gap = now.duration_since(prev).unwrap_or(Duration::ZERO);
-            let limit = (self.config.collect.sample_interval * 3).max(self.config.collect.sample_interval + Duration::from_secs(60));
+            let limit = (self.config.collect.sample_interval * 3)
+                .max(self.config.collect.sample_interval + Duration::from_secs(60));
             if gap > limit {
-                info!(gap_secs = gap.as_secs(), "Long gap between samples (suspend or stall); counters re-baselined.");
+                info!(
+                    gap_secs = gap.as_secs(),
+                    "Long gap between samples (suspend or stall); counters re-baselined."
+                );
                 self.builder.rebaseline();
             }
         }
@@ -391,9 +419,14 @@ impl Agent {
         };
         match self.spool.as_mut().map(|s| s.append(entry.clone())) {
             Some(Ok(appended)) => {
+                info!(id, bytes = entry.payload.len(), "Report spooled.");
                 if appended.dropped_oldest > 0 {
                     self.dropped += appended.dropped_oldest as u64;
-                    warn!(dropped = appended.dropped_oldest, pending_dropped = appended.dropped_pending, "Spool full; oldest reports dropped.");
+                    warn!(
+                        dropped = appended.dropped_oldest,
+                        pending_dropped = appended.dropped_pending,
+                        "Spool full; oldest reports dropped."
+                    );
                 }
                 if self.spool_error_logged.take().is_some() {
                     info!("The spool is writable again.");
@@ -423,7 +456,9 @@ impl Agent {
     }
 
     fn flush_memory(&mut self) {
-        let Some(spool) = self.spool.as_mut() else { return };
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
         while let Some(e) = self.memory.front() {
             if self.in_flight.as_ref().is_some_and(|f| f.id == e.id) {
                 break;
@@ -450,7 +485,11 @@ impl Agent {
             .filter(|e| !self.held.contains(&e.id))
             .collect();
         pending.sort_by_key(|e| e.id);
-        let chosen = if latest { pending.last() } else { pending.first() };
+        let chosen = if latest {
+            pending.last()
+        } else {
+            pending.first()
+        };
         chosen.map(|e| (*e).clone())
     }
 
@@ -464,7 +503,9 @@ impl Agent {
                 return;
             }
         }
-        let Some(entry) = self.next_candidate() else { return };
+        let Some(entry) = self.next_candidate() else {
+            return;
+        };
         if self.config.spool.backlog == Backlog::Latest {
             let mut superseded = 0;
             if let Some(spool) = self.spool.as_mut() {
@@ -480,14 +521,24 @@ impl Agent {
                 info!(superseded, newest = entry.id, "Publishing the newest report; older pending reports kept as superseded history.");
             }
         }
-        let Some(link) = self.link.as_ref() else { return };
-        let cmd = LinkCommand::PublishReport { id: entry.id, payload: entry.payload };
+        let Some(link) = self.link.as_ref() else {
+            return;
+        };
+        let cmd = LinkCommand::PublishReport {
+            id: entry.id,
+            payload: entry.payload,
+        };
         match link.commands.try_send(cmd) {
             Ok(()) => {
                 debug!(id = entry.id, "Report offered to the link.");
                 self.in_flight = Some(InFlight {
                     id: entry.id,
-                    deadline: Instant::now() + self.config.mqtt.as_ref().map_or(Duration::from_secs(60), |m| m.answer_timeout),
+                    deadline: Instant::now()
+                        + self
+                            .config
+                            .mqtt
+                            .as_ref()
+                            .map_or(Duration::from_secs(60), |m| m.answer_timeout),
                 });
             }
             Err(e) => debug!(error = %e, "Link busy; the report stays pending."),
@@ -512,9 +563,15 @@ impl Agent {
                 self.status.last_error = Some(cause);
                 self.write_status();
             }
-            LinkEvent::ReportSent { id } => debug!(id, "Report acknowledged by the broker (PUBACK)."),
+            LinkEvent::ReportSent { id } => {
+                debug!(id, "Report acknowledged by the broker (PUBACK).")
+            }
             LinkEvent::Answer { accepted, payload } => self.on_answer(accepted, &payload).await,
-            LinkEvent::CommandRefused { report_id, topic, reason } => {
+            LinkEvent::CommandRefused {
+                report_id,
+                topic,
+                reason,
+            } => {
                 error!(?report_id, %topic, %reason, "The link refused to publish.");
                 if let (Some(id), Some(spool)) = (report_id, self.spool.as_mut()) {
                     let _ = spool.reject(id, "LocalRefused", &reason);
@@ -541,7 +598,13 @@ impl Agent {
             }
         };
         // A rejection without reportId (malformed report) is for the report in flight.
-        let id = parsed.report_id.or_else(|| if accepted_topic { None } else { self.in_flight.as_ref().map(|f| f.id) });
+        let id = parsed.report_id.or_else(|| {
+            if accepted_topic {
+                None
+            } else {
+                self.in_flight.as_ref().map(|f| f.id)
+            }
+        });
         let Some(id) = id else {
             warn!("Accepted answer without reportId; ignored.");
             return;
@@ -556,7 +619,13 @@ impl Agent {
                     }
                 }
                 self.memory.retain(|e| e.id != id);
-                self.status.last_answer = Some(LastAnswer { id: Some(id), status: "accepted".into(), code: None, message: None, time: now });
+                self.status.last_answer = Some(LastAnswer {
+                    id: Some(id),
+                    status: "accepted".into(),
+                    code: None,
+                    message: None,
+                    time: now,
+                });
             }
             outcome::Status::Rejected { code, message } => {
                 if self.logged_rejections.insert(code.clone()) {
@@ -570,7 +639,13 @@ impl Agent {
                     }
                 }
                 self.memory.retain(|e| e.id != id);
-                self.status.last_answer = Some(LastAnswer { id: Some(id), status: "rejected".into(), code: Some(code), message: Some(message), time: now });
+                self.status.last_answer = Some(LastAnswer {
+                    id: Some(id),
+                    status: "rejected".into(),
+                    code: Some(code),
+                    message: Some(message),
+                    time: now,
+                });
             }
         }
         if self.in_flight.as_ref().is_some_and(|f| f.id == id) {
@@ -607,7 +682,11 @@ impl Agent {
                 bytes: st.file_bytes,
             };
         } else {
-            self.status.spool = SpoolStatus { pending: self.memory.len() as u64, dropped: self.dropped, ..SpoolStatus::default() };
+            self.status.spool = SpoolStatus {
+                pending: self.memory.len() as u64,
+                dropped: self.dropped,
+                ..SpoolStatus::default()
+            };
         }
         // Status is best effort: the spool error (same disk) is already logged once.
         let _ = status::write(&self.config.state_dir, &self.status);
@@ -624,7 +703,9 @@ impl Agent {
             let deadline = Instant::now() + self.config.shutdown_timeout;
             loop {
                 match tokio::time::timeout_at(deadline, link.events.recv()).await {
-                    Ok(Some(LinkEvent::Answer { accepted, payload })) => self.on_answer(accepted, &payload).await,
+                    Ok(Some(LinkEvent::Answer { accepted, payload })) => {
+                        self.on_answer(accepted, &payload).await
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => {

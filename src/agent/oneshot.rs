@@ -64,5 +64,8 @@ pub fn report_once(config: &Config, opts: &Options) -> Result<(EncodedReport, Ve
     for (name, why) in &built.dropped {
         notes.push(format!("custom metric {name} left out: {why}"));
     }
-    Ok((EncodedReport::new(&built.report, settings.format, settings.keys), notes))
+    Ok((
+        EncodedReport::new(&built.report, settings.format, settings.keys),
+        notes,
+    ))
 }

@@ -28,6 +28,16 @@ pub struct File {
     /// `[spool]`.
     #[serde(default)]
     pub spool: Spool,
+    /// `[tap]`: observer of the device's local broker.
+    pub tap: Option<Spanned<Tap>>,
+    /// `[[traffic_exports]]`: traffic counts exported as custom metrics.
+    #[serde(default)]
+    pub traffic_exports: Vec<Spanned<TrafficExport>>,
+    /// `[detect]`: the local Detect engine.
+    pub detect: Option<Spanned<Detect>>,
+    /// `[[alarms]]`: where violation events go.
+    #[serde(default)]
+    pub alarms: Vec<Spanned<Alarm>>,
 }
 
 /// `[collect]`.
@@ -129,4 +139,89 @@ pub struct Spool {
     pub max_bytes: Option<Spanned<u64>>,
     /// `backlog`: `latest` | `all`.
     pub backlog: Option<Spanned<String>>,
+}
+
+/// `[tap]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tap {
+    /// `enabled`.
+    pub enabled: Option<Spanned<bool>>,
+    /// `host`.
+    pub host: Option<Spanned<String>>,
+    /// `port`.
+    pub port: Option<Spanned<u64>>,
+    /// `tls`.
+    pub tls: Option<Spanned<bool>>,
+    /// `ca_file`.
+    pub ca_file: Option<Spanned<String>>,
+    /// `cert_file`.
+    pub cert_file: Option<Spanned<String>>,
+    /// `key_file`.
+    pub key_file: Option<Spanned<String>>,
+    /// `client_id`.
+    pub client_id: Option<Spanned<String>>,
+    /// `outbound`: filters of topics the device sends.
+    pub outbound: Option<Vec<Spanned<String>>>,
+    /// `inbound`: filters of topics the device receives.
+    pub inbound: Option<Vec<Spanned<String>>>,
+}
+
+/// One `[[traffic_exports]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficExport {
+    /// `name`: the custom metric's name in the report.
+    pub name: Spanned<String>,
+    /// `metric`: the AWS metric counted.
+    pub metric: Spanned<String>,
+    /// `dimension`: a dimension name; absent = all traffic.
+    pub dimension: Option<Spanned<String>>,
+    /// `operator`: `IN` | `NOT_IN`.
+    pub operator: Option<Spanned<String>>,
+}
+
+/// `[detect]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detect {
+    /// `enabled`.
+    pub enabled: Option<Spanned<bool>>,
+    /// `profiles`: files or directories.
+    pub profiles: Option<Vec<Spanned<String>>>,
+    /// `dimensions`: files or directories.
+    pub dimensions: Option<Vec<Spanned<String>>>,
+    /// `custom_metrics`: files or directories.
+    pub custom_metrics: Option<Vec<Spanned<String>>>,
+    /// `mode`: `load` | `strict`.
+    pub mode: Option<Spanned<String>>,
+    /// `statistical`: `off` | `local-history`.
+    pub statistical: Option<Spanned<String>>,
+    /// `ml`: `off` | `local-baseline`.
+    pub ml: Option<Spanned<String>>,
+    /// `retention_days`.
+    pub retention_days: Option<Spanned<u64>>,
+    /// `max_events`.
+    pub max_events: Option<Spanned<u64>>,
+}
+
+/// One `[[alarms]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarm {
+    /// `type`: `log` | `file` | `mqtt` | `command`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// `topic` (mqtt).
+    pub topic: Option<Spanned<String>>,
+    /// `qos` (mqtt).
+    pub qos: Option<Spanned<u64>>,
+    /// `via` (mqtt): `link` | `tap`.
+    pub via: Option<Spanned<String>>,
+    /// `path` (file).
+    pub path: Option<Spanned<String>>,
+    /// `argv` (command).
+    pub argv: Option<Spanned<Vec<String>>>,
+    /// `timeout_secs` (command).
+    pub timeout_secs: Option<Spanned<u64>>,
 }

@@ -263,6 +263,109 @@ pub struct SpoolConfig {
     pub backlog: Backlog,
 }
 
+/// `[tap]`, validated (present and enabled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapConfig {
+    /// Local broker host.
+    pub host: String,
+    /// Local broker port.
+    pub port: u16,
+    /// TLS to the local broker.
+    pub tls: bool,
+    /// CA file (with `tls`).
+    pub ca_file: PathBuf,
+    /// Client certificate (with `tls`).
+    pub cert_file: PathBuf,
+    /// Client key (with `tls`).
+    pub key_file: PathBuf,
+    /// The tap's MQTT client id (`<thing_name>-tap` unless configured).
+    pub client_id: String,
+    /// Filters of topics the device sends (a bridge's `topic … out`).
+    pub outbound: Vec<String>,
+    /// Filters of topics the device receives (`topic … in`).
+    pub inbound: Vec<String>,
+}
+
+/// One `[[traffic_exports]]`: a traffic count exported as a `number` custom metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficExport {
+    /// The custom metric's name in the report.
+    pub name: String,
+    /// The AWS metric counted (`aws:num-messages-sent`, …).
+    pub metric: String,
+    /// The dimension scoping the count; `None` = all traffic.
+    pub dimension: Option<String>,
+    /// NOT_IN instead of IN.
+    pub not_in: bool,
+}
+
+/// How strictly profiles are checked when loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectMode {
+    /// Profiles AWS already accepted: wire rules enforced, unsupported behaviors skipped.
+    Load,
+    /// Hand-written profiles: every rule.
+    Strict,
+}
+
+/// `[detect]`, validated (present and enabled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectConfig {
+    /// Profile files or directories.
+    pub profiles: Vec<PathBuf>,
+    /// Dimension files or directories.
+    pub dimensions: Vec<PathBuf>,
+    /// Custom metric definition files or directories.
+    pub custom_metrics: Vec<PathBuf>,
+    /// LOAD or STRICT.
+    pub mode: DetectMode,
+    /// `off` or `local-history` (statistical thresholds from this device's own history).
+    pub statistical: String,
+    /// `off` or `local-baseline` (ML behaviors against a local robust baseline).
+    pub ml: String,
+    /// How long violation events are kept.
+    pub retention: Duration,
+    /// Bound on stored violation events.
+    pub max_events: usize,
+}
+
+/// Where the MQTT alarm output publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmVia {
+    /// The agent's own connection (`[mqtt]`).
+    Link,
+    /// The local broker of `[tap]`.
+    Tap,
+}
+
+/// One `[[alarms]]` output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlarmOutput {
+    /// The log (always on; listing it is allowed and changes nothing).
+    Log,
+    /// JSON lines appended to a file.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An MQTT topic.
+    Mqtt {
+        /// The topic.
+        topic: String,
+        /// QoS 0, 1 or 2.
+        qos: u8,
+        /// Which connection.
+        via: AlarmVia,
+    },
+    /// A command (argv, never a shell) with the event JSON on stdin.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Killed after this long.
+        timeout: Duration,
+    },
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -282,6 +385,14 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// `[spool]`.
     pub spool: SpoolConfig,
+    /// `[tap]`, when present and enabled.
+    pub tap: Option<TapConfig>,
+    /// `[[traffic_exports]]`.
+    pub traffic_exports: Vec<TrafficExport>,
+    /// `[detect]`, when present and enabled.
+    pub detect: Option<DetectConfig>,
+    /// `[[alarms]]`.
+    pub alarms: Vec<AlarmOutput>,
     /// Warnings found while validating (the file is usable).
     pub warnings: Vec<Problem>,
 }
@@ -325,7 +436,13 @@ impl Config {
     /// The built-in default used when no `--config` is given: samples this machine, needs no AWS
     /// account and no state directory of its own (a temporary one is used by the callers).
     pub fn builtin() -> Config {
-        let src = "thing_name = \"local-device\"\nstate_dir = \"/var/lib/defender-agent\"\n";
+        let src = concat!(
+            "thing_name = \"local-device\"\n",
+            "state_dir = \"/var/lib/defender-agent\"\n",
+            "[[custom_metrics]]\nname = \"cpu_usage\"\ntype = \"number\"\nbuiltin = \"cpu_usage_percent\"\n",
+            "[[custom_metrics]]\nname = \"memory_used\"\ntype = \"number\"\nbuiltin = \"memory_used_percent\"\n",
+            "[[custom_metrics]]\nname = \"load_average\"\ntype = \"number-list\"\nbuiltin = \"load_average\"\n",
+        );
         // Invariant: the built-in text above is a valid configuration (tested).
         match Config::parse(src, "<built-in>") {
             Ok(c) => c,
@@ -530,6 +647,48 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|m| self.mqtt(m, thing_name.as_deref().unwrap_or("")));
         let spool = self.spool(&f.spool);
+        let tap = f
+            .tap
+            .as_ref()
+            .and_then(|t| self.tap(t, thing_name.as_deref().unwrap_or("")));
+        let traffic_exports = f
+            .traffic_exports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| self.traffic_export(i, e))
+            .collect();
+        let detect = f.detect.as_ref().and_then(|d| self.detect(d));
+        let mut alarms = Vec::new();
+        for (i, a) in f.alarms.iter().enumerate() {
+            if let Some(out) = self.alarm(i, a) {
+                if let AlarmOutput::Mqtt {
+                    via: AlarmVia::Tap, ..
+                } = out
+                {
+                    if tap.is_none() {
+                        self.error(
+                            &format!("alarms[{i}].via"),
+                            a,
+                            "\"tap\" needs an enabled [tap] table",
+                        );
+                    }
+                }
+                if let AlarmOutput::Mqtt {
+                    via: AlarmVia::Link,
+                    ..
+                } = out
+                {
+                    if f.mqtt.is_none() {
+                        self.error(
+                            &format!("alarms[{i}].via"),
+                            a,
+                            "\"link\" needs an [mqtt] table",
+                        );
+                    }
+                }
+                alarms.push(out);
+            }
+        }
         Some(Config {
             thing_name: thing_name?,
             state_dir,
@@ -539,6 +698,10 @@ impl Validator<'_> {
             custom_metrics,
             mqtt,
             spool,
+            tap,
+            traffic_exports,
+            detect,
+            alarms,
             warnings: Vec::new(),
         })
     }
@@ -958,6 +1121,305 @@ impl Validator<'_> {
         })
     }
 
+    fn filters(&mut self, key: &str, v: &Option<Vec<Spanned<String>>>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, f) in v.iter().flatten().enumerate() {
+            match crate::topic_filter::TopicFilter::parse(f.get_ref()) {
+                Ok(_) => out.push(f.get_ref().clone()),
+                Err(e) => self.error(&format!("{key}[{i}]"), f, e.to_string()),
+            }
+        }
+        out
+    }
+
+    fn paths(&mut self, key: &str, v: &Option<Vec<Spanned<String>>>) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (i, p) in v.iter().flatten().enumerate() {
+            if p.get_ref().is_empty() {
+                self.error(&format!("{key}[{i}]"), p, "must not be empty");
+            } else {
+                out.push(PathBuf::from(p.get_ref()));
+            }
+        }
+        out
+    }
+
+    fn tap(&mut self, t: &Spanned<file::Tap>, thing_name: &str) -> Option<TapConfig> {
+        let tf = t.get_ref();
+        if !tf.enabled.as_ref().is_none_or(|e| *e.get_ref()) {
+            return None;
+        }
+        let port = match &tf.port {
+            None => 1883,
+            Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,
+            Some(p) => {
+                self.error(
+                    "tap.port",
+                    p,
+                    format!("must be between 1 and 65535, got {}", p.get_ref()),
+                );
+                1883
+            }
+        };
+        let tls = tf.tls.as_ref().is_some_and(|t| *t.get_ref());
+        let file = |v: &mut Self, key: &str, f: &Option<Spanned<String>>| -> PathBuf {
+            match f {
+                Some(p) if !p.get_ref().is_empty() => PathBuf::from(p.get_ref()),
+                _ if tls => {
+                    v.error("tap", t, format!("`{key}` is required when tls = true"));
+                    PathBuf::new()
+                }
+                _ => PathBuf::new(),
+            }
+        };
+        let ca_file = file(self, "ca_file", &tf.ca_file);
+        let cert_file = file(self, "cert_file", &tf.cert_file);
+        let key_file = file(self, "key_file", &tf.key_file);
+        let outbound = self.filters("tap.outbound", &tf.outbound);
+        let inbound = self.filters("tap.inbound", &tf.inbound);
+        if outbound.is_empty() && inbound.is_empty() {
+            self.push(
+                Severity::Warning,
+                "tap",
+                t,
+                "neither `outbound` nor `inbound` filters: the tap counts nothing".to_owned(),
+            );
+        }
+        let client_id = match &tf.client_id {
+            Some(c) if !c.get_ref().is_empty() => c.get_ref().clone(),
+            _ => format!("{thing_name}-tap"),
+        };
+        Some(TapConfig {
+            host: tf
+                .host
+                .as_ref()
+                .map_or_else(|| "127.0.0.1".to_owned(), |h| h.get_ref().clone()),
+            port,
+            tls,
+            ca_file,
+            cert_file,
+            key_file,
+            client_id,
+            outbound,
+            inbound,
+        })
+    }
+
+    fn traffic_export(
+        &mut self,
+        i: usize,
+        e: &Spanned<file::TrafficExport>,
+    ) -> Option<TrafficExport> {
+        let key = format!("traffic_exports[{i}]");
+        let x = e.get_ref();
+        if let Err(err) = check_custom_metric_name(x.name.get_ref()) {
+            self.error(&format!("{key}.name"), &x.name, err.to_string());
+            return None;
+        }
+        const METRICS: [&str; 6] = [
+            "aws:num-messages-sent",
+            "aws:num-messages-received",
+            "aws:num-authorization-failures",
+            "aws:num-connection-attempts",
+            "aws:num-disconnects",
+            "aws:message-byte-size",
+        ];
+        if !METRICS.contains(&x.metric.get_ref().as_str()) {
+            self.error(
+                &format!("{key}.metric"),
+                &x.metric,
+                format!("must be one of {}", METRICS.join(", ")),
+            );
+            return None;
+        }
+        let not_in = match x.operator.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("IN") => false,
+            Some("NOT_IN") => true,
+            Some(other) => {
+                if let Some(o) = &x.operator {
+                    self.error(
+                        &format!("{key}.operator"),
+                        o,
+                        format!("must be \"IN\" or \"NOT_IN\", got \"{other}\""),
+                    );
+                }
+                false
+            }
+        };
+        Some(TrafficExport {
+            name: x.name.get_ref().clone(),
+            metric: x.metric.get_ref().clone(),
+            dimension: x.dimension.as_ref().map(|d| d.get_ref().clone()),
+            not_in,
+        })
+    }
+
+    fn detect(&mut self, d: &Spanned<file::Detect>) -> Option<DetectConfig> {
+        let df = d.get_ref();
+        if !df.enabled.as_ref().is_none_or(|e| *e.get_ref()) {
+            return None;
+        }
+        let retention_days = match &df.retention_days {
+            None => 14,
+            Some(v) if (1..=365).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.error(
+                    "detect.retention_days",
+                    v,
+                    format!("must be between 1 and 365, got {}", v.get_ref()),
+                );
+                14
+            }
+        };
+        let max_events = match &df.max_events {
+            None => 10_000,
+            Some(v) if (100..=1_000_000).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                self.error(
+                    "detect.max_events",
+                    v,
+                    format!("must be between 100 and 1000000, got {}", v.get_ref()),
+                );
+                10_000
+            }
+        };
+        Some(DetectConfig {
+            profiles: self.paths("detect.profiles", &df.profiles),
+            dimensions: self.paths("detect.dimensions", &df.dimensions),
+            custom_metrics: self.paths("detect.custom_metrics", &df.custom_metrics),
+            mode: self.choice(
+                "detect.mode",
+                &df.mode,
+                DetectMode::Load,
+                &[("load", DetectMode::Load), ("strict", DetectMode::Strict)],
+            ),
+            statistical: self
+                .choice(
+                    "detect.statistical",
+                    &df.statistical,
+                    "off",
+                    &[("off", "off"), ("local-history", "local-history")],
+                )
+                .to_owned(),
+            ml: self
+                .choice(
+                    "detect.ml",
+                    &df.ml,
+                    "off",
+                    &[("off", "off"), ("local-baseline", "local-baseline")],
+                )
+                .to_owned(),
+            retention: Duration::from_secs(retention_days * 86_400),
+            max_events,
+        })
+    }
+
+    fn alarm(&mut self, i: usize, a: &Spanned<file::Alarm>) -> Option<AlarmOutput> {
+        let key = format!("alarms[{i}]");
+        let x = a.get_ref();
+        let kind = x.kind.get_ref().as_str();
+        let allowed: &[&str] = match kind {
+            "log" => &[],
+            "file" => &["path"],
+            "mqtt" => &["topic", "qos", "via"],
+            "command" => &["argv", "timeout_secs"],
+            other => {
+                self.error(
+                    &format!("{key}.type"),
+                    &x.kind,
+                    format!(
+                        "must be one of \"log\", \"file\", \"mqtt\", \"command\", got \"{other}\""
+                    ),
+                );
+                return None;
+            }
+        };
+        let present = [
+            ("topic", x.topic.as_ref().map(|v| v.span())),
+            ("qos", x.qos.as_ref().map(|v| v.span())),
+            ("via", x.via.as_ref().map(|v| v.span())),
+            ("path", x.path.as_ref().map(|v| v.span())),
+            ("argv", x.argv.as_ref().map(|v| v.span())),
+            ("timeout_secs", x.timeout_secs.as_ref().map(|v| v.span())),
+        ];
+        for (name, span) in present {
+            if let Some(span) = span {
+                if !allowed.contains(&name) {
+                    self.problems.push(Problem {
+                        severity: Severity::Error,
+                        key: format!("{key}.{name}"),
+                        position: Some(line_col(self.src, span.start)),
+                        message: format!("does not apply to type = \"{kind}\""),
+                    });
+                }
+            }
+        }
+        match kind {
+            "log" => Some(AlarmOutput::Log),
+            "file" => match &x.path {
+                Some(p) if !p.get_ref().is_empty() => Some(AlarmOutput::File {
+                    path: PathBuf::from(p.get_ref()),
+                }),
+                _ => {
+                    self.error(&key, a, "type = \"file\" needs `path`");
+                    None
+                }
+            },
+            "mqtt" => {
+                let topic = match &x.topic {
+                    Some(t) => match crate::topic_filter::validate_topic(t.get_ref()) {
+                        Ok(()) => t.get_ref().clone(),
+                        Err(e) => {
+                            self.error(&format!("{key}.topic"), t, e.to_string());
+                            return None;
+                        }
+                    },
+                    None => {
+                        self.error(&key, a, "type = \"mqtt\" needs `topic`");
+                        return None;
+                    }
+                };
+                let qos = match &x.qos {
+                    None => 1,
+                    Some(q) if *q.get_ref() <= 2 => *q.get_ref() as u8,
+                    Some(q) => {
+                        self.error(&format!("{key}.qos"), q, "must be 0, 1 or 2");
+                        1
+                    }
+                };
+                let via = self.choice(
+                    &format!("{key}.via"),
+                    &x.via,
+                    AlarmVia::Link,
+                    &[("link", AlarmVia::Link), ("tap", AlarmVia::Tap)],
+                );
+                Some(AlarmOutput::Mqtt { topic, qos, via })
+            }
+            _ => match &x.argv {
+                Some(argv) if argv.get_ref().first().is_some_and(|p| !p.is_empty()) => {
+                    Some(AlarmOutput::Command {
+                        argv: argv.get_ref().clone(),
+                        timeout: self.secs(
+                            &format!("{key}.timeout_secs"),
+                            &x.timeout_secs,
+                            10,
+                            1,
+                            300,
+                        ),
+                    })
+                }
+                _ => {
+                    self.error(
+                        &key,
+                        a,
+                        "type = \"command\" needs `argv` = [\"/path/to/program\", ...]",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
     fn spool(&mut self, s: &file::Spool) -> SpoolConfig {
         let max_reports = match &s.max_reports {
             None => 1000,
@@ -1143,5 +1605,47 @@ mod tests {
     fn line_and_column_count_characters() {
         assert_eq!(line_col("ab\ncdé\nf", 7), (2, 4));
         assert_eq!(line_col("x", 0), (1, 1));
+    }
+
+    #[test]
+    fn tap_filters_are_checked_with_their_position() {
+        let p = problems("thing_name = \"t\"\n[tap]\noutbound = [\"a/#/b\"]\n");
+        assert_eq!(p[0].key, "tap.outbound[0]");
+        assert_eq!(p[0].position.map(|x| x.0), Some(3));
+        let c = Config::parse(
+            "thing_name = \"t\"\n[tap]\noutbound = [\"sensors/#\"]\n",
+            "t",
+        )
+        .unwrap();
+        let tap = c.tap.unwrap();
+        assert_eq!(tap.client_id, "t-tap");
+        assert_eq!(tap.port, 1883);
+    }
+
+    #[test]
+    fn alarms_need_the_keys_of_their_type_and_only_those() {
+        let p = problems("thing_name = \"t\"\n[[alarms]]\ntype = \"file\"\ntopic = \"x\"\n");
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["alarms[0].topic", "alarms[0]"]);
+        let p = problems("thing_name = \"t\"\n[[alarms]]\ntype = \"mqtt\"\ntopic = \"a/+\"\n");
+        assert_eq!(p[0].key, "alarms[0].topic");
+        let p = problems(
+            "thing_name = \"t\"\n[[alarms]]\ntype = \"mqtt\"\ntopic = \"a\"\nvia = \"tap\"\n",
+        );
+        assert!(p[0].message.contains("[tap]"), "{p:?}");
+    }
+
+    #[test]
+    fn a_disabled_detect_table_is_none() {
+        let c = Config::parse("thing_name = \"t\"\n[detect]\nenabled = false\n", "t").unwrap();
+        assert!(c.detect.is_none());
+        let c = Config::parse(
+            "thing_name = \"t\"\n[detect]\nprofiles = [\"/p\"]\nmode = \"strict\"\n",
+            "t",
+        )
+        .unwrap();
+        let d = c.detect.unwrap();
+        assert_eq!(d.mode, DetectMode::Strict);
+        assert_eq!(d.retention, Duration::from_secs(14 * 86_400));
     }
 }

@@ -25,9 +25,7 @@
 use std::cmp::Ordering;
 use std::net::SocketAddr;
 
-use super::{
-    ConnectionList, Metrics, MetricsReport, NetworkStats, PortList, Settings, VERSION,
-};
+use super::{ConnectionList, Metrics, MetricsReport, NetworkStats, PortList, Settings, VERSION};
 use crate::metric::{self, CustomRuleError, CustomValue};
 use crate::sample::{Connection, InterfaceCounters, ListeningPort, Sample};
 
@@ -124,8 +122,8 @@ impl ReportBuilder {
         let mut custom_metrics = Vec::new();
         let mut dropped = Vec::new();
         for (name, value) in std::mem::take(&mut self.custom) {
-            let checked = metric::check_custom_metric_name(&name)
-                .and_then(|()| metric::check_value(&value));
+            let checked =
+                metric::check_custom_metric_name(&name).and_then(|()| metric::check_value(&value));
             match checked {
                 Ok(()) => custom_metrics.push((name, value)),
                 Err(e) => dropped.push((name, e)),
@@ -205,7 +203,13 @@ mod tests {
 
     use super::*;
 
-    fn iface(name: &str, bytes_in: u64, bytes_out: u64, packets_in: u64, packets_out: u64) -> InterfaceCounters {
+    fn iface(
+        name: &str,
+        bytes_in: u64,
+        bytes_out: u64,
+        packets_in: u64,
+        packets_out: u64,
+    ) -> InterfaceCounters {
         InterfaceCounters {
             name: name.to_owned(),
             bytes_in,
@@ -282,8 +286,14 @@ mod tests {
     #[test]
     fn deltas_are_summed_over_interfaces() {
         let mut b = builder(50);
-        b.observe(&counters(vec![iface("eth0", 100, 100, 1, 1), iface("wlan0", 10, 10, 1, 1)]));
-        b.observe(&counters(vec![iface("wlan0", 15, 30, 2, 3), iface("eth0", 150, 100, 2, 1)]));
+        b.observe(&counters(vec![
+            iface("eth0", 100, 100, 1, 1),
+            iface("wlan0", 10, 10, 1, 1),
+        ]));
+        b.observe(&counters(vec![
+            iface("wlan0", 15, 30, 2, 3),
+            iface("eth0", 150, 100, 2, 1),
+        ]));
         assert_eq!(network(&mut b), Some(stats(55, 20, 2, 2)));
     }
 
@@ -310,27 +320,48 @@ mod tests {
         let base = 5u64 << 32;
         let mut b = builder(50);
         b.observe(&counters(vec![iface("eth0", base, base, base, base)]));
-        b.observe(&counters(vec![iface("eth0", base + (3 << 32), base + 7, base + 1, base)]));
+        b.observe(&counters(vec![iface(
+            "eth0",
+            base + (3 << 32),
+            base + 7,
+            base + 1,
+            base,
+        )]));
         assert_eq!(network(&mut b), Some(stats(3 << 32, 7, 1, 0)));
     }
 
     #[test]
     fn huge_deltas_saturate_instead_of_wrapping() {
         let mut b = builder(50);
-        b.observe(&counters(vec![iface("a", 0, 0, 0, 0), iface("b", 0, 0, 0, 0)]));
-        b.observe(&counters(vec![iface("a", u64::MAX, 0, 0, 0), iface("b", u64::MAX, 0, 0, 0)]));
+        b.observe(&counters(vec![
+            iface("a", 0, 0, 0, 0),
+            iface("b", 0, 0, 0, 0),
+        ]));
+        b.observe(&counters(vec![
+            iface("a", u64::MAX, 0, 0, 0),
+            iface("b", u64::MAX, 0, 0, 0),
+        ]));
         assert_eq!(network(&mut b), Some(stats(u64::MAX, 0, 0, 0)));
     }
 
     #[test]
     fn a_disappearing_interface_keeps_its_counted_traffic_and_is_then_forgotten() {
         let mut b = builder(50);
-        b.observe(&counters(vec![iface("eth0", 100, 0, 1, 0), iface("ppp0", 50, 0, 1, 0)]));
-        b.observe(&counters(vec![iface("eth0", 110, 0, 2, 0), iface("ppp0", 80, 0, 3, 0)]));
+        b.observe(&counters(vec![
+            iface("eth0", 100, 0, 1, 0),
+            iface("ppp0", 50, 0, 1, 0),
+        ]));
+        b.observe(&counters(vec![
+            iface("eth0", 110, 0, 2, 0),
+            iface("ppp0", 80, 0, 3, 0),
+        ]));
         b.observe(&counters(vec![iface("eth0", 120, 0, 3, 0)]));
         assert_eq!(network(&mut b), Some(stats(50, 0, 4, 0)));
         // ppp0 comes back: a new kernel interface whose counters started at zero.
-        b.observe(&counters(vec![iface("eth0", 120, 0, 3, 0), iface("ppp0", 7, 0, 1, 0)]));
+        b.observe(&counters(vec![
+            iface("eth0", 120, 0, 3, 0),
+            iface("ppp0", 7, 0, 1, 0),
+        ]));
         assert_eq!(network(&mut b), Some(stats(7, 0, 1, 0)));
     }
 
@@ -338,7 +369,10 @@ mod tests {
     fn an_interface_appearing_after_the_first_sample_counts_in_full() {
         let mut b = builder(50);
         b.observe(&counters(vec![iface("eth0", 100, 100, 1, 1)]));
-        b.observe(&counters(vec![iface("eth0", 100, 100, 1, 1), iface("wwan0", 40, 30, 2, 1)]));
+        b.observe(&counters(vec![
+            iface("eth0", 100, 100, 1, 1),
+            iface("wwan0", 40, 30, 2, 1),
+        ]));
         assert_eq!(network(&mut b), Some(stats(40, 30, 2, 1)));
     }
 
@@ -395,7 +429,11 @@ mod tests {
             tcp_listen: Some(ports.clone()),
             ..Sample::default()
         });
-        let first = b.build(1).report.metrics.and_then(|m| m.listening_tcp_ports);
+        let first = b
+            .build(1)
+            .report
+            .metrics
+            .and_then(|m| m.listening_tcp_ports);
         assert_eq!(
             first,
             Some(PortList {
@@ -410,7 +448,13 @@ mod tests {
             tcp_listen: Some(reversed),
             ..Sample::default()
         });
-        assert_eq!(b.build(2).report.metrics.and_then(|m| m.listening_tcp_ports), first);
+        assert_eq!(
+            b.build(2)
+                .report
+                .metrics
+                .and_then(|m| m.listening_tcp_ports),
+            first
+        );
     }
 
     #[test]
@@ -428,7 +472,10 @@ mod tests {
         assert_eq!(
             list,
             Some(ConnectionList {
-                connections: vec![conn("198.51.100.1:443", 40000), conn("203.0.113.10:8883", 49822)],
+                connections: vec![
+                    conn("198.51.100.1:443", 40000),
+                    conn("203.0.113.10:8883", 49822)
+                ],
                 total: 3,
             })
         );
@@ -453,7 +500,11 @@ mod tests {
             udp_listen: Some(vec![port(53, None), port(5353, None)]),
             ..Sample::default()
         });
-        let list = b.build(1).report.metrics.and_then(|m| m.listening_udp_ports);
+        let list = b
+            .build(1)
+            .report
+            .metrics
+            .and_then(|m| m.listening_udp_ports);
         assert_eq!(list.map(|l| (l.ports.len(), l.total)), Some((1, 2)));
     }
 
@@ -480,8 +531,18 @@ mod tests {
             udp_listen: Some(vec![]),
             ..Sample::default()
         });
-        let list = b.build(1).report.metrics.and_then(|m| m.listening_udp_ports);
-        assert_eq!(list, Some(PortList { ports: vec![], total: 0 }));
+        let list = b
+            .build(1)
+            .report
+            .metrics
+            .and_then(|m| m.listening_udp_ports);
+        assert_eq!(
+            list,
+            Some(PortList {
+                ports: vec![],
+                total: 0
+            })
+        );
     }
 
     #[test]
@@ -496,7 +557,11 @@ mod tests {
             ..Sample::default()
         });
         b.observe(&Sample::default()); // collector failed on the last sample
-        let list = b.build(1).report.metrics.and_then(|m| m.listening_tcp_ports);
+        let list = b
+            .build(1)
+            .report
+            .metrics
+            .and_then(|m| m.listening_tcp_ports);
         assert_eq!(list.map(|l| l.ports), Some(vec![port(80, None)]));
     }
 
@@ -527,18 +592,32 @@ mod tests {
             custom: vec![
                 ("cpu_usage".to_owned(), CustomValue::Number(12.5)),
                 ("bad_number".to_owned(), CustomValue::Number(f64::NAN)),
-                ("ssids".to_owned(), CustomValue::StringList(vec!["has space".to_owned()])),
+                (
+                    "ssids".to_owned(),
+                    CustomValue::StringList(vec!["has space".to_owned()]),
+                ),
                 ("aws:reserved".to_owned(), CustomValue::Number(1.0)),
-                ("gateways".to_owned(), CustomValue::IpList(vec![IpAddr::from([192, 0, 2, 1])])),
+                (
+                    "gateways".to_owned(),
+                    CustomValue::IpList(vec![IpAddr::from([192, 0, 2, 1])]),
+                ),
             ],
             ..Sample::default()
         });
         let built = b.build(1);
-        let kept: Vec<&str> = built.report.custom_metrics.iter().map(|(n, _)| n.as_str()).collect();
+        let kept: Vec<&str> = built
+            .report
+            .custom_metrics
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         assert_eq!(kept, vec!["cpu_usage", "gateways"]);
         let dropped: Vec<&str> = built.dropped.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(dropped, vec!["bad_number", "ssids", "aws:reserved"]);
-        assert!(matches!(built.dropped.first(), Some((_, CustomRuleError::NotFinite(_)))));
+        assert!(matches!(
+            built.dropped.first(),
+            Some((_, CustomRuleError::NotFinite(_)))
+        ));
     }
 
     #[test]

@@ -305,7 +305,13 @@ mod tests {
 
     #[test]
     fn formats_use_lowercase_names_in_serde() {
-        assert_eq!(serde_json::to_string(&Format::Cbor).ok().as_deref(), Some("\"cbor\""));
-        assert_eq!(serde_json::from_str::<KeySet>("\"short\"").ok(), Some(KeySet::Short));
+        assert_eq!(
+            serde_json::to_string(&Format::Cbor).ok().as_deref(),
+            Some("\"cbor\"")
+        );
+        assert_eq!(
+            serde_json::from_str::<KeySet>("\"short\"").ok(),
+            Some(KeySet::Short)
+        );
     }
 }

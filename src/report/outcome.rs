@@ -231,21 +231,33 @@ mod tests {
             b'a', b't', b'u', b's', 0x68, b'A', b'C', b'C', b'E', b'P', b'T', b'E', b'D',
         ];
         let o = parse(&bytes, Format::Cbor);
-        assert_eq!(o.ok().map(|o| (o.report_id, o.status)), Some((Some(5), Status::Accepted)));
+        assert_eq!(
+            o.ok().map(|o| (o.report_id, o.status)),
+            Some((Some(5), Status::Accepted))
+        );
     }
 
     #[test]
     fn answers_without_a_known_status_are_errors() {
-        assert_eq!(parse(br#"{"reportId":1}"#, Format::Json), Err(OutcomeError::MissingStatus));
+        assert_eq!(
+            parse(br#"{"reportId":1}"#, Format::Json),
+            Err(OutcomeError::MissingStatus)
+        );
         assert_eq!(
             parse(br#"{"status":"MAYBE"}"#, Format::Json),
             Err(OutcomeError::UnknownStatus("MAYBE".into()))
         );
         assert_eq!(parse(b"[]", Format::Json), Err(OutcomeError::NotAnObject));
-        assert!(matches!(parse(b"{", Format::Json), Err(OutcomeError::Syntax { .. })));
+        assert!(matches!(
+            parse(b"{", Format::Json),
+            Err(OutcomeError::Syntax { .. })
+        ));
         assert!(matches!(
             parse(br#"{"status":"ACCEPTED","reportId":"7"}"#, Format::Json),
-            Err(OutcomeError::WrongType { field: "reportId", .. })
+            Err(OutcomeError::WrongType {
+                field: "reportId",
+                ..
+            })
         ));
     }
 }

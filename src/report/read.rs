@@ -179,7 +179,11 @@ impl Reader {
 
     /// Chooses the key set from the root keys: the header's set wins, else the majority.
     fn choose_key_set(&mut self, entries: &[(Node, Node)]) {
-        let has = |k: &str| entries.iter().any(|(key, _)| matches!(key, Node::Text(t) if t == k));
+        let has = |k: &str| {
+            entries
+                .iter()
+                .any(|(key, _)| matches!(key, Node::Text(t) if t == k))
+        };
         let count = |k: &Keys| {
             [k.header, k.metrics, k.custom_metrics]
                 .iter()
@@ -188,7 +192,9 @@ impl Reader {
         };
         let set = if has(super::keys::LONG.header) {
             KeySet::Long
-        } else if has(super::keys::SHORT.header) || count(&super::keys::SHORT) > count(&super::keys::LONG) {
+        } else if has(super::keys::SHORT.header)
+            || count(&super::keys::SHORT) > count(&super::keys::LONG)
+        {
             KeySet::Short
         } else {
             KeySet::Long
@@ -209,8 +215,11 @@ impl Reader {
             return report;
         };
         self.choose_key_set(root);
-        let [header, metrics, custom] =
-            self.fields("", root, [|k| k.header, |k| k.metrics, |k| k.custom_metrics]);
+        let [header, metrics, custom] = self.fields(
+            "",
+            root,
+            [|k| k.header, |k| k.metrics, |k| k.custom_metrics],
+        );
         let k = self.keys;
         match header {
             Some(h) => self.header(&child("", k.header), h, &mut report),
@@ -252,16 +261,20 @@ impl Reader {
                     Node::Float(f) => f.to_string(),
                     other => other.kind().to_owned(),
                 };
-                self.error(&id_path, format!("must be a positive integer, found {found}"));
+                self.error(
+                    &id_path,
+                    format!("must be a positive integer, found {found}"),
+                );
             }
         }
         let v_path = child(path, k.version);
         match version {
             None => self.missing(&v_path, "version is required"),
             Some(Node::Text(v)) if is_major_minor(v) => report.version = v.clone(),
-            Some(Node::Text(v)) => {
-                self.error(&v_path, format!("must be \"Major.Minor\" (e.g. \"1.0\"), found {v:?}"))
-            }
+            Some(Node::Text(v)) => self.error(
+                &v_path,
+                format!("must be \"Major.Minor\" (e.g. \"1.0\"), found {v:?}"),
+            ),
             Some(other) => self.error(
                 &v_path,
                 format!("must be a \"Major.Minor\" string, found {}", other.kind()),
@@ -283,10 +296,13 @@ impl Reader {
         );
         let k = self.keys;
         Some(Metrics {
-            listening_tcp_ports: tp.and_then(|n| self.ports(&child(path, k.listening_tcp_ports), n)),
-            listening_udp_ports: up.and_then(|n| self.ports(&child(path, k.listening_udp_ports), n)),
+            listening_tcp_ports: tp
+                .and_then(|n| self.ports(&child(path, k.listening_tcp_ports), n)),
+            listening_udp_ports: up
+                .and_then(|n| self.ports(&child(path, k.listening_udp_ports), n)),
             network_stats: ns.and_then(|n| self.network_stats(&child(path, k.network_stats), n)),
-            tcp_connections: tc.and_then(|n| self.tcp_connections(&child(path, k.tcp_connections), n)),
+            tcp_connections: tc
+                .and_then(|n| self.tcp_connections(&child(path, k.tcp_connections), n)),
         })
     }
 
@@ -350,7 +366,10 @@ impl Reader {
         };
         match self.uint(path, node) {
             Some(t) if t < listed => {
-                self.error(path, format!("total {t} is less than the {listed} {what} listed"));
+                self.error(
+                    path,
+                    format!("total {t} is less than the {listed} {what} listed"),
+                );
                 listed
             }
             Some(t) => t,
@@ -360,7 +379,12 @@ impl Reader {
 
     fn network_stats(&mut self, path: &str, node: &Node) -> Option<NetworkStats> {
         let entries = self.map(path, node)?;
-        let fields: [Field; 4] = [|k| k.bytes_in, |k| k.bytes_out, |k| k.packets_in, |k| k.packets_out];
+        let fields: [Field; 4] = [
+            |k| k.bytes_in,
+            |k| k.bytes_out,
+            |k| k.packets_in,
+            |k| k.packets_out,
+        ];
         let found = self.fields(path, entries, fields);
         let mut values = [0u64; 4];
         let mut complete = true;
@@ -431,7 +455,9 @@ impl Reader {
                 self.missing(&rad_path, "remote_addr is required");
                 None
             }
-            Some(n) => self.text(&rad_path, n).and_then(|s| self.remote_addr(&rad_path, s)),
+            Some(n) => self
+                .text(&rad_path, n)
+                .and_then(|s| self.remote_addr(&rad_path, s)),
         };
         let lp_path = child(path, k.local_port);
         let local_port = match lp {
@@ -487,7 +513,10 @@ impl Reader {
         let mut seen = HashSet::new();
         for (key, value) in entries {
             let Node::Text(name) = key else {
-                self.error(path, format!("metric names must be text, found {}", key.kind()));
+                self.error(
+                    path,
+                    format!("metric names must be text, found {}", key.kind()),
+                );
                 continue;
             };
             let here = child(path, name);
@@ -523,7 +552,10 @@ impl Reader {
         let [only] = items.as_slice() else {
             self.error(
                 path,
-                format!("must be an array with exactly one object, found {} elements", items.len()),
+                format!(
+                    "must be an array with exactly one object, found {} elements",
+                    items.len()
+                ),
             );
             return None;
         };
@@ -540,15 +572,22 @@ impl Reader {
             return None;
         };
         let Node::Text(key) = key else {
-            self.error(&inner_path, format!("keys must be text, found {}", key.kind()));
+            self.error(
+                &inner_path,
+                format!("keys must be text, found {}", key.kind()),
+            );
             return None;
         };
         let here = child(&inner_path, key);
         let before = self.problems.len();
         let value = match key.as_str() {
             "number" => self.number(&here, value).map(CustomValue::Number),
-            "number_list" => self.list(&here, value, Self::number).map(CustomValue::NumberList),
-            "string_list" => self.list(&here, value, Self::string).map(CustomValue::StringList),
+            "number_list" => self
+                .list(&here, value, Self::number)
+                .map(CustomValue::NumberList),
+            "string_list" => self
+                .list(&here, value, Self::string)
+                .map(CustomValue::StringList),
             "ip_list" => self.list(&here, value, Self::ip).map(CustomValue::IpList),
             other => {
                 self.error(
@@ -625,7 +664,9 @@ impl Reader {
             Err(_) => {
                 self.warn(
                     path,
-                    format!("{s:?} is not an IPv4 or IPv6 address (AWS drops such values silently)"),
+                    format!(
+                        "{s:?} is not an IPv4 or IPv6 address (AWS drops such values silently)"
+                    ),
                 );
                 None
             }

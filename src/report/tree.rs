@@ -30,7 +30,10 @@ pub(crate) enum Node {
     Text(String),
     Bytes(Vec<u8>),
     /// `definite` is false for an indefinite-length CBOR array (JSON arrays count as definite).
-    Array { items: Vec<Node>, definite: bool },
+    Array {
+        items: Vec<Node>,
+        definite: bool,
+    },
     /// Entries in document order, duplicates kept; keys may be non-text in CBOR.
     Map {
         entries: Vec<(Node, Node)>,
@@ -72,7 +75,8 @@ pub(crate) enum SyntaxError {
 pub(crate) fn parse(bytes: &[u8], format: Format) -> Result<Node, SyntaxError> {
     match format {
         Format::Json => {
-            let mut node = serde_json::from_slice(bytes).map_err(|e| SyntaxError::Json(e.to_string()))?;
+            let mut node =
+                serde_json::from_slice(bytes).map_err(|e| SyntaxError::Json(e.to_string()))?;
             mark_definite(&mut node);
             Ok(node)
         }
@@ -206,7 +210,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<Node, A::Error> {
         // ciborium presents a CBOR tag (other than a bignum) as an enum.
-        Err(de::Error::custom("CBOR tags are not allowed in a metrics report"))
+        Err(de::Error::custom(
+            "CBOR tags are not allowed in a metrics report",
+        ))
     }
 }
 
@@ -261,7 +267,13 @@ mod tests {
     fn cbor_indefinite_maps_are_recorded() {
         // {_ "a": 1} and {"a": 1}
         let indefinite = parse(&hex("bf616101ff"), Format::Cbor);
-        assert!(matches!(indefinite, Ok(Node::Map { definite: false, .. })));
+        assert!(matches!(
+            indefinite,
+            Ok(Node::Map {
+                definite: false,
+                ..
+            })
+        ));
         let definite = parse(&hex("a1616101"), Format::Cbor);
         assert!(matches!(definite, Ok(Node::Map { definite: true, .. })));
     }
@@ -282,17 +294,26 @@ mod tests {
         assert_eq!(parse(&hex("1829"), Format::Cbor), Ok(Node::UInt(41)));
         assert_eq!(parse(&hex("20"), Format::Cbor), Ok(Node::NegInt(-1)));
         assert_eq!(parse(&hex("f94a40"), Format::Cbor), Ok(Node::Float(12.5)));
-        assert_eq!(parse(&hex("3bffffffffffffffff"), Format::Cbor), Ok(Node::NegInt(-(1i128 << 64))));
+        assert_eq!(
+            parse(&hex("3bffffffffffffffff"), Format::Cbor),
+            Ok(Node::NegInt(-(1i128 << 64)))
+        );
     }
 
     #[test]
     fn cbor_tags_are_refused() {
         // 1(1717171717): an epoch-time tag
-        assert!(matches!(parse(&hex("c11a6659f605"), Format::Cbor), Err(SyntaxError::Cbor(_))));
+        assert!(matches!(
+            parse(&hex("c11a6659f605"), Format::Cbor),
+            Err(SyntaxError::Cbor(_))
+        ));
     }
 
     #[test]
     fn truncated_cbor_is_an_error() {
-        assert!(matches!(parse(&hex("a26161"), Format::Cbor), Err(SyntaxError::Cbor(_))));
+        assert!(matches!(
+            parse(&hex("a26161"), Format::Cbor),
+            Err(SyntaxError::Cbor(_))
+        ));
     }
 }

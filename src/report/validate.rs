@@ -180,15 +180,27 @@ mod tests {
         expect_error(&with("1717171717", "0"), "header.report_id", "positive");
         expect_error(&with("1717171717", "-5"), "header.report_id", "positive");
         expect_error(&with("1717171717", "17.5"), "header.report_id", "integer");
-        expect_error(&with("1717171717", "\"1717171717\""), "header.report_id", "integer");
+        expect_error(
+            &with("1717171717", "\"1717171717\""),
+            "header.report_id",
+            "integer",
+        );
     }
 
     #[test]
     fn version_must_be_a_major_minor_string() {
-        expect_error(&with(r#","version":"1.0""#, ""), "header.version", "missing");
+        expect_error(
+            &with(r#","version":"1.0""#, ""),
+            "header.version",
+            "missing",
+        );
         expect_error(&with(r#""1.0""#, "1.0"), "header.version", "string");
         expect_error(&with(r#""1.0""#, r#""1""#), "header.version", "Major.Minor");
-        expect_error(&with(r#""1.0""#, r#""v1.0""#), "header.version", "Major.Minor");
+        expect_error(
+            &with(r#""1.0""#, r#""v1.0""#),
+            "header.version",
+            "Major.Minor",
+        );
         assert_eq!(with(r#""1.0""#, r#""1.12""#), vec![]);
     }
 
@@ -200,7 +212,9 @@ mod tests {
 
     #[test]
     fn a_custom_metrics_only_report_is_valid() {
-        let p = check(r#"{"header":{"report_id":1,"version":"1.0"},"custom_metrics":{"x":[{"number":1}]}}"#);
+        let p = check(
+            r#"{"header":{"report_id":1,"version":"1.0"},"custom_metrics":{"x":[{"number":1}]}}"#,
+        );
         assert_eq!(p, vec![]);
     }
 
@@ -257,7 +271,11 @@ mod tests {
     fn remote_addr_must_be_ip_colon_port() {
         let path = "metrics.tcp_connections.established_connections.connections[0].remote_addr";
         expect_error(&with("203.0.113.10:8883", "203.0.113.10"), path, "ip:port");
-        expect_error(&with("203.0.113.10:8883", "2001:db8::10:443"), path, "ip:port");
+        expect_error(
+            &with("203.0.113.10:8883", "2001:db8::10:443"),
+            path,
+            "ip:port",
+        );
         expect_error(&with("\"203.0.113.10:8883\"", "3232235777"), path, "string");
         expect_error(
             &with("\"remote_addr\":\"203.0.113.10:8883\",", ""),
@@ -300,7 +318,10 @@ mod tests {
         expect_error(&p, "custom_metrics.cpu_usage", "exactly one");
         let p = with("[{\"number\":12.5}]", "[]");
         expect_error(&p, "custom_metrics.cpu_usage", "exactly one");
-        let p = with("[{\"number\":12.5}]", "[{\"number\":1,\"number_list\":[1]}]");
+        let p = with(
+            "[{\"number\":12.5}]",
+            "[{\"number\":1,\"number_list\":[1]}]",
+        );
         expect_error(&p, "custom_metrics.cpu_usage[0]", "exactly one");
     }
 
@@ -320,25 +341,49 @@ mod tests {
 
     #[test]
     fn custom_metric_names_follow_the_api_pattern() {
-        expect_error(&with("\"cpu_usage\"", "\"aws:cpu\""), "custom_metrics.aws:cpu", "aws:");
-        expect_error(&with("\"cpu_usage\"", "\"cpu usage\""), "custom_metrics.cpu usage", "[a-zA-Z0-9:_-]");
+        expect_error(
+            &with("\"cpu_usage\"", "\"aws:cpu\""),
+            "custom_metrics.aws:cpu",
+            "aws:",
+        );
+        expect_error(
+            &with("\"cpu_usage\"", "\"cpu usage\""),
+            "custom_metrics.cpu usage",
+            "[a-zA-Z0-9:_-]",
+        );
         let long = format!("\"{}\"", "x".repeat(129));
         let p = with("\"cpu_usage\"", &long);
-        assert!(p.iter().any(|p| p.is_error() && p.message.contains("1-128")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|p| p.is_error() && p.message.contains("1-128")),
+            "{p:#?}"
+        );
     }
 
     #[test]
     fn a_number_with_more_than_15_digits_is_a_warning() {
         let p = with("12.5", "1234567890.1234567");
-        expect_warning(&p, "custom_metrics.cpu_usage[0].number", "15 significant digits");
+        expect_warning(
+            &p,
+            "custom_metrics.cpu_usage[0].number",
+            "15 significant digits",
+        );
         let p = with("[41,43.5]", "[41,1234567890123456]");
-        expect_warning(&p, "custom_metrics.temperatures[0].number_list[1]", "15 significant digits");
+        expect_warning(
+            &p,
+            "custom_metrics.temperatures[0].number_list[1]",
+            "15 significant digits",
+        );
     }
 
     #[test]
     fn a_string_outside_the_charset_is_a_warning() {
         let p = with("\"plant-b\"", "\"plant b\"");
-        expect_warning(&p, "custom_metrics.wifi_ssids[0].string_list[1]", "characters");
+        expect_warning(
+            &p,
+            "custom_metrics.wifi_ssids[0].string_list[1]",
+            "characters",
+        );
     }
 
     #[test]
@@ -359,13 +404,24 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_an_error() {
-        expect_error(&with("\"version\":\"1.0\"", "\"version\":\"1.0\",\"ts\":5"), "header.ts", "unknown key");
-        expect_error(&with("{\"header\"", "{\"extra\":1,\"header\""), "extra", "unknown key");
+        expect_error(
+            &with("\"version\":\"1.0\"", "\"version\":\"1.0\",\"ts\":5"),
+            "header.ts",
+            "unknown key",
+        );
+        expect_error(
+            &with("{\"header\"", "{\"extra\":1,\"header\""),
+            "extra",
+            "unknown key",
+        );
     }
 
     #[test]
     fn duplicate_keys_are_an_error() {
-        let p = with("\"version\":\"1.0\"", "\"version\":\"1.0\",\"version\":\"1.0\"");
+        let p = with(
+            "\"version\":\"1.0\"",
+            "\"version\":\"1.0\",\"version\":\"1.0\"",
+        );
         expect_error(&p, "header.version", "duplicate");
         let p = with("\"gateways\"", "\"cpu_usage\"");
         expect_error(&p, "custom_metrics.cpu_usage", "duplicate");
@@ -381,7 +437,11 @@ mod tests {
             "metrics.listening_tcp_ports.ports",
             "array",
         );
-        expect_error(&check(r#"{"header":{"report_id":1,"version":"1.0"},"metrics":[]}"#), "metrics", "object");
+        expect_error(
+            &check(r#"{"header":{"report_id":1,"version":"1.0"},"metrics":[]}"#),
+            "metrics",
+            "object",
+        );
     }
 
     #[test]
@@ -403,8 +463,21 @@ mod tests {
     fn indefinite_length_cbor_is_a_warning() {
         // {_ "hed": {"rid": 1, "v": "1.0"}, "cmet": {"x": [{"number": 1}]}}
         let hex = concat!(
-            "bf", "63686564", "a2", "63726964", "01", "6176", "63312e30",
-            "64636d6574", "a1", "6178", "81", "a1", "666e756d626572", "01", "ff"
+            "bf",
+            "63686564",
+            "a2",
+            "63726964",
+            "01",
+            "6176",
+            "63312e30",
+            "64636d6574",
+            "a1",
+            "6178",
+            "81",
+            "a1",
+            "666e756d626572",
+            "01",
+            "ff"
         );
         let bytes: Vec<u8> = (0..hex.len())
             .step_by(2)
@@ -425,6 +498,9 @@ mod tests {
     fn problems_print_with_severity_and_path() {
         let p = Problem::error("header.report_id", "missing");
         assert_eq!(p.to_string(), "error: header.report_id: missing");
-        assert_eq!(Problem::warning("", "x").to_string(), "warning: (report): x");
+        assert_eq!(
+            Problem::warning("", "x").to_string(),
+            "warning: (report): x"
+        );
     }
 }

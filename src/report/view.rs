@@ -194,7 +194,10 @@ struct TcpView<'a> {
 impl Serialize for TcpView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = map(s, 1)?;
-        m.serialize_entry(self.k.established_connections, &EstablishedView(self.c, self.k))?;
+        m.serialize_entry(
+            self.k.established_connections,
+            &EstablishedView(self.c, self.k),
+        )?;
         m.end()
     }
 }

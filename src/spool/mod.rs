@@ -441,7 +441,10 @@ impl Spool {
     /// entries first if the bounds require it (history before pending; counted and logged).
     pub fn append(&mut self, entry: Entry) -> Result<Appended, Error> {
         let size = entry.payload.len() as u64;
-        let max = self.settings.max_bytes.min(record::MAX_PAYLOAD_BYTES as u64);
+        let max = self
+            .settings
+            .max_bytes
+            .min(record::MAX_PAYLOAD_BYTES as u64);
         if size > max {
             return Err(Error::EntryTooLarge {
                 id: entry.id,
@@ -799,10 +802,7 @@ impl Spool {
         let path = self.log_path.clone();
         let op = "read";
         let file = File::open(&path).map_err(|e| Error::io(op, &path, e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| Error::io(op, &path, e))?
-            .len();
+        let file_len = file.metadata().map_err(|e| Error::io(op, &path, e))?.len();
         let mut reader = io::BufReader::new(file.take(file_len));
         let tail = |offset: u64, reason| {
             Some(CorruptTail {
@@ -998,7 +998,10 @@ mod tests {
         }
         let latest: S = toml::from_str("backlog = \"latest\"").unwrap();
         let all: S = toml::from_str("backlog = \"all\"").unwrap();
-        assert_eq!((latest.backlog, all.backlog), (Backlog::Latest, Backlog::All));
+        assert_eq!(
+            (latest.backlog, all.backlog),
+            (Backlog::Latest, Backlog::All)
+        );
         assert!(toml::from_str::<S>("backlog = \"Latest\"").is_err());
     }
 
@@ -1011,7 +1014,9 @@ mod tests {
         for id in 1..=3 {
             spool.append(entry(id, 10)).unwrap();
         }
-        spool.reject(2, "InvalidPayload", "Malformed metrics report").unwrap();
+        spool
+            .reject(2, "InvalidPayload", "Malformed metrics report")
+            .unwrap();
         let appended = spool.append(entry(4, 10)).unwrap();
         assert_eq!(appended.dropped_oldest, 1);
         assert_eq!(appended.dropped_pending, 0);
@@ -1032,7 +1037,9 @@ mod tests {
             spool.append(entry(id, 100 + id as usize)).unwrap();
         }
         spool.supersede_older_than(3).unwrap();
-        spool.reject(4, "InvalidPayload", "Malformed metrics report").unwrap();
+        spool
+            .reject(4, "InvalidPayload", "Malformed metrics report")
+            .unwrap();
         spool.ack(5).unwrap();
         spool.compact().unwrap();
         assert_eq!(spool.stats().file_bytes, spool.live_len());

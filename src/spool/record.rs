@@ -397,7 +397,9 @@ fn decode_body(body: &[u8]) -> Result<Record, Corruption> {
                 payload,
             })
         }
-        KIND_ACK => Record::Ack { id: f.u64("ack id")? },
+        KIND_ACK => Record::Ack {
+            id: f.u64("ack id")?,
+        },
         KIND_DROP => Record::Drop {
             id: f.u64("drop id")?,
         },
@@ -564,7 +566,11 @@ mod tests {
                 damaged[pos] ^= 1 << bit;
                 let decoded = decode_all(&damaged);
                 let frame_index = starts.iter().rposition(|&s| s <= pos).unwrap_or(0);
-                assert_eq!(decoded.records, records[..frame_index], "byte {pos} bit {bit}");
+                assert_eq!(
+                    decoded.records,
+                    records[..frame_index],
+                    "byte {pos} bit {bit}"
+                );
                 assert_eq!(decoded.valid_len, starts[frame_index]);
                 assert!(decoded.tail.is_some());
             }

@@ -1,8 +1,10 @@
 //! The one integration test binary: modules beside this file.
 
+mod agent;
 mod cli;
 mod collect;
 mod mqtt;
 mod report;
 mod spool;
 mod support;
+mod traffic;

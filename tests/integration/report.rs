@@ -31,7 +31,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn iface(name: &str, bytes_in: u64, bytes_out: u64, packets_in: u64, packets_out: u64) -> InterfaceCounters {
+fn iface(
+    name: &str,
+    bytes_in: u64,
+    bytes_out: u64,
+    packets_in: u64,
+    packets_out: u64,
+) -> InterfaceCounters {
     InterfaceCounters {
         name: name.to_owned(),
         bytes_in,
@@ -80,19 +86,26 @@ fn spec_example() -> MetricsReport {
         }]),
         connections: Some(vec![
             Connection {
-                remote: "[2001:db8::10]:443".parse().unwrap_or_else(|e| panic!("{e}")),
+                remote: "[2001:db8::10]:443"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
                 local_port: 51000,
                 local_interface: Some("eth0".into()),
             },
             Connection {
-                remote: "203.0.113.10:8883".parse().unwrap_or_else(|e| panic!("{e}")),
+                remote: "203.0.113.10:8883"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
                 local_port: 49822,
                 local_interface: Some("eth0".into()),
             },
         ]),
         custom: vec![
             ("cpu_usage".into(), CustomValue::Number(12.5)),
-            ("temperatures".into(), CustomValue::NumberList(vec![41.0, 43.5])),
+            (
+                "temperatures".into(),
+                CustomValue::NumberList(vec![41.0, 43.5]),
+            ),
             (
                 "wifi_ssids".into(),
                 CustomValue::StringList(vec!["plant-a".into(), "plant-b".into()]),
@@ -148,10 +161,30 @@ fn the_long_cbor_golden_says_what_the_long_json_says() {
 
 fn goldens() -> Vec<(&'static str, Vec<u8>, Format, KeySet)> {
     vec![
-        ("long json", LONG_JSON.as_bytes().to_vec(), Format::Json, KeySet::Long),
-        ("short json", SHORT_JSON.as_bytes().to_vec(), Format::Json, KeySet::Short),
-        ("short cbor", unhex(SHORT_CBOR_HEX), Format::Cbor, KeySet::Short),
-        ("long cbor", unhex(LONG_CBOR_HEX), Format::Cbor, KeySet::Long),
+        (
+            "long json",
+            LONG_JSON.as_bytes().to_vec(),
+            Format::Json,
+            KeySet::Long,
+        ),
+        (
+            "short json",
+            SHORT_JSON.as_bytes().to_vec(),
+            Format::Json,
+            KeySet::Short,
+        ),
+        (
+            "short cbor",
+            unhex(SHORT_CBOR_HEX),
+            Format::Cbor,
+            KeySet::Short,
+        ),
+        (
+            "long cbor",
+            unhex(LONG_CBOR_HEX),
+            Format::Cbor,
+            KeySet::Long,
+        ),
     ]
 }
 
@@ -219,20 +252,21 @@ fn arb_sample() -> impl Strategy<Value = Sample> {
         (1u16.., arb_interface()).prop_map(|(port, interface)| ListeningPort { port, interface })
     };
     let conn = (any::<std::net::SocketAddr>(), any::<u16>(), arb_interface()).prop_map(
-        |(remote, local_port, local_interface): (std::net::SocketAddr, u16, Option<String>)| Connection {
-            // The wire form has no IPv6 scope id or flow label.
-            remote: std::net::SocketAddr::new(remote.ip(), remote.port()),
-            local_port,
-            local_interface,
+        |(remote, local_port, local_interface): (std::net::SocketAddr, u16, Option<String>)| {
+            Connection {
+                // The wire form has no IPv6 scope id or flow label.
+                remote: std::net::SocketAddr::new(remote.ip(), remote.port()),
+                local_port,
+                local_interface,
+            }
         },
     );
-    let custom = prop::collection::vec(("[a-z][a-z0-9_]{0,10}", arb_custom()), 0..4).prop_map(
-        |mut v| {
+    let custom =
+        prop::collection::vec(("[a-z][a-z0-9_]{0,10}", arb_custom()), 0..4).prop_map(|mut v| {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v.dedup_by(|a, b| a.0 == b.0);
             v
-        },
-    );
+        });
     (
         prop::option::of(prop::collection::vec(port(), 0..6)),
         prop::option::of(prop::collection::vec(port(), 0..6)),

@@ -433,12 +433,7 @@ impl Tmpfs {
                 std::ptr::null(),
             )
         };
-        assert_eq!(
-            rc,
-            0,
-            "remount failed: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "remount failed: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -886,7 +881,10 @@ fn kill_9_at_random_moments_loses_nothing_that_was_appended() {
         model.ack_started.clear();
         drop(spool);
         let (_, again) = Spool::open(kill_test_settings(dir.path())).unwrap();
-        assert_eq!(again.corrupt_tail, None, "round {round}: repair not durable");
+        assert_eq!(
+            again.corrupt_tail, None,
+            "round {round}: repair not durable"
+        );
     }
     eprintln!(
         "kill -9 test: {ROUNDS} rounds, {torn_rounds} with a torn tail cut, {} ids appended, log sizes {:?}",
