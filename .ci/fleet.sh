@@ -74,12 +74,14 @@ for t in "${targets[@]}"; do
 done
 
 step "library tests for aarch64 under qemu-user"
-# Run by cross/linkers.toml's runner. DEFENDER_AGENT_UNDER_QEMU=1 tells the tests that need what
-# qemu-user cannot emulate to skip themselves, each naming the reason:
-#   - collect: sockets over netlink sock_diag (socket(AF_NETLINK, NETLINK_SOCK_DIAG) gives
-#     EPROTONOSUPPORT under qemu-user; the /proc/net fallback is tested instead).
-# Integration tests (tests/integration) are not run here: several spawn the agent binary through
-# CARGO_BIN_EXE_*, which exits 127 from a qemu-run test unless binfmt_misc is registered.
+# Run by cross/linkers.toml's runner; every library test runs (none needs netlink today). What
+# qemu-user cannot do, and where the tests that need it live instead (native only):
+#   - netlink sock_diag: socket(AF_NETLINK, NETLINK_SOCK_DIAG) gives EPROTONOSUPPORT under qemu-user;
+#     the live-socket tests are integration tests (tests/integration/collect.rs). A library test
+#     that needs it must skip itself when DEFENDER_AGENT_UNDER_QEMU=1, saying so.
+#   - running the agent binary: tests/integration spawns it through CARGO_BIN_EXE_*, which exits
+#     127 from a qemu-run test unless binfmt_misc is registered; so the integration tests are not
+#     run here (the ARM binaries are exercised by `report` + `validate` above instead).
 DEFENDER_AGENT_UNDER_QEMU=1 nice cargo --config cross/linkers.toml test --lib --locked \
   --target aarch64-unknown-linux-gnu
 
