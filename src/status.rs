@@ -110,7 +110,9 @@ pub fn path(state_dir: &Path) -> PathBuf {
 pub fn write(state_dir: &Path, status: &Status) -> Result<(), store::Error> {
     // Invariant: Status holds only strings, numbers and JSON values: serialisation cannot fail.
     let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
-    store::write_atomic(&path(state_dir), &bytes)
+    // Rewritten every sample: atomic against crashes (rename), but not fsynced, to spare flash
+    // wear; after a power loss a stale or empty status file is harmless.
+    store::replace(&path(state_dir), &bytes)
 }
 
 /// Why the status file could not be read.

@@ -33,6 +33,9 @@ use crate::report::{self, outcome, EncodedReport, ReportBuilder};
 use crate::spool::{Entry, EntryState, Spool};
 use crate::status::{self, LastAnswer, LastReport, LinkState, SpoolStatus, Status};
 use crate::store::{self, ReportIdFile};
+use crate::traffic::{
+    self, AuthFailureKind, Direction, TrafficCounters, TrafficEvent, TrafficMetric,
+};
 
 /// Clocks before this (2025-01-01T00:00:00Z) are not plausible: a board without an RTC before NTP
 /// sync. No report is built then, because the report id would not be a usable timestamp
@@ -142,6 +145,8 @@ struct Agent {
     id_file_error_logged: bool,
     clock_warned: bool,
     dropped: u64,
+    /// MQTT traffic of the own link (and the tap), by TOPIC_FILTER scope.
+    traffic: TrafficCounters,
     status: Status,
 }
 
@@ -283,6 +288,8 @@ impl Agent {
             let (handle, _join) = mqtt::spawn(settings, link_token.clone())?;
             Some(handle)
         };
+        let traffic = TrafficCounters::new(Vec::new(), traffic::Settings::default())
+            .map_err(|e| Error::Runtime(format!("traffic counters: {e}")))?;
         let now = epoch_secs(SystemTime::now());
         let status = Status {
             pid: std::process::id(),
@@ -323,6 +330,7 @@ impl Agent {
             id_file_error_logged: false,
             clock_warned: false,
             dropped: 0,
+            traffic,
             status,
         };
         agent.write_status();
@@ -377,7 +385,52 @@ impl Agent {
             }
         }
         self.last_sample_at = Some(now);
+        let mut sample = sample;
+        self.add_traffic_exports(&mut sample, now);
         self.builder.observe(&sample);
+        self.write_status();
+    }
+
+    /// `[[traffic_exports]]`: counts of the last complete traffic window(s) covering the report
+    /// interval, as `number` custom metrics (spec: metrics-report.md D.16).
+    fn add_traffic_exports(&self, sample: &mut crate::sample::Sample, now: SystemTime) {
+        let bucket = self.traffic.settings().bucket_secs;
+        let longest = bucket * self.traffic.settings().history_buckets as u64;
+        let end = epoch_secs(now) / bucket * bucket;
+        let duration = self
+            .config
+            .report
+            .interval
+            .as_secs()
+            .div_ceil(bucket)
+            .max(1)
+            * bucket;
+        for e in &self.config.traffic_exports {
+            let Some(metric) = TrafficMetric::from_aws_name(&e.metric, traffic::SizeAggregate::Max)
+            else {
+                continue;
+            };
+            let scope = match &e.dimension {
+                None => None,
+                Some(d) => {
+                    let name = if e.not_in {
+                        format!("{d}:NOT_IN")
+                    } else {
+                        d.clone()
+                    };
+                    match self.traffic.scope_index(&name) {
+                        Some(i) => Some(i),
+                        None => continue,
+                    }
+                }
+            };
+            if let Ok(Some(v)) = self
+                .traffic
+                .export(scope, metric, end, duration.min(longest))
+            {
+                sample.custom.push((e.name.clone(), v));
+            }
+        }
     }
 
     /// Builds, spools (or prints) one report.
@@ -585,6 +638,8 @@ impl Agent {
                     self.status.last_error = Some(f.cause.clone());
                     self.write_status();
                 }
+                self.traffic
+                    .record(&link_traffic_event(t), SystemTime::now());
             }
         }
     }
@@ -688,6 +743,7 @@ impl Agent {
                 ..SpoolStatus::default()
             };
         }
+        self.status.traffic = serde_json::to_value(self.traffic.totals()).ok();
         // Status is best effort: the spool error (same disk) is already logged once.
         let _ = status::write(&self.config.state_dir, &self.status);
         notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
@@ -718,6 +774,45 @@ impl Agent {
         self.status.connection = LinkState::Stopped;
         self.write_status();
         info!("Stopped.");
+    }
+}
+
+/// The own link's traffic as a traffic-counter event.
+fn link_traffic_event(t: mqtt::LinkTraffic) -> TrafficEvent {
+    use mqtt::{AuthorizationFailure, LinkTraffic};
+    match t {
+        LinkTraffic::ConnectionAttempt { failure } => TrafficEvent::ConnectAttempt {
+            ok: failure.is_none(),
+        },
+        LinkTraffic::Disconnect { .. } => TrafficEvent::Disconnect,
+        LinkTraffic::AuthorizationFailure(AuthorizationFailure::Connect { .. }) => {
+            TrafficEvent::AuthFailure {
+                kind: AuthFailureKind::Connect,
+                topic: None,
+            }
+        }
+        LinkTraffic::AuthorizationFailure(AuthorizationFailure::Subscribe { filter }) => {
+            TrafficEvent::AuthFailure {
+                kind: AuthFailureKind::Subscribe,
+                topic: Some(filter),
+            }
+        }
+        LinkTraffic::PublishSent {
+            topic,
+            payload_bytes,
+        } => TrafficEvent::Publish {
+            topic,
+            bytes: payload_bytes as u64,
+            direction: Direction::Sent,
+        },
+        LinkTraffic::PublishReceived {
+            topic,
+            payload_bytes,
+        } => TrafficEvent::Publish {
+            topic,
+            bytes: payload_bytes as u64,
+            direction: Direction::Received,
+        },
     }
 }
 

@@ -119,8 +119,6 @@ impl CustomError {
 pub enum ParseFault {
     /// No token at all where a number was expected.
     Empty,
-    /// Not valid UTF-8.
-    NotUtf8,
     /// A token that is not a number.
     NotANumber(String),
     /// A token that is not an IPv4/IPv6 address.
@@ -133,7 +131,6 @@ impl fmt::Display for ParseFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseFault::Empty => f.write_str("no value"),
-            ParseFault::NotUtf8 => f.write_str("not UTF-8 text"),
             ParseFault::NotANumber(t) => write!(f, "{t:?} is not a number"),
             ParseFault::NotAnIp(t) => write!(f, "{t:?} is not an IP address"),
             ParseFault::TooManyItems(n) => write!(f, "{n} items, more than {MAX_LIST_ITEMS}"),
@@ -239,11 +236,9 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<String, CustomE
         let _ = child.wait();
     };
     match outcome {
+        // Invalid UTF-8 is replaced (U+FFFD), which then fails the type's parse or charset check.
         Ok((status, stdout, _)) if status.success() => {
-            String::from_utf8(stdout).map_err(|_| CustomError::Parse {
-                metric_type: CustomMetricType::StringList,
-                fault: ParseFault::NotUtf8,
-            })
+            Ok(String::from_utf8_lossy(&stdout).into_owned())
         }
         Ok((status, _, stderr)) => {
             // The child exited; its group may linger (e.g. a background job holding nothing).

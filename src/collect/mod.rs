@@ -117,6 +117,8 @@ pub enum CustomSource {
     Builtin(Builtin),
     /// A program run directly (argv, never a shell); its stdout is parsed per type
     /// ([`parse_custom_value`]). Killed (with its process group) and reaped after `timeout`.
+    /// Commands run one after another inside `sample()`, so a sample can take up to the sum of
+    /// their timeouts.
     Command {
         /// Program and arguments; `argv[0]` is looked up in `PATH` if it has no `/`.
         argv: Vec<String>,

@@ -1,11 +1,16 @@
 //! Socket collector: listening TCP/UDP ports and established TCP connections, IPv4 and IPv6.
 //!
-//! Sources: netlink `sock_diag` (one dump per family and protocol, states filtered in the kernel)
-//! or the `/proc/net` tables (`procfs_net.rs`). Both yield [`RawSocket`]s, which the pure
+//! Sources: netlink `sock_diag` (states filtered in the kernel; TCP of both families in one walk
+//! of the kernel's hash table, UDP one dump per family) or the `/proc/net` tables
+//! (`procfs_net.rs`). Both yield [`RawSocket`]s, which the pure
 //! [`classify_tcp`] / [`classify_udp`] turn into sample entries.
+//!
+//! Interface names come from `getifaddrs`, i.e. the agent's own network namespace, even when the
+//! tables are read from another `proc_root`; a bound address it does not know gets no interface.
 
 use std::collections::BTreeSet;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -72,7 +77,6 @@ const UDP6: Table = Table {
     proto: Proto::Udp,
     v6: true,
 };
-const TABLES: [Table; 4] = [TCP4, TCP6, UDP4, UDP6];
 
 /// The socket blocks of one sample; `None` = that part failed (its error is in `errors`).
 #[derive(Debug, Default)]
@@ -97,11 +101,15 @@ enum Mode {
 pub(crate) struct SocketCollector {
     mode: Mode,
     proc_root: PathBuf,
-    /// Per table (index into `TABLES`): netlink said it cannot serve it; use procfs from now on.
-    netlink_unavailable: [AtomicBool; 4],
+    /// Per protocol (TCP, UDP): netlink said it cannot serve it; use procfs from now on.
+    netlink_unavailable: [AtomicBool; 2],
     /// The fallback is logged once per process (spec: the lead's brief).
     fallback_logged: AtomicBool,
+    /// The netlink reader: `read_netlink`, or a failing stand-in in tests of the fallback.
+    netlink: NetlinkReader,
 }
+
+type NetlinkReader = fn(Proto, &mut Vec<RawSocket>) -> Result<(), Error>;
 
 impl SocketCollector {
     /// `Auto` with a `proc_root` other than `/proc` reads procfs: netlink only ever shows the
@@ -119,6 +127,7 @@ impl SocketCollector {
             proc_root: proc_root.to_owned(),
             netlink_unavailable: Default::default(),
             fallback_logged: AtomicBool::new(false),
+            netlink: read_netlink,
         }
     }
 
@@ -134,7 +143,7 @@ impl SocketCollector {
             }
         };
         let mut raw = Vec::new();
-        match self.read_tables(&[0, 1], &mut raw) {
+        match self.read_proto(Proto::Tcp, &mut raw) {
             Ok(()) => {
                 let (listen, connections) = classify_tcp(&raw, &map);
                 blocks.tcp_listen = Some(listen);
@@ -143,45 +152,49 @@ impl SocketCollector {
             Err(e) => blocks.errors.push(e),
         }
         raw.clear();
-        match self.read_tables(&[2, 3], &mut raw) {
+        match self.read_proto(Proto::Udp, &mut raw) {
             Ok(()) => blocks.udp_listen = Some(classify_udp(&raw, &map)),
             Err(e) => blocks.errors.push(e),
         }
         blocks
     }
 
-    fn read_tables(&self, indexes: &[usize], out: &mut Vec<RawSocket>) -> Result<(), Error> {
-        for &i in indexes {
-            // Invariant: callers pass indexes 0..4 of TABLES.
-            let table = TABLES[i];
-            match self.mode {
-                Mode::Procfs => self.read_procfs(table, out)?,
-                Mode::Netlink => read_netlink(table, out)?,
-                Mode::Auto if self.netlink_unavailable[i].load(Ordering::Relaxed) => {
-                    self.read_procfs(table, out)?
-                }
-                Mode::Auto => {
-                    let mark = out.len();
-                    if let Err(error) = read_netlink(table, out) {
-                        out.truncate(mark);
-                        if let Error::Netlink { source, .. } = &error {
-                            if is_unavailable(source) {
-                                self.netlink_unavailable[i].store(true, Ordering::Relaxed);
-                            }
-                        }
-                        if !self.fallback_logged.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(
-                                %error,
-                                proc_root = %self.proc_root.display(),
-                                "Netlink sock_diag failed; reading sockets from /proc/net instead."
-                            );
-                        }
-                        self.read_procfs(table, out)?;
+    /// Reads both tables of one protocol (IPv4 and IPv6) from the configured source.
+    fn read_proto(&self, proto: Proto, out: &mut Vec<RawSocket>) -> Result<(), Error> {
+        let (tables, group) = match proto {
+            Proto::Tcp => ([TCP4, TCP6], 0),
+            Proto::Udp => ([UDP4, UDP6], 1),
+        };
+        let procfs = |out: &mut Vec<RawSocket>| {
+            tables
+                .iter()
+                .try_for_each(|table| self.read_procfs(*table, out))
+        };
+        match self.mode {
+            Mode::Procfs => procfs(out),
+            Mode::Netlink => (self.netlink)(proto, out),
+            Mode::Auto if self.netlink_unavailable[group].load(Ordering::Relaxed) => procfs(out),
+            Mode::Auto => {
+                let mark = out.len();
+                let Err(error) = (self.netlink)(proto, out) else {
+                    return Ok(());
+                };
+                out.truncate(mark);
+                if let Error::Netlink { source, .. } = &error {
+                    if is_unavailable(source) {
+                        self.netlink_unavailable[group].store(true, Ordering::Relaxed);
                     }
                 }
+                if !self.fallback_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        %error,
+                        proc_root = %self.proc_root.display(),
+                        "Netlink sock_diag failed; reading sockets from /proc/net instead."
+                    );
+                }
+                procfs(out)
             }
         }
-        Ok(())
     }
 
     fn read_procfs(&self, table: Table, out: &mut Vec<RawSocket>) -> Result<(), Error> {
@@ -213,15 +226,158 @@ fn is_unavailable(e: &io::Error) -> bool {
     )
 }
 
-/// One sock_diag dump. TCP asks the kernel for LISTEN and ESTABLISHED only, UDP for CLOSE only
-/// (unconnected sockets), so the kernel does the filtering.
-fn read_netlink(table: Table, out: &mut Vec<RawSocket>) -> Result<(), Error> {
-    netlink_dump(table, out).map_err(|source| Error::Netlink {
-        table: table.name,
-        source,
+/// Both tables of `proto` over netlink. The kernel filters states: TCP asks for LISTEN and
+/// ESTABLISHED, UDP for CLOSE (unconnected sockets) only.
+fn read_netlink(proto: Proto, out: &mut Vec<RawSocket>) -> Result<(), Error> {
+    match proto {
+        Proto::Tcp => {
+            let mark = out.len();
+            if tcp_dump_both_families(out).is_ok() {
+                return Ok(());
+            }
+            // A kernel without the compat request still has per-family dumps: two walks.
+            out.truncate(mark);
+            per_family([TCP4, TCP6], out)
+        }
+        Proto::Udp => per_family([UDP4, UDP6], out),
+    }
+}
+
+fn per_family(tables: [Table; 2], out: &mut Vec<RawSocket>) -> Result<(), Error> {
+    tables.into_iter().try_for_each(|table| {
+        netlink_dump(table, out).map_err(|source| Error::Netlink {
+            table: table.name,
+            source,
+        })
     })
 }
 
+/// `TCPDIAG_GETSOCK`: the original inet_diag request type, still served by every kernel with
+/// inet_diag. Its dump runs with family `AF_UNSPEC` (`inet_diag_dump_compat`), so IPv4 and IPv6
+/// come from ONE walk of the kernel's connection hash table, where `SOCK_DIAG_BY_FAMILY` needs one
+/// walk per family — and that walk is most of a sample's cost.
+const TCPDIAG_GETSOCK: u16 = 18;
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+const NLMSG_HDR_LEN: usize = 16;
+/// `struct inet_diag_req`: family, src_len, dst_len, ext, sockid (48), states, dbs.
+const INET_DIAG_REQ_LEN: usize = 60;
+/// `struct inet_diag_msg`: family, state, timer, retrans, sockid (48), 5 × u32.
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// Listening and established TCP sockets of both families in one dump.
+fn tcp_dump_both_families(out: &mut Vec<RawSocket>) -> io::Result<()> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&NetlinkAddr::new(0, 0))?;
+    let states = (StateFlags::LISTEN | StateFlags::ESTABLISHED).bits();
+    socket.send(&tcp_compat_request(states), 0)?;
+    let mut buf = vec![0u8; NETLINK_RECV_BYTES];
+    let limit = out.len().saturating_add(2 * MAX_SOCKETS_PER_DUMP);
+    loop {
+        let len = socket.recv(&mut &mut buf[..], 0)?;
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "netlink dump ended without NLMSG_DONE",
+            ));
+        }
+        if parse_inet_diag_datagram(buf.get(..len).unwrap_or(&buf), Proto::Tcp, out)? {
+            return Ok(());
+        }
+        if out.len() > limit {
+            return Err(io::Error::other(format!(
+                "more than {} sockets in one dump",
+                2 * MAX_SOCKETS_PER_DUMP
+            )));
+        }
+    }
+}
+
+/// The `TCPDIAG_GETSOCK` dump request: netlink header + `struct inet_diag_req` (host order, as
+/// netlink is; the socket id is ignored by dumps).
+fn tcp_compat_request(states: u32) -> Vec<u8> {
+    let len = NLMSG_HDR_LEN + INET_DIAG_REQ_LEN;
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    msg.extend_from_slice(&[0u8; 8]); // sequence, port id
+    msg.extend_from_slice(&[AF_INET, 0, 0, 0]); // family (ignored: the dump is AF_UNSPEC)
+    msg.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
+    msg.extend_from_slice(&states.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // dbs
+    msg
+}
+
+/// Parses one netlink datagram of `inet_diag_msg` records into `out`. Returns `true` at
+/// `NLMSG_DONE`; a kernel `NLMSG_ERROR` becomes its errno.
+fn parse_inet_diag_datagram(
+    mut rest: &[u8],
+    proto: Proto,
+    out: &mut Vec<RawSocket>,
+) -> io::Result<bool> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    while rest.len() >= NLMSG_HDR_LEN {
+        let len = u32_at(rest, 0).ok_or_else(|| invalid("short netlink header"))? as usize;
+        // Invariant: the loop condition guarantees a full 16-byte header.
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if len < NLMSG_HDR_LEN {
+            return Err(invalid("netlink message shorter than its header"));
+        }
+        let body = rest
+            .get(NLMSG_HDR_LEN..len)
+            .ok_or_else(|| invalid("netlink message longer than its datagram"))?;
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let code = u32_at(body, 0).ok_or_else(|| invalid("short NLMSG_ERROR"))? as i32;
+                if code != 0 {
+                    return Err(io::Error::from_raw_os_error(code.saturating_abs()));
+                }
+            }
+            NLMSG_NOOP => {}
+            NLMSG_OVERRUN => return Err(io::Error::other("netlink dump overrun")),
+            _ => {
+                if body.len() < INET_DIAG_MSG_LEN {
+                    return Err(invalid("short inet_diag_msg"));
+                }
+                // Invariant: body holds at least INET_DIAG_MSG_LEN (72) bytes, checked above.
+                let family = body[0];
+                let state = body[1];
+                let id = &body[4..52];
+                let port = |at: usize| u16::from_be_bytes([id[at], id[at + 1]]);
+                let addr = |at: usize| -> io::Result<IpAddr> {
+                    let bytes: [u8; 16] = id[at..at + 16]
+                        .try_into()
+                        .map_err(|_| invalid("short address"))?;
+                    match family {
+                        AF_INET => Ok(IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])),
+                        AF_INET6 => Ok(IpAddr::from(bytes)),
+                        _ => Err(invalid("inet_diag_msg of an unknown family")),
+                    }
+                };
+                out.push(RawSocket {
+                    proto,
+                    local: std::net::SocketAddr::new(addr(4)?, port(0)),
+                    remote: std::net::SocketAddr::new(addr(20)?, port(2)),
+                    state,
+                });
+            }
+        }
+        // Messages are padded to 4 bytes (NLMSG_ALIGN).
+        let step = (len + 3) & !3;
+        rest = rest.get(step..).unwrap_or(&[]);
+    }
+    Ok(false)
+}
+
+/// One `SOCK_DIAG_BY_FAMILY` dump of one table (one family, one protocol).
 fn netlink_dump(table: Table, out: &mut Vec<RawSocket>) -> io::Result<()> {
     let (protocol, states) = match table.proto {
         Proto::Tcp => (IPPROTO_TCP, StateFlags::LISTEN | StateFlags::ESTABLISHED),
@@ -482,6 +638,148 @@ mod tests {
             classify_udp(&sockets, &map()),
             [port(123, Some("eth0")), port(5353, None)]
         );
+    }
+
+    /// One netlink message: header + body, host order, padded to 4 bytes.
+    fn nlmsg(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(body);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
+    }
+
+    fn diag_msg(family: u8, state: u8, local: &str, remote: &str) -> Vec<u8> {
+        let (local, remote): (std::net::SocketAddr, std::net::SocketAddr) =
+            (local.parse().unwrap(), remote.parse().unwrap());
+        let octets = |ip: IpAddr| {
+            let mut b = [0u8; 16];
+            match ip {
+                IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => b = v6.octets(),
+            }
+            b
+        };
+        let mut m = vec![family, state, 0, 0];
+        m.extend_from_slice(&local.port().to_be_bytes());
+        m.extend_from_slice(&remote.port().to_be_bytes());
+        m.extend_from_slice(&octets(local.ip()));
+        m.extend_from_slice(&octets(remote.ip()));
+        m.extend_from_slice(&[0u8; 12 + 20]); // if, cookie, expires..inode
+        assert_eq!(m.len(), INET_DIAG_MSG_LEN);
+        m
+    }
+
+    #[test]
+    fn inet_diag_records_of_both_families_parse_until_done() {
+        let mut datagram = nlmsg(
+            TCPDIAG_GETSOCK,
+            &diag_msg(AF_INET, STATE_LISTEN, "127.0.0.1:8080", "0.0.0.0:0"),
+        );
+        datagram.extend(nlmsg(
+            TCPDIAG_GETSOCK,
+            &diag_msg(AF_INET6, STATE_ESTABLISHED, "[::1]:40000", "[::1]:8080"),
+        ));
+        let mut out = Vec::new();
+        assert!(!parse_inet_diag_datagram(&datagram, Proto::Tcp, &mut out).unwrap());
+        assert_eq!(
+            out,
+            [
+                raw(Proto::Tcp, "127.0.0.1:8080", "0.0.0.0:0", STATE_LISTEN),
+                raw(Proto::Tcp, "[::1]:40000", "[::1]:8080", STATE_ESTABLISHED),
+            ]
+        );
+        let done = nlmsg(NLMSG_DONE, &0u32.to_ne_bytes());
+        assert!(parse_inet_diag_datagram(&done, Proto::Tcp, &mut out).unwrap());
+    }
+
+    #[test]
+    fn a_kernel_error_message_becomes_its_errno() {
+        let error = nlmsg(NLMSG_ERROR, &(-libc::ENOENT).to_ne_bytes());
+        let e = parse_inet_diag_datagram(&error, Proto::Tcp, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let truncated = &nlmsg(TCPDIAG_GETSOCK, &[0u8; 20])[..];
+        assert!(parse_inet_diag_datagram(truncated, Proto::Tcp, &mut Vec::new()).is_err());
+        let mut lying = nlmsg(NLMSG_NOOP, &[]);
+        lying[..4].copy_from_slice(&4u32.to_ne_bytes());
+        assert!(parse_inet_diag_datagram(&lying, Proto::Tcp, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_compat_request_is_a_dump_of_the_asked_states() {
+        let req = tcp_compat_request(0x402);
+        assert_eq!(req.len(), 76);
+        assert_eq!(u32::from_ne_bytes(req[..4].try_into().unwrap()), 76);
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), TCPDIAG_GETSOCK);
+        assert_eq!(u32::from_ne_bytes(req[68..72].try_into().unwrap()), 0x402);
+    }
+
+    fn gateway_fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/gateway")
+    }
+
+    fn auto_with_failing_netlink(reader: NetlinkReader) -> SocketCollector {
+        SocketCollector {
+            mode: Mode::Auto,
+            netlink: reader,
+            ..SocketCollector::new(SocketSource::Procfs, &gateway_fixture())
+        }
+    }
+
+    fn unsupported(_: Proto, _: &mut Vec<RawSocket>) -> Result<(), Error> {
+        Err(Error::Netlink {
+            table: "tcp4",
+            source: io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
+        })
+    }
+
+    fn no_buffer_space(_: Proto, out: &mut Vec<RawSocket>) -> Result<(), Error> {
+        out.push(raw(Proto::Tcp, "0.0.0.0:1", "0.0.0.0:0", STATE_LISTEN)); // partial dump
+        Err(Error::Netlink {
+            table: "tcp4",
+            source: io::Error::from_raw_os_error(libc::ENOBUFS),
+        })
+    }
+
+    #[test]
+    fn auto_falls_back_to_procfs_for_good_when_netlink_is_unsupported() {
+        let collector = auto_with_failing_netlink(unsupported);
+        let blocks = collector.collect();
+        assert!(blocks.errors.is_empty(), "{:?}", blocks.errors);
+        assert_eq!(blocks.tcp_listen.unwrap().len(), 4); // the gateway fixture's listeners
+        assert_eq!(blocks.udp_listen.unwrap().len(), 4);
+        assert!(collector.fallback_logged.load(Ordering::Relaxed));
+        assert!(collector
+            .netlink_unavailable
+            .iter()
+            .all(|flag| flag.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn a_transient_netlink_error_falls_back_for_this_sample_only_and_drops_partial_data() {
+        let collector = auto_with_failing_netlink(no_buffer_space);
+        let blocks = collector.collect();
+        let tcp = blocks.tcp_listen.unwrap();
+        assert!(tcp.iter().all(|p| p.port != 1), "{tcp:?}");
+        assert!(!collector
+            .netlink_unavailable
+            .iter()
+            .any(|flag| flag.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn explicit_netlink_reports_its_failure_instead_of_falling_back() {
+        let collector = SocketCollector {
+            mode: Mode::Netlink,
+            ..auto_with_failing_netlink(unsupported)
+        };
+        let blocks = collector.collect();
+        assert!(blocks.tcp_listen.is_none() && blocks.udp_listen.is_none());
+        assert_eq!(blocks.errors.len(), 2);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! lengths and enum variants, which the report view never produces. ciborium still does all the
 //! decoding (`tree.rs`).
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::ser::{self, Impossible, Serialize};
 
@@ -64,6 +64,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// A data item head: major type plus the shortest argument encoding (RFC 8949 §3).
+    #[inline]
     fn head(&mut self, major: u8, arg: u64) {
         let m = major << 5;
         if arg < 24 {
@@ -92,36 +93,7 @@ impl Writer {
     }
 }
 
-/// Formats short `Display` values on the stack so `collect_str` (addresses) does not allocate.
-struct StackText {
-    buf: [u8; 64],
-    len: usize,
-    spill: Option<String>,
-}
-
-impl fmt::Write for StackText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        if let Some(spill) = &mut self.spill {
-            spill.push_str(s);
-            return Ok(());
-        }
-        let end = self.len + s.len();
-        match self.buf.get_mut(self.len..end) {
-            Some(slot) => {
-                slot.copy_from_slice(s.as_bytes());
-                self.len = end;
-            }
-            None => {
-                let mut spill = String::from_utf8_lossy(&self.buf[..self.len]).into_owned();
-                spill.push_str(s);
-                self.spill = Some(spill);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<'a> ser::Serializer for &'a mut Writer {
+impl ser::Serializer for &mut Writer {
     type Ok = ();
     type Error = CborError;
     type SerializeSeq = Self;
@@ -195,24 +167,6 @@ impl<'a> ser::Serializer for &'a mut Writer {
 
     fn serialize_str(self, v: &str) -> Result<(), CborError> {
         self.text(v);
-        Ok(())
-    }
-
-    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Result<(), CborError> {
-        let mut t = StackText {
-            buf: [0; 64],
-            len: 0,
-            spill: None,
-        };
-        write!(t, "{value}").map_err(|_| CborError::Custom("Display failed".to_owned()))?;
-        match &t.spill {
-            Some(s) => self.text(s),
-            // The buffer only ever holds whole `&str` pieces, so it is valid UTF-8.
-            None => match std::str::from_utf8(&t.buf[..t.len]) {
-                Ok(s) => self.text(s),
-                Err(_) => return Err(CborError::Unsupported("non-UTF-8 text")),
-            },
-        }
         Ok(())
     }
 
@@ -426,15 +380,6 @@ mod tests {
         assert_eq!(cbor(&vec![1u8, 2]), "820102");
         let long = "x".repeat(100);
         assert!(cbor(&long.as_str()).starts_with("7864"));
-    }
-
-    #[test]
-    fn collected_text_longer_than_the_stack_buffer_is_kept_whole() {
-        let long = "y".repeat(100);
-        let mut w = Writer { out: Vec::new() };
-        assert!(ser::Serializer::collect_str(&mut w, &long).is_ok());
-        assert_eq!(&w.out[..2], &[0x78, 100]);
-        assert_eq!(&w.out[2..], long.as_bytes());
     }
 
     #[test]

@@ -488,6 +488,39 @@ mod tests {
     }
 
     #[test]
+    fn a_nan_number_in_cbor_is_a_warning() {
+        // {"hed": {"rid": 1, "v": "1.0"}, "cmet": {"x": [{"number": NaN}]}}
+        let hex = concat!(
+            "a2",
+            "63686564",
+            "a2",
+            "63726964",
+            "01",
+            "6176",
+            "63312e30",
+            "64636d6574",
+            "a1",
+            "6178",
+            "81",
+            "a1",
+            "666e756d626572",
+            "fb7ff8000000000000"
+        );
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
+        let p = validate(&bytes, Some(Format::Cbor));
+        expect_warning(&p, "cmet.x[0].number", "not a finite number");
+    }
+
+    #[test]
+    fn trailing_bytes_after_a_cbor_report_are_an_error() {
+        let p = validate(&[0xa0, 0x00], Some(Format::Cbor));
+        expect_error(&p, "", "trailing");
+    }
+
+    #[test]
     fn the_format_is_sniffed_from_the_first_byte() {
         assert_eq!(sniff(b"  \n{\"a\":1}"), Format::Json);
         assert_eq!(sniff(&[0xa3, 0x63]), Format::Cbor);

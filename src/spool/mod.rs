@@ -32,7 +32,13 @@
 //! that. A failed write is cut back off the file (best effort; any leftover is cut before the next
 //! write), so after a disk-full or read-only error the spool is unchanged and usable, and a later
 //! call succeeds once space is back. A crash at any moment leaves a valid prefix, a torn tail that
-//! [`Spool::open`] cuts and logs, or a leftover `spool.log.tmp` that it removes.
+//! [`Spool::open`] cuts and logs, or a leftover `spool.log.tmp` that it removes. A damaged record
+//! in the middle (a flipped bit) cuts that record and everything after it: without sync markers a
+//! resync could not be trusted (see [`record`]). `open` never fails on file content; on a disk that
+//! cannot be written it still opens and reads the spool, and the cut waits for the first write.
+//!
+//! A failed `ack` leaves the entry pending: it is published again later, and the service discards
+//! a report id it has already seen (spec D.1), so a retry costs a message, not a duplicate.
 //!
 //! # Bounds and the full policy (style rule 7)
 //! At most `max_reports` entries and `max_bytes` payload bytes are held (pending and history
@@ -195,6 +201,17 @@ pub struct Stats {
     pub dropped_total: u64,
     /// The highest report id ever appended.
     pub last_id: Option<u64>,
+}
+
+/// A read-only view of a spool on disk, from [`Spool::inspect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Every entry with its state, oldest first.
+    pub entries: Vec<(Entry, EntryState)>,
+    /// Counters, as [`Spool::stats`] would give them after an open (before any repair).
+    pub stats: Stats,
+    /// A corrupt or torn tail that an open would cut.
+    pub corrupt_tail: Option<CorruptTail>,
 }
 
 /// What kind of I/O failure an [`Error::Io`] is, so the agent can name the cause.
@@ -368,9 +385,19 @@ impl Spool {
         };
         let tmp = spool.dir.join(TMP_NAME);
         if tmp.exists() {
-            // A compaction was interrupted before its rename: the log is still the truth.
-            fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
-            tracing::debug!(path = %tmp.display(), "Removed an interrupted spool compaction.");
+            // A compaction was interrupted before its rename: the log is still the truth. If the
+            // file cannot go (read-only), the next compaction truncates it anyway.
+            match fs::remove_file(&tmp) {
+                Ok(()) => tracing::debug!(
+                    path = %tmp.display(),
+                    "Removed an interrupted spool compaction."
+                ),
+                Err(e) => tracing::warn!(
+                    path = %tmp.display(),
+                    error = %Error::io("remove", &tmp, e),
+                    "Cannot remove an interrupted spool compaction; leaving it."
+                ),
+            }
         }
         let mut recovery = Recovery {
             entries: 0,
@@ -411,15 +438,22 @@ impl Spool {
                 recovery.corrupt_tail = Some(tail);
                 if valid_len < record::FILE_HEADER_LEN as u64 {
                     rewrite = true;
-                } else {
-                    truncate(&spool.log_path, valid_len)?;
+                } else if let Err(error) = truncate(&spool.log_path, valid_len) {
+                    // Not fatal: every write first cuts the file back to the valid length, and a
+                    // spool on a read-only disk can still be opened and inspected.
+                    tracing::warn!(%error, "Cannot cut the spool's corrupt tail yet; the next write will.");
                 }
             }
             spool.file_len = valid_len;
-            rewrite |= recovery.dropped > 0;
         }
         if rewrite {
+            // No usable file (new, or not even a valid header): nothing can be written without one.
             spool.compact()?;
+        } else if recovery.dropped > 0 {
+            // Persist the drops now; if that fails, replaying the same log drops the same entries.
+            if let Err(error) = spool.compact() {
+                tracing::warn!(%error, "Spool compaction failed; keeping the uncompacted log.");
+            }
         } else {
             spool.maybe_compact();
         }
@@ -457,9 +491,8 @@ impl Spool {
         }
         let victims = self.victims(1, size);
         let mut buf = Vec::with_capacity(victims.len() * 17 + entry.payload.len() + 32);
-        for &index in &victims {
-            let id = self.slots[index].entry.id;
-            record::encode(&Record::Drop { id }, &mut buf);
+        for slot in victims.iter().filter_map(|&i| self.slots.get(i)) {
+            record::encode(&Record::Drop { id: slot.entry.id }, &mut buf);
         }
         record::encode_append(&entry, &mut buf);
         self.write("append to", &buf)?;
@@ -546,18 +579,76 @@ impl Spool {
         let Some(index) = self.index_of(id) else {
             return Ok(false);
         };
-        if matches!(self.slots[index].state, EntryState::Rejected { .. }) {
+        if matches!(
+            self.slots.get(index).map(|s| &s.state),
+            Some(EntryState::Rejected { .. })
+        ) {
             return Ok(false);
         }
         let mut buf = Vec::new();
         record::encode_reject(id, code, message, &mut buf);
         self.write("record a rejected report in", &buf)?;
-        self.slots[index].state = EntryState::Rejected {
-            code: record::truncate_utf8(code, record::MAX_CODE_BYTES).to_owned(),
-            message: record::truncate_utf8(message, record::MAX_MESSAGE_BYTES).to_owned(),
-        };
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.state = EntryState::Rejected {
+                code: record::truncate_utf8(code, record::MAX_CODE_BYTES).to_owned(),
+                message: record::truncate_utf8(message, record::MAX_MESSAGE_BYTES).to_owned(),
+            };
+        }
         self.maybe_compact();
         Ok(true)
+    }
+
+    /// Reads the spool in `settings.dir` without locking, writing or repairing anything: for
+    /// `status` and inspection while an agent may be running. A write in progress may show as a
+    /// corrupt tail here; only [`Spool::open`] cuts it. A missing log file reads as empty.
+    pub fn inspect(settings: &Settings) -> Result<Inspection, Error> {
+        let dir = settings.dir.join(DIR_NAME);
+        let log_path = dir.join(LOG_NAME);
+        let mut spool = Spool {
+            settings: settings.clone(),
+            dir_handle: File::open(&settings.dir)
+                .map_err(|e| Error::io("open directory", &settings.dir, e))?,
+            dir,
+            log_path,
+            slots: VecDeque::new(),
+            payload_bytes: 0,
+            file_len: 0,
+            last_id: None,
+            dropped_total: 0,
+            episode_dropped: 0,
+        };
+        let mut recovery = Recovery {
+            entries: 0,
+            pending: 0,
+            corrupt_tail: None,
+            dropped: 0,
+            ignored_records: 0,
+            last_id: None,
+        };
+        let mut corrupt_tail = None;
+        match fs::metadata(&spool.log_path) {
+            Ok(meta) if meta.is_file() => {
+                let (valid_len, tail) = spool.replay(&mut recovery)?;
+                spool.file_len = valid_len;
+                corrupt_tail = tail.filter(|t| t.len > 0);
+            }
+            Ok(_) => {
+                return Err(Error::NotAFile {
+                    path: spool.log_path,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("inspect", &spool.log_path, e)),
+        }
+        Ok(Inspection {
+            stats: spool.stats(),
+            corrupt_tail,
+            entries: spool
+                .slots
+                .into_iter()
+                .map(|s| (s.entry, s.state))
+                .collect(),
+        })
     }
 
     /// Counters for status output.
@@ -815,7 +906,8 @@ impl Spool {
             // Created but not yet written: treat as a torn creation so it is rewritten.
             return Ok((0, tail(0, Corruption::Torn)));
         }
-        let mut header = vec![0u8; record::FILE_HEADER_LEN.min(file_len as usize)];
+        // Invariant: min(file_len, 8) fits in usize on every target.
+        let mut header = vec![0u8; file_len.min(record::FILE_HEADER_LEN as u64) as usize];
         read_exact(&mut reader, &mut header, &path)?;
         if let Err(reason) = record::check_file_header(&header) {
             return Ok((0, tail(0, reason)));
@@ -889,15 +981,12 @@ impl Spool {
                 });
             }
             Record::Ack { id } | Record::Drop { id } => {
-                match self.index_of(id).and_then(|i| self.slots.remove(i)) {
-                    Some(slot) => {
-                        self.payload_bytes -= slot.entry.payload.len() as u64;
-                        if matches!(rec, Record::Drop { .. }) {
-                            self.dropped_total += 1;
-                        }
+                // Not found: dropped while loading under smaller bounds, already counted.
+                if let Some(slot) = self.index_of(id).and_then(|i| self.slots.remove(i)) {
+                    self.payload_bytes -= slot.entry.payload.len() as u64;
+                    if matches!(rec, Record::Drop { .. }) {
+                        self.dropped_total += 1;
                     }
-                    // Dropped while loading under smaller bounds: nothing left to do.
-                    None => {}
                 }
             }
             Record::Supersede { id } => {

@@ -144,12 +144,14 @@ pub fn check_file_header(bytes: &[u8]) -> Result<(), Corruption> {
     let expected = file_header();
     let n = bytes.len().min(FILE_HEADER_LEN);
     let magic_n = n.min(MAGIC.len());
+    // Invariant: magic_n <= bytes.len() and <= MAGIC.len().
     if bytes[..magic_n] != MAGIC[..magic_n] {
         return Err(Corruption::BadMagic);
     }
     if n < FILE_HEADER_LEN {
         return Err(Corruption::Torn);
     }
+    // Invariant: bytes.len() >= FILE_HEADER_LEN here.
     match bytes[MAGIC.len()] {
         v if v == expected[MAGIC.len()] => Ok(()),
         v => Err(Corruption::UnsupportedVersion(v)),
@@ -307,6 +309,7 @@ pub fn decode_all(bytes: &[u8]) -> Decoded {
     }
     let mut pos = FILE_HEADER_LEN;
     while pos < bytes.len() {
+        // Invariant: pos < bytes.len().
         match decode_frame(&bytes[pos..]) {
             Ok((record, n)) => {
                 records.push(record);

@@ -46,6 +46,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     sync_dir(dir)
 }
 
+/// Replaces `path` with `bytes` atomically (a reader sees the old or the new content) but without
+/// fsync: for files whose loss in a power cut is harmless.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    fs::write(&tmp, bytes).map_err(err("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(err("rename", path))
+}
+
 /// Fsyncs a directory so a rename or a new file in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)

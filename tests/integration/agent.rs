@@ -175,18 +175,26 @@ fn open_spool(state_dir: &Path) -> Spool {
     Spool::open(s).expect("open spool").0
 }
 
+/// `defender-agent status --json`, waiting (bounded) for the daemon's first status file.
 fn status_json(agent: &Agent) -> serde_json::Value {
-    let out = Command::new(agent_bin())
-        .args(["status", "--json", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new(agent_bin())
+            .args(["status", "--json", "--config"])
+            .arg(&agent.config)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 async fn happy_path(format: &str, keys: &str) {
@@ -730,4 +738,136 @@ fn run_dry_run_prints_reports_from_the_built_in_configuration() {
         "{problems:?} in {}",
         String::from_utf8_lossy(&line)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_counts_the_own_links_traffic() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
+    let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(
+            &broker,
+            &pki,
+            "gw-count",
+            &dir.path().join("state"),
+            "",
+            "latest",
+        ),
+    );
+    for _ in 0..3 {
+        endpoint.next_report().await;
+    }
+    agent.wait_log("Report accepted.", 3, Duration::from_secs(10));
+    // The status file is rewritten every sample (1 s here).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let st = status_json(&agent);
+        let all = st["traffic"]["all"].clone();
+        if all["messages_received"].as_u64().unwrap_or(0) >= 3 {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "traffic not counted: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(all["messages_sent"].as_u64().unwrap() >= 3, "{all}");
+    assert!(all["bytes_sent"].as_u64().unwrap() > 300, "{all}");
+    assert!(all["bytes_received"].as_u64().unwrap() > 0, "{all}");
+    assert!(all["connection_attempts"].as_u64().unwrap() >= 1, "{all}");
+    assert_eq!(all["authorization_failures"].as_u64(), Some(0), "{all}");
+    assert!(agent.terminate(Duration::from_secs(10)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_broker_refuses_is_counted_as_an_authorization_failure() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let accepted = "$aws/things/gw-acl/defender/metrics/json/accepted";
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki).with_subscribe_denied(
+        dir.path(),
+        "gw-acl",
+        &[accepted],
+    ));
+    let mut agent = Agent::start(
+        dir.path(),
+        &config_text(
+            &broker,
+            &pki,
+            "gw-acl",
+            &dir.path().join("state"),
+            "",
+            "latest",
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = status_json(&agent);
+        if st["traffic"]["all"]["authorization_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refusal not counted: {st}\nlog:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agent.terminate(Duration::from_secs(10)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration_and_an_invalid_one_is_refused() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
+    let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let long = config_text(&broker, &pki, "gw-hup", &state, "keys = \"long\"", "latest");
+    let agent = Agent::start(dir.path(), &long);
+    let r = endpoint.next_report().await;
+    assert!(String::from_utf8_lossy(&r.payload).contains("\"header\""));
+    // An invalid file: refused, the agent keeps running with the old one.
+    std::fs::write(
+        &agent.config,
+        "thing_name = \"gw-hup\"\n[report]\nkeys = \"tiny\"\n",
+    )
+    .unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    agent.wait_log(
+        "the new configuration is invalid",
+        1,
+        Duration::from_secs(10),
+    );
+    // A valid one with short keys: applied without a restart of the process.
+    let short = config_text(
+        &broker,
+        &pki,
+        "gw-hup",
+        &state,
+        "keys = \"short\"",
+        "latest",
+    );
+    std::fs::write(&agent.config, short).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    agent.wait_log("Configuration reloaded", 1, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = endpoint.next_report().await;
+        assert_eq!(r.invalid, None);
+        if String::from_utf8_lossy(&r.payload).contains("\"hed\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reports never switched to short keys"
+        );
+    }
 }

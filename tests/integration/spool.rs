@@ -97,6 +97,37 @@ fn appended_acked_and_rejected_entries_survive_a_reopen() {
 }
 
 #[test]
+fn inspection_reads_a_locked_spool_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = Spool::inspect(&settings(dir.path())).unwrap();
+    assert!(empty.entries.is_empty());
+    let (mut spool, _) = Spool::open(settings(dir.path())).unwrap();
+    spool.append(entry(1, 10)).unwrap();
+    spool.append(entry(2, 10)).unwrap();
+    spool.reject(1, "InvalidPayload", "Malformed").unwrap();
+    let mut torn = fs::OpenOptions::new()
+        .append(true)
+        .open(spool.log_path())
+        .unwrap();
+    torn.write_all(&[1, 2, 3]).unwrap();
+    let on_disk = fs::read(spool.log_path()).unwrap();
+    // The agent's spool is open (and locked) while we look.
+    let seen = Spool::inspect(&settings(dir.path())).unwrap();
+    assert_eq!(
+        seen.entries.iter().map(|(e, _)| e.id).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(matches!(seen.entries[0].1, EntryState::Rejected { .. }));
+    assert_eq!((seen.stats.pending, seen.stats.rejected), (1, 1));
+    assert_eq!(seen.corrupt_tail.map(|t| t.len), Some(3));
+    assert_eq!(
+        fs::read(spool.log_path()).unwrap(),
+        on_disk,
+        "nothing written"
+    );
+}
+
+#[test]
 fn a_rejected_entry_is_never_offered_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
@@ -250,7 +281,7 @@ fn ids_must_increase_even_after_every_entry_left_and_the_log_was_compacted() {
 }
 
 #[test]
-fn a_torn_last_write_is_cut_logged_once_and_the_rest_survives() {
+fn a_torn_last_write_is_cut_durably_and_the_rest_survives() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (mut spool, _) = Spool::open(settings(dir.path())).unwrap();
@@ -484,6 +515,13 @@ fn full_or_read_only_scenario(
     assert_eq!(spool.stats(), before, "a failed append changes nothing");
     assert_eq!(ids(&spool), [1, 2, 3]);
     assert_eq!(spool.next_to_publish().map(|e| e.id), Some(3));
+    // While the trouble lasts, a restarted agent can still open the spool and read it.
+    drop(spool);
+    let (mut spool, recovery) = Spool::open(settings(dir)).unwrap();
+    assert_eq!((recovery.entries, recovery.corrupt_tail), (3, None));
+    assert_eq!(spool.next_to_publish().map(|e| e.id), Some(3));
+    let error = spool.append(entry(4, 8192)).unwrap_err();
+    assert_eq!(error.io_cause(), Some(cause), "{error}");
     make_room(&spool);
     assert_eq!(
         fs::metadata(spool.log_path()).unwrap().len(),
@@ -497,6 +535,27 @@ fn full_or_read_only_scenario(
     assert_eq!(recovery.corrupt_tail, None);
     assert_eq!(ids(&spool), [2, 3, 4]);
     assert_eq!(spool.get(4).unwrap().0, &entry(4, 8192));
+
+    // A torn tail found while the disk cannot be written: open still succeeds (the cut may have
+    // to wait), and the first write that works cuts it.
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(spool.log_path())
+        .unwrap();
+    log.write_all(&[0x55; 40]).unwrap();
+    drop(log);
+    make_trouble(&spool);
+    drop(spool);
+    let (mut spool, recovery) = Spool::open(settings(dir)).unwrap();
+    assert_eq!(recovery.cut_bytes(), 40);
+    assert_eq!(ids(&spool), [2, 3, 4]);
+    make_room(&spool);
+    spool.append(entry(5, 100)).unwrap();
+    drop(spool);
+    let (spool, recovery) = Spool::open(settings(dir)).unwrap();
+    assert_eq!(recovery.corrupt_tail, None);
+    assert_eq!(ids(&spool), [2, 3, 4, 5]);
+    assert_eq!(spool.get(5).unwrap().0, &entry(5, 100));
 }
 
 #[test]
@@ -692,13 +751,12 @@ fn kill_test_settings(dir: &Path) -> Settings {
 fn writer_role(dir: &Path, seed: u64) {
     let (mut spool, _) = Spool::open(kill_test_settings(dir)).unwrap();
     let mut rng = Rng(seed | 1);
-    let mut next = spool.last_id().map_or(1, |l| l + 1);
+    let first = spool.last_id().map_or(1, |l| l + 1);
     let out = std::io::stdout();
     // libtest has printed "test spool::child_role ... " without a newline: end that line first.
     writeln!(out.lock()).unwrap();
-    for _ in 0..100_000 {
-        let id = next;
-        next += 1;
+    // Bounded so that an orphaned child cannot run forever.
+    for id in first..first + 100_000 {
         writeln!(out.lock(), "a {id}").unwrap();
         spool.append(entry(id, kill_test_len(id))).unwrap();
         writeln!(out.lock(), "A {id}").unwrap();
@@ -891,4 +949,96 @@ fn kill_9_at_random_moments_loses_nothing_that_was_appended() {
         model.attempted.len(),
         compacted_or_grew.values().collect::<Vec<_>>()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay equals memory.
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    Ack(usize),
+    Reject(usize),
+    Supersede(usize),
+    Reopen,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0usize..3000).prop_map(Op::Append),
+        2 => (0usize..8).prop_map(Op::Ack),
+        1 => (0usize..8).prop_map(Op::Reject),
+        1 => (0usize..8).prop_map(Op::Supersede),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+type Snapshot = Vec<(Entry, EntryState)>;
+
+fn snapshot(spool: &Spool) -> Snapshot {
+    spool
+        .entries()
+        .map(|(e, s)| (e.clone(), s.clone()))
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Whatever the operations (including drops and compactions), reopening the spool yields
+    /// exactly the entries, states and counters the live spool held, and the bounds hold.
+    #[test]
+    fn reopening_after_any_operations_restores_exactly_the_live_state(
+        ops in proptest::collection::vec(op(), 1..40),
+        backlog_all in proptest::bool::ANY,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.max_reports = 5;
+        s.max_bytes = 6000;
+        s.backlog = if backlog_all { Backlog::All } else { Backlog::Latest };
+        let (mut spool, _) = Spool::open(s.clone()).unwrap();
+        let mut next_id = 1;
+        for op in ops {
+            // Operations address held entries by position, so they mostly hit something.
+            let held: Vec<u64> = ids(&spool);
+            let pick = |i: usize| held.get(i % held.len().max(1)).copied().unwrap_or(0);
+            match op {
+                Op::Append(len) => {
+                    spool.append(entry(next_id, len)).unwrap();
+                    next_id += 1;
+                }
+                Op::Ack(i) => {
+                    spool.ack(pick(i)).unwrap();
+                }
+                Op::Reject(i) => {
+                    spool.reject(pick(i), "InvalidPayload", "Malformed").unwrap();
+                }
+                Op::Supersede(i) => {
+                    spool.supersede_older_than(pick(i)).unwrap();
+                }
+                Op::Reopen => {
+                    let before = (snapshot(&spool), spool.stats());
+                    drop(spool);
+                    let (again, recovery) = Spool::open(s.clone()).unwrap();
+                    proptest::prop_assert_eq!(recovery.corrupt_tail, None);
+                    proptest::prop_assert_eq!((snapshot(&again), again.stats()), before);
+                    spool = again;
+                }
+            }
+            let stats = spool.stats();
+            proptest::prop_assert!(stats.pending + stats.superseded + stats.rejected <= 5);
+            proptest::prop_assert!(stats.bytes <= 6000);
+            let order = ids(&spool);
+            proptest::prop_assert!(order.windows(2).all(|w| w[0] < w[1]));
+        }
+        let before = (snapshot(&spool), spool.stats(), spool.next_to_publish().cloned());
+        drop(spool);
+        let (again, _) = Spool::open(s).unwrap();
+        proptest::prop_assert_eq!(
+            (snapshot(&again), again.stats(), again.next_to_publish().cloned()),
+            before
+        );
+    }
 }
