@@ -3,10 +3,10 @@
 # ARM release builds (each target built once, by cross/build.sh as a user would), glibc floor, size
 # budget, `report` + `validate` for each ARM binary under qemu-user, the library tests for aarch64
 # under qemu-user, and the Debian packages for amd64, arm64 and armhf checked by .ci/deb-check.sh.
-# Nothing is cached: every tool it needs is installed here. Time on the 2-core CI machine: about
-# 50 s when everything is already built; from clean, cargo-deb (~2 min), two ARM release builds
-# (~1.5-2 min each), the aarch64 test build (~2 min), the amd64 release build (~2 min) and
-# packaging: roughly 10-12 minutes (estimated from builds measured at -j 1 on a loaded machine).
+# Nothing is cached: every tool it needs is installed here. Measured on the 2-core machine shared
+# with other builds: 50 s with everything built; 6 min at -j 1 with dependencies built (only the
+# crate and LTO per target). From clean add cargo-deb (~2 min) and the dependencies of four builds
+# (aarch64 + armv7 release, aarch64 test, amd64 release): about 10-15 minutes in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
