@@ -1,0 +1,2 @@
+//! Unit tests for the pure manage rules.
+use super::*;
