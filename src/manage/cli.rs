@@ -399,7 +399,11 @@ fn print_out(text: &str) {
     let _ = writeln!(out, "{text}");
 }
 
-fn finish(result: Result<Option<String>, Failure>, reload: bool, config: Option<&Config>) -> ExitCode {
+fn finish(
+    result: Result<Option<String>, Failure>,
+    reload: bool,
+    config: Option<&Config>,
+) -> ExitCode {
     match result {
         Ok(response) => {
             if let Some(r) = response {
@@ -499,20 +503,18 @@ fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> 
             let req: CreateDimensionRequest = request(input(&common).as_deref(), flags.0)?;
             check_dimension_name(&req.name)?;
             let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
-            let created = create_dimension(
-                existing.as_ref().map(|e| &e.record),
-                req,
-                now_secs(),
-                &arns,
-            )?;
+            let created =
+                create_dimension(existing.as_ref().map(|e| &e.record), req, now_secs(), &arns)?;
             if let Some(rec) = &created.write {
                 d.dimensions.write(rec, None)??;
             }
             Ok(value(&created.response))
         }
         DimensionVerb::Describe { common, name } => {
-            let req: DimensionNameRequest =
-                request(input(&common).as_deref(), Flags::default().s("name", name).0)?;
+            let req: DimensionNameRequest = request(
+                input(&common).as_deref(),
+                Flags::default().s("name", name).0,
+            )?;
             check_dimension_name(&req.name)?;
             let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
             let out = describe_dimension(&req.name, existing.as_ref().map(|e| &e.record))?;
@@ -529,12 +531,8 @@ fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> 
             let req: UpdateDimensionRequest = request(input(&common).as_deref(), flags.0)?;
             check_dimension_name(&req.name)?;
             let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
-            let new = update_dimension(
-                existing.as_ref().map(|e| &e.record),
-                req,
-                now_secs(),
-                &arns,
-            )?;
+            let new =
+                update_dimension(existing.as_ref().map(|e| &e.record), req, now_secs(), &arns)?;
             d.dimensions
                 .write(&new, existing.as_ref().map(|e| e.path.as_path()))??;
             Ok(value(&new.dimension))
@@ -554,8 +552,10 @@ fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> 
             Ok(value(&list_dimensions(names, &req)?))
         }
         DimensionVerb::Delete { common, name } => {
-            let req: DimensionNameRequest =
-                request(input(&common).as_deref(), Flags::default().s("name", name).0)?;
+            let req: DimensionNameRequest = request(
+                input(&common).as_deref(),
+                Flags::default().s("name", name).0,
+            )?;
             check_dimension_name(&req.name)?;
             let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
             let profiles = files::profiles(&d.profiles)?;
@@ -614,8 +614,7 @@ fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Fail
             let flags = Flags::default()
                 .profile(fields)?
                 .json("tags", "tags", tags)?;
-            let req: CreateSecurityProfileRequest =
-                request(input(&common).as_deref(), flags.0)?;
+            let req: CreateSecurityProfileRequest = request(input(&common).as_deref(), flags.0)?;
             check_profile_name(&req.security_profile_name)?;
             let existing = d
                 .profiles
@@ -666,8 +665,7 @@ fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Fail
                     delete_additional_metrics_to_retain,
                 )
                 .i("expectedVersion", expected_version);
-            let req: UpdateSecurityProfileRequest =
-                request(input(&common).as_deref(), flags.0)?;
+            let req: UpdateSecurityProfileRequest = request(input(&common).as_deref(), flags.0)?;
             check_profile_name(&req.security_profile_name)?;
             let existing = d
                 .profiles

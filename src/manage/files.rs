@@ -201,9 +201,7 @@ pub fn profiles(dir: &Dir) -> Result<Vec<SecurityProfile>, FilesError> {
 
 /// Reads the custom metric definitions from files or directories (for STRICT validation);
 /// unreadable ones are reported as warnings.
-pub fn custom_metrics(
-    paths: &[PathBuf],
-) -> (Vec<crate::detect::CustomMetric>, Vec<String>) {
+pub fn custom_metrics(paths: &[PathBuf]) -> (Vec<crate::detect::CustomMetric>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut files = Vec::new();

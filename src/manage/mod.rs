@@ -102,7 +102,10 @@ impl Default for Arns {
 impl Arns {
     /// `arn:aws:iot:<region>:<account>:dimension/<name>`.
     pub fn dimension(&self, name: &str) -> String {
-        format!("arn:aws:iot:{}:{}:dimension/{name}", self.region, self.account)
+        format!(
+            "arn:aws:iot:{}:{}:dimension/{name}",
+            self.region, self.account
+        )
     }
     /// `arn:aws:iot:<region>:<account>:securityprofile/<name>`.
     pub fn profile(&self, name: &str) -> String {
@@ -268,7 +271,10 @@ pub fn check_profile_name(name: &str) -> Result<(), ManageError> {
 fn check_tags(tags: Option<&Vec<Tag>>) -> Result<(), ManageError> {
     for t in tags.into_iter().flatten() {
         if t.key.is_empty() || t.key.chars().count() > 128 {
-            return Err(invalid(format!("tag key {:?} must be 1-128 characters", t.key)));
+            return Err(invalid(format!(
+                "tag key {:?} must be 1-128 characters",
+                t.key
+            )));
         }
         if t.value.as_ref().is_some_and(|v| v.chars().count() > 256) {
             return Err(invalid(format!(
@@ -305,7 +311,9 @@ pub fn create_dimension(
     check_tags(req.tags.as_ref())?;
     if let Some(t) = &req.client_request_token {
         if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid("clientRequestToken must be 1-64 printable characters"));
+            return Err(invalid(
+                "clientRequestToken must be 1-64 printable characters",
+            ));
         }
     }
     let request_value = to_value(&req);
@@ -514,8 +522,12 @@ pub fn list_dimensions(
     names: Vec<String>,
     req: &ListDimensionsRequest,
 ) -> Result<ListDimensionsResponse, ManageError> {
-    let (dimension_names, next_token) =
-        paginate(names, "dimensions", req.next_token.as_deref(), req.max_results)?;
+    let (dimension_names, next_token) = paginate(
+        names,
+        "dimensions",
+        req.next_token.as_deref(),
+        req.max_results,
+    )?;
     Ok(ListDimensionsResponse {
         dimension_names,
         next_token,
@@ -904,8 +916,7 @@ pub fn list_profiles(
         req.metric_name.as_deref().unwrap_or("")
     );
     let names = arn_of.keys().map(|n| n.to_string()).collect();
-    let (page, next_token) =
-        paginate(names, &filter, req.next_token.as_deref(), req.max_results)?;
+    let (page, next_token) = paginate(names, &filter, req.next_token.as_deref(), req.max_results)?;
     Ok(ListSecurityProfilesResponse {
         security_profile_identifiers: page
             .into_iter()

@@ -102,7 +102,10 @@ fn a_different_request_under_an_existing_dimension_name_is_refused() {
 fn a_dimension_is_validated_strictly_on_create_and_update() {
     let err = create_dimension(None, dim_req("D", &["a/#/b"], None), NOW, &arns()).unwrap_err();
     assert_eq!(err.code(), "InvalidRequestException");
-    assert!(err.message().contains("not a valid MQTT topic filter"), "{err}");
+    assert!(
+        err.message().contains("not a valid MQTT topic filter"),
+        "{err}"
+    );
     let mut req = dim_req("D", &["a"], None);
     req.dimension_type = "SOURCE_IP".to_owned();
     assert!(create_dimension(None, req, NOW, &arns()).is_err());
@@ -154,7 +157,7 @@ fn a_missing_dimension_is_not_found() {
 fn a_dimension_used_by_a_profile_cannot_be_deleted() {
     let d = stored_dim("Auth", None);
     let p = stored_profile("P", "Auth");
-    let err = check_delete_dimension("Auth", Some(&d), &[p.profile.clone()]).unwrap_err();
+    let err = check_delete_dimension("Auth", Some(&d), std::slice::from_ref(&p.profile)).unwrap_err();
     assert_eq!(err.code(), "InvalidRequestException");
     assert!(err.message().contains('P'), "{err}");
     assert!(check_delete_dimension("Auth", Some(&d), &[]).is_ok());
@@ -228,8 +231,14 @@ fn a_behavior_that_fails_strict_validation_is_refused() {
     let b = behavior(
         r#"{"name":"Authorization","metric":"aws:num-authorization-failures","criteria":{"comparisonOperator":"less-than","value":{"count":5},"durationSeconds":300,"consecutiveDatapointsToAlarm":100000}}"#,
     );
-    let err = create_profile(None, profile_req("P", vec![b]), &ctx_with(&[]), NOW, &arns())
-        .unwrap_err();
+    let err = create_profile(
+        None,
+        profile_req("P", vec![b]),
+        &ctx_with(&[]),
+        NOW,
+        &arns(),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "InvalidRequestException");
     assert!(
         err.message()
@@ -250,8 +259,14 @@ fn a_behavior_that_fails_strict_validation_is_refused() {
 
 #[test]
 fn a_name_that_breaks_the_api_pattern_is_refused() {
-    let err = create_profile(None, profile_req("my profile", vec![]), &ctx_with(&[]), NOW, &arns())
-        .unwrap_err();
+    let err = create_profile(
+        None,
+        profile_req("my profile", vec![]),
+        &ctx_with(&[]),
+        NOW,
+        &arns(),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "InvalidRequestException");
     assert!(create_dimension(None, dim_req("../x", &["a"], None), NOW, &arns()).is_err());
     assert!(describe_profile(&"x".repeat(129), None).is_err());
@@ -360,7 +375,10 @@ fn list_profiles_filters_by_dimension_and_metric() {
         metric_name: Some("aws:num-messages-sent".into()),
         ..Default::default()
     };
-    assert_eq!(names(list_profiles(&all, &req, &arns()).unwrap()), ["A", "B"]);
+    assert_eq!(
+        names(list_profiles(&all, &req, &arns()).unwrap()),
+        ["A", "B"]
+    );
     let req = ListSecurityProfilesRequest::default();
     assert_eq!(
         names(list_profiles(&all, &req, &arns()).unwrap()),

@@ -29,7 +29,11 @@ impl Out {
     }
     /// The API error: exit 2 and `{"__type","message"}` on stderr.
     fn api_error(&self, ty: &str) -> String {
-        assert_eq!(self.code, 2, "stdout: {} stderr: {}", self.json, self.stderr);
+        assert_eq!(
+            self.code, 2,
+            "stdout: {} stderr: {}",
+            self.json, self.stderr
+        );
         let e: Value = serde_json::from_str(&self.stderr)
             .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", self.stderr));
         assert_eq!(e["__type"], ty, "{e}");
@@ -91,7 +95,10 @@ impl Env {
     }
 
     fn json(&self, args: &[&str], request: &Value) -> Out {
-        let file = self.input("request.json", &serde_json::to_string_pretty(request).unwrap());
+        let file = self.input(
+            "request.json",
+            &serde_json::to_string_pretty(request).unwrap(),
+        );
         let mut a = args.to_vec();
         a.push("--cli-input-json");
         a.push(&file);
@@ -194,7 +201,10 @@ fn dimensions_round_trip_through_every_command_with_flags() {
     let text = std::fs::read_to_string(env.dimensions().join("Auth.json")).unwrap();
     let loaded = detect::load_dimension(&text, "Auth.json", Format::Json, Mode::Strict).unwrap();
     assert_eq!(loaded.string_values, vec!["device/${iot:ClientId}/auth"]);
-    assert_eq!(env.run(&["dimensions", "delete", "--name", "Auth"]).ok(), json!({}));
+    assert_eq!(
+        env.run(&["dimensions", "delete", "--name", "Auth"]).ok(),
+        json!({})
+    );
     env.run(&["dimensions", "describe", "--name", "Auth"])
         .api_error("ResourceNotFoundException");
     assert!(env.snapshot().is_empty());
@@ -210,7 +220,9 @@ fn dimensions_round_trip_through_every_command_with_cli_input_json() {
         )
         .ok();
     assert_eq!(created["name"], "Auth");
-    let d = env.json(&["dimensions", "describe"], &json!({"name":"Auth"})).ok();
+    let d = env
+        .json(&["dimensions", "describe"], &json!({"name":"Auth"}))
+        .ok();
     assert_eq!(d["arn"], created["arn"]);
     let u = env
         .json(
@@ -219,10 +231,16 @@ fn dimensions_round_trip_through_every_command_with_cli_input_json() {
         )
         .ok();
     assert_eq!(u["stringValues"], json!(["a/+"]));
-    let l = env.json(&["dimensions", "list"], &json!({"maxResults": 10})).ok();
+    let l = env
+        .json(&["dimensions", "list"], &json!({"maxResults": 10}))
+        .ok();
     assert_eq!(l["dimensionNames"], json!(["Auth"]));
-    env.json(&["dimensions", "delete"], &json!({"name":"Auth"})).ok();
-    assert_eq!(env.run(&["dimensions", "list"]).ok()["dimensionNames"], json!([]));
+    env.json(&["dimensions", "delete"], &json!({"name":"Auth"}))
+        .ok();
+    assert_eq!(
+        env.run(&["dimensions", "list"]).ok()["dimensionNames"],
+        json!([])
+    );
 }
 
 #[test]
@@ -247,7 +265,12 @@ fn security_profiles_round_trip_through_every_command_in_both_shapes() {
     assert_eq!(created["securityProfileName"], "Json");
     for name in ["Edge", "Json"] {
         let by_flag = env
-            .run(&["security-profiles", "describe", "--security-profile-name", name])
+            .run(&[
+                "security-profiles",
+                "describe",
+                "--security-profile-name",
+                name,
+            ])
             .ok();
         let by_json = env
             .json(
@@ -299,8 +322,13 @@ fn security_profiles_round_trip_through_every_command_in_both_shapes() {
     .unwrap()];
     let p = load_profile_file(&env.profiles().join("Edge.json"), &dims);
     assert_eq!(p.behaviors.len(), 1);
-    env.run(&["security-profiles", "delete", "--security-profile-name", "Edge"])
-        .ok();
+    env.run(&[
+        "security-profiles",
+        "delete",
+        "--security-profile-name",
+        "Edge",
+    ])
+    .ok();
     env.json(
         &["security-profiles", "delete"],
         &json!({"securityProfileName":"Json","expectedVersion":3}),
@@ -310,8 +338,13 @@ fn security_profiles_round_trip_through_every_command_in_both_shapes() {
         env.run(&["security-profiles", "list"]).ok(),
         json!({"securityProfileIdentifiers":[]})
     );
-    env.run(&["security-profiles", "describe", "--security-profile-name", "Edge"])
-        .api_error("ResourceNotFoundException");
+    env.run(&[
+        "security-profiles",
+        "describe",
+        "--security-profile-name",
+        "Edge",
+    ])
+    .api_error("ResourceNotFoundException");
 }
 
 #[test]
@@ -332,15 +365,24 @@ fn create_with_the_same_token_is_idempotent_and_a_different_request_already_exis
     let first = env.run(&args).ok();
     let before = env.snapshot();
     assert_eq!(env.run(&args).ok(), first);
-    assert_eq!(env.snapshot(), before, "an idempotent repeat rewrites nothing");
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "an idempotent repeat rewrites nothing"
+    );
     let mut other = args.to_vec();
     other[7] = "other/#";
     env.run(&other).api_error("ResourceAlreadyExistsException");
     create_profile(&env, "P", BEHAVIORS);
     let again = create_profile(&env, "P", BEHAVIORS);
     assert_eq!(again["securityProfileName"], "P");
-    env.run(&["security-profiles", "create", "--security-profile-name", "P"])
-        .api_error("ResourceAlreadyExistsException");
+    env.run(&[
+        "security-profiles",
+        "create",
+        "--security-profile-name",
+        "P",
+    ])
+    .api_error("ResourceAlreadyExistsException");
     assert_eq!(env.snapshot().len(), 2);
 }
 
@@ -421,8 +463,13 @@ fn lists_paginate_with_next_token_and_filter_by_dimension() {
         if i % 2 == 0 {
             create_profile(&env, &name, BEHAVIORS);
         } else {
-            env.run(&["security-profiles", "create", "--security-profile-name", &name])
-                .ok();
+            env.run(&[
+                "security-profiles",
+                "create",
+                "--security-profile-name",
+                &name,
+            ])
+            .ok();
         }
     }
     let mut names = Vec::new();
@@ -536,8 +583,22 @@ fn bad_input_is_a_clear_error_and_leaves_nothing_on_disk() {
 
     // Names that break the API pattern.
     for args in [
-        vec!["security-profiles", "create", "--security-profile-name", "my profile"],
-        vec!["dimensions", "create", "--name", "../escape", "--type", "TOPIC_FILTER", "--string-values", "a"],
+        vec![
+            "security-profiles",
+            "create",
+            "--security-profile-name",
+            "my profile",
+        ],
+        vec![
+            "dimensions",
+            "create",
+            "--name",
+            "../escape",
+            "--type",
+            "TOPIC_FILTER",
+            "--string-values",
+            "a",
+        ],
         vec!["dimensions", "describe", "--name", "a/b"],
     ] {
         let m = env.run(&args).api_error("InvalidRequestException");
@@ -556,7 +617,11 @@ fn bad_input_is_a_clear_error_and_leaves_nothing_on_disk() {
     ])
     .api_error("InvalidRequestException");
 
-    assert_eq!(env.snapshot(), before, "nothing written, no temporary file left");
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "nothing written, no temporary file left"
+    );
     assert!(!env.dir.path().join("escape.json").exists());
 }
 
@@ -581,7 +646,10 @@ fn arns_take_region_and_account_from_the_environment() {
             ],
         )
         .ok();
-    assert_eq!(out["arn"], "arn:aws:iot:eu-west-1:123456789012:dimension/Auth");
+    assert_eq!(
+        out["arn"],
+        "arn:aws:iot:eu-west-1:123456789012:dimension/Auth"
+    );
 }
 
 #[test]
