@@ -478,6 +478,10 @@ pub fn run_dimensions(args: DimensionsArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return finish(Err(e), false, None),
     };
+    let _lock = match files::DirLock::acquire(&[&d.profiles.path, &d.dimensions.path]) {
+        Ok(l) => l,
+        Err(e) => return finish(Err(e.into()), false, None),
+    };
     let result = dimensions(&d, args.verb);
     finish(result, common.reload, Some(&d.config))
 }
@@ -597,6 +601,10 @@ pub fn run_security_profiles(args: SecurityProfilesArgs) -> ExitCode {
     let d = match dirs(&common.config) {
         Ok(d) => d,
         Err(e) => return finish(Err(e), false, None),
+    };
+    let _lock = match files::DirLock::acquire(&[&d.profiles.path, &d.dimensions.path]) {
+        Ok(l) => l,
+        Err(e) => return finish(Err(e.into()), false, None),
     };
     let result = security_profiles(&d, args.verb);
     finish(result, common.reload, Some(&d.config))

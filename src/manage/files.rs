@@ -189,6 +189,53 @@ impl Dir {
     }
 }
 
+/// An exclusive `flock(2)` on the managed directories, held for one command so two commands
+/// never interleave their read-modify-write. Locks the directory itself: no lock file appears
+/// among the profiles. Released on drop (closing the descriptors).
+#[derive(Debug)]
+pub struct DirLock {
+    _held: Vec<fs::File>,
+}
+
+impl DirLock {
+    /// Creates the directories if needed and locks each once (in sorted order, so two commands
+    /// cannot deadlock; a directory named twice is locked once).
+    pub fn acquire(dirs: &[&Path]) -> Result<DirLock, FilesError> {
+        use std::os::fd::AsRawFd;
+        let mut paths = Vec::new();
+        for d in dirs {
+            crate::store::ensure_dir(d)?;
+            let canon = fs::canonicalize(d).map_err(|source| FilesError::Io {
+                op: "resolve",
+                path: d.to_path_buf(),
+                source,
+            })?;
+            paths.push(canon);
+        }
+        paths.sort();
+        paths.dedup();
+        let mut held = Vec::new();
+        for p in paths {
+            let f = fs::File::open(&p).map_err(|source| FilesError::Io {
+                op: "open directory",
+                path: p.clone(),
+                source,
+            })?;
+            // SAFETY: flock on a descriptor we own; no memory is shared with the kernel.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if rc != 0 {
+                return Err(FilesError::Io {
+                    op: "lock directory",
+                    path: p,
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            held.push(f);
+        }
+        Ok(DirLock { _held: held })
+    }
+}
+
 /// The profiles of a directory (for dimension-in-use checks and list filters).
 pub fn profiles(dir: &Dir) -> Result<Vec<SecurityProfile>, FilesError> {
     Ok(dir

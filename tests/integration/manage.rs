@@ -660,3 +660,64 @@ fn a_config_without_detect_is_bad_input() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("[detect]"), "{}", out.stderr);
 }
+
+#[test]
+fn reload_sends_sighup_to_the_daemon_named_in_the_status_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    // A stand-in daemon: `sleep` dies of the SIGHUP the command sends.
+    let mut daemon = Command::new("sleep").arg("60").spawn().expect("run sleep");
+    let state = env.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let status = defender_agent::status::Status {
+        pid: daemon.id(),
+        thing_name: "t".into(),
+        started_at: 0,
+        updated_at: 0,
+        connection: defender_agent::status::LinkState::Connected,
+        last_error: None,
+        last_report: None,
+        last_answer: None,
+        spool: Default::default(),
+        traffic: None,
+    };
+    defender_agent::status::write(&state, &status).unwrap();
+    let out = env.run(&[
+        "dimensions",
+        "create",
+        "--name",
+        "Auth",
+        "--type",
+        "TOPIC_FILTER",
+        "--string-values",
+        "a",
+        "--reload",
+    ]);
+    let code = out.code;
+    if code != 0 {
+        let _ = daemon.kill();
+    }
+    assert_eq!(code, 0, "{}", out.stderr);
+    let exit = daemon.wait().unwrap();
+    assert_eq!(exit.signal(), Some(libc::SIGHUP), "{exit:?}");
+}
+
+#[test]
+fn reload_without_a_running_daemon_fails_after_the_change_is_written() {
+    let env = Env::new();
+    let out = env.run(&[
+        "dimensions",
+        "create",
+        "--name",
+        "Auth",
+        "--type",
+        "TOPIC_FILTER",
+        "--string-values",
+        "a",
+        "--reload",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("--reload"), "{}", out.stderr);
+    assert_eq!(out.json["name"], "Auth");
+    assert!(env.dimensions().join("Auth.json").exists());
+}
