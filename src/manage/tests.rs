@@ -157,7 +157,8 @@ fn a_missing_dimension_is_not_found() {
 fn a_dimension_used_by_a_profile_cannot_be_deleted() {
     let d = stored_dim("Auth", None);
     let p = stored_profile("P", "Auth");
-    let err = check_delete_dimension("Auth", Some(&d), std::slice::from_ref(&p.profile)).unwrap_err();
+    let err =
+        check_delete_dimension("Auth", Some(&d), std::slice::from_ref(&p.profile)).unwrap_err();
     assert_eq!(err.code(), "InvalidRequestException");
     assert!(err.message().contains('P'), "{err}");
     assert!(check_delete_dimension("Auth", Some(&d), &[]).is_ok());

@@ -721,3 +721,71 @@ fn reload_without_a_running_daemon_fails_after_the_change_is_written() {
     assert_eq!(out.json["name"], "Auth");
     assert!(env.dimensions().join("Auth.json").exists());
 }
+
+/// Loads a profiles directory the way the daemon does (LOAD mode, every `.json`).
+fn load_dir(dir: &Path, ctx: &ValidationContext) -> Vec<detect::SecurityProfile> {
+    let mut out = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let name = p.display().to_string();
+        out.push(
+            detect::load_profile(&text, &name, Format::Json, ctx, Mode::Load)
+                .unwrap()
+                .profile,
+        );
+    }
+    out
+}
+
+#[test]
+fn deleting_a_profile_in_alarm_invalidates_its_violations_on_reload() {
+    use defender_agent::detect::violation::ViolationEventType;
+    use defender_agent::detect::{DetectEngine, EngineSettings, TrafficLog, TrafficRecord};
+    let env = Env::new();
+    create_profile(
+        &env,
+        "P",
+        r#"[{"name":"Chatty","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than-equals","value":{"count":1},"durationSeconds":300}}]"#,
+    );
+    let ctx = ValidationContext::default();
+    let mut engine = DetectEngine::new(
+        EngineSettings::new("t1"),
+        &load_dir(&env.profiles(), &ctx),
+        &ctx,
+    );
+    let mut log = TrafficLog::new("c1");
+    for k in 0..15 {
+        log.record(
+            299_000 - k,
+            TrafficRecord::Publish {
+                topic: "x".into(),
+                bytes: 10,
+            },
+        );
+    }
+    let evs = engine.evaluate_cloud(&log, 300_000);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(
+        evs[0].event.violation_event_type,
+        ViolationEventType::InAlarm
+    );
+    env.run(&[
+        "security-profiles",
+        "delete",
+        "--security-profile-name",
+        "P",
+    ])
+    .ok();
+    let evs = engine.reconfigure(&load_dir(&env.profiles(), &ctx), &ctx, 400_000);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(
+        evs[0].event.violation_event_type,
+        ViolationEventType::AlarmInvalidated
+    );
+    assert!(engine.active_violations().is_empty());
+}
