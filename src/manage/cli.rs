@@ -482,8 +482,13 @@ pub fn run_dimensions(args: DimensionsArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return finish(Err(e.into()), false, None),
     };
+    // Describe and List change nothing: no reason to wake the daemon.
+    let changes = !matches!(
+        args.verb,
+        DimensionVerb::Describe { .. } | DimensionVerb::List { .. }
+    );
     let result = dimensions(&d, args.verb);
-    finish(result, common.reload, Some(&d.config))
+    finish(result, common.reload && changes, Some(&d.config))
 }
 
 fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> {
@@ -606,8 +611,12 @@ pub fn run_security_profiles(args: SecurityProfilesArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return finish(Err(e.into()), false, None),
     };
+    let changes = !matches!(
+        args.verb,
+        ProfileVerb::Describe { .. } | ProfileVerb::List { .. }
+    );
     let result = security_profiles(&d, args.verb);
-    finish(result, common.reload, Some(&d.config))
+    finish(result, common.reload && changes, Some(&d.config))
 }
 
 fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Failure> {

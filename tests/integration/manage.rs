@@ -789,3 +789,36 @@ fn deleting_a_profile_in_alarm_invalidates_its_violations_on_reload() {
     );
     assert!(engine.active_violations().is_empty());
 }
+
+#[test]
+fn a_temporary_file_left_by_a_crash_is_ignored_and_replaced() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.profiles()).unwrap();
+    // What a crash between write and rename leaves: a half file under the temporary name.
+    std::fs::write(
+        env.profiles().join("P.json.tmp"),
+        "{\"securityProfileName\":\"P\",\"behav",
+    )
+    .unwrap();
+    assert_eq!(
+        env.run(&["security-profiles", "list"]).ok(),
+        json!({"securityProfileIdentifiers":[]})
+    );
+    env.run(&[
+        "security-profiles",
+        "create",
+        "--security-profile-name",
+        "P",
+    ])
+    .ok();
+    assert!(!env.profiles().join("P.json.tmp").exists());
+    let p = env
+        .run(&[
+            "security-profiles",
+            "describe",
+            "--security-profile-name",
+            "P",
+        ])
+        .ok();
+    assert_eq!(p["version"], 1);
+}
