@@ -822,3 +822,83 @@ fn a_temporary_file_left_by_a_crash_is_ignored_and_replaced() {
         .ok();
     assert_eq!(p["version"], 1);
 }
+
+#[test]
+fn concurrent_updates_with_the_same_expected_version_let_exactly_one_through() {
+    let env = Env::new();
+    create_profile(&env, "P", "[]");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(agent_bin())
+                .args(["security-profiles", "update", "--config"])
+                .arg(&env.config)
+                .args([
+                    "--security-profile-name",
+                    "P",
+                    "--security-profile-description",
+                    &format!("writer {i}"),
+                    "--expected-version",
+                    "1",
+                ])
+                .env("DEFENDER_AGENT_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code().unwrap_or(-1))
+        .collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|&&c| c == 2).count(), 3, "{codes:?}");
+    let p = env
+        .run(&[
+            "security-profiles",
+            "describe",
+            "--security-profile-name",
+            "P",
+        ])
+        .ok();
+    assert_eq!(p["version"], 2);
+}
+
+#[test]
+fn a_hand_written_toml_dimension_is_listed_and_described_but_not_rewritten() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.dimensions()).unwrap();
+    std::fs::write(
+        env.dimensions().join("hand.toml"),
+        "# mine\nname = \"Hand\"\ntype = \"TOPIC_FILTER\"\nstringValues = [\"a/+\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        env.run(&["dimensions", "list"]).ok(),
+        json!({"dimensionNames":["Hand"]})
+    );
+    let d = env.run(&["dimensions", "describe", "--name", "Hand"]).ok();
+    assert_eq!(d["stringValues"], json!(["a/+"]));
+    let m = env
+        .run(&[
+            "dimensions",
+            "update",
+            "--name",
+            "Hand",
+            "--string-values",
+            "b",
+        ])
+        .api_error("InvalidRequestException");
+    assert!(m.contains("hand.toml"), "{m}");
+    env.run(&[
+        "dimensions",
+        "create",
+        "--name",
+        "Hand",
+        "--type",
+        "TOPIC_FILTER",
+        "--string-values",
+        "a/+",
+    ])
+    .api_error("ResourceAlreadyExistsException");
+}
