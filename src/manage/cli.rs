@@ -10,10 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::files::{self, Dir, FilesError};
+use super::files::FilesError;
+use super::ops::{Managed, OpError, Reply};
 use super::*;
 use crate::config::Config;
 use crate::detect::profile::parse_json;
@@ -266,9 +266,7 @@ fn now_secs() -> f64 {
 }
 
 struct Dirs {
-    profiles: Dir,
-    dimensions: Dir,
-    custom_metrics: Vec<PathBuf>,
+    managed: Managed,
     config: Config,
 }
 
@@ -280,20 +278,9 @@ fn dirs(config_path: &Path) -> Result<Dirs, Failure> {
             config_path.display()
         )));
     };
-    let first = |v: &[PathBuf], key: &str| {
-        v.first().cloned().ok_or_else(|| {
-            Failure::Setup(format!(
-                "{}: detect.{key} is empty; name the directory to manage",
-                config_path.display()
-            ))
-        })
-    };
-    Ok(Dirs {
-        profiles: Dir::new(first(&d.profiles, "profiles")?),
-        dimensions: Dir::new(first(&d.dimensions, "dimensions")?),
-        custom_metrics: d.custom_metrics.clone(),
-        config,
-    })
+    let managed = Managed::from_config(&d)
+        .map_err(|e| Failure::Setup(format!("{}: {e}", config_path.display())))?;
+    Ok(Dirs { managed, config })
 }
 
 fn read_arg_file(arg: &str) -> Result<(String, String), ManageError> {
@@ -460,9 +447,24 @@ fn signal_daemon(config: &Config) -> Result<(), String> {
     }
 }
 
-/// The response as pretty JSON in the API's field order.
-fn value<T: Serialize>(t: &T) -> Option<String> {
-    serde_json::to_string_pretty(t).ok()
+fn done(r: Reply) -> Option<String> {
+    warn(&r.warnings);
+    Some(r.json)
+}
+
+impl From<OpError> for Failure {
+    fn from(e: OpError) -> Failure {
+        match e {
+            OpError::Api(e) => Failure::Api(e),
+            OpError::Files(e) => Failure::Files(e),
+        }
+    }
+}
+
+fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("defender-agent: warning: {w}");
+    }
 }
 
 /// Runs a `dimensions` verb; the returned code is the process exit code.
@@ -478,23 +480,19 @@ pub fn run_dimensions(args: DimensionsArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return finish(Err(e), false, None),
     };
-    let _lock = match files::DirLock::acquire(&[&d.profiles.path, &d.dimensions.path]) {
-        Ok(l) => l,
-        Err(e) => return finish(Err(e.into()), false, None),
-    };
     // Describe and List change nothing: no reason to wake the daemon.
     let changes = !matches!(
         args.verb,
         DimensionVerb::Describe { .. } | DimensionVerb::List { .. }
     );
-    let result = dimensions(&d, args.verb);
+    let result = dimensions(&d.managed, args.verb);
     finish(result, common.reload && changes, Some(&d.config))
 }
 
-fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> {
+fn dimensions(m: &Managed, verb: DimensionVerb) -> Result<Option<String>, Failure> {
     let arns = arns_from_env();
     let input = |c: &Common| c.cli_input_json.clone();
-    match verb {
+    let reply = match verb {
         DimensionVerb::Create {
             common,
             name,
@@ -509,25 +507,15 @@ fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> 
                 .list("stringValues", string_values)
                 .json("tags", "tags", tags)?
                 .s("clientRequestToken", client_request_token);
-            let req: CreateDimensionRequest = request(input(&common).as_deref(), flags.0)?;
-            check_dimension_name(&req.name)?;
-            let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
-            let created =
-                create_dimension(existing.as_ref().map(|e| &e.record), req, now_secs(), &arns)?;
-            if let Some(rec) = &created.write {
-                d.dimensions.write(rec, None)??;
-            }
-            Ok(value(&created.response))
+            m.create_dimension(
+                request(input(&common).as_deref(), flags.0)?,
+                now_secs(),
+                &arns,
+            )?
         }
         DimensionVerb::Describe { common, name } => {
-            let req: DimensionNameRequest = request(
-                input(&common).as_deref(),
-                Flags::default().s("name", name).0,
-            )?;
-            check_dimension_name(&req.name)?;
-            let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
-            let out = describe_dimension(&req.name, existing.as_ref().map(|e| &e.record))?;
-            Ok(value(&out))
+            let flags = Flags::default().s("name", name);
+            m.describe_dimension(request(input(&common).as_deref(), flags.0)?)?
         }
         DimensionVerb::Update {
             common,
@@ -537,14 +525,11 @@ fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> 
             let flags = Flags::default()
                 .s("name", name)
                 .list("stringValues", string_values);
-            let req: UpdateDimensionRequest = request(input(&common).as_deref(), flags.0)?;
-            check_dimension_name(&req.name)?;
-            let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
-            let new =
-                update_dimension(existing.as_ref().map(|e| &e.record), req, now_secs(), &arns)?;
-            d.dimensions
-                .write(&new, existing.as_ref().map(|e| e.path.as_path()))??;
-            Ok(value(&new.dimension))
+            m.update_dimension(
+                request(input(&common).as_deref(), flags.0)?,
+                now_secs(),
+                &arns,
+            )?
         }
         DimensionVerb::List {
             common,
@@ -554,44 +539,14 @@ fn dimensions(d: &Dirs, verb: DimensionVerb) -> Result<Option<String>, Failure> 
             let flags = Flags::default()
                 .s("nextToken", next_token)
                 .i("maxResults", max_results);
-            let req: ListDimensionsRequest = request(input(&common).as_deref(), flags.0)?;
-            let (all, warnings) = d.dimensions.read_all::<StoredDimension>()?;
-            warn(&warnings);
-            let names = all.into_iter().map(|e| e.record.dimension.name).collect();
-            Ok(value(&list_dimensions(names, &req)?))
+            m.list_dimensions(request(input(&common).as_deref(), flags.0)?)?
         }
         DimensionVerb::Delete { common, name } => {
-            let req: DimensionNameRequest = request(
-                input(&common).as_deref(),
-                Flags::default().s("name", name).0,
-            )?;
-            check_dimension_name(&req.name)?;
-            let existing = d.dimensions.find::<StoredDimension>(&req.name)?;
-            let profiles = files::profiles(&d.profiles)?;
-            check_delete_dimension(&req.name, existing.as_ref().map(|e| &e.record), &profiles)?;
-            if let Some(e) = existing {
-                d.dimensions.remove(&e.path)?;
-            }
-            Ok(Some("{}".to_owned()))
+            let flags = Flags::default().s("name", name);
+            m.delete_dimension(request(input(&common).as_deref(), flags.0)?)?
         }
-    }
-}
-
-fn warn(warnings: &[String]) {
-    for w in warnings {
-        eprintln!("defender-agent: warning: {w}");
-    }
-}
-
-fn validation_context(d: &Dirs) -> Result<ValidationContext, Failure> {
-    let (dims, warnings) = d.dimensions.read_all::<StoredDimension>()?;
-    warn(&warnings);
-    let (metrics, warnings) = files::custom_metrics(&d.custom_metrics);
-    warn(&warnings);
-    Ok(ValidationContext::new(
-        dims.into_iter().map(|e| e.record.dimension).collect(),
-        metrics,
-    ))
+    };
+    Ok(done(reply))
 }
 
 /// Runs a `security-profiles` verb; the returned code is the process exit code.
@@ -607,22 +562,18 @@ pub fn run_security_profiles(args: SecurityProfilesArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return finish(Err(e), false, None),
     };
-    let _lock = match files::DirLock::acquire(&[&d.profiles.path, &d.dimensions.path]) {
-        Ok(l) => l,
-        Err(e) => return finish(Err(e.into()), false, None),
-    };
     let changes = !matches!(
         args.verb,
         ProfileVerb::Describe { .. } | ProfileVerb::List { .. }
     );
-    let result = security_profiles(&d, args.verb);
+    let result = security_profiles(&d.managed, args.verb);
     finish(result, common.reload && changes, Some(&d.config))
 }
 
-fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Failure> {
+fn security_profiles(m: &Managed, verb: ProfileVerb) -> Result<Option<String>, Failure> {
     let arns = arns_from_env();
     let input = |c: &Common| c.cli_input_json.clone();
-    match verb {
+    let reply = match verb {
         ProfileVerb::Create {
             common,
             fields,
@@ -631,39 +582,18 @@ fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Fail
             let flags = Flags::default()
                 .profile(fields)?
                 .json("tags", "tags", tags)?;
-            let req: CreateSecurityProfileRequest = request(input(&common).as_deref(), flags.0)?;
-            check_profile_name(&req.security_profile_name)?;
-            let existing = d
-                .profiles
-                .find::<StoredProfile>(&req.security_profile_name)?;
-            let ctx = validation_context(d)?;
-            let created = create_profile(
-                existing.as_ref().map(|e| &e.record),
-                req,
-                &ctx,
+            m.create_profile(
+                request(input(&common).as_deref(), flags.0)?,
                 now_secs(),
                 &arns,
-            )?;
-            if let Some(rec) = &created.write {
-                d.profiles.write(rec, None)??;
-            }
-            Ok(value(&created.response))
+            )?
         }
         ProfileVerb::Describe {
             common,
             security_profile_name,
         } => {
             let flags = Flags::default().s("securityProfileName", security_profile_name);
-            let req: ProfileNameRequest = request(input(&common).as_deref(), flags.0)?;
-            check_profile_name(&req.security_profile_name)?;
-            let existing = d
-                .profiles
-                .find::<StoredProfile>(&req.security_profile_name)?;
-            let out = describe_profile(
-                &req.security_profile_name,
-                existing.as_ref().map(|e| &e.record),
-            )?;
-            Ok(value(&out))
+            m.describe_profile(request(input(&common).as_deref(), flags.0)?)?
         }
         ProfileVerb::Update {
             common,
@@ -682,22 +612,11 @@ fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Fail
                     delete_additional_metrics_to_retain,
                 )
                 .i("expectedVersion", expected_version);
-            let req: UpdateSecurityProfileRequest = request(input(&common).as_deref(), flags.0)?;
-            check_profile_name(&req.security_profile_name)?;
-            let existing = d
-                .profiles
-                .find::<StoredProfile>(&req.security_profile_name)?;
-            let ctx = validation_context(d)?;
-            let new = update_profile(
-                existing.as_ref().map(|e| &e.record),
-                req,
-                &ctx,
+            m.update_profile(
+                request(input(&common).as_deref(), flags.0)?,
                 now_secs(),
                 &arns,
-            )?;
-            d.profiles
-                .write(&new, existing.as_ref().map(|e| e.path.as_path()))??;
-            Ok(value(&new.profile))
+            )?
         }
         ProfileVerb::List {
             common,
@@ -711,12 +630,7 @@ fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Fail
                 .i("maxResults", max_results)
                 .s("dimensionName", dimension_name)
                 .s("metricName", metric_name);
-            let req: ListSecurityProfilesRequest = request(input(&common).as_deref(), flags.0)?;
-            let (all, warnings) = d.profiles.read_all::<StoredProfile>()?;
-            warn(&warnings);
-            let profiles: Vec<SecurityProfile> =
-                all.into_iter().map(|e| e.record.profile).collect();
-            Ok(value(&list_profiles(&profiles, &req, &arns)?))
+            m.list_profiles(request(input(&common).as_deref(), flags.0)?, &arns)?
         }
         ProfileVerb::Delete {
             common,
@@ -726,16 +640,8 @@ fn security_profiles(d: &Dirs, verb: ProfileVerb) -> Result<Option<String>, Fail
             let flags = Flags::default()
                 .s("securityProfileName", security_profile_name)
                 .i("expectedVersion", expected_version);
-            let req: DeleteSecurityProfileRequest = request(input(&common).as_deref(), flags.0)?;
-            check_profile_name(&req.security_profile_name)?;
-            let existing = d
-                .profiles
-                .find::<StoredProfile>(&req.security_profile_name)?;
-            check_delete_profile(&req, existing.as_ref().map(|e| &e.record))?;
-            if let Some(e) = existing {
-                d.profiles.remove(&e.path)?;
-            }
-            Ok(Some("{}".to_owned()))
+            m.delete_profile(request(input(&common).as_deref(), flags.0)?)?
         }
-    }
+    };
+    Ok(done(reply))
 }

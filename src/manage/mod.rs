@@ -1,7 +1,8 @@
 //! Local management of security profiles and dimensions with the AWS API's own verbs
 //! (Create/Describe/Update/List/Delete): request and response shapes, the rules, versioning,
 //! idempotency tokens and pagination. Pure: no I/O, no clock (`now` is an argument); the
-//! directory store is [`files`], the command line [`cli`].
+//! directory store is [`files`], the operations over it [`ops`] (also the JSON-only entry point
+//! for a remote channel), the command line [`cli`].
 //!
 //! spec: detect.md §4 (STRICT validation), §5 (dimensions), §6.3 (deletes invalidate).
 //! Readings chosen where the API is silent:
@@ -15,6 +16,7 @@
 
 pub mod cli;
 pub mod files;
+pub mod ops;
 
 use std::collections::BTreeMap;
 

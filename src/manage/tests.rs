@@ -433,3 +433,23 @@ fn stored_files_load_through_the_detect_loaders_in_strict_mode() {
     let back: StoredProfile = serde_json::from_str(&text).unwrap();
     assert_eq!(back, p);
 }
+
+#[test]
+fn request_topics_map_to_a_resource_and_a_verb() {
+    use super::ops::{topic_verb, Resource, Verb};
+    assert_eq!(
+        topic_verb("defender-agent/t1/manage/security-profiles/update"),
+        Some((Resource::SecurityProfiles, Verb::Update))
+    );
+    assert_eq!(
+        topic_verb("dimensions/list"),
+        Some((Resource::Dimensions, Verb::List))
+    );
+    assert_eq!(
+        topic_verb("defender-agent/t1/manage/dimensions/rename"),
+        None
+    );
+    assert_eq!(topic_verb("defender-agent/t1/manage/things/list"), None);
+    assert_eq!(topic_verb("list"), None);
+    assert!(Verb::Delete.changes() && !Verb::Describe.changes());
+}

@@ -902,3 +902,62 @@ fn a_hand_written_toml_dimension_is_listed_and_described_but_not_rewritten() {
     ])
     .api_error("ResourceAlreadyExistsException");
 }
+
+#[test]
+fn execute_runs_a_json_request_on_the_same_files_as_the_commands() {
+    use defender_agent::manage::ops::{execute, Managed, OpError, Resource, Verb};
+    use defender_agent::manage::Arns;
+    let env = Env::new();
+    let m = Managed {
+        profiles: defender_agent::manage::files::Dir::new(env.profiles()),
+        dimensions: defender_agent::manage::files::Dir::new(env.dimensions()),
+        custom_metrics: Vec::new(),
+    };
+    let arns = Arns::default();
+    let r = execute(
+        &m,
+        Resource::Dimensions,
+        Verb::Create,
+        r#"{"name":"Auth","type":"TOPIC_FILTER","stringValues":["device/+/auth"]}"#,
+        "payload",
+        1_700_000_000.0,
+        &arns,
+    )
+    .unwrap();
+    let created: Value = serde_json::from_str(&r.json).unwrap();
+    assert_eq!(
+        created["arn"],
+        "arn:aws:iot:local:000000000000:dimension/Auth"
+    );
+    let d = env.run(&["dimensions", "describe", "--name", "Auth"]).ok();
+    assert_eq!(d["creationDate"], 1_700_000_000.0);
+    let r = execute(
+        &m,
+        Resource::SecurityProfiles,
+        Verb::List,
+        "",
+        "payload",
+        0.0,
+        &arns,
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.json).unwrap(),
+        json!({"securityProfileIdentifiers":[]})
+    );
+    match execute(
+        &m,
+        Resource::SecurityProfiles,
+        Verb::Describe,
+        "{\n\"securityProfileName\": 5}",
+        "payload",
+        0.0,
+        &arns,
+    ) {
+        Err(OpError::Api(e)) => {
+            assert_eq!(e.code(), "InvalidRequestException");
+            assert!(e.message().starts_with("payload:2:"), "{}", e.message());
+        }
+        other => panic!("{other:?}"),
+    }
+}
