@@ -33,6 +33,15 @@ pub enum FilesError {
     /// An atomic write or directory sync.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The record could not be encoded (never write an empty file instead).
+    #[error("encode {path}: {source}")]
+    Encode {
+        /// The file that was not written.
+        path: PathBuf,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A resource found in a directory.
@@ -171,7 +180,10 @@ impl Dir {
             ))));
         }
         crate::store::ensure_dir(&self.path)?;
-        let mut bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        let mut bytes = serde_json::to_vec_pretty(record).map_err(|source| FilesError::Encode {
+            path: path.clone(),
+            source,
+        })?;
         bytes.push(b'\n');
         crate::store::write_atomic(&path, &bytes)?;
         Ok(Ok(path))

@@ -890,6 +890,12 @@ pub fn list_profiles(
             "dimensionName and metricName cannot be used together",
         ));
     }
+    if let Some(d) = &req.dimension_name {
+        check_name("dimensionName", d)?;
+    }
+    if let Some(m) = &req.metric_name {
+        check_name("metricName", m)?;
+    }
     let keep = |p: &SecurityProfile| match (&req.dimension_name, &req.metric_name) {
         (Some(d), _) => profile_uses_dimension(p, d),
         (_, Some(m)) => {
