@@ -25,6 +25,7 @@
 //! - cores: [`report`], [`traffic`], [`detect`]
 //! - edges: [`collect`], [`spool`], [`mqtt`], [`tap`], [`store`]
 //! - assembly and wiring: [`config`], [`agent`]
+//! - local management of profiles and dimensions (AWS verbs): [`manage`]
 //!
 //! Reading order: [`sample`] and [`report`] (what goes out), [`collect`] (where it comes from),
 //! [`config`] (how it is set up), then the edges.
@@ -34,6 +35,7 @@ pub mod agent;
 pub mod collect;
 pub mod config;
 pub mod detect;
+pub mod manage;
 pub mod metric;
 pub mod mqtt;
 pub mod report;

@@ -85,6 +85,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage local dimensions with the AWS API's verbs (create, describe, update, list, delete).
+    Dimensions(defender_agent::manage::cli::DimensionsArgs),
+    /// Manage local security profiles with the AWS API's verbs (create, describe, update, list, delete).
+    SecurityProfiles(defender_agent::manage::cli::SecurityProfilesArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +116,10 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json } => cmd_status(&config, json),
+        Command::Dimensions(a) => return defender_agent::manage::cli::run_dimensions(a),
+        Command::SecurityProfiles(a) => {
+            return defender_agent::manage::cli::run_security_profiles(a)
+        }
     };
     match result {
         Ok(code) => code,

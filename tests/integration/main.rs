@@ -4,6 +4,7 @@ mod agent;
 mod cli;
 mod collect;
 mod detect;
+mod manage;
 mod mqtt;
 mod report;
 mod spool;

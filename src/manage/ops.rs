@@ -1,0 +1,320 @@
+//! The operations themselves over the managed directories, typed requests in, the API's
+//! response JSON out; shared by the command line ([`super::cli`]) and by [`execute`], the
+//! JSON-only entry point for a remote channel (MQTT: see [`topic_verb`]).
+//!
+//! Each operation holds [`DirLock`] for its whole read-modify-write.
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::files::{self, Dir, DirLock, FilesError};
+use super::*;
+use crate::config::DetectConfig;
+use crate::detect::profile::parse_json;
+
+/// Why an operation failed: the API's error (exit 2 / `rejected`) or the OS (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// InvalidRequest, ResourceNotFound, ResourceAlreadyExists, VersionConflict.
+    #[error(transparent)]
+    Api(#[from] ManageError),
+    /// Reading, writing or locking the directories.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+}
+
+/// A successful operation: the response JSON (pretty, API field order) and remarks about files
+/// that could not be read (skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The response body.
+    pub json: String,
+    /// Unreadable files skipped while listing or validating.
+    pub warnings: Vec<String>,
+}
+
+/// The directories one agent manages: the first `detect.profiles` and `detect.dimensions`
+/// entries, plus the custom metric definitions used for STRICT validation.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    /// Profiles directory.
+    pub profiles: Dir,
+    /// Dimensions directory.
+    pub dimensions: Dir,
+    /// Custom metric files or directories (read only).
+    pub custom_metrics: Vec<PathBuf>,
+}
+
+/// The resources and verbs (`dimensions`/`security-profiles` × create … delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// Dimensions.
+    Dimensions,
+    /// Security profiles.
+    SecurityProfiles,
+}
+
+/// A verb of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// Create….
+    Create,
+    /// Describe….
+    Describe,
+    /// Update….
+    Update,
+    /// List….
+    List,
+    /// Delete….
+    Delete,
+}
+
+impl Verb {
+    /// Whether the verb changes files (so the daemon should reload).
+    pub fn changes(self) -> bool {
+        matches!(self, Verb::Create | Verb::Update | Verb::Delete)
+    }
+
+    fn parse(s: &str) -> Option<Verb> {
+        Some(match s {
+            "create" => Verb::Create,
+            "describe" => Verb::Describe,
+            "update" => Verb::Update,
+            "list" => Verb::List,
+            "delete" => Verb::Delete,
+            _ => return None,
+        })
+    }
+}
+
+/// Maps the last two levels of a request topic, `…/<dimensions|security-profiles>/<verb>`, to
+/// what [`execute`] runs. Suggested layout for an MQTT channel (the wiring is not done here):
+/// requests on `defender-agent/<thing>/manage/<resource>/<verb>`, the response on the same
+/// topic plus `/accepted` or `/rejected` (the body of `rejected` is `{"__type","message"}`).
+pub fn topic_verb(topic: &str) -> Option<(Resource, Verb)> {
+    let mut levels = topic.rsplit('/');
+    let verb = Verb::parse(levels.next()?)?;
+    let resource = match levels.next()? {
+        "dimensions" => Resource::Dimensions,
+        "security-profiles" => Resource::SecurityProfiles,
+        _ => return None,
+    };
+    Some((resource, verb))
+}
+
+fn reply<T: Serialize>(t: &T, warnings: Vec<String>) -> Reply {
+    Reply {
+        json: serde_json::to_string_pretty(t).unwrap_or_else(|_| "{}".to_owned()),
+        warnings,
+    }
+}
+
+/// Runs one verb on a JSON request body (the API's request shape). Errors carry line, column
+/// and field path of the body (`source_name` names it).
+pub fn execute(
+    m: &Managed,
+    resource: Resource,
+    verb: Verb,
+    body: &str,
+    source_name: &str,
+    now: f64,
+    arns: &Arns,
+) -> Result<Reply, OpError> {
+    fn req<T: DeserializeOwned>(body: &str, name: &str) -> Result<T, ManageError> {
+        // An empty body is an empty request (List takes no required field).
+        let body = if body.trim().is_empty() { "{}" } else { body };
+        parse_json(body, name).map_err(|e| ManageError::InvalidRequest(e.to_string()))
+    }
+    let b = body;
+    let n = source_name;
+    match (resource, verb) {
+        (Resource::Dimensions, Verb::Create) => m.create_dimension(req(b, n)?, now, arns),
+        (Resource::Dimensions, Verb::Describe) => m.describe_dimension(req(b, n)?),
+        (Resource::Dimensions, Verb::Update) => m.update_dimension(req(b, n)?, now, arns),
+        (Resource::Dimensions, Verb::List) => m.list_dimensions(req(b, n)?),
+        (Resource::Dimensions, Verb::Delete) => m.delete_dimension(req(b, n)?),
+        (Resource::SecurityProfiles, Verb::Create) => m.create_profile(req(b, n)?, now, arns),
+        (Resource::SecurityProfiles, Verb::Describe) => m.describe_profile(req(b, n)?),
+        (Resource::SecurityProfiles, Verb::Update) => m.update_profile(req(b, n)?, now, arns),
+        (Resource::SecurityProfiles, Verb::List) => m.list_profiles(req(b, n)?, arns),
+        (Resource::SecurityProfiles, Verb::Delete) => m.delete_profile(req(b, n)?),
+    }
+}
+
+impl Managed {
+    /// The directories of a `[detect]` section, or why they cannot be managed.
+    pub fn from_config(d: &DetectConfig) -> Result<Managed, String> {
+        let first = |v: &[PathBuf], key: &str| {
+            v.first()
+                .cloned()
+                .ok_or_else(|| format!("detect.{key} is empty; name the directory to manage"))
+        };
+        Ok(Managed {
+            profiles: Dir::new(first(&d.profiles, "profiles")?),
+            dimensions: Dir::new(first(&d.dimensions, "dimensions")?),
+            custom_metrics: d.custom_metrics.clone(),
+        })
+    }
+
+    fn lock(&self) -> Result<DirLock, FilesError> {
+        DirLock::acquire(&[&self.profiles.path, &self.dimensions.path])
+    }
+
+    fn context(&self, warnings: &mut Vec<String>) -> Result<ValidationContext, FilesError> {
+        let (dims, w) = self.dimensions.read_all::<StoredDimension>()?;
+        warnings.extend(w);
+        let (metrics, w) = files::custom_metrics(&self.custom_metrics);
+        warnings.extend(w);
+        Ok(ValidationContext::new(
+            dims.into_iter().map(|e| e.record.dimension).collect(),
+            metrics,
+        ))
+    }
+
+    /// CreateDimension.
+    pub fn create_dimension(
+        &self,
+        req: CreateDimensionRequest,
+        now: f64,
+        arns: &Arns,
+    ) -> Result<Reply, OpError> {
+        check_dimension_name(&req.name)?;
+        let _lock = self.lock()?;
+        let existing = self.dimensions.find::<StoredDimension>(&req.name)?;
+        let created = create_dimension(existing.as_ref().map(|e| &e.record), req, now, arns)?;
+        if let Some(rec) = &created.write {
+            self.dimensions.write(rec, None)??;
+        }
+        Ok(reply(&created.response, Vec::new()))
+    }
+
+    /// DescribeDimension.
+    pub fn describe_dimension(&self, req: DimensionNameRequest) -> Result<Reply, OpError> {
+        check_dimension_name(&req.name)?;
+        let _lock = self.lock()?;
+        let existing = self.dimensions.find::<StoredDimension>(&req.name)?;
+        let out = describe_dimension(&req.name, existing.as_ref().map(|e| &e.record))?;
+        Ok(reply(&out, Vec::new()))
+    }
+
+    /// UpdateDimension.
+    pub fn update_dimension(
+        &self,
+        req: UpdateDimensionRequest,
+        now: f64,
+        arns: &Arns,
+    ) -> Result<Reply, OpError> {
+        check_dimension_name(&req.name)?;
+        let _lock = self.lock()?;
+        let existing = self.dimensions.find::<StoredDimension>(&req.name)?;
+        let new = update_dimension(existing.as_ref().map(|e| &e.record), req, now, arns)?;
+        self.dimensions
+            .write(&new, existing.as_ref().map(|e| e.path.as_path()))??;
+        Ok(reply(&new.dimension, Vec::new()))
+    }
+
+    /// ListDimensions.
+    pub fn list_dimensions(&self, req: ListDimensionsRequest) -> Result<Reply, OpError> {
+        let _lock = self.lock()?;
+        let (all, warnings) = self.dimensions.read_all::<StoredDimension>()?;
+        let names = all.into_iter().map(|e| e.record.dimension.name).collect();
+        Ok(reply(&list_dimensions(names, &req)?, warnings))
+    }
+
+    /// DeleteDimension (refused while a profile uses it).
+    pub fn delete_dimension(&self, req: DimensionNameRequest) -> Result<Reply, OpError> {
+        check_dimension_name(&req.name)?;
+        let _lock = self.lock()?;
+        let existing = self.dimensions.find::<StoredDimension>(&req.name)?;
+        let profiles = files::profiles(&self.profiles)?;
+        check_delete_dimension(&req.name, existing.as_ref().map(|e| &e.record), &profiles)?;
+        if let Some(e) = existing {
+            self.dimensions.remove(&e.path)?;
+        }
+        Ok(reply(&serde_json::json!({}), Vec::new()))
+    }
+
+    /// CreateSecurityProfile.
+    pub fn create_profile(
+        &self,
+        req: CreateSecurityProfileRequest,
+        now: f64,
+        arns: &Arns,
+    ) -> Result<Reply, OpError> {
+        check_profile_name(&req.security_profile_name)?;
+        let _lock = self.lock()?;
+        let mut warnings = Vec::new();
+        let existing = self
+            .profiles
+            .find::<StoredProfile>(&req.security_profile_name)?;
+        let ctx = self.context(&mut warnings)?;
+        let created = create_profile(existing.as_ref().map(|e| &e.record), req, &ctx, now, arns)?;
+        if let Some(rec) = &created.write {
+            self.profiles.write(rec, None)??;
+        }
+        Ok(reply(&created.response, warnings))
+    }
+
+    /// DescribeSecurityProfile.
+    pub fn describe_profile(&self, req: ProfileNameRequest) -> Result<Reply, OpError> {
+        check_profile_name(&req.security_profile_name)?;
+        let _lock = self.lock()?;
+        let existing = self
+            .profiles
+            .find::<StoredProfile>(&req.security_profile_name)?;
+        let out = describe_profile(
+            &req.security_profile_name,
+            existing.as_ref().map(|e| &e.record),
+        )?;
+        Ok(reply(&out, Vec::new()))
+    }
+
+    /// UpdateSecurityProfile.
+    pub fn update_profile(
+        &self,
+        req: UpdateSecurityProfileRequest,
+        now: f64,
+        arns: &Arns,
+    ) -> Result<Reply, OpError> {
+        check_profile_name(&req.security_profile_name)?;
+        let _lock = self.lock()?;
+        let mut warnings = Vec::new();
+        let existing = self
+            .profiles
+            .find::<StoredProfile>(&req.security_profile_name)?;
+        let ctx = self.context(&mut warnings)?;
+        let new = update_profile(existing.as_ref().map(|e| &e.record), req, &ctx, now, arns)?;
+        self.profiles
+            .write(&new, existing.as_ref().map(|e| e.path.as_path()))??;
+        Ok(reply(&new.profile, warnings))
+    }
+
+    /// ListSecurityProfiles.
+    pub fn list_profiles(
+        &self,
+        req: ListSecurityProfilesRequest,
+        arns: &Arns,
+    ) -> Result<Reply, OpError> {
+        let _lock = self.lock()?;
+        let (all, warnings) = self.profiles.read_all::<StoredProfile>()?;
+        let profiles: Vec<SecurityProfile> = all.into_iter().map(|e| e.record.profile).collect();
+        Ok(reply(&list_profiles(&profiles, &req, arns)?, warnings))
+    }
+
+    /// DeleteSecurityProfile. The engine invalidates the profile's active violations when it
+    /// next loads the directory (spec: detect.md §6.3).
+    pub fn delete_profile(&self, req: DeleteSecurityProfileRequest) -> Result<Reply, OpError> {
+        check_profile_name(&req.security_profile_name)?;
+        let _lock = self.lock()?;
+        let existing = self
+            .profiles
+            .find::<StoredProfile>(&req.security_profile_name)?;
+        check_delete_profile(&req, existing.as_ref().map(|e| &e.record))?;
+        if let Some(e) = existing {
+            self.profiles.remove(&e.path)?;
+        }
+        Ok(reply(&serde_json::json!({}), Vec::new()))
+    }
+}
