@@ -161,7 +161,11 @@ fn significant_digits(v: f64) -> usize {
     let len = cursor.position() as usize;
     let text = buf.get(..len).unwrap_or(&[]);
     let mantissa = text.split(|b| *b == b'e').next().unwrap_or(&[]);
-    mantissa.iter().filter(|b| b.is_ascii_digit()).count().max(1)
+    mantissa
+        .iter()
+        .filter(|b| b.is_ascii_digit())
+        .count()
+        .max(1)
 }
 
 #[cfg(test)]
