@@ -33,7 +33,9 @@
 pub mod agent;
 pub mod collect;
 pub mod config;
+pub mod alarm;
 pub mod detect;
+pub mod detect_files;
 pub mod metric;
 pub mod mqtt;
 pub mod report;
