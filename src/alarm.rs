@@ -46,7 +46,10 @@ pub struct MqttAlarm {
 #[derive(Debug, Clone)]
 enum Delivery {
     File(PathBuf),
-    Command { argv: Vec<String>, timeout: Duration },
+    Command {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 /// The configured outputs.
@@ -249,7 +252,11 @@ mod tests {
             "criteria":{"comparisonOperator":"in-port-set","value":{"ports":[1]}}}]}"#,
         )
         .unwrap();
-        let mut e = DetectEngine::new(EngineSettings::new("t"), &[p], &ValidationContext::default());
+        let mut e = DetectEngine::new(
+            EngineSettings::new("t"),
+            &[p],
+            &ValidationContext::default(),
+        );
         let r = DeviceReport {
             tcp_ports: Some(PortList {
                 ports: vec![8080],

@@ -45,7 +45,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// A document is malformed or invalid (the message names the file, line, column, field).
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] LoadError),
     /// Two dimensions or custom metrics share a name.
     #[error("{}: duplicate {what} name {name:?}", path.display())]
@@ -256,13 +256,7 @@ mod tests {
     #[test]
     fn a_profile_naming_a_missing_dimension_fails_in_strict_mode_naming_the_file() {
         let r = root();
-        let e = load_all(
-            &[r.join("scoped-auth-topics.toml")],
-            &[],
-            &[],
-            Mode::Strict,
-        )
-        .unwrap_err();
+        let e = load_all(&[r.join("scoped-auth-topics.toml")], &[], &[], Mode::Strict).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("scoped-auth-topics.toml"), "{msg}");
     }

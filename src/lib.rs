@@ -31,9 +31,9 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod alarm;
 pub mod collect;
 pub mod config;
-pub mod alarm;
 pub mod detect;
 pub mod detect_files;
 pub mod metric;

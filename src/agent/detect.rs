@@ -64,8 +64,7 @@ impl DetectPart {
             DetectMode::Load => Mode::Load,
             DetectMode::Strict => Mode::Strict,
         };
-        let loaded =
-            detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, mode)?;
+        let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, mode)?;
         let ctx = loaded.context();
         let mut settings = EngineSettings::new(&config.thing_name);
         if d.statistical == "local-history" {

@@ -249,7 +249,11 @@ mod tests {
             "criteria":{"comparisonOperator":"in-port-set","value":{"ports":[1]}}}]}"#,
         )
         .unwrap();
-        DetectEngine::new(EngineSettings::new("t"), &[p], &ValidationContext::default())
+        DetectEngine::new(
+            EngineSettings::new("t"),
+            &[p],
+            &ValidationContext::default(),
+        )
     }
 
     fn report(port: u16) -> DeviceReport {
@@ -272,7 +276,13 @@ mod tests {
         assert_eq!(emitted.len(), 1);
         let id = emitted[0].event.violation_id.clone();
         let mut s = ViolationStore::open(dir.path(), Duration::from_secs(86_400), 10).unwrap();
-        s.record(&emitted, e.state(), e.active_violations(), e.profile_names(), T0);
+        s.record(
+            &emitted,
+            e.state(),
+            e.active_violations(),
+            e.profile_names(),
+            T0,
+        );
         s.save(T0).unwrap();
 
         let s2 = ViolationStore::open(dir.path(), Duration::from_secs(86_400), 10).unwrap();
@@ -305,7 +315,13 @@ mod tests {
         }
         assert_eq!(s.stored().history.events.len(), 2);
         let late = T0 + 7_200_000;
-        s.record(&[], e.state(), e.active_violations(), e.profile_names(), late);
+        s.record(
+            &[],
+            e.state(),
+            e.active_violations(),
+            e.profile_names(),
+            late,
+        );
         assert!(s.stored().history.events.is_empty());
     }
 
@@ -331,7 +347,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            r.active_violations[0].verification_state_description.as_deref(),
+            r.active_violations[0]
+                .verification_state_description
+                .as_deref(),
             Some("lab")
         );
     }
