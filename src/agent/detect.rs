@@ -19,7 +19,6 @@ use crate::detect::{replay, Emitted, Mode};
 use crate::detect_files;
 use crate::report::{self, MetricsReport};
 use crate::store::violations::ViolationStore;
-use crate::topic_filter::TopicFilter;
 use crate::traffic::{self, TrafficCounters};
 
 /// Cloud-side tick period (spec: detect.md §3.3).
@@ -96,7 +95,10 @@ impl DetectPart {
             .mqtt
             .as_ref()
             .map_or(config.thing_name.clone(), |m| m.client_id.clone());
-        let scopes = scopes_of(&loaded, &client_id);
+        let (scopes, unusable) = engine.traffic_scopes(&client_id);
+        for (dimension, why) in unusable {
+            warn!(%dimension, %why, "Dimension value is not a usable topic filter after ${iot:ClientId} substitution; left out.");
+        }
         info!(
             profiles = profiles.len(),
             evaluable_behaviors = engine.evaluable_behaviors(),
@@ -227,52 +229,4 @@ impl DetectPart {
             }
         }
     }
-}
-
-fn scopes_of(loaded: &detect_files::Loaded, client_id: &str) -> Vec<traffic::Scope> {
-    let mut out: Vec<traffic::Scope> = Vec::new();
-    for p in &loaded.profiles {
-        for b in &p.profile.behaviors {
-            let Some(md) = &b.metric_dimension else {
-                continue;
-            };
-            let Some(dim) = loaded
-                .dimensions
-                .iter()
-                .find(|d| d.name == md.dimension_name)
-            else {
-                continue;
-            };
-            let not_in = md.operator.as_deref() == Some("NOT_IN");
-            let name = if not_in {
-                format!("{}:NOT_IN", dim.name)
-            } else {
-                dim.name.clone()
-            };
-            if out.iter().any(|s| s.name == name) {
-                continue;
-            }
-            let filters: Vec<TopicFilter> = dim
-                .string_values
-                .iter()
-                .filter_map(|v| match TopicFilter::parse_with_client_id(v, client_id) {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        warn!(dimension = %dim.name, value = %v, error = %e, "Dimension value is not a usable topic filter; left out.");
-                        None
-                    }
-                })
-                .collect();
-            out.push(traffic::Scope {
-                name,
-                filters,
-                operator: if not_in {
-                    traffic::ScopeOperator::NotIn
-                } else {
-                    traffic::ScopeOperator::In
-                },
-            });
-        }
-    }
-    out
 }

@@ -1180,6 +1180,42 @@ impl DetectEngine {
         out
     }
 
+    /// The TOPIC_FILTER scopes the evaluable cloud-side behaviors count under, deduplicated, as
+    /// `crate::traffic` scopes named by [`traffic_scope_name`] with `${iot:ClientId}` replaced by
+    /// `client_id`. A filter that does not parse after substitution is left out (returned apart).
+    pub fn traffic_scopes(
+        &self,
+        client_id: &str,
+    ) -> (Vec<crate::traffic::Scope>, Vec<(String, String)>) {
+        let mut out: Vec<crate::traffic::Scope> = Vec::new();
+        let mut bad = Vec::new();
+        for c in &self.compiled {
+            let Source::Cloud(_, Some(scope)) = &c.source else {
+                continue;
+            };
+            let name = traffic_scope_name(scope);
+            if out.iter().any(|s| s.name == name) {
+                continue;
+            }
+            let mut filters = Vec::new();
+            for f in &scope.filters {
+                match crate::topic_filter::TopicFilter::parse_with_client_id(f, client_id) {
+                    Ok(tf) => filters.push(tf),
+                    Err(e) => bad.push((scope.dimension.clone(), format!("{f:?}: {e}"))),
+                }
+            }
+            out.push(crate::traffic::Scope {
+                name,
+                filters,
+                operator: match scope.operator {
+                    ScopeOperator::In => crate::traffic::ScopeOperator::In,
+                    ScopeOperator::NotIn => crate::traffic::ScopeOperator::NotIn,
+                },
+            });
+        }
+        (out, bad)
+    }
+
     /// GetBehaviorModelTrainingSummaries emulation for the ML behaviors (evaluable or off).
     pub fn training_summaries(&self) -> Vec<TrainingSummary> {
         let mut out = Vec::new();

@@ -12,8 +12,10 @@
 //! - [`violation`]: ViolationEvent / ActiveViolation shapes and ids
 //! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
 //! - [`replay`]: JSON-lines replay driver
+//!
 //! Topic filters are `crate::topic_filter`; the agent's cloud-side input is
-//! `crate::traffic::TrafficCounters` (see [`engine::TrafficWindows`]).
+//! `crate::traffic::TrafficCounters` (see [`engine::TrafficWindows`]); replay keeps the
+//! millisecond-exact [`engine::TrafficLog`].
 //!
 //! Readings chosen where the spec is silent (beyond its own CHOICE tags):
 //! - statistical thresholds and ML default to off (not evaluable, with a diagnostic);
