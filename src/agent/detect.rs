@@ -97,7 +97,7 @@ impl DetectPart {
             .map_or(config.thing_name.clone(), |m| m.client_id.clone());
         let (scopes, unusable) = engine.traffic_scopes(&client_id);
         for (dimension, why) in unusable {
-            warn!(%dimension, %why, "Dimension value is not a usable topic filter after ${iot:ClientId} substitution; left out.");
+            warn!(%dimension, %why, "Dimension value is not a usable topic filter after client id substitution; left out.");
         }
         info!(
             profiles = profiles.len(),
