@@ -53,16 +53,27 @@ fn now_ms() -> Millis {
 }
 
 impl DetectPart {
+    /// Whether `config`'s Detect files load (a SIGHUP reload with broken profiles is refused and
+    /// the running configuration kept).
+    pub fn check(config: &Config) -> Result<(), Error> {
+        if let Some(d) = &config.detect {
+            detect_files::load_all(
+                &d.profiles,
+                &d.dimensions,
+                &d.custom_metrics,
+                mode_of(d.mode),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Loads `[detect]` (None when absent), restores the stored state, and logs every load-time
     /// diagnostic once. Call inside the tokio runtime (alarm worker).
     pub fn start(config: &Config) -> Result<Option<DetectPart>, Error> {
         let Some(d) = &config.detect else {
             return Ok(None);
         };
-        let mode = match d.mode {
-            DetectMode::Load => Mode::Load,
-            DetectMode::Strict => Mode::Strict,
-        };
+        let mode = mode_of(d.mode);
         let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, mode)?;
         let ctx = loaded.context();
         let mut settings = EngineSettings::new(&config.thing_name);
@@ -228,5 +239,12 @@ impl DetectPart {
                 self.last_save = now;
             }
         }
+    }
+}
+
+fn mode_of(m: DetectMode) -> Mode {
+    match m {
+        DetectMode::Load => Mode::Load,
+        DetectMode::Strict => Mode::Strict,
     }
 }

@@ -200,7 +200,10 @@ async fn run_once(
             _ = shutdown.cancelled() => break Ended::Stopped,
             Some(()) = reload.recv() => {
                 match opts.config_path.as_deref().map(Config::load) {
-                    Some(Ok(next)) => break Ended::Reload(Box::new(next)),
+                    Some(Ok(next)) => match detect::DetectPart::check(&next) {
+                        Ok(()) => break Ended::Reload(Box::new(next)),
+                        Err(e) => error!(error = %e, "SIGHUP: the new Detect files are invalid; keeping the running configuration."),
+                    },
                     Some(Err(e)) => error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one."),
                     None => warn!("SIGHUP: no configuration file to reload (built-in configuration)."),
                 }

@@ -226,6 +226,21 @@ async fn a_listening_port_raises_an_alarm_that_survives_a_restart_and_clears_whe
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(agent2.log().contains("active=1"), "{}", agent2.log());
+    // A SIGHUP reload restarts the loop: state saved, then restored with the violation.
+    let pid = agent2.child.as_ref().map_or(0, |c| c.id() as i32);
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agent2.log().matches("Detect started.").count() < 2 {
+        assert!(Instant::now() < deadline, "no reload:\n{}", agent2.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        agent2.log().matches("active=1").count(),
+        2,
+        "{}",
+        agent2.log()
+    );
 
     drop(listener);
     let cleared = alarms.next(Duration::from_secs(20), || agent2.log()).await;
