@@ -407,6 +407,34 @@ fn detect_replay_bad_input_is_a_clear_error_and_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(want), "{name}: {stderr}");
     }
+    // A profile with a wrong value kind, and one that is not JSON: file, line, column, field.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let kind = dir.path().join("kind.json");
+    std::fs::write(
+        &kind,
+        "{\"securityProfileName\":\"x\",\n\"behaviors\":[{\"name\":\"b\",\"metric\":\"aws:num-messages-sent\",\"criteria\":{\"comparisonOperator\":\"less-than\",\"value\":{\"ports\":\"x\"},\"durationSeconds\":300}}]}",
+    )
+    .unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"securityProfileName\":\"x\",\n oops}").unwrap();
+    for (file, want) in [
+        (&kind, "kind.json:2:"),
+        (&kind, "behaviors[0].criteria.value.ports"),
+        (&broken, "broken.json:2:2"),
+    ] {
+        let out = cli(&[
+            "detect",
+            "replay",
+            "--profile",
+            file.to_str().unwrap(),
+            "--input",
+            empty.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
     // A missing dimension and an unknown metric: the profile is refused, naming both.
     let input = fixture("detect/replay-basic.jsonl").display().to_string();
     let out = cli(&[
