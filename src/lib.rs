@@ -23,7 +23,7 @@
 //!
 //! - vocabulary: [`metric`], [`sample`], [`topic_filter`]
 //! - cores: [`report`], [`traffic`], [`detect`]
-//! - edges: [`collect`], [`spool`], [`mqtt`], [`store`]
+//! - edges: [`collect`], [`spool`], [`mqtt`], [`tap`], [`store`]
 //! - assembly and wiring: [`config`], [`agent`]
 //!
 //! Reading order: [`sample`] and [`report`] (what goes out), [`collect`] (where it comes from),
@@ -43,5 +43,6 @@ pub mod sample;
 pub mod spool;
 pub mod status;
 pub mod store;
+pub mod tap;
 pub mod topic_filter;
 pub mod traffic;

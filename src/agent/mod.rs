@@ -47,6 +47,10 @@ pub const PLAUSIBLE_EPOCH_SECS: u64 = 1_735_689_600;
 /// newest few reports, so the agent keeps reporting; oldest dropped first.
 const MEMORY_OUTBOX_CAPACITY: usize = 4;
 
+/// Tap → agent event channel: room for a burst of local-broker traffic between two turns of the
+/// loop; when full the tap drops (and counts) events rather than stall its broker connection.
+const TAP_EVENTS_CAPACITY: usize = 1024;
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,6 +60,9 @@ pub enum Error {
     /// The MQTT link could not be set up (TLS files, thing name).
     #[error("{0}")]
     Link(#[from] mqtt::Error),
+    /// The tap could not be set up (filters, TLS files).
+    #[error("{0}")]
+    Tap(#[from] crate::tap::Error),
     /// No `[mqtt]` table and not a dry run.
     #[error(
         "the configuration has no [mqtt] table: add one, or use --dry-run to print reports instead"
@@ -137,6 +144,8 @@ struct Agent {
     /// Reports that could not be spooled (disk full, read-only), newest last.
     memory: VecDeque<Entry>,
     link: Option<LinkHandle>,
+    /// Messages the tap saw on the local broker.
+    tap_events: Option<tokio::sync::mpsc::Receiver<TrafficEvent>>,
     connected: bool,
     in_flight: Option<InFlight>,
     /// Ids whose answer timed out: not offered again before the next connection.
@@ -217,6 +226,9 @@ async fn run_once(
             Some(event) = recv_event(&mut agent.link) => {
                 agent.on_link_event(event).await;
             }
+            Some(event) = recv_tap(&mut agent.tap_events) => {
+                agent.traffic.record(&event, SystemTime::now());
+            }
             _ = sleep_until_opt(in_flight_deadline) => agent.on_answer_timeout().await,
             _ = sleep_until_opt(pace_at) => {
                 agent.next_publish_at = None;
@@ -234,6 +246,15 @@ async fn run_once(
 async fn recv_event(link: &mut Option<LinkHandle>) -> Option<LinkEvent> {
     match link {
         Some(l) => l.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_tap(
+    tap: &mut Option<tokio::sync::mpsc::Receiver<TrafficEvent>>,
+) -> Option<TrafficEvent> {
+    match tap {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -302,6 +323,14 @@ impl Agent {
             let (handle, _join) = mqtt::spawn(settings, link_token.clone())?;
             Some(handle)
         };
+        let tap_events = match parts::tap_settings(&config) {
+            Some(settings) if !dry_run => {
+                let (tx, rx) = tokio::sync::mpsc::channel(TAP_EVENTS_CAPACITY);
+                let _join = crate::tap::spawn(settings, tx, link_token.clone())?;
+                Some(rx)
+            }
+            _ => None,
+        };
         let detect = detect::DetectPart::start(&config)?;
         let scopes = detect
             .as_ref()
@@ -338,6 +367,7 @@ impl Agent {
             spool,
             memory: VecDeque::new(),
             link,
+            tap_events,
             connected: false,
             in_flight: None,
             held: HashSet::new(),

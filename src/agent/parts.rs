@@ -5,6 +5,7 @@ use crate::config::{self, Config};
 use crate::mqtt;
 use crate::report;
 use crate::spool;
+use crate::tap;
 
 /// `[collect]` + `[[custom_metrics]]` → collector settings.
 pub fn collect_settings(c: &Config) -> collect::Settings {
@@ -124,4 +125,22 @@ pub fn format_tag(f: report::Format) -> u8 {
         report::Format::Json => 0,
         report::Format::Cbor => 1,
     }
+}
+
+/// `[tap]` → tap settings (`None` without an enabled `[tap]` table).
+pub fn tap_settings(c: &Config) -> Option<tap::Settings> {
+    let t = c.tap.as_ref()?;
+    Some(tap::Settings {
+        host: t.host.clone(),
+        port: t.port,
+        tls: t.tls,
+        ca_file: t.ca_file.clone(),
+        cert_file: t.cert_file.clone(),
+        key_file: t.key_file.clone(),
+        client_id: t.client_id.clone(),
+        outbound: t.outbound.clone(),
+        inbound: t.inbound.clone(),
+        reconnect_min: tap::DEFAULT_RECONNECT_MIN,
+        reconnect_max: tap::DEFAULT_RECONNECT_MAX,
+    })
 }

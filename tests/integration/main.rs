@@ -9,4 +9,5 @@ mod mqtt;
 mod report;
 mod spool;
 mod support;
+mod tap;
 mod traffic;

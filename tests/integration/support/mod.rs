@@ -18,7 +18,11 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// Path of the built `defender-agent` binary.
+/// Path of the `defender-agent` binary under test: the one cargo built, or `DEFENDER_AGENT_BIN`
+/// (CI points it at a wrapper that runs a cross-built ARM binary under qemu-user, so the daemon
+/// tests run against the ARM build too).
 pub fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_defender-agent"))
+    std::env::var_os("DEFENDER_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_defender-agent")))
 }
