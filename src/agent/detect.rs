@@ -24,8 +24,10 @@ use crate::traffic::{self, TrafficCounters};
 /// Cloud-side tick period (spec: detect.md §3.3).
 const TICK_SECS: u64 = 300;
 
-/// The engine state is saved at least this often while it changes without events.
-const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// While the engine state changes without events (datapoint streaks, baselines) it is saved at
+/// most this often: the file holds up to `max_events` events, and flash wears. Events are saved
+/// at once.
+const SAVE_EVERY: Duration = Duration::from_secs(600);
 
 /// Why Detect could not start.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +200,9 @@ impl DetectPart {
     }
 
     fn handle(&mut self, emitted: Vec<Emitted>, now: Millis, out: &mut Vec<MqttAlarm>) {
+        if emitted.is_empty() && self.engine.state() == &self.store.stored().engine {
+            return;
+        }
         let profiles: BTreeSet<String> = self.engine.profile_names().clone();
         self.store.record(
             &emitted,
