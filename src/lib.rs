@@ -32,9 +32,11 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod alarm;
 pub mod collect;
 pub mod config;
 pub mod detect;
+pub mod detect_files;
 pub mod manage;
 pub mod metric;
 pub mod mqtt;

@@ -76,6 +76,16 @@ enum Command {
     },
     /// Print the example configuration (every key, with its default).
     PrintExampleConfig,
+    /// Local Detect: validate behaviors, replay recorded input through profiles.
+    Detect {
+        #[command(subcommand)]
+        command: DetectCommand,
+    },
+    /// Query and annotate the violation store (the Device Defender list APIs, locally).
+    Violations {
+        #[command(subcommand)]
+        command: ViolationsCommand,
+    },
     /// Show what the running daemon is doing (from its status file).
     Status {
         /// The configuration file (for the state directory).
@@ -89,6 +99,111 @@ enum Command {
     Dimensions(defender_agent::manage::cli::DimensionsArgs),
     /// Manage local security profiles with the AWS API's verbs (create, describe, update, list, delete).
     SecurityProfiles(defender_agent::manage::cli::SecurityProfilesArgs),
+}
+
+#[derive(Subcommand)]
+enum DetectCommand {
+    /// ValidateSecurityProfileBehaviors: prints `{"valid":…,"validationErrors":[…]}` per file;
+    /// exit 0 when all are valid, 2 when not.
+    Validate {
+        /// Files holding `{"behaviors":[…]}`, a profile document, or a list of behaviors
+        /// (JSON, or TOML by the `.toml` extension).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Dimension documents (files or directories) the behaviors may name.
+        #[arg(long)]
+        dimension: Vec<PathBuf>,
+        /// Custom metric documents (files or directories) the behaviors may name.
+        #[arg(long)]
+        custom_metric: Vec<PathBuf>,
+    },
+    /// Runs JSON-lines input through profiles; prints the ListViolationEvents response (newest
+    /// first) and, with --active, the ListActiveViolations response as a second document.
+    Replay {
+        /// Profile documents (files or directories).
+        #[arg(long, required = true)]
+        profile: Vec<PathBuf>,
+        /// Dimension documents.
+        #[arg(long)]
+        dimension: Vec<PathBuf>,
+        /// Custom metric documents.
+        #[arg(long)]
+        custom_metric: Vec<PathBuf>,
+        /// The thing name put in events (also the client id for `${iot:ClientId}`).
+        #[arg(long, default_value = "thing")]
+        thing_name: String,
+        /// The JSON-lines input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Also print the active violations at the end.
+        #[arg(long)]
+        active: bool,
+        /// How profiles are checked: strict (default: every rule) or load.
+        #[arg(long, value_parser = ["strict", "load"], default_value = "strict")]
+        mode: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ViolationFilters {
+    /// The daemon's configuration file (for the state directory).
+    #[arg(long)]
+    config: PathBuf,
+    /// Filter by thing name.
+    #[arg(long)]
+    thing_name: Option<String>,
+    /// Filter by security profile.
+    #[arg(long)]
+    security_profile_name: Option<String>,
+    /// STATIC, STATISTICAL or MACHINE_LEARNING.
+    #[arg(long)]
+    behavior_criteria_type: Option<String>,
+    /// true: only suppressed; false: only unsuppressed; absent: all.
+    #[arg(long)]
+    list_suppressed_alerts: Option<String>,
+    /// FALSE_POSITIVE, BENIGN_POSITIVE, TRUE_POSITIVE or UNKNOWN.
+    #[arg(long)]
+    verification_state: Option<String>,
+    /// 1..250 (default 250).
+    #[arg(long, allow_negative_numbers = true)]
+    max_results: Option<i64>,
+    /// The token of the previous page.
+    #[arg(long)]
+    next_token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ViolationsCommand {
+    /// ListViolationEvents: events in [start, end], newest first.
+    List {
+        /// Inclusive start: epoch seconds or RFC 3339.
+        #[arg(long, allow_negative_numbers = true)]
+        start_time: String,
+        /// Inclusive end: epoch seconds or RFC 3339.
+        #[arg(long, allow_negative_numbers = true)]
+        end_time: String,
+        #[command(flatten)]
+        filters: ViolationFilters,
+    },
+    /// ListActiveViolations (as saved by the daemon).
+    Active {
+        #[command(flatten)]
+        filters: ViolationFilters,
+    },
+    /// PutVerificationStateOnViolation.
+    Verify {
+        /// The violation id.
+        violation_id: String,
+        /// FALSE_POSITIVE, BENIGN_POSITIVE, TRUE_POSITIVE or UNKNOWN.
+        #[arg(long)]
+        state: String,
+        /// A description (≤ 1000 characters).
+        #[arg(long)]
+        description: Option<String>,
+        /// The daemon's configuration file (for the state directory).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,14 +235,22 @@ fn main() -> ExitCode {
         Command::SecurityProfiles(a) => {
             return defender_agent::manage::cli::run_security_profiles(a)
         }
+        Command::Detect { command } => detect_cli::run_detect(command),
+        Command::Violations { command } => detect_cli::run_violations(command),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("defender-agent: {e:#}");
-            let bad_input = e
-                .chain()
-                .any(|c| c.downcast_ref::<config::Error>().is_some());
+            let bad_input = e.chain().any(|c| {
+                c.downcast_ref::<config::Error>().is_some()
+                    || c.downcast_ref::<defender_agent::detect_files::Error>()
+                        .is_some()
+                    || c.downcast_ref::<defender_agent::detect::replay::ReplayError>()
+                        .is_some()
+                    || c.downcast_ref::<defender_agent::detect::ParseError>()
+                        .is_some()
+            });
             ExitCode::from(if bad_input {
                 EXIT_BAD_INPUT
             } else {
@@ -330,6 +453,302 @@ fn check_config(path: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// `detect …` and `violations …`. Bad input exits 2: file and replay errors as a message on
+/// stderr; API errors as the API's JSON body (`{"__type":"InvalidRequestException",…}`) on stderr.
+mod detect_cli {
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    use anyhow::Context;
+    use defender_agent::config::Config;
+    use defender_agent::detect::query::{ListActiveViolationsRequest, ListViolationEventsRequest};
+    use defender_agent::detect::replay::ReplayDocument;
+    use defender_agent::detect::{
+        self, replay, validate_behaviors_text, ApiError, EngineSettings, Mode, ValidationContext,
+    };
+    use defender_agent::detect_files;
+    use defender_agent::store::violations::ViolationStore;
+
+    use super::{DetectCommand, ViolationsCommand, EXIT_BAD_INPUT};
+
+    pub fn run_detect(cmd: DetectCommand) -> anyhow::Result<ExitCode> {
+        match cmd {
+            DetectCommand::Validate {
+                files,
+                dimension,
+                custom_metric,
+            } => {
+                let ctx = ValidationContext::new(
+                    detect_files::load_dimensions(&dimension, Mode::Strict)?,
+                    detect_files::load_custom_metrics(&custom_metric)?,
+                );
+                let mut all_valid = true;
+                for f in &files {
+                    let doc = detect_files::read_doc(f)?;
+                    let r = validate_behaviors_text(&doc.text, &doc.name(), doc.format, &ctx)?;
+                    all_valid &= r.valid;
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                }
+                Ok(if all_valid {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_BAD_INPUT)
+                })
+            }
+            DetectCommand::Replay {
+                profile,
+                dimension,
+                custom_metric,
+                thing_name,
+                input,
+                active,
+                mode,
+            } => {
+                let mode = if mode == "load" {
+                    Mode::Load
+                } else {
+                    Mode::Strict
+                };
+                let loaded = detect_files::load_all(&profile, &dimension, &custom_metric, mode)?;
+                let ctx = loaded.context();
+                let mut settings = EngineSettings::new(&thing_name);
+                // Replay lines carry the connection's source IP explicitly.
+                settings.source_ip_from_connection = true;
+                let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
+                let engine = detect::DetectEngine::new(settings, &profiles, &ctx);
+                for d in loaded
+                    .profiles
+                    .iter()
+                    .flat_map(|p| &p.diagnostics)
+                    .chain(engine.diagnostics())
+                {
+                    tracing::warn!("{d}");
+                }
+                let text = std::fs::read_to_string(&input)
+                    .with_context(|| format!("cannot read {}", input.display()))?;
+                let run = replay::replay(&text, engine, &thing_name)
+                    .with_context(|| input.display().to_string())?;
+                for n in &run.notes {
+                    tracing::warn!("{}: {n}", input.display());
+                }
+                let events = ReplayDocument {
+                    violation_events: run.events_newest_first(),
+                    active_violations: None,
+                };
+                println!("{}", serde_json::to_string_pretty(&events)?);
+                if active {
+                    let a = detect::query::ListActiveViolationsResponse {
+                        active_violations: run.engine.active_violations(),
+                        next_token: None,
+                    };
+                    println!("{}", serde_json::to_string_pretty(&a)?);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+
+    fn open_store(path: &Path) -> anyhow::Result<ViolationStore> {
+        let config = Config::load(path)?;
+        let (retention, max_events) = match &config.detect {
+            Some(d) => (d.retention, d.max_events),
+            None => (std::time::Duration::from_secs(14 * 86_400), 100_000),
+        };
+        Ok(ViolationStore::open(
+            &config.state_dir,
+            retention,
+            max_events,
+        )?)
+    }
+
+    fn api_error(e: &ApiError) -> ExitCode {
+        eprintln!("{}", serde_json::to_string(e).unwrap_or_default());
+        ExitCode::from(EXIT_BAD_INPUT)
+    }
+
+    fn invalid(m: String) -> ApiError {
+        ApiError::InvalidRequest(m)
+    }
+
+    fn parse_bool(v: Option<&str>) -> Result<Option<bool>, ApiError> {
+        match v {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(o) => Err(invalid(format!(
+                "listSuppressedAlerts {o} should be true or false"
+            ))),
+        }
+    }
+
+    /// Epoch seconds (integer or decimal) or RFC 3339 (`2026-11-25T16:00:00Z`, offsets allowed).
+    pub fn parse_time(name: &str, s: &str) -> Result<f64, ApiError> {
+        let bad = || {
+            invalid(format!(
+                "{name} {s:?} is not a time: use epoch seconds or RFC 3339"
+            ))
+        };
+        if let Ok(v) = s.parse::<f64>() {
+            return if v.is_finite() { Ok(v) } else { Err(bad()) };
+        }
+        rfc3339(s).ok_or_else(bad)
+    }
+
+    fn rfc3339(s: &str) -> Option<f64> {
+        let b = s.as_bytes();
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            let t = s.get(r)?;
+            t.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| t.parse().ok())
+                .flatten()
+        };
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+            return None;
+        }
+        if b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        let mut i = 19;
+        let mut frac = 0.0;
+        if b.get(i) == Some(&b'.') {
+            let start = i + 1;
+            i = start;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            frac = format!("0.{}", s.get(start..i)?).parse().ok()?;
+        }
+        let offset = match s.get(i..)? {
+            "Z" | "z" => 0,
+            o if o.len() == 6 && matches!(&o[..1], "+" | "-") && &o[3..4] == ":" => {
+                let v = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+                if &o[..1] == "-" {
+                    -v
+                } else {
+                    v
+                }
+            }
+            _ => return None,
+        };
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let (yy, m) = if mo <= 2 {
+            (y - 1, mo + 9)
+        } else {
+            (y, mo - 3)
+        };
+        let era = yy.div_euclid(400);
+        let yoe = yy - era * 400;
+        let doy = (153 * m + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some((days * 86_400 + h * 3600 + mi * 60 + se - offset) as f64 + frac)
+    }
+
+    pub fn run_violations(cmd: ViolationsCommand) -> anyhow::Result<ExitCode> {
+        match cmd {
+            ViolationsCommand::List {
+                start_time,
+                end_time,
+                filters: f,
+            } => {
+                let store = open_store(&f.config)?;
+                let req = (|| -> Result<ListViolationEventsRequest, ApiError> {
+                    Ok(ListViolationEventsRequest {
+                        start_time: parse_time("startTime", &start_time)?,
+                        end_time: parse_time("endTime", &end_time)?,
+                        thing_name: f.thing_name.clone(),
+                        security_profile_name: f.security_profile_name.clone(),
+                        behavior_criteria_type: f.behavior_criteria_type.clone(),
+                        list_suppressed_alerts: parse_bool(f.list_suppressed_alerts.as_deref())?,
+                        verification_state: f.verification_state.clone(),
+                        next_token: f.next_token.clone(),
+                        max_results: f.max_results,
+                    })
+                })();
+                let req = match req {
+                    Ok(r) => r,
+                    Err(e) => return Ok(api_error(&e)),
+                };
+                match store.list_violation_events(&req)? {
+                    Ok(resp) => {
+                        println!("{}", serde_json::to_string_pretty(&resp)?);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => Ok(api_error(&e)),
+                }
+            }
+            ViolationsCommand::Active { filters: f } => {
+                let store = open_store(&f.config)?;
+                let req = parse_bool(f.list_suppressed_alerts.as_deref()).map(|s| {
+                    ListActiveViolationsRequest {
+                        thing_name: f.thing_name.clone(),
+                        security_profile_name: f.security_profile_name.clone(),
+                        behavior_criteria_type: f.behavior_criteria_type.clone(),
+                        list_suppressed_alerts: s,
+                        verification_state: f.verification_state.clone(),
+                        next_token: f.next_token.clone(),
+                        max_results: f.max_results,
+                    }
+                });
+                let req = match req {
+                    Ok(r) => r,
+                    Err(e) => return Ok(api_error(&e)),
+                };
+                match store.list_active_violations(&req)? {
+                    Ok(resp) => {
+                        println!("{}", serde_json::to_string_pretty(&resp)?);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => Ok(api_error(&e)),
+                }
+            }
+            ViolationsCommand::Verify {
+                violation_id,
+                state,
+                description,
+                config,
+            } => {
+                let store = open_store(&config)?;
+                match store.put_verification_state(&violation_id, &state, description.as_deref())? {
+                    Ok(()) => {
+                        // The API's response is an empty object.
+                        println!("{{}}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => Ok(api_error(&e)),
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn times_are_epoch_seconds_or_rfc3339() {
+            assert_eq!(parse_time("t", "1764086400").unwrap(), 1_764_086_400.0);
+            assert_eq!(
+                parse_time("t", "2025-11-25T16:00:00Z").unwrap(),
+                1_764_086_400.0
+            );
+            assert_eq!(
+                parse_time("t", "2025-11-25T18:00:00.5+02:00").unwrap(),
+                1_764_086_400.5
+            );
+            assert_eq!(parse_time("t", "1970-01-01T00:00:00Z").unwrap(), 0.0);
+            assert!(parse_time("t", "yesterday").is_err());
+            assert!(parse_time("t", "2025-13-01T00:00:00Z").is_err());
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - a rejected report is logged once per distinct `ErrorCode`, kept in the spool as history and
 //!   never published again.
 
+pub mod detect;
 pub mod oneshot;
 pub mod parts;
 
@@ -67,6 +68,9 @@ pub enum Error {
         "the configuration has no [mqtt] table: add one, or use --dry-run to print reports instead"
     )]
     NoMqtt,
+    /// Detect profiles could not be loaded.
+    #[error("{0}")]
+    Detect(#[from] detect::Error),
     /// The runtime failed.
     #[error("runtime: {0}")]
     Runtime(String),
@@ -156,6 +160,8 @@ struct Agent {
     dropped: u64,
     /// MQTT traffic of the own link (and the tap), by TOPIC_FILTER scope.
     traffic: TrafficCounters,
+    /// `[detect]`: the local Detect engine, its store and alarms.
+    detect: Option<detect::DetectPart>,
     status: Status,
 }
 
@@ -189,6 +195,10 @@ async fn run_once(
             "First report after the start-up jitter."
         );
     }
+    // Cloud-side Detect ticks are epoch multiples of 300 s; checking every 5 s finds them.
+    let detect_on = agent.detect.is_some();
+    let mut detect_timer = tokio::time::interval(Duration::from_secs(5));
+    detect_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The first sample is the baseline for the first report's deltas.
     agent.sample_and_observe().await;
 
@@ -199,7 +209,10 @@ async fn run_once(
             _ = shutdown.cancelled() => break Ended::Stopped,
             Some(()) = reload.recv() => {
                 match opts.config_path.as_deref().map(Config::load) {
-                    Some(Ok(next)) => break Ended::Reload(Box::new(next)),
+                    Some(Ok(next)) => match detect::DetectPart::check(&next) {
+                        Ok(()) => break Ended::Reload(Box::new(next)),
+                        Err(e) => error!(error = %e, "SIGHUP: the new Detect files are invalid; keeping the running configuration."),
+                    },
                     Some(Err(e)) => error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one."),
                     None => warn!("SIGHUP: no configuration file to reload (built-in configuration)."),
                 }
@@ -221,6 +234,7 @@ async fn run_once(
                 agent.next_publish_at = None;
                 agent.pump().await;
             }
+            _ = detect_timer.tick(), if detect_on => agent.detect_timer(),
             _ = watchdog.tick(), if watchdog_every.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
         }
     };
@@ -317,7 +331,11 @@ impl Agent {
             }
             _ => None,
         };
-        let traffic = TrafficCounters::new(Vec::new(), traffic::Settings::default())
+        let detect = detect::DetectPart::start(&config)?;
+        let scopes = detect
+            .as_ref()
+            .map_or_else(Vec::new, detect::DetectPart::traffic_scopes);
+        let traffic = TrafficCounters::new(scopes, traffic::Settings::default())
             .map_err(|e| Error::Runtime(format!("traffic counters: {e}")))?;
         let now = epoch_secs(SystemTime::now());
         let status = Status {
@@ -361,6 +379,7 @@ impl Agent {
             clock_warned: false,
             dropped: 0,
             traffic,
+            detect,
             status,
         };
         agent.write_status();
@@ -478,6 +497,10 @@ impl Agent {
         let built = self.builder.build(id);
         for (name, why) in &built.dropped {
             warn!(metric = %name, error = %why, "Custom metric value breaks the AWS rules; left out of the report.");
+        }
+        if let Some(d) = self.detect.as_mut() {
+            let alarms = d.on_report(&built.report);
+            self.publish_alarms(alarms);
         }
         let encoded = EncodedReport::new(&built.report, self.format, self.keys);
         self.last_id = Some(id);
@@ -637,6 +660,10 @@ impl Agent {
                 self.status.connection = LinkState::Connected;
                 self.status.last_error = None;
                 self.write_status();
+                if let Some(d) = self.detect.as_mut() {
+                    let pending = d.take_pending();
+                    self.publish_alarms(pending);
+                }
                 self.pump().await;
             }
             LinkEvent::Disconnected { cause } => {
@@ -779,8 +806,43 @@ impl Agent {
         notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
     }
 
+    /// Detect's cloud-side ticks and housekeeping.
+    fn detect_timer(&mut self) {
+        if let Some(d) = self.detect.as_mut() {
+            let alarms = d.on_timer(&self.traffic);
+            self.publish_alarms(alarms);
+        }
+    }
+
+    /// MQTT alarms go on the link when connected; otherwise they wait for the next connection.
+    fn publish_alarms(&mut self, alarms: Vec<crate::alarm::MqttAlarm>) {
+        let (Some(d), false) = (self.detect.as_mut(), self.dry_run) else {
+            return;
+        };
+        for a in alarms {
+            let sent = match (&self.link, self.connected) {
+                (Some(link), true) => link
+                    .commands
+                    .try_send(LinkCommand::Publish {
+                        topic: a.topic.clone(),
+                        payload: a.payload.clone(),
+                        qos: a.qos,
+                        retain: false,
+                    })
+                    .is_ok(),
+                _ => false,
+            };
+            if !sent {
+                d.keep(a);
+            }
+        }
+    }
+
     async fn shutdown(mut self, link_token: CancellationToken) {
         notify(&[sd_notify::NotifyState::Stopping]);
+        if let Some(d) = self.detect.as_mut() {
+            d.save();
+        }
         self.status.connection = LinkState::Stopping;
         self.write_status();
         // Producers stopped (the loop ended); now the link: DISCONNECT, then wait for it.

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{Aggregation, BuiltIn, MetricInfo, Side, ValueKind};
 use super::criteria::{self, is_normal_u64, normalise, Cidr, NumOp, SetOp};
 use super::profile::{Behavior, MetricValue, SecurityProfile};
-use super::topic;
 use super::validate::{self, criteria_type, CriteriaType, Mode, ValidationContext};
 use super::violation::{
     ms_to_secs, violation_id, ActiveViolation, AdditionalInfo, ViolationEvent, ViolationEventType,
@@ -116,10 +115,10 @@ pub struct Scope {
 impl Scope {
     /// Whether a topic is in scope (spec: detect.md §5 "Operator").
     pub fn admits(&self, topic_name: &str, client_id: &str) -> bool {
-        let any = self
-            .filters
-            .iter()
-            .any(|f| topic::matches(f, topic_name, client_id));
+        let any = self.filters.iter().any(|f| {
+            crate::topic_filter::TopicFilter::parse_with_client_id(f, client_id)
+                .is_ok_and(|tf| tf.matches(topic_name))
+        });
         match self.operator {
             ScopeOperator::In => any,
             ScopeOperator::NotIn => !any,
@@ -266,6 +265,59 @@ impl TrafficWindows for TrafficLog {
             }
         }
         Some(w)
+    }
+}
+
+/// The traffic module's name for an engine scope: the dimension name for IN, `"<name>:NOT_IN"`
+/// for NOT_IN (the agent builds `TrafficCounters` scopes with these names).
+pub fn traffic_scope_name(scope: &Scope) -> String {
+    match scope.operator {
+        ScopeOperator::In => scope.dimension.clone(),
+        ScopeOperator::NotIn => format!("{}:NOT_IN", scope.dimension),
+    }
+}
+
+/// The agent's cloud-side input: the bucketed counters of `crate::traffic` (ticks are epoch
+/// multiples of 300 s, so windows are bucket-aligned). A window the counters cannot give
+/// (unknown scope, misaligned, forgotten) is no datapoint.
+impl TrafficWindows for crate::traffic::TrafficCounters {
+    fn window(
+        &self,
+        scope: Option<&Scope>,
+        metric: CloudMetric,
+        end: Millis,
+        duration_s: u64,
+    ) -> Option<WindowValue> {
+        use crate::traffic::{SizeAggregate, TrafficMetric};
+        let index = match scope {
+            None => None,
+            Some(s) => Some(self.scope_index(&traffic_scope_name(s))?),
+        };
+        let end_s = u64::try_from(end.div_euclid(1000)).ok()?;
+        let get = |m: TrafficMetric| self.window(index, m, end_s, duration_s).ok();
+        let counted = |m: TrafficMetric| -> Option<WindowValue> {
+            Some(WindowValue {
+                count: get(m)??,
+                ..WindowValue::default()
+            })
+        };
+        match metric {
+            CloudMetric::MessagesSent => counted(TrafficMetric::MessagesSent),
+            CloudMetric::MessagesReceived => counted(TrafficMetric::MessagesReceived),
+            CloudMetric::AuthorizationFailures => counted(TrafficMetric::AuthorizationFailures),
+            CloudMetric::ConnectionAttempts => counted(TrafficMetric::ConnectionAttempts),
+            CloudMetric::Disconnects => counted(TrafficMetric::Disconnects),
+            CloudMetric::MessageByteSize => {
+                let count = get(TrafficMetric::MessagesSent)??;
+                let size = |a| get(TrafficMetric::MessageByteSize(a)).flatten();
+                Some(WindowValue {
+                    count,
+                    bytes_sum: size(SizeAggregate::Sum).unwrap_or(0),
+                    bytes_min: size(SizeAggregate::Min),
+                    bytes_max: size(SizeAggregate::Max),
+                })
+            }
+        }
     }
 }
 
@@ -1126,6 +1178,42 @@ impl DetectEngine {
         }
         out.sort_by(|a, b| b.violation_start_time.total_cmp(&a.violation_start_time));
         out
+    }
+
+    /// The TOPIC_FILTER scopes the evaluable cloud-side behaviors count under, deduplicated, as
+    /// `crate::traffic` scopes named by [`traffic_scope_name`] with `${iot:ClientId}` replaced by
+    /// `client_id`. A filter that does not parse after substitution is left out (returned apart).
+    pub fn traffic_scopes(
+        &self,
+        client_id: &str,
+    ) -> (Vec<crate::traffic::Scope>, Vec<(String, String)>) {
+        let mut out: Vec<crate::traffic::Scope> = Vec::new();
+        let mut bad = Vec::new();
+        for c in &self.compiled {
+            let Source::Cloud(_, Some(scope)) = &c.source else {
+                continue;
+            };
+            let name = traffic_scope_name(scope);
+            if out.iter().any(|s| s.name == name) {
+                continue;
+            }
+            let mut filters = Vec::new();
+            for f in &scope.filters {
+                match crate::topic_filter::TopicFilter::parse_with_client_id(f, client_id) {
+                    Ok(tf) => filters.push(tf),
+                    Err(e) => bad.push((scope.dimension.clone(), format!("{f:?}: {e}"))),
+                }
+            }
+            out.push(crate::traffic::Scope {
+                name,
+                filters,
+                operator: match scope.operator {
+                    ScopeOperator::In => crate::traffic::ScopeOperator::In,
+                    ScopeOperator::NotIn => crate::traffic::ScopeOperator::NotIn,
+                },
+            });
+        }
+        (out, bad)
     }
 
     /// GetBehaviorModelTrainingSummaries emulation for the ML behaviors (evaluable or off).

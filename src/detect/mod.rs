@@ -12,7 +12,10 @@
 //! - [`violation`]: ViolationEvent / ActiveViolation shapes and ids
 //! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
 //! - [`replay`]: JSON-lines replay driver
-//! - [`topic`]: a minimal topic-filter matcher (until `crate::topic_filter` lands)
+//!
+//! Topic filters are `crate::topic_filter`; the agent's cloud-side input is
+//! `crate::traffic::TrafficCounters` (see [`engine::TrafficWindows`]); replay keeps the
+//! millisecond-exact [`engine::TrafficLog`].
 //!
 //! Readings chosen where the spec is silent (beyond its own CHOICE tags):
 //! - statistical thresholds and ML default to off (not evaluable, with a diagnostic);
@@ -30,15 +33,14 @@ pub mod engine;
 pub mod profile;
 pub mod query;
 pub mod replay;
-pub mod topic;
 pub mod validate;
 pub mod violation;
 pub mod window;
 
 pub use engine::{
-    CloudMetric, DetectEngine, DeviceReport, Emitted, EngineSettings, EngineState, Established,
-    Millis, MlMode, NetworkDeltas, PortList, Scope, ScopeOperator, StatMode, TrafficLog,
-    TrafficRecord, TrafficWindows, WindowValue,
+    traffic_scope_name, CloudMetric, DetectEngine, DeviceReport, Emitted, EngineSettings,
+    EngineState, Established, Millis, MlMode, NetworkDeltas, PortList, Scope, ScopeOperator,
+    StatMode, TrafficLog, TrafficRecord, TrafficWindows, WindowValue,
 };
 pub use profile::{
     Behavior, BehaviorCriteria, CustomMetric, Dimension, Format, MetricDimension, MetricValue,

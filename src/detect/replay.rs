@@ -16,11 +16,11 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::engine::{
-    DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList, TrafficLog,
-    TrafficRecord,
+    DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList,
 };
 use super::violation::{ActiveViolation, ViolationEvent};
 use crate::metric::{check_value, CustomValue};
+use crate::traffic::{AuthFailureKind, Direction, TrafficCounters, TrafficEvent};
 
 const TICK_MS: Millis = 300_000;
 
@@ -57,6 +57,9 @@ pub enum ReplayError {
         /// What is wrong.
         message: String,
     },
+    /// The traffic counters cannot take the profiles' scopes (too many, too long).
+    #[error("traffic scopes: {0}")]
+    Scopes(String),
     /// The report payload is malformed (the same report AWS would reject).
     #[error("line {line}: malformed metrics report: {message}")]
     Report {
@@ -118,7 +121,10 @@ pub fn replay(
     mut engine: DetectEngine,
     client_id: &str,
 ) -> Result<ReplayRun, ReplayError> {
-    let mut log = TrafficLog::new(client_id);
+    // One traffic implementation: the agent's bucketed counters (300 s buckets, (t−D, t]).
+    let (scopes, _unparsable) = engine.traffic_scopes(client_id);
+    let mut log = TrafficCounters::new(scopes, crate::traffic::Settings::default())
+        .map_err(|e| ReplayError::Scopes(e.to_string()))?;
     let mut events = Vec::new();
     let mut notes = Vec::new();
     let mut previous: Option<(Millis, f64)> = None;
@@ -157,6 +163,7 @@ pub fn replay(
             }
         }
         previous = Some((now, secs));
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.max(0) as u64);
         let tick_base = *last_tick.get_or_insert(now.div_euclid(TICK_MS) * TICK_MS);
         let kinds: Vec<&String> = obj.keys().filter(|k| k.as_str() != "time").collect();
         let [kind] = kinds.as_slice() else {
@@ -206,17 +213,17 @@ pub fn replay(
                     })?;
                 // spec: §2.2 — count first transmissions only, not DUP retransmits.
                 if body.get("dup").and_then(Value::as_bool) != Some(true) {
-                    let r = if kind.as_str() == "publish" {
-                        TrafficRecord::Publish { topic, bytes }
+                    let direction = if kind.as_str() == "publish" {
+                        Direction::Sent
                     } else {
-                        TrafficRecord::Receive { topic, bytes }
+                        Direction::Received
                     };
-                    log.record(now, r);
+                    log.record_publish(&topic, bytes, direction, at);
                 }
             }
             "connect" => {
-                log.record(now, TrafficRecord::ConnectAttempt);
                 let ok = body.get("ok").and_then(Value::as_bool).unwrap_or(true);
+                log.record(&TrafficEvent::ConnectAttempt { ok }, at);
                 let ip = match body.get("source_ip").and_then(Value::as_str) {
                     Some(s) => Some(s.parse::<IpAddr>().map_err(|_| ReplayError::BadLine {
                         line,
@@ -228,10 +235,16 @@ pub fn replay(
                     events.extend(engine.on_connection(ip, now));
                 }
             }
-            "disconnect" => log.record(now, TrafficRecord::Disconnect),
+            "disconnect" => log.record(&TrafficEvent::Disconnect, at),
             "auth_failure" => {
                 let topic = body.get("topic").and_then(Value::as_str).map(str::to_owned);
-                log.record(now, TrafficRecord::AuthFailure { topic });
+                log.record(
+                    &TrafficEvent::AuthFailure {
+                        kind: AuthFailureKind::Publish,
+                        topic,
+                    },
+                    at,
+                );
             }
             "tick" => events.extend(engine.housekeeping(now)),
             other => {
@@ -255,7 +268,7 @@ pub fn replay(
 /// Runs cloud ticks (and housekeeping) at multiples of 300 s in (after, until) or (after, until].
 fn run_ticks(
     engine: &mut DetectEngine,
-    log: &TrafficLog,
+    log: &TrafficCounters,
     after: Millis,
     until: Millis,
     inclusive: bool,

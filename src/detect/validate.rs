@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{self, MetricInfo, ValueKind};
 use super::criteria::{z_threshold, Cidr};
 use super::profile::{self, Behavior, CustomMetric, Dimension, ParseError, SecurityProfile};
-use super::topic;
 use crate::metric::{check_custom_metric_name, CustomMetricType};
 
 /// Which rules apply.
@@ -635,7 +634,9 @@ pub fn check_dimension(d: &Dimension, mode: Mode) -> Vec<String> {
             out.push(format!(
                 "Dimension {n} is malformed. string value {v:?} must be 1-256 characters"
             ));
-        } else if mode == Mode::Strict && !topic::is_valid_filter(v) {
+        } else if mode == Mode::Strict
+            && crate::topic_filter::TopicFilter::parse_dimension_value(v).is_err()
+        {
             out.push(format!(
                 "Dimension {n} is malformed. {v:?} is not a valid MQTT topic filter"
             ));

@@ -4,6 +4,8 @@
 //! old one, fsync the directory), so a crash or `kill -9` leaves either the old or the new content,
 //! never half of one.
 
+pub mod violations;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

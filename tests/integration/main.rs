@@ -4,6 +4,7 @@ mod agent;
 mod cli;
 mod collect;
 mod detect;
+mod detect_agent;
 mod manage;
 mod mqtt;
 mod report;

@@ -1,0 +1,255 @@
+//! The agent's Detect part: loads profiles at start, evaluates each built report and the
+//! cloud-side traffic windows (epoch multiples of 300 s), stores events and engine state in the
+//! violation store, and turns unsuppressed events into alarms.
+//!
+//! Restarts (and SIGHUP reloads, which restart the agent loop) restore the stored engine state,
+//! so an alarm active before is still active after with the same violationId; the engine's
+//! `with_state` keeps unchanged behaviors' violations and invalidates removed ones.
+//! spec: detect.md §3.3 (ticks), §6.3 (invalidation), §6.4.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, error, info, warn};
+
+use crate::alarm::{Alarms, MqttAlarm};
+use crate::config::{Config, DetectMode};
+use crate::detect::engine::{DetectEngine, EngineSettings, Millis, MlMode, StatMode};
+use crate::detect::{replay, Emitted, Mode};
+use crate::detect_files;
+use crate::report::{self, MetricsReport};
+use crate::store::violations::ViolationStore;
+use crate::traffic::{self, TrafficCounters};
+
+/// Cloud-side tick period (spec: detect.md §3.3).
+const TICK_SECS: u64 = 300;
+
+/// While the engine state changes without events (datapoint streaks, baselines) it is saved at
+/// most this often: the file holds up to `max_events` events, and flash wears. Events are saved
+/// at once.
+const SAVE_EVERY: Duration = Duration::from_secs(600);
+
+/// Why Detect could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A profile, dimension or custom metric file is unreadable or invalid.
+    #[error("detect: {0}")]
+    Files(#[from] detect_files::Error),
+}
+
+/// Detect inside the agent.
+pub struct DetectPart {
+    engine: DetectEngine,
+    store: ViolationStore,
+    alarms: Alarms,
+    scopes: Vec<traffic::Scope>,
+    last_tick: Option<u64>,
+    last_save: Millis,
+    dirty: bool,
+}
+
+fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+impl DetectPart {
+    /// Whether `config`'s Detect files load (a SIGHUP reload with broken profiles is refused and
+    /// the running configuration kept).
+    pub fn check(config: &Config) -> Result<(), Error> {
+        if let Some(d) = &config.detect {
+            detect_files::load_all(
+                &d.profiles,
+                &d.dimensions,
+                &d.custom_metrics,
+                mode_of(d.mode),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Loads `[detect]` (None when absent), restores the stored state, and logs every load-time
+    /// diagnostic once. Call inside the tokio runtime (alarm worker).
+    pub fn start(config: &Config) -> Result<Option<DetectPart>, Error> {
+        let Some(d) = &config.detect else {
+            return Ok(None);
+        };
+        let mode = mode_of(d.mode);
+        let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, mode)?;
+        let ctx = loaded.context();
+        let mut settings = EngineSettings::new(&config.thing_name);
+        if d.statistical == "local-history" {
+            settings.statistical = StatMode::LocalHistory;
+        }
+        if d.ml == "local-baseline" {
+            settings.ml = MlMode::LocalBaseline;
+        }
+        let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
+        let store = match ViolationStore::open(&config.state_dir, d.retention, d.max_events) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "Cannot read the violation store; starting with an empty one (the old file is overwritten at the next save).");
+                ViolationStore::empty(&config.state_dir, d.retention, d.max_events)
+            }
+        };
+        let now = now_ms();
+        let (engine, restored) =
+            DetectEngine::with_state(settings, &profiles, &ctx, store.engine_state(), now);
+        for diag in loaded
+            .profiles
+            .iter()
+            .flat_map(|p| &p.diagnostics)
+            .chain(engine.diagnostics())
+        {
+            warn!("Detect: {diag}");
+        }
+        let client_id = config
+            .mqtt
+            .as_ref()
+            .map_or(config.thing_name.clone(), |m| m.client_id.clone());
+        let (scopes, unusable) = engine.traffic_scopes(&client_id);
+        for (dimension, why) in unusable {
+            warn!(%dimension, %why, "Dimension value is not a usable topic filter after client id substitution; left out.");
+        }
+        info!(
+            profiles = profiles.len(),
+            evaluable_behaviors = engine.evaluable_behaviors(),
+            active = engine.active_violations().len(),
+            "Detect started."
+        );
+        let mut part = DetectPart {
+            engine,
+            store,
+            alarms: Alarms::new(&config.alarms),
+            scopes,
+            last_tick: None,
+            last_save: 0,
+            dirty: true,
+        };
+        // Violations invalidated by a changed profile set are events too.
+        let mut out = Vec::new();
+        part.handle(restored, now, &mut out);
+        for a in out {
+            part.alarms.keep(a);
+        }
+        Ok(Some(part))
+    }
+
+    /// The traffic scopes the cloud-side behaviors need (IN by dimension name, NOT_IN as
+    /// `"<name>:NOT_IN"`).
+    pub fn traffic_scopes(&self) -> Vec<traffic::Scope> {
+        self.scopes.clone()
+    }
+
+    /// Evaluates one built report; returns the MQTT alarms to publish.
+    pub fn on_report(&mut self, r: &MetricsReport) -> Vec<MqttAlarm> {
+        let now = now_ms();
+        let encoded = report::EncodedReport::new(r, report::Format::Json, report::KeySet::Long);
+        let parsed = serde_json::from_slice(&encoded.bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| replay::parse_report(&v));
+        let mut out = Vec::new();
+        match parsed {
+            Ok((dr, _)) => {
+                let emitted = self.engine.evaluate_report(&dr, now);
+                self.handle(emitted, now, &mut out);
+            }
+            Err(e) => warn!(error = %e, "Detect cannot read the built report; not evaluated."),
+        }
+        self.save_if_due(now, false);
+        out
+    }
+
+    /// Runs the cloud ticks due since the last call (epoch multiples of 300 s) and housekeeping.
+    pub fn on_timer(&mut self, traffic: &TrafficCounters) -> Vec<MqttAlarm> {
+        let now = now_ms();
+        let now_s = u64::try_from(now / 1000).unwrap_or(0);
+        let due = now_s / TICK_SECS * TICK_SECS;
+        let mut out = Vec::new();
+        // The first tick after start only sets the base (the windows before start are empty).
+        let from = *self.last_tick.get_or_insert(due);
+        let mut t = from + TICK_SECS;
+        while t <= due {
+            let ms = (t * 1000) as Millis;
+            let mut emitted = self.engine.evaluate_cloud(traffic, ms);
+            emitted.extend(self.engine.housekeeping(ms));
+            self.handle(emitted, ms, &mut out);
+            t += TICK_SECS;
+        }
+        self.last_tick = Some(due);
+        let emitted = self.engine.housekeeping(now);
+        self.handle(emitted, now, &mut out);
+        self.save_if_due(now, false);
+        out
+    }
+
+    /// MQTT alarms kept while the link could not take them.
+    pub fn take_pending(&mut self) -> Vec<MqttAlarm> {
+        self.alarms.take_pending()
+    }
+
+    /// Keeps an MQTT alarm for the next connection.
+    pub fn keep(&mut self, a: MqttAlarm) {
+        self.alarms.keep(a);
+    }
+
+    /// Saves the state (shutdown, reload).
+    pub fn save(&mut self) {
+        self.save_if_due(now_ms(), true);
+    }
+
+    fn handle(&mut self, emitted: Vec<Emitted>, now: Millis, out: &mut Vec<MqttAlarm>) {
+        if emitted.is_empty() && self.engine.state() == &self.store.stored().engine {
+            return;
+        }
+        let profiles: BTreeSet<String> = self.engine.profile_names().clone();
+        self.store.record(
+            &emitted,
+            self.engine.state(),
+            self.engine.active_violations(),
+            &profiles,
+            now,
+        );
+        self.dirty = true;
+        if emitted.is_empty() {
+            return;
+        }
+        // Persist before alarming: a crash after an alarm never loses its event.
+        self.save_if_due(now, true);
+        for e in &emitted {
+            if e.notify {
+                out.extend(self.alarms.emit(&e.event));
+            } else {
+                debug!(violation_id = %e.event.violation_id, "Suppressed violation event (stored, not alarmed).");
+            }
+        }
+    }
+
+    fn save_if_due(&mut self, now: Millis, force: bool) {
+        let due = now - self.last_save >= SAVE_EVERY.as_millis() as Millis;
+        if !(self.dirty && (force || due)) {
+            return;
+        }
+        match self.store.save(now) {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_save = now;
+            }
+            Err(e) => {
+                // Retried at the next event or timer; logged each time at most once a minute.
+                if due {
+                    error!(error = %e, "Cannot save the violation store.");
+                }
+                self.last_save = now;
+            }
+        }
+    }
+}
+
+fn mode_of(m: DetectMode) -> Mode {
+    match m {
+        DetectMode::Load => Mode::Load,
+        DetectMode::Strict => Mode::Strict,
+    }
+}

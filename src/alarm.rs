@@ -1,0 +1,348 @@
+//! Offline alarm outputs: every unsuppressed violation event goes to the log (always), and to the
+//! configured `[[alarms]]`: a JSON-lines file, an MQTT topic (through the agent's link: the agent
+//! owns the link handle, so this module only hands it the publishes), and a command (argv, never a
+//! shell, the event JSON on stdin, killed after its timeout).
+//!
+//! Delivery never blocks evaluation: file and command outputs run on one worker task fed by a
+//! bounded queue ([`QUEUE_CAPACITY`]; when full the event is dropped for those outputs with a
+//! warning — it is already in the violation store). Each delivery is tried [`ATTEMPTS`] times with
+//! a growing pause; a failure is logged once per episode per output (until it works again).
+//! MQTT publishes the link cannot take are kept in a bounded queue ([`QUEUE_CAPACITY`], oldest
+//! dropped) and offered again on the next connection. spec: detect.md §6.4 (suppressAlerts).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::{AlarmOutput, AlarmVia};
+use crate::detect::ViolationEvent;
+
+/// Capacity of the worker queue and of the pending-publish queue.
+pub const QUEUE_CAPACITY: usize = 256;
+
+/// Tries per delivery.
+pub const ATTEMPTS: u32 = 3;
+
+/// Pause before the second try (doubled for the next).
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+
+/// An MQTT alarm for the agent to publish on its link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttAlarm {
+    /// Topic.
+    pub topic: String,
+    /// The event JSON.
+    pub payload: Vec<u8>,
+    /// QoS.
+    pub qos: u8,
+}
+
+/// A file or command output, delivered by the worker.
+#[derive(Debug, Clone)]
+enum Delivery {
+    File(PathBuf),
+    Command {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+/// The configured outputs.
+#[derive(Debug)]
+pub struct Alarms {
+    mqtt: Vec<(String, u8)>,
+    worker: Option<mpsc::Sender<Vec<u8>>>,
+    pending: VecDeque<MqttAlarm>,
+    queue_full_logged: bool,
+}
+
+impl Alarms {
+    /// Sets up the outputs; spawns the worker task when a file or command output exists (call
+    /// inside a tokio runtime then). `via = "tap"` is not available in this build: logged, skipped.
+    pub fn new(outputs: &[AlarmOutput]) -> Alarms {
+        let mut mqtt = Vec::new();
+        let mut deliveries = Vec::new();
+        for o in outputs {
+            match o {
+                AlarmOutput::Log => {}
+                AlarmOutput::File { path } => deliveries.push(Delivery::File(path.clone())),
+                AlarmOutput::Command { argv, timeout } => deliveries.push(Delivery::Command {
+                    argv: argv.clone(),
+                    timeout: *timeout,
+                }),
+                AlarmOutput::Mqtt {
+                    topic,
+                    qos,
+                    via: AlarmVia::Link,
+                } => mqtt.push((topic.clone(), *qos)),
+                AlarmOutput::Mqtt {
+                    topic,
+                    via: AlarmVia::Tap,
+                    ..
+                } => {
+                    warn!(%topic, "MQTT alarms via the tap's local broker are not available in this build; this output is skipped (use via = \"link\").")
+                }
+            }
+        }
+        let worker = (!deliveries.is_empty()).then(|| {
+            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+            tokio::spawn(run_worker(deliveries, rx));
+            tx
+        });
+        Alarms {
+            mqtt,
+            worker,
+            pending: VecDeque::new(),
+            queue_full_logged: false,
+        }
+    }
+
+    /// Sends one event to every output; returns the MQTT publishes for the link. Suppressed
+    /// events (`notify == false`) are only logged at debug level by the caller.
+    pub fn emit(&mut self, event: &ViolationEvent) -> Vec<MqttAlarm> {
+        let json = match serde_json::to_vec(event) {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(error = %e, "Cannot encode a violation event.");
+                return Vec::new();
+            }
+        };
+        info!(
+            violation_id = %event.violation_id,
+            profile = %event.security_profile_name,
+            behavior = %event.behavior.name,
+            event = %String::from_utf8_lossy(&json),
+            "Detect alarm."
+        );
+        if let Some(tx) = &self.worker {
+            match tx.try_send(json.clone()) {
+                Ok(()) => self.queue_full_logged = false,
+                Err(_) => {
+                    if !self.queue_full_logged {
+                        warn!("Alarm outputs are behind; this event is not sent to the file/command outputs (it is in the violation store).");
+                        self.queue_full_logged = true;
+                    }
+                }
+            }
+        }
+        self.mqtt
+            .iter()
+            .map(|(topic, qos)| MqttAlarm {
+                topic: topic.clone(),
+                payload: json.clone(),
+                qos: *qos,
+            })
+            .collect()
+    }
+
+    /// Keeps an MQTT alarm the link could not take, for [`Self::take_pending`] (oldest dropped
+    /// beyond [`QUEUE_CAPACITY`]).
+    pub fn keep(&mut self, alarm: MqttAlarm) {
+        if self.pending.len() >= QUEUE_CAPACITY {
+            self.pending.pop_front();
+            warn!("Too many MQTT alarms waiting for the link; the oldest is dropped (it is in the violation store).");
+        }
+        self.pending.push_back(alarm);
+    }
+
+    /// The kept MQTT alarms, oldest first.
+    pub fn take_pending(&mut self) -> Vec<MqttAlarm> {
+        self.pending.drain(..).collect()
+    }
+}
+
+async fn run_worker(deliveries: Vec<Delivery>, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut failing = vec![false; deliveries.len()];
+    while let Some(json) = rx.recv().await {
+        for (i, d) in deliveries.iter().enumerate() {
+            let mut pause = FIRST_PAUSE;
+            let mut result = Ok(());
+            for attempt in 1..=ATTEMPTS {
+                result = deliver(d, &json).await;
+                if result.is_ok() || attempt == ATTEMPTS {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            match (result, failing[i]) {
+                (Ok(()), true) => {
+                    info!(output = %describe(d), "Alarm output works again.");
+                    failing[i] = false;
+                }
+                (Err(e), false) => {
+                    warn!(output = %describe(d), error = %e, attempts = ATTEMPTS, "Alarm output failed; the event is in the violation store. Further failures are not logged until it works again.");
+                    failing[i] = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn describe(d: &Delivery) -> String {
+    match d {
+        Delivery::File(p) => format!("file {}", p.display()),
+        Delivery::Command { argv, .. } => format!("command {}", argv.join(" ")),
+    }
+}
+
+async fn deliver(d: &Delivery, json: &[u8]) -> Result<(), String> {
+    match d {
+        Delivery::File(path) => {
+            let path = path.clone();
+            let mut line = json.to_vec();
+            line.push(b'\n');
+            // std::fs off the agent loop (tokio's fs feature is not enabled).
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                // One write per line, so concurrent appenders never interleave within a line.
+                f.write_all(&line)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+        }
+        Delivery::Command { argv, timeout } => {
+            let (program, args) = argv.split_first().ok_or("empty argv")?;
+            let mut child = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot start: {e}"))?;
+            let run = async {
+                if let Some(mut stdin) = child.stdin.take() {
+                    // A command that does not read stdin is fine: ignore a broken pipe.
+                    let _ = stdin.write_all(json).await;
+                    let _ = stdin.write_all(b"\n").await;
+                }
+                child.wait().await
+            };
+            match tokio::time::timeout(*timeout, run).await {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(Ok(status)) => Err(format!("exited with {status}")),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("killed after {} s", timeout.as_secs())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::engine::{DetectEngine, DeviceReport, EngineSettings, PortList};
+    use crate::detect::{SecurityProfile, ValidationContext};
+
+    fn event() -> ViolationEvent {
+        let p: SecurityProfile = serde_json::from_str(
+            r#"{"securityProfileName":"P","behaviors":[{"name":"ports","metric":"aws:listening-tcp-ports",
+            "criteria":{"comparisonOperator":"in-port-set","value":{"ports":[1]}}}]}"#,
+        )
+        .unwrap();
+        let mut e = DetectEngine::new(
+            EngineSettings::new("t"),
+            &[p],
+            &ValidationContext::default(),
+        );
+        let r = DeviceReport {
+            tcp_ports: Some(PortList {
+                ports: vec![8080],
+                total: Some(1),
+            }),
+            ..DeviceReport::default()
+        };
+        e.evaluate_report(&r, 1_764_000_000_000).remove(0).event
+    }
+
+    async fn wait_for_lines(path: &std::path::Path, n: usize) -> String {
+        for _ in 0..200 {
+            if let Ok(t) = std::fs::read_to_string(path) {
+                if t.lines().count() >= n {
+                    return t;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} never got {n} lines", path.display());
+    }
+
+    #[tokio::test]
+    async fn file_and_command_outputs_get_the_event_json_and_mqtt_is_handed_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("alarms.jsonl");
+        let copied = dir.path().join("copied.json");
+        let mut a = Alarms::new(&[
+            AlarmOutput::Log,
+            AlarmOutput::File { path: file.clone() },
+            AlarmOutput::Command {
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("cat > {}", copied.display()),
+                ],
+                timeout: Duration::from_secs(10),
+            },
+            AlarmOutput::Mqtt {
+                topic: "alarms/t".into(),
+                qos: 1,
+                via: AlarmVia::Link,
+            },
+        ]);
+        let ev = event();
+        let mqtt = a.emit(&ev);
+        assert_eq!(mqtt.len(), 1);
+        assert_eq!(mqtt[0].topic, "alarms/t");
+        let back: ViolationEvent = serde_json::from_slice(&mqtt[0].payload).unwrap();
+        assert_eq!(back, ev);
+        let text = wait_for_lines(&file, 1).await;
+        let line: ViolationEvent = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line.violation_id, ev.violation_id);
+        let text = wait_for_lines(&copied, 1).await;
+        assert!(text.contains(&ev.violation_id));
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_is_retried_and_never_blocks_emit() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("count");
+        let mut a = Alarms::new(&[AlarmOutput::Command {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("echo x >> {}; exit 1", count.display()),
+            ],
+            timeout: Duration::from_secs(10),
+        }]);
+        assert!(a.emit(&event()).is_empty());
+        let text = wait_for_lines(&count, ATTEMPTS as usize).await;
+        assert_eq!(text.lines().count(), ATTEMPTS as usize);
+    }
+
+    #[test]
+    fn kept_publishes_are_bounded_oldest_dropped() {
+        let mut a = Alarms::new(&[]);
+        for i in 0..QUEUE_CAPACITY + 2 {
+            a.keep(MqttAlarm {
+                topic: format!("t/{i}"),
+                payload: Vec::new(),
+                qos: 0,
+            });
+        }
+        let p = a.take_pending();
+        assert_eq!(p.len(), QUEUE_CAPACITY);
+        assert_eq!(p[0].topic, "t/2");
+    }
+}
