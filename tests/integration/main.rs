@@ -4,6 +4,7 @@ mod agent;
 mod cli;
 mod collect;
 mod mqtt;
+mod regression;
 mod report;
 mod spool;
 mod support;
