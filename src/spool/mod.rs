@@ -816,7 +816,9 @@ impl Spool {
             // Created but not yet written: treat as a torn creation so it is rewritten.
             return Ok((0, tail(0, Corruption::Torn)));
         }
-        let mut header = vec![0u8; record::FILE_HEADER_LEN.min(file_len as usize)];
+        // Clamp in u64 first: `file_len as usize` truncates on 32-bit targets (a 4 GiB log read as empty).
+        let header_len = file_len.min(record::FILE_HEADER_LEN as u64) as usize;
+        let mut header = vec![0u8; header_len];
         read_exact(&mut reader, &mut header, &path)?;
         if let Err(reason) = record::check_file_header(&header) {
             return Ok((0, tail(0, reason)));
