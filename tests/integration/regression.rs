@@ -63,3 +63,15 @@ fn fuzz_spool_open_meta_dropped_total_at_u64_max_then_bounded_appends_do_not_ove
     assert_eq!(spool.stats().dropped_total, u64::MAX);
     assert_eq!(spool.stats().pending, 1);
 }
+
+#[test]
+fn fuzz_proc_net_sockets_a_row_mixing_an_ipv6_local_and_an_ipv4_remote_address_is_refused() {
+    use defender_agent::collect::{parse_proc_net, ProcNetFault, Proto};
+    let table = concat!(
+        "  sl  local_address                         remote_address                        st\n",
+        "   0: 00000000000000000000000000000000:22B3 00000000:01BB 01 00000000:00000000\n",
+    );
+    let error = parse_proc_net(table, Proto::Tcp).unwrap_err();
+    assert_eq!(error.line, 2);
+    assert_eq!(error.reason, ProcNetFault::BadAddress);
+}
