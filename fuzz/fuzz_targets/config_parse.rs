@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let first = Config::parse(text, "fuzz.toml");
     let second = Config::parse(text, "fuzz.toml");
-    assert_eq!(first.is_ok(), second.is_ok(), "Config::parse is not deterministic");
+    assert_eq!(
+        first.is_ok(),
+        second.is_ok(),
+        "Config::parse is not deterministic"
+    );
     if let Err(e) = first {
         // Error messages are rendered for the operator: rendering must not panic either.
         let _ = e.to_string();

@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
     match parse_custom_value(text, metric_type) {
         Ok(value) => {
             assert_eq!(value.metric_type(), metric_type);
-            assert_eq!(check_value(&value), Ok(()), "accepted value breaks the AWS rules");
+            assert_eq!(
+                check_value(&value),
+                Ok(()),
+                "accepted value breaks the AWS rules"
+            );
         }
         Err(e) => {
             let _ = e.to_string();

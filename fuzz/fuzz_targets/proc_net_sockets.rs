@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    let proto = if selector & 1 == 0 { Proto::Tcp } else { Proto::Udp };
+    let proto = if selector & 1 == 0 {
+        Proto::Tcp
+    } else {
+        Proto::Udp
+    };
     let order = if selector & 2 == 0 {
         WordOrder::NATIVE
     } else if cfg!(target_endian = "little") {
@@ -26,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(()) => {
             for s in &out {
                 assert_eq!(s.proto, proto);
-                assert_eq!(s.local.is_ipv4(), s.remote.is_ipv4(), "mixed families: {s:?}");
+                assert_eq!(
+                    s.local.is_ipv4(),
+                    s.remote.is_ipv4(),
+                    "mixed families: {s:?}"
+                );
             }
         }
         Err(e) => {

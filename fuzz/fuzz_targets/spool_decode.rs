@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     for r in &decoded.records {
         encode(r, &mut image);
     }
-    assert_eq!(&image[..], &data[..decoded.valid_len], "re-encoding differs");
+    assert_eq!(
+        &image[..],
+        &data[..decoded.valid_len],
+        "re-encoding differs"
+    );
     let again = decode_all(&image);
     assert_eq!(again.records, decoded.records);
     assert_eq!(again.tail, None);
