@@ -131,6 +131,10 @@ pub fn parse_proc_net_into(
         };
         let local = parse_hex_socket(local, order).ok_or(fault(ProcNetFault::BadAddress))?;
         let remote = parse_hex_socket(remote, order).ok_or(fault(ProcNetFault::BadAddress))?;
+        // The kernel writes both addresses in one family per table; a mixed row is corrupt (fuzz).
+        if local.is_ipv4() != remote.is_ipv4() {
+            return Err(fault(ProcNetFault::BadAddress));
+        }
         if state.len() != 2 {
             return Err(fault(ProcNetFault::BadState));
         }

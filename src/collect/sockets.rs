@@ -421,7 +421,8 @@ fn netlink_dump(table: Table, out: &mut Vec<RawSocket>) -> io::Result<()> {
             let message = NetlinkMessage::<SockDiagMessage>::deserialize(rest)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             // Messages are padded to 4 bytes (NLMSG_ALIGN).
-            let step = (message.header.length as usize + 3) & !3;
+            // Saturate: on 32-bit targets a length near u32::MAX must not overflow (audit).
+            let step = (message.header.length as usize).saturating_add(3) & !3;
             if step == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,

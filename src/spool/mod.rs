@@ -505,7 +505,8 @@ impl Spool {
                 self.payload_bytes -= slot.entry.payload.len() as u64;
             }
         }
-        self.dropped_total += victims.len() as u64;
+        // The counter comes from the file's Meta record: saturate, never overflow (fuzz: spool_open).
+        self.dropped_total = self.dropped_total.saturating_add(victims.len() as u64);
         self.last_id = Some(entry.id);
         self.payload_bytes += size;
         self.slots.push_back(Slot {
@@ -743,7 +744,7 @@ impl Spool {
                     "Spool is full; dropping the oldest entries (history first, then unsent reports)."
                 );
             }
-            self.episode_dropped += dropped as u64;
+            self.episode_dropped = self.episode_dropped.saturating_add(dropped as u64);
         } else if self.episode_dropped > 0 {
             tracing::info!(
                 dropped = self.episode_dropped,
@@ -972,7 +973,8 @@ impl Spool {
                     }
                 }
                 recovery.dropped += victims.len();
-                self.dropped_total += victims.len() as u64;
+                // The counter comes from the file's Meta record: saturate, never overflow (fuzz: spool_open).
+                self.dropped_total = self.dropped_total.saturating_add(victims.len() as u64);
                 self.last_id = self.last_id.max(Some(entry.id));
                 self.payload_bytes += size;
                 self.slots.push_back(Slot {
@@ -985,7 +987,7 @@ impl Spool {
                 if let Some(slot) = self.index_of(id).and_then(|i| self.slots.remove(i)) {
                     self.payload_bytes -= slot.entry.payload.len() as u64;
                     if matches!(rec, Record::Drop { .. }) {
-                        self.dropped_total += 1;
+                        self.dropped_total = self.dropped_total.saturating_add(1);
                     }
                 }
             }

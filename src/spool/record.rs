@@ -250,6 +250,7 @@ fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len);
     crc.update(&out[start + FRAME_HEADER_LEN..]);
+    // Invariant: `out` grew by FRAME_HEADER_LEN (8) bytes at `start` above.
     out[start..start + 4].copy_from_slice(&len);
     out[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
 }

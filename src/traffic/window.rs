@@ -202,6 +202,8 @@ impl Ring {
         for row in 0..self.slots {
             for column in 0..columns {
                 if let Some(old) = source(column).filter(|&c| c < self.columns) {
+                    // Invariant: row < slots, column < columns and old < self.columns; both
+                    // cell vectors are slots × their column count.
                     ring.cells[row * columns + column] = self.cells[row * self.columns + old];
                 }
             }

@@ -1,0 +1,14 @@
+//! `report::validate::validate` and `report::decode` on arbitrary CBOR bytes: never panic,
+//! agree with each other, and a report that decodes survives encode → decode unchanged in every
+//! format and key set.
+#![no_main]
+
+use defender_agent::report::Format;
+use libfuzzer_sys::fuzz_target;
+
+#[path = "report_roundtrip.rs"]
+mod report_roundtrip;
+
+fuzz_target!(|data: &[u8]| {
+    report_roundtrip::check(data, Format::Cbor);
+});

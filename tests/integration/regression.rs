@@ -1,0 +1,77 @@
+//! Regression tests for what fuzzing (fuzz/, cargo-fuzz) and the panic audit found: each test names
+//! the target or audit item it reproduces. Inputs are built here, byte by byte, so they stay
+//! readable; the crashing artifacts themselves are in fuzz/corpus/<target>/ as seeds.
+
+use defender_agent::spool::record::{encode, file_header, Record};
+use defender_agent::spool::{Entry, Settings, Spool, LOG_NAME};
+
+/// Writes a spool log made of `records` into `<dir>/spool/` and returns the settings to open it.
+fn spool_with(dir: &std::path::Path, records: &[Record]) -> Settings {
+    let mut image = file_header().to_vec();
+    for r in records {
+        encode(r, &mut image);
+    }
+    let spool_dir = dir.join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    std::fs::write(spool_dir.join(LOG_NAME), image).unwrap();
+    Settings::new(dir)
+}
+
+#[test]
+fn fuzz_spool_open_meta_dropped_total_at_u64_max_then_a_drop_record_does_not_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = spool_with(
+        dir.path(),
+        &[
+            Record::Meta {
+                last_id: None,
+                dropped_total: u64::MAX,
+            },
+            Record::Append(Entry {
+                id: 1,
+                format: 0,
+                payload: b"{}".to_vec(),
+            }),
+            Record::Drop { id: 1 },
+        ],
+    );
+    let (spool, _) = Spool::open(settings).unwrap();
+    assert_eq!(spool.stats().dropped_total, u64::MAX);
+    assert_eq!(spool.stats().pending, 0);
+}
+
+#[test]
+fn fuzz_spool_open_meta_dropped_total_at_u64_max_then_bounded_appends_do_not_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = spool_with(
+        dir.path(),
+        &[Record::Meta {
+            last_id: Some(5),
+            dropped_total: u64::MAX,
+        }],
+    );
+    settings.max_reports = 1;
+    let (mut spool, _) = Spool::open(settings).unwrap();
+    for id in 6..9 {
+        let entry = Entry {
+            id,
+            format: 0,
+            payload: b"{}".to_vec(),
+        };
+        spool.append(entry).unwrap();
+    }
+    assert_eq!(spool.stats().dropped_total, u64::MAX);
+    assert_eq!(spool.stats().pending, 1);
+}
+
+#[test]
+fn fuzz_proc_net_sockets_a_row_mixing_an_ipv6_local_and_an_ipv4_remote_address_is_refused() {
+    use defender_agent::collect::{parse_proc_net, ProcNetFault, Proto};
+    let table = concat!(
+        "  sl  local_address                         remote_address                        st\n",
+        "   0: 00000000000000000000000000000000:22B3 00000000:01BB 01 00000000:00000000\n",
+    );
+    let error = parse_proc_net(table, Proto::Tcp).unwrap_err();
+    assert_eq!(error.line, 2);
+    assert_eq!(error.reason, ProcNetFault::BadAddress);
+}
