@@ -1,1 +1,200 @@
-//! The local Detect engine: security profiles, behaviors, violations.
+//! The local Detect engine: security profiles, behaviors, validation, evaluation, violations,
+//! the list APIs and the replay driver. Pure: no I/O, no clock; the caller reads files and passes
+//! `now` (epoch milliseconds).
+//!
+//! spec: detect.md (all sections). Layout:
+//! - [`profile`]: AWS JSON shapes and JSON/TOML parsing with line/column/path errors
+//! - [`catalog`]: what each metric allows and how it aggregates
+//! - [`validate`]: V1–V18, LOAD vs STRICT, the ValidateSecurityProfileBehaviors emulation
+//! - [`criteria`]: operators, CIDRs, percentiles, robust z
+//! - [`window`]: bounded time-series windows
+//! - [`engine`]: datapoints, the CDA/CDC state machine, invalidation, serialisable state
+//! - [`violation`]: ViolationEvent / ActiveViolation shapes and ids
+//! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
+//! - [`replay`]: JSON-lines replay driver
+//! - [`topic`]: a minimal topic-filter matcher (until `crate::topic_filter` lands)
+//!
+//! Readings chosen where the spec is silent (beyond its own CHOICE tags):
+//! - statistical thresholds and ML default to off (not evaluable, with a diagnostic);
+//!   local-history and local-baseline are opt-in per engine or per (profile, behavior);
+//! - wire rules (fail even a LOAD): V1 name, V3 count, V9 element ranges, value shapes (serde),
+//!   dimension operator, profile name/description/alert-target key; all else skips in LOAD;
+//! - ML with a window: datapoints are the per-report value (device) or the 300 s window (cloud);
+//!   message-byte-size under ML uses the largest message of the window;
+//! - list `metricValue` sorts ports numerically and IPs as text (TC11 lists "10.1.2.3" first);
+//! - aws:source-ip-address with a dimension and aws:disconnect-duration are not evaluated.
+
+pub mod catalog;
+pub mod criteria;
+pub mod engine;
+pub mod profile;
+pub mod query;
+pub mod replay;
+pub mod topic;
+pub mod validate;
+pub mod violation;
+pub mod window;
+
+pub use engine::{
+    CloudMetric, DetectEngine, DeviceReport, Emitted, EngineSettings, EngineState, Established,
+    Millis, MlMode, NetworkDeltas, PortList, Scope, ScopeOperator, StatMode, TrafficLog,
+    TrafficRecord, TrafficWindows, WindowValue,
+};
+pub use profile::{
+    Behavior, BehaviorCriteria, CustomMetric, Dimension, Format, MetricDimension, MetricValue,
+    ParseError, SecurityProfile,
+};
+pub use query::ApiError;
+pub use validate::{
+    validate_behaviors, validate_behaviors_json, validate_behaviors_text, Mode, ValidationContext,
+    ValidationResult,
+};
+pub use violation::{ActiveViolation, ViolationEvent};
+
+/// How serious a load-time remark is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiagnosticKind {
+    /// The behavior breaks a non-wire rule and is not evaluated (LOAD mode).
+    Skipped,
+    /// The behavior is valid but this device cannot evaluate it (e.g. ML off, no source IP).
+    NotEvaluable,
+    /// Worth knowing, nothing skipped.
+    Warning,
+}
+
+/// A remark produced while loading or compiling profiles; never silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// Where the profile came from (file name), or empty.
+    pub source_name: String,
+    /// Profile name.
+    pub profile: String,
+    /// Behavior name, when the remark is about one.
+    pub behavior: Option<String>,
+    /// Severity.
+    pub kind: DiagnosticKind,
+    /// Human text.
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            DiagnosticKind::Skipped => "skipped",
+            DiagnosticKind::NotEvaluable => "not evaluable",
+            DiagnosticKind::Warning => "warning",
+        };
+        write!(f, "{}: profile {}", self.source_name, self.profile)?;
+        if let Some(b) = &self.behavior {
+            write!(f, " behavior {b}")?;
+        }
+        write!(f, ": {kind}: {}", self.message)
+    }
+}
+
+/// Why a document could not be loaded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LoadError {
+    /// Syntax or shape error (line, column, field path).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The document breaks rules that hold in this mode.
+    #[error("{source_name}: {}", errors.join("; "))]
+    Invalid {
+        /// Caller-supplied name.
+        source_name: String,
+        /// Every message.
+        errors: Vec<String>,
+    },
+}
+
+/// A profile loaded with its load-time diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedProfile {
+    /// The profile as written (skipped behaviors included; the engine skips them again).
+    pub profile: SecurityProfile,
+    /// Skipped behaviors and warnings.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Loads a DescribeSecurityProfile document (JSON or TOML). LOAD: wire rules fail, other problems
+/// skip the behavior with a diagnostic. STRICT: every rule fails (spec: detect.md §4).
+pub fn load_profile(
+    text: &str,
+    source_name: &str,
+    format: Format,
+    ctx: &ValidationContext,
+    mode: Mode,
+) -> Result<LoadedProfile, LoadError> {
+    let profile: SecurityProfile = profile::parse_doc(text, source_name, format)?;
+    let check = validate::check_profile(&profile, ctx, mode);
+    if !check.errors.is_empty() {
+        return Err(LoadError::Invalid {
+            source_name: source_name.to_owned(),
+            errors: check.errors,
+        });
+    }
+    let mut diagnostics = Vec::new();
+    for (index, messages) in check.skipped {
+        for message in messages {
+            diagnostics.push(Diagnostic {
+                source_name: source_name.to_owned(),
+                profile: profile.security_profile_name.clone(),
+                behavior: profile.behaviors.get(index).map(|b| b.name.clone()),
+                kind: DiagnosticKind::Skipped,
+                message,
+            });
+        }
+    }
+    for message in check.warnings {
+        diagnostics.push(Diagnostic {
+            source_name: source_name.to_owned(),
+            profile: profile.security_profile_name.clone(),
+            behavior: None,
+            kind: DiagnosticKind::Warning,
+            message,
+        });
+    }
+    Ok(LoadedProfile {
+        profile,
+        diagnostics,
+    })
+}
+
+/// Loads a DescribeDimension document (JSON or TOML) and checks it in `mode`.
+pub fn load_dimension(
+    text: &str,
+    source_name: &str,
+    format: Format,
+    mode: Mode,
+) -> Result<Dimension, LoadError> {
+    let d: Dimension = profile::parse_doc(text, source_name, format)?;
+    let errors = validate::check_dimension(&d, mode);
+    if errors.is_empty() {
+        Ok(d)
+    } else {
+        Err(LoadError::Invalid {
+            source_name: source_name.to_owned(),
+            errors,
+        })
+    }
+}
+
+/// Loads a DescribeCustomMetric document (JSON or TOML).
+pub fn load_custom_metric(
+    text: &str,
+    source_name: &str,
+    format: Format,
+) -> Result<CustomMetric, LoadError> {
+    let m: CustomMetric = profile::parse_doc(text, source_name, format)?;
+    let errors = validate::check_custom_metric(&m);
+    if errors.is_empty() {
+        Ok(m)
+    } else {
+        Err(LoadError::Invalid {
+            source_name: source_name.to_owned(),
+            errors,
+        })
+    }
+}

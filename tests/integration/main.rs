@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod collect;
+mod detect;
 mod mqtt;
 mod regression;
 mod report;

@@ -1,0 +1,564 @@
+//! The replay driver: JSON lines of timed reports and traffic events run through the engine,
+//! with cloud-side ticks at every epoch multiple of 300 s, producing the violation events.
+//! Deterministic; pure (the caller reads the file).
+//!
+//! Line forms (times are epoch seconds, non-decreasing):
+//! `{"time":T,"report":{…metrics report, long or short keys…}}`,
+//! `{"time":T,"publish":{"topic":"a/b","bytes":12,"dup":false}}`, `{"time":T,"receive":{…}}`,
+//! `{"time":T,"connect":{"ok":true,"source_ip":"1.2.3.4"}}`, `{"time":T,"disconnect":{}}`,
+//! `{"time":T,"auth_failure":{"topic":"a/b"}}`, `{"time":T,"tick":{}}`. Blank lines and lines
+//! starting with `#` are ignored.
+//!
+//! spec: detect.md §3.3 (ticks), §2.2 (report fields), metrics-report.md (long/short keys).
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use super::engine::{
+    DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList, TrafficLog,
+    TrafficRecord,
+};
+use super::violation::{ActiveViolation, ViolationEvent};
+use crate::metric::{check_value, CustomValue};
+
+const TICK_MS: Millis = 300_000;
+
+/// Why a replay stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// A line is not JSON.
+    #[error("line {line}:{column}: {message}")]
+    Json {
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// serde_json's message.
+        message: String,
+    },
+    /// A line's time is before the previous line's.
+    #[error(
+        "line {line}: time {time} is before the previous time {previous} (times must not decrease)"
+    )]
+    OutOfOrder {
+        /// 1-based line number.
+        line: usize,
+        /// This line's time (seconds).
+        time: String,
+        /// The previous time (seconds).
+        previous: String,
+    },
+    /// A line has the wrong shape.
+    #[error("line {line}: {message}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The report payload is malformed (the same report AWS would reject).
+    #[error("line {line}: malformed metrics report: {message}")]
+    Report {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The result of a replay: every emitted event in record order, and the engine afterwards.
+#[derive(Debug, Clone)]
+pub struct ReplayRun {
+    /// Events in the order they were produced.
+    pub events: Vec<Emitted>,
+    /// The engine after the last line (active violations, state).
+    pub engine: DetectEngine,
+    /// Remarks about dropped custom metrics (invalid values), with line numbers.
+    pub notes: Vec<String>,
+}
+
+impl ReplayRun {
+    /// The events newest first; ties: later-recorded first (spec: detect.md §6.6).
+    pub fn events_newest_first(&self) -> Vec<ViolationEvent> {
+        let mut v: Vec<(usize, &ViolationEvent)> =
+            self.events.iter().map(|e| &e.event).enumerate().collect();
+        v.sort_by(|a, b| {
+            b.1.violation_event_time
+                .total_cmp(&a.1.violation_event_time)
+                .then(b.0.cmp(&a.0))
+        });
+        v.into_iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// `{"violationEvents":[…]}` plus, when asked, `"activeViolations":[…]` (typed, so the
+    /// API field order is kept; a `serde_json::Value` would sort the keys).
+    pub fn document(&self, with_active: bool) -> ReplayDocument {
+        ReplayDocument {
+            violation_events: self.events_newest_first(),
+            active_violations: with_active.then(|| self.engine.active_violations()),
+        }
+    }
+}
+
+/// The replay output document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayDocument {
+    /// Newest first.
+    pub violation_events: Vec<ViolationEvent>,
+    /// ListActiveViolations after the last line, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_violations: Option<Vec<ActiveViolation>>,
+}
+
+/// Runs `input` through `engine`. `client_id` is substituted for `${iot:ClientId}` in filters.
+pub fn replay(
+    input: &str,
+    mut engine: DetectEngine,
+    client_id: &str,
+) -> Result<ReplayRun, ReplayError> {
+    let mut log = TrafficLog::new(client_id);
+    let mut events = Vec::new();
+    let mut notes = Vec::new();
+    let mut previous: Option<(Millis, f64)> = None;
+    let mut last_tick: Option<Millis> = None;
+    for (idx, raw) in input.lines().enumerate() {
+        let line = idx + 1;
+        let text = raw.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let v: Value = serde_json::from_str(text).map_err(|e| ReplayError::Json {
+            line,
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let obj = v.as_object().ok_or_else(|| ReplayError::BadLine {
+            line,
+            message: "expected a JSON object".to_owned(),
+        })?;
+        let secs = obj
+            .get("time")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .ok_or_else(|| ReplayError::BadLine {
+                line,
+                message: "\"time\" (epoch seconds, a number >= 0) is required".to_owned(),
+            })?;
+        let now = (secs * 1000.0).round() as Millis;
+        if let Some((prev_ms, prev_secs)) = previous {
+            if now < prev_ms {
+                return Err(ReplayError::OutOfOrder {
+                    line,
+                    time: secs.to_string(),
+                    previous: prev_secs.to_string(),
+                });
+            }
+        }
+        previous = Some((now, secs));
+        let tick_base = *last_tick.get_or_insert(now.div_euclid(TICK_MS) * TICK_MS);
+        let kinds: Vec<&String> = obj.keys().filter(|k| k.as_str() != "time").collect();
+        let [kind] = kinds.as_slice() else {
+            return Err(ReplayError::BadLine {
+                line,
+                message: format!(
+                    "expected exactly one event key besides \"time\", found {kinds:?}"
+                ),
+            });
+        };
+        // Invariant: `kind` was taken from this map's keys.
+        let body = &obj[kind.as_str()];
+        // Cloud ticks strictly before this line's time run first; a tick at exactly `now` runs
+        // after the line's traffic is recorded (window (t−D, t] includes t).
+        let inclusive = kind.as_str() == "tick";
+        last_tick = Some(run_ticks(
+            &mut engine,
+            &log,
+            tick_base,
+            now,
+            inclusive,
+            &mut events,
+        ));
+        match kind.as_str() {
+            "report" => {
+                let (report, dropped) =
+                    parse_report(body).map_err(|message| ReplayError::Report { line, message })?;
+                notes.extend(dropped.into_iter().map(|d| format!("line {line}: {d}")));
+                events.extend(engine.evaluate_report(&report, now));
+            }
+            "publish" | "receive" => {
+                let topic = body
+                    .get("topic")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ReplayError::BadLine {
+                        line,
+                        message: format!("{kind} needs a \"topic\" string"),
+                    })?
+                    .to_owned();
+                let bytes = body
+                    .get("bytes")
+                    .or_else(|| body.get("size"))
+                    .map_or(Some(0), Value::as_u64)
+                    .ok_or_else(|| ReplayError::BadLine {
+                        line,
+                        message: "\"bytes\" must be an integer >= 0".to_owned(),
+                    })?;
+                // spec: §2.2 — count first transmissions only, not DUP retransmits.
+                if body.get("dup").and_then(Value::as_bool) != Some(true) {
+                    let r = if kind.as_str() == "publish" {
+                        TrafficRecord::Publish { topic, bytes }
+                    } else {
+                        TrafficRecord::Receive { topic, bytes }
+                    };
+                    log.record(now, r);
+                }
+            }
+            "connect" => {
+                log.record(now, TrafficRecord::ConnectAttempt);
+                let ok = body.get("ok").and_then(Value::as_bool).unwrap_or(true);
+                let ip = match body.get("source_ip").and_then(Value::as_str) {
+                    Some(s) => Some(s.parse::<IpAddr>().map_err(|_| ReplayError::BadLine {
+                        line,
+                        message: format!("source_ip {s:?} is not an IP address"),
+                    })?),
+                    None => None,
+                };
+                if ok {
+                    events.extend(engine.on_connection(ip, now));
+                }
+            }
+            "disconnect" => log.record(now, TrafficRecord::Disconnect),
+            "auth_failure" => {
+                let topic = body.get("topic").and_then(Value::as_str).map(str::to_owned);
+                log.record(now, TrafficRecord::AuthFailure { topic });
+            }
+            "tick" => events.extend(engine.housekeeping(now)),
+            other => {
+                return Err(ReplayError::BadLine {
+                    line,
+                    message: format!("unknown event {other:?}"),
+                })
+            }
+        }
+    }
+    if let (Some((end, _)), Some(base)) = (previous, last_tick) {
+        run_ticks(&mut engine, &log, base, end, true, &mut events);
+    }
+    Ok(ReplayRun {
+        events,
+        engine,
+        notes,
+    })
+}
+
+/// Runs cloud ticks (and housekeeping) at multiples of 300 s in (after, until) or (after, until].
+fn run_ticks(
+    engine: &mut DetectEngine,
+    log: &TrafficLog,
+    after: Millis,
+    until: Millis,
+    inclusive: bool,
+    out: &mut Vec<Emitted>,
+) -> Millis {
+    let mut t = after + TICK_MS;
+    let mut last = after;
+    while t < until || (inclusive && t == until) {
+        out.extend(engine.evaluate_cloud(log, t));
+        out.extend(engine.housekeeping(t));
+        last = t;
+        t += TICK_MS;
+    }
+    last
+}
+
+fn get<'a>(o: &'a Map<String, Value>, long: &str, short: &str) -> Option<&'a Value> {
+    o.get(long).or_else(|| o.get(short))
+}
+
+fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, String> {
+    v.as_object()
+        .ok_or_else(|| format!("{what} must be an object"))
+}
+
+fn uint(v: Option<&Value>, what: &str) -> Result<Option<u64>, String> {
+    match v {
+        None => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("{what} must be an integer >= 0")),
+    }
+}
+
+fn port_list(v: &Value, what: &str) -> Result<PortList, String> {
+    let o = obj(v, what)?;
+    let mut ports = Vec::new();
+    if let Some(list) = get(o, "ports", "pts") {
+        for p in list
+            .as_array()
+            .ok_or_else(|| format!("{what}.ports must be a list"))?
+        {
+            let po = obj(p, "a port entry")?;
+            let n = uint(get(po, "port", "pt"), "port")?.ok_or("a port entry needs port")?;
+            let n = u16::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("port {n} must be in 1..65535"))?;
+            ports.push(n);
+        }
+    }
+    Ok(PortList {
+        ports,
+        total: uint(get(o, "total", "t"), "total")?,
+    })
+}
+
+/// Parses `ip:port`, `[v6]:port`, or a bare address (spec: detect.md §2.2 destination IPs).
+pub fn parse_remote_addr(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let host = match s.rsplit_once(':') {
+        Some((h, _port)) => h,
+        None => s,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// A minimal tolerant parser of a metrics report document (long or short keys) into a
+/// [`DeviceReport`]. Returns the report and notes about custom metrics dropped for invalid
+/// values; errors on what AWS rejects as malformed (e.g. a custom value not in an array).
+pub fn parse_report(v: &Value) -> Result<(DeviceReport, Vec<String>), String> {
+    let root = obj(v, "the report")?;
+    let metrics = get(root, "metrics", "met");
+    let custom = get(root, "custom_metrics", "cmet");
+    if metrics.is_none() && custom.is_none() {
+        return Err("at least one of metrics or custom_metrics is required".to_owned());
+    }
+    let mut r = DeviceReport::default();
+    let mut notes = Vec::new();
+    if let Some(m) = metrics {
+        let m = obj(m, "metrics")?;
+        if let Some(tp) = get(m, "listening_tcp_ports", "tp") {
+            r.tcp_ports = Some(port_list(tp, "listening_tcp_ports")?);
+        }
+        if let Some(up) = get(m, "listening_udp_ports", "up") {
+            r.udp_ports = Some(port_list(up, "listening_udp_ports")?);
+        }
+        if let Some(ns) = get(m, "network_stats", "ns") {
+            let ns = obj(ns, "network_stats")?;
+            let f = |l, s| uint(get(ns, l, s), l).map(Option::unwrap_or_default);
+            r.network = Some(NetworkDeltas {
+                bytes_in: f("bytes_in", "bi")?,
+                bytes_out: f("bytes_out", "bo")?,
+                packets_in: f("packets_in", "pi")?,
+                packets_out: f("packets_out", "po")?,
+            });
+        }
+        if let Some(tc) = get(m, "tcp_connections", "tc") {
+            let tc = obj(tc, "tcp_connections")?;
+            if let Some(ec) = get(tc, "established_connections", "ec") {
+                let ec = obj(ec, "established_connections")?;
+                let mut remote_ips = Vec::new();
+                if let Some(cs) = get(ec, "connections", "cs") {
+                    for c in cs.as_array().ok_or("connections must be a list")? {
+                        let co = obj(c, "a connection")?;
+                        let rad = get(co, "remote_addr", "rad")
+                            .and_then(Value::as_str)
+                            .ok_or("a connection needs remote_addr")?;
+                        remote_ips.push(
+                            parse_remote_addr(rad)
+                                .ok_or_else(|| format!("remote_addr {rad:?} is not ip:port"))?,
+                        );
+                    }
+                }
+                r.established = Some(Established {
+                    remote_ips,
+                    total: uint(get(ec, "total", "t"), "total")?,
+                });
+            }
+        }
+    }
+    if let Some(c) = custom {
+        for (name, val) in obj(c, "custom_metrics")? {
+            // spec: detect.md §2.2 — always an ARRAY holding one object.
+            let arr = val.as_array().filter(|a| a.len() == 1).ok_or_else(|| {
+                format!("custom metric {name} must be an array holding one object")
+            })?;
+            // Invariant: the filter above keeps only one-element arrays.
+            let o = obj(&arr[0], "a custom metric value")?;
+            let value = custom_value(o).map_err(|e| format!("custom metric {name}: {e}"))?;
+            match check_value(&value) {
+                Ok(()) => r.custom.push((name.clone(), value)),
+                Err(e) => notes.push(format!("custom metric {name} dropped: {e}")),
+            }
+        }
+    }
+    Ok((r, notes))
+}
+
+fn custom_value(o: &Map<String, Value>) -> Result<CustomValue, String> {
+    let nums = |v: &Value| -> Result<Vec<f64>, String> {
+        v.as_array()
+            .ok_or("number_list must be a list")?
+            .iter()
+            .map(|x| {
+                x.as_f64()
+                    .ok_or_else(|| "number_list holds a non-number".to_owned())
+            })
+            .collect()
+    };
+    if let Some(n) = o.get("number") {
+        return n
+            .as_f64()
+            .map(CustomValue::Number)
+            .ok_or_else(|| "number must be a number".to_owned());
+    }
+    if let Some(v) = o.get("number_list") {
+        return nums(v).map(CustomValue::NumberList);
+    }
+    if let Some(v) = o.get("string_list") {
+        let list = v.as_array().ok_or("string_list must be a list")?;
+        return list
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "string_list holds a non-string".to_owned())
+            })
+            .collect::<Result<_, _>>()
+            .map(CustomValue::StringList);
+    }
+    if let Some(v) = o.get("ip_list") {
+        let list = v.as_array().ok_or("ip_list must be a list")?;
+        return list
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+                    .ok_or_else(|| format!("ip_list holds {x}, not an IP address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(CustomValue::IpList);
+    }
+    Err("expected one of number, number_list, string_list, ip_list".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::engine::EngineSettings;
+    use crate::detect::profile::SecurityProfile;
+    use crate::detect::validate::ValidationContext;
+    use crate::detect::violation::ViolationEventType as T;
+
+    fn engine(behaviors: &str) -> DetectEngine {
+        let p: SecurityProfile = serde_json::from_str(&format!(
+            r#"{{"securityProfileName":"P","behaviors":[{behaviors}]}}"#
+        ))
+        .unwrap();
+        let ctx = ValidationContext::new(
+            vec![],
+            vec![serde_json::from_str(
+                r#"{"metricName":"batteryPercentage","metricType":"number"}"#,
+            )
+            .unwrap()],
+        );
+        DetectEngine::new(EngineSettings::new("t1"), &[p], &ctx)
+    }
+
+    #[test]
+    fn tc01_through_replay_ticks_cloud_metrics_every_300_seconds() {
+        let e = engine(
+            r#"{"name":"B1","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than-equals","value":{"count":10},"durationSeconds":300,"consecutiveDatapointsToAlarm":2,"consecutiveDatapointsToClear":2}}"#,
+        );
+        let mut input = String::from("{\"time\":0,\"connect\":{}}\n");
+        for (i, n) in [5, 15, 15, 3, 3].iter().enumerate() {
+            for k in 0..*n {
+                input.push_str(&format!(
+                    "{{\"time\":{},\"publish\":{{\"topic\":\"t\",\"bytes\":5}}}}\n",
+                    300 * i + 10 + k
+                ));
+            }
+        }
+        input.push_str("{\"time\":1500,\"tick\":{}}\n");
+        let run = replay(&input, e, "c1").unwrap();
+        let got: Vec<(T, f64)> = run
+            .events
+            .iter()
+            .map(|e| (e.event.violation_event_type, e.event.violation_event_time))
+            .collect();
+        assert_eq!(got, vec![(T::InAlarm, 900.0), (T::AlarmCleared, 1500.0)]);
+        let doc = serde_json::to_value(run.document(true)).unwrap();
+        assert_eq!(
+            doc["violationEvents"][0]["violationEventType"],
+            "alarm-cleared"
+        );
+        assert_eq!(doc["activeViolations"].as_array().unwrap().len(), 0);
+        let text = serde_json::to_string(&run.document(false)).unwrap();
+        assert!(
+            text.starts_with(r#"{"violationEvents":[{"violationId":"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tc26_through_replay_and_the_unwrapped_custom_value_is_malformed() {
+        let e = engine(
+            r#"{"name":"great-than-75","metric":"batteryPercentage","criteria":{"comparisonOperator":"greater-than","value":{"number":75},"consecutiveDatapointsToAlarm":5,"consecutiveDatapointsToClear":1}}"#,
+        );
+        let mut input = String::from("{\"time\":300,\"report\":{\"hed\":{\"rid\":1,\"v\":\"1.0\"},\"cmet\":{\"batteryPercentage\":[{\"number\":80}]}}}\n");
+        for i in 2..=6 {
+            input.push_str(&format!("{{\"time\":{},\"report\":{{\"hed\":{{\"rid\":{i},\"v\":\"1.0\"}},\"cmet\":{{\"batteryPercentage\":[{{\"number\":70}}]}}}}}}\n", 300 * i));
+        }
+        let run = replay(&input, e.clone(), "c").unwrap();
+        assert_eq!(run.events.len(), 1);
+        assert_eq!(run.events[0].event.violation_event_time, 1800.0);
+        let bad = "{\"time\":300,\"report\":{\"cmet\":{\"batteryPercentage\":{\"number\":70}}}}";
+        let err = replay(bad, e, "c").unwrap_err();
+        assert!(matches!(err, ReplayError::Report { line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn an_out_of_order_line_names_its_line_number() {
+        let e = engine("");
+        let input = "{\"time\":600,\"tick\":{}}\n\n{\"time\":300,\"tick\":{}}\n";
+        let err = replay(input, e.clone(), "c").unwrap_err();
+        assert_eq!(
+            err,
+            ReplayError::OutOfOrder {
+                line: 3,
+                time: "300".into(),
+                previous: "600".into()
+            }
+        );
+        assert!(matches!(
+            replay("{\"time\":1,", e.clone(), "c"),
+            Err(ReplayError::Json { line: 1, .. })
+        ));
+        assert!(matches!(
+            replay("{\"time\":1,\"bogus\":{}}", e, "c"),
+            Err(ReplayError::BadLine { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn long_and_short_report_keys_give_the_same_device_report() {
+        let long: Value = serde_json::from_str(r#"{"header":{"report_id":1,"version":"1.0"},"metrics":{"listening_tcp_ports":{"ports":[{"port":22,"interface":"eth0"},{"port":22,"interface":"wlan0"}],"total":2},"network_stats":{"bytes_in":1,"bytes_out":2,"packets_in":3,"packets_out":4},"tcp_connections":{"established_connections":{"connections":[{"remote_addr":"[2001:db8::1]:443","local_port":5000},{"remote_addr":"10.0.0.1:80"}],"total":2}}}}"#).unwrap();
+        let short: Value = serde_json::from_str(r#"{"hed":{"rid":1,"v":"1.0"},"met":{"tp":{"pts":[{"pt":22,"if":"eth0"},{"pt":22,"if":"wlan0"}],"t":2},"ns":{"bi":1,"bo":2,"pi":3,"po":4},"tc":{"ec":{"cs":[{"rad":"[2001:db8::1]:443","lp":5000},{"rad":"10.0.0.1:80"}],"t":2}}}}"#).unwrap();
+        let (a, _) = parse_report(&long).unwrap();
+        let (b, _) = parse_report(&short).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.network.unwrap().packets_out, 4);
+        assert_eq!(
+            a.established.unwrap().remote_ips[0],
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert!(parse_report(&serde_json::json!({"hed":{}})).is_err());
+        assert!(parse_report(&serde_json::json!({"met":{"ns":{"bi":-1}}})).is_err());
+    }
+}
