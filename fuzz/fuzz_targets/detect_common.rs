@@ -1,5 +1,6 @@
 // Shared by the detect_* targets (included with `#[path]`): the validation context built from the
 // repository's replay fixtures, and the input split (first byte: format and mode).
+#![allow(dead_code)] // each target uses part of it
 
 use defender_agent::detect::{load_custom_metric, load_dimension, Format, Mode, ValidationContext};
 
