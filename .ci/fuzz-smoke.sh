@@ -27,7 +27,8 @@ targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
 # Safe Rust needs no AddressSanitizer; debug assertions turn integer overflow into findings.
 build_flags=(--sanitizer none --debug-assertions)
 
-cargo +nightly fuzz build "${build_flags[@]}" $targets
+# Build every target once up front (cargo fuzz run then finds them up to date).
+cargo +nightly fuzz build "${build_flags[@]}"
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
