@@ -23,6 +23,11 @@ use crate::metric::{check_value, CustomValue};
 use crate::traffic::{AuthFailureKind, Direction, TrafficCounters, TrafficEvent};
 
 const TICK_MS: Millis = 300_000;
+/// Latest accepted line time, 9999-12-31T23:59:59Z: keeps `time × 1000 + TICK_MS` far from overflow.
+const MAX_TIME_SECS: f64 = 253_402_300_799.0;
+/// Longest gap between lines: cloud-side ticks run every 5 minutes in between, so an unbounded gap
+/// is an unbounded loop (found by fuzz target detect_replay: a 50-year jump ran 5 million ticks).
+const MAX_GAP_MS: Millis = 31 * 24 * 3_600_000;
 
 /// Why a replay stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,10 +152,11 @@ pub fn replay(
         let secs = obj
             .get("time")
             .and_then(Value::as_f64)
-            .filter(|t| t.is_finite() && *t >= 0.0)
+            .filter(|t| t.is_finite() && *t >= 0.0 && *t <= MAX_TIME_SECS)
             .ok_or_else(|| ReplayError::BadLine {
                 line,
-                message: "\"time\" (epoch seconds, a number >= 0) is required".to_owned(),
+                message: "\"time\" (epoch seconds, a number from 0 to 253402300799) is required"
+                    .to_owned(),
             })?;
         let now = (secs * 1000.0).round() as Millis;
         if let Some((prev_ms, prev_secs)) = previous {
@@ -165,6 +171,14 @@ pub fn replay(
         previous = Some((now, secs));
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.max(0) as u64);
         let tick_base = *last_tick.get_or_insert(now.div_euclid(TICK_MS) * TICK_MS);
+        if now.saturating_sub(tick_base) > MAX_GAP_MS {
+            return Err(ReplayError::BadLine {
+                line,
+                message: format!(
+                    "time {secs} is more than 31 days after the previous line; split the replay"
+                ),
+            });
+        }
         let kinds: Vec<&String> = obj.keys().filter(|k| k.as_str() != "time").collect();
         let [kind] = kinds.as_slice() else {
             return Err(ReplayError::BadLine {

@@ -75,3 +75,44 @@ fn fuzz_proc_net_sockets_a_row_mixing_an_ipv6_local_and_an_ipv4_remote_address_i
     assert_eq!(error.line, 2);
     assert_eq!(error.reason, ProcNetFault::BadAddress);
 }
+
+/// The replay fixture engine (tests/fixtures/detect/replay-*.json).
+fn replay_engine() -> defender_agent::detect::DetectEngine {
+    use defender_agent::detect::*;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detect");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let dimension = load_dimension(
+        &read("replay-dimension.json"),
+        "d",
+        Format::Json,
+        Mode::Strict,
+    );
+    let metric = load_custom_metric(&read("replay-custom-metric.json"), "m", Format::Json);
+    let ctx = ValidationContext::new(vec![dimension.unwrap()], vec![metric.unwrap()]);
+    let profile = load_profile(
+        &read("replay-profile.json"),
+        "p",
+        Format::Json,
+        &ctx,
+        Mode::Load,
+    );
+    DetectEngine::new(EngineSettings::new("t1"), &[profile.unwrap().profile], &ctx)
+}
+
+#[test]
+fn fuzz_detect_replay_a_fifty_year_jump_between_lines_is_refused_instead_of_ticking_for_minutes() {
+    let input = concat!(
+        "{\"time\": 1560276000, \"publish\": {\"topic\": \"a\", \"bytes\": 1}}\n",
+        "{\"time\": 3120552206, \"publish\": {\"topic\": \"a\", \"bytes\": 1}}\n",
+    );
+    let error = defender_agent::detect::replay::replay(input, replay_engine(), "c1").unwrap_err();
+    assert!(error.to_string().contains("line 2"), "{error}");
+    assert!(error.to_string().contains("31 days"), "{error}");
+}
+
+#[test]
+fn fuzz_detect_replay_a_time_beyond_year_9999_is_refused_instead_of_overflowing() {
+    let input = "{\"time\": 1e300, \"tick\": {}}\n";
+    let error = defender_agent::detect::replay::replay(input, replay_engine(), "c1").unwrap_err();
+    assert!(error.to_string().contains("line 1"), "{error}");
+}
