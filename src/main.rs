@@ -207,6 +207,7 @@ enum ViolationsCommand {
 }
 
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
@@ -257,6 +258,19 @@ fn main() -> ExitCode {
                 EXIT_FAILURE
             })
         }
+    }
+}
+
+/// glibc malloc for a small, long-running daemon: one arena (the sampling thread would otherwise
+/// get its own, which keeps its high-water mark), and a fixed mmap threshold (glibc raises it after
+/// every large free, after which big short-lived buffers stay resident on the heap).
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
     }
 }
 
