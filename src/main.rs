@@ -285,9 +285,8 @@ fn init_tracing() {
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     tracing_subscriber::registry()
         .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
+            // No ANSI colours: logs go to journald or a file on a gateway.
+            tracing_subscriber::fmt::layer().with_writer(std::io::stderr),
         )
         .with(filter)
         .init();
