@@ -108,7 +108,49 @@ impl DetectPart {
             .mqtt
             .as_ref()
             .map_or(config.thing_name.clone(), |m| m.client_id.clone());
-        let (scopes, unusable) = engine.traffic_scopes(&client_id);
+        let (mut scopes, mut unusable) = engine.traffic_scopes(&client_id);
+        // Every loaded dimension is counted (status --json, [[traffic_exports]]), not only the
+        // ones a behavior uses; NOT_IN scopes too when an export asks for one.
+        let wanted = loaded.dimensions.iter().map(|d| (d, false)).chain(
+            config
+                .traffic_exports
+                .iter()
+                .filter(|e| e.not_in)
+                .filter_map(|e| {
+                    let d = loaded
+                        .dimensions
+                        .iter()
+                        .find(|d| Some(&d.name) == e.dimension.as_ref())?;
+                    Some((d, true))
+                }),
+        );
+        for (d, not_in) in wanted {
+            let name = if not_in {
+                format!("{}:NOT_IN", d.name)
+            } else {
+                d.name.clone()
+            };
+            if scopes.iter().any(|s| s.name == name) {
+                continue;
+            }
+            let mut filters = Vec::new();
+            for f in &d.string_values {
+                match crate::topic_filter::TopicFilter::parse_with_client_id(f, &client_id) {
+                    Ok(tf) => filters.push(tf),
+                    Err(e) => unusable.push((d.name.clone(), format!("{f:?}: {e}"))),
+                }
+            }
+            let operator = if not_in {
+                traffic::ScopeOperator::NotIn
+            } else {
+                traffic::ScopeOperator::In
+            };
+            scopes.push(traffic::Scope {
+                name,
+                filters,
+                operator,
+            });
+        }
         for (dimension, why) in unusable {
             warn!(%dimension, %why, "Dimension value is not a usable topic filter after client id substitution; left out.");
         }

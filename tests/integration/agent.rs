@@ -942,3 +942,70 @@ async fn the_daemon_counts_what_the_tap_sees_on_the_local_broker() {
         assert!(Instant::now() < deadline, "tap traffic not counted: {st}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_counts_under_the_dimension_that_scopes_its_topic() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let accepted = "$aws/things/gw-dim/defender/metrics/json/accepted";
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki).with_subscribe_denied(
+        dir.path(),
+        "gw-dim",
+        &[accepted],
+    ));
+    let profiles = dir.path().join("profiles");
+    let dimensions = dir.path().join("dimensions");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::create_dir_all(&dimensions).unwrap();
+    std::fs::write(
+        dimensions.join("defender.json"),
+        r#"{"name":"DefenderTopics","type":"TOPIC_FILTER","stringValues":["$aws/things/+/defender/#"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dimensions.join("other.json"),
+        r#"{"name":"OtherTopics","type":"TOPIC_FILTER","stringValues":["sensors/#"]}"#,
+    )
+    .unwrap();
+    let mut config = config_text(
+        &broker,
+        &pki,
+        "gw-dim",
+        &dir.path().join("state"),
+        "",
+        "latest",
+    );
+    config.push_str(&format!(
+        "[detect]\nprofiles = [{:?}]\ndimensions = [{:?}]\n",
+        profiles.display().to_string(),
+        dimensions.display().to_string()
+    ));
+    let agent = Agent::start(dir.path(), &config);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = status_json(&agent);
+        let t = &st["traffic"];
+        if t["DefenderTopics"]["authorization_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+        {
+            assert_eq!(
+                t["OtherTopics"]["authorization_failures"].as_u64(),
+                Some(0),
+                "{t}"
+            );
+            assert!(
+                t["all"]["authorization_failures"].as_u64().unwrap() >= 1,
+                "{t}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scoped refusal not counted: {st}\nlog:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
