@@ -53,10 +53,8 @@
 //! it is lost and the tap reconnects, logging the cause. Per connection one 8 KiB bit set of
 //! counted packet ids. Event channel: the caller's, never waited on.
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::error::Error as StdError;
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -629,7 +627,7 @@ impl Tap {
             self.failed_attempts,
             self.reconnect_min,
             self.reconnect_max,
-            jitter_unit(),
+            crate::mqtt::jitter_unit(),
         );
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         let repeated = self.logged_causes.contains(&cause);
@@ -674,12 +672,6 @@ impl Tap {
             debug!(endpoint = %self.endpoint, "Tap DISCONNECT not sent; closing the socket.");
         }
     }
-}
-
-/// A jitter value in `[0, 1)` from std's per-process random hash keys.
-fn jitter_unit() -> f64 {
-    let bits = RandomState::new().hash_one(std::process::id());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The cause of a connection failure in a few stable words (same vocabulary as the link's).

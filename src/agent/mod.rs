@@ -117,13 +117,6 @@ fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// A value in [0, 1) from std's per-process random hash keys (no RNG crate needed).
-fn random_unit() -> f64 {
-    use std::hash::BuildHasher;
-    let bits = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// The report in flight: published, answer not yet received.
 struct InFlight {
     id: u64,
@@ -180,7 +173,11 @@ async fn run_once(
 
     let sample_every = agent.config.collect.sample_interval;
     let report_every = agent.config.report.interval;
-    let jitter = agent.config.report.startup_jitter.mul_f64(random_unit());
+    let jitter = agent
+        .config
+        .report
+        .startup_jitter
+        .mul_f64(mqtt::jitter_unit());
     let start = Instant::now();
     let mut sample_timer = tokio::time::interval_at(start + sample_every, sample_every);
     sample_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);

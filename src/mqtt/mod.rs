@@ -285,7 +285,7 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, jitter_unit: f64) -> 
 }
 
 /// A jitter value in `[0, 1)` from std's per-process random hash keys (no RNG crate needed).
-fn jitter_unit() -> f64 {
+pub(crate) fn jitter_unit() -> f64 {
     let bits = RandomState::new().hash_one(std::process::id());
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
