@@ -54,7 +54,6 @@
 //! counted packet ids. Event channel: the caller's, never waited on.
 
 use std::collections::VecDeque;
-use std::error::Error as StdError;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -674,45 +673,15 @@ impl Tap {
     }
 }
 
-/// The cause of a connection failure in a few stable words (same vocabulary as the link's).
+/// The cause of a connection failure: the link's wording, plus the tap's own packet limit.
 fn describe(err: &ConnectionError) -> String {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
-    let mut io_kind = None;
-    while let Some(e) = source {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return format!("TLS: {tls}");
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return format!("TLS: {tls}");
-            }
-            io_kind.get_or_insert((io.kind(), io.to_string()));
-        }
-        source = e.source();
-    }
     match err {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("MQTT connection refused by the broker: {code:?}")
-        }
-        ConnectionError::NetworkTimeout => "connection timed out".into(),
-        ConnectionError::MqttState(StateError::ConnectionAborted) => {
-            "connection closed by the broker".into()
-        }
-        ConnectionError::MqttState(StateError::AwaitPingResp) => {
-            "no PINGRESP within the keep-alive".into()
-        }
         ConnectionError::MqttState(StateError::Deserialization(
             rumqttc::Error::PayloadSizeLimitExceeded(len),
         )) => format!(
             "a message of {len} bytes exceeds the tap's {MAX_INCOMING_PACKET_BYTES}-byte packet limit; it was not counted"
         ),
-        _ => match io_kind {
-            Some((std::io::ErrorKind::ConnectionRefused, _)) => "connection refused".into(),
-            Some((std::io::ErrorKind::ConnectionReset, _)) => "connection reset by peer".into(),
-            Some((std::io::ErrorKind::UnexpectedEof, _)) => "connection closed by peer".into(),
-            Some((_, text)) => format!("I/O: {text}"),
-            None => err.to_string(),
-        },
+        other => crate::mqtt::describe(other),
     }
 }
 

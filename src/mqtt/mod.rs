@@ -784,7 +784,7 @@ impl Link {
 
 /// The cause of a connection failure in a few stable words: TLS problems start with `TLS:`,
 /// socket problems name the socket error, MQTT refusals the CONNACK code.
-fn describe(err: &ConnectionError) -> String {
+pub(crate) fn describe(err: &ConnectionError) -> String {
     let mut source: Option<&(dyn StdError + 'static)> = Some(err);
     let mut io_kind = None;
     while let Some(e) = source {
