@@ -141,6 +141,9 @@ enum DetectCommand {
         /// How profiles are checked: strict (default: every rule) or load.
         #[arg(long, value_parser = ["strict", "load"], default_value = "strict")]
         mode: String,
+        /// Evaluate aws:disconnect-duration with the unverified reconstruction (spec §2.3).
+        #[arg(long)]
+        disconnect_duration: bool,
     },
 }
 
@@ -520,6 +523,7 @@ mod detect_cli {
                 input,
                 active,
                 mode,
+                disconnect_duration,
             } => {
                 let mode = if mode == "load" {
                     Mode::Load
@@ -531,6 +535,7 @@ mod detect_cli {
                 let mut settings = EngineSettings::new(&thing_name);
                 // Replay lines carry the connection's source IP explicitly.
                 settings.source_ip_from_connection = true;
+                settings.disconnect_duration = disconnect_duration;
                 let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
                 let engine = detect::DetectEngine::new(settings, &profiles, &ctx);
                 for d in loaded

@@ -14,8 +14,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::alarm::{Alarms, MqttAlarm};
 use crate::config::{Config, DetectMode};
-use crate::detect::engine::{DetectEngine, EngineSettings, Millis, MlMode, StatMode};
-use crate::detect::{replay, Emitted, Mode};
+use crate::detect::engine::{
+    DetectEngine, DeviceReport, EngineSettings, Established, Millis, MlMode, NetworkDeltas,
+    PortList, StatMode,
+};
+use crate::detect::{Emitted, Mode};
 use crate::detect_files;
 use crate::report::{self, MetricsReport};
 use crate::store::violations::ViolationStore;
@@ -85,6 +88,8 @@ impl DetectPart {
         if d.ml == "local-baseline" {
             settings.ml = MlMode::LocalBaseline;
         }
+        settings.source_ip = d.source_ip;
+        settings.disconnect_duration = d.disconnect_duration;
         let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
         let store = match ViolationStore::open(&config.state_dir, d.retention, d.max_events) {
             Ok(s) => s,
@@ -187,18 +192,9 @@ impl DetectPart {
     /// Evaluates one built report; returns the MQTT alarms to publish.
     pub fn on_report(&mut self, r: &MetricsReport) -> Vec<MqttAlarm> {
         let now = now_ms();
-        let encoded = report::EncodedReport::new(r, report::Format::Json, report::KeySet::Long);
-        let parsed = serde_json::from_slice(&encoded.bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|v| replay::parse_report(&v));
+        let emitted = self.engine.evaluate_report(&device_report(r), now);
         let mut out = Vec::new();
-        match parsed {
-            Ok((dr, _)) => {
-                let emitted = self.engine.evaluate_report(&dr, now);
-                self.handle(emitted, now, &mut out);
-            }
-            Err(e) => warn!(error = %e, "Detect cannot read the built report; not evaluated."),
-        }
+        self.handle(emitted, now, &mut out);
         self.save_if_due(now, false);
         out
     }
@@ -221,6 +217,17 @@ impl DetectPart {
         }
         self.last_tick = Some(due);
         let emitted = self.engine.housekeeping(now);
+        self.handle(emitted, now, &mut out);
+        self.save_if_due(now, false);
+        out
+    }
+
+    /// A successful connection: the `aws:source-ip-address` datapoint (the configured
+    /// `source_ip`; the device cannot see its post-NAT address). Returns the MQTT alarms.
+    pub fn on_connected(&mut self) -> Vec<MqttAlarm> {
+        let now = now_ms();
+        let emitted = self.engine.on_connection(None, now);
+        let mut out = Vec::new();
         self.handle(emitted, now, &mut out);
         self.save_if_due(now, false);
         out
@@ -289,9 +296,91 @@ impl DetectPart {
     }
 }
 
+/// What the engine reads of a built report: the same values a decoded report document gives
+/// (`detect replay` reads documents; a test checks that both paths agree).
+pub fn device_report(r: &MetricsReport) -> DeviceReport {
+    let ports = |l: &report::PortList| PortList {
+        ports: l.ports.iter().map(|p| p.port).collect(),
+        total: Some(l.total),
+    };
+    let m = r.metrics.as_ref();
+    DeviceReport {
+        network: m.and_then(|m| m.network_stats).map(|n| NetworkDeltas {
+            bytes_in: n.bytes_in,
+            bytes_out: n.bytes_out,
+            packets_in: n.packets_in,
+            packets_out: n.packets_out,
+        }),
+        tcp_ports: m.and_then(|m| m.listening_tcp_ports.as_ref()).map(ports),
+        udp_ports: m.and_then(|m| m.listening_udp_ports.as_ref()).map(ports),
+        established: m
+            .and_then(|m| m.tcp_connections.as_ref())
+            .map(|c| Established {
+                remote_ips: c.connections.iter().map(|c| c.remote.ip()).collect(),
+                total: Some(c.total),
+            }),
+        custom: r.custom_metrics.clone(),
+    }
+}
+
 fn mode_of(m: DetectMode) -> Mode {
     match m {
         DetectMode::Load => Mode::Load,
         DetectMode::Strict => Mode::Strict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::metric::CustomValue;
+    use crate::report::{ConnectionList, Metrics, NetworkStats};
+    use crate::sample::{Connection, ListeningPort};
+
+    #[test]
+    fn a_built_report_reads_as_its_encoded_document_does() {
+        let port = |port, i: Option<&str>| ListeningPort {
+            port,
+            interface: i.map(str::to_owned),
+        };
+        let remote: SocketAddr = "[2001:db8::7]:443".parse().unwrap();
+        let r = MetricsReport {
+            report_id: 7,
+            version: "1.0".into(),
+            metrics: Some(Metrics {
+                listening_tcp_ports: Some(report::PortList {
+                    ports: vec![port(22, Some("eth0")), port(22, Some("lo")), port(80, None)],
+                    total: 3,
+                }),
+                listening_udp_ports: None,
+                network_stats: Some(NetworkStats {
+                    bytes_in: 1,
+                    bytes_out: 2,
+                    packets_in: 3,
+                    packets_out: 4,
+                }),
+                tcp_connections: Some(ConnectionList {
+                    connections: vec![Connection {
+                        remote,
+                        local_port: 5000,
+                        local_interface: None,
+                    }],
+                    total: 9,
+                }),
+            }),
+            custom_metrics: vec![
+                ("n".into(), CustomValue::Number(2.5)),
+                ("s".into(), CustomValue::StringList(vec!["a".into()])),
+            ],
+        };
+        for keys in [report::KeySet::Long, report::KeySet::Short] {
+            let e = report::EncodedReport::new(&r, report::Format::Json, keys);
+            let v: serde_json::Value = serde_json::from_slice(&e.bytes).unwrap();
+            let (decoded, notes) = crate::detect::replay::parse_report(&v).unwrap();
+            assert!(notes.is_empty());
+            assert_eq!(device_report(&r), decoded, "{keys:?}");
+        }
     }
 }

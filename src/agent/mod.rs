@@ -192,10 +192,8 @@ async fn run_once(
             "First report after the start-up jitter."
         );
     }
-    // Cloud-side Detect ticks are epoch multiples of 300 s; checking every 5 s finds them.
-    let detect_on = agent.detect.is_some();
-    let mut detect_timer = tokio::time::interval(Duration::from_secs(5));
-    detect_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Cloud-side Detect ticks are epoch multiples of 300 s: one wake-up per tick, just after it.
+    let mut detect_at = agent.detect.as_ref().map(|_| next_detect_tick());
     // The first sample is the baseline for the first report's deltas.
     agent.sample_and_observe().await;
 
@@ -231,13 +229,27 @@ async fn run_once(
                 agent.next_publish_at = None;
                 agent.pump().await;
             }
-            _ = detect_timer.tick(), if detect_on => agent.detect_timer(),
+            _ = sleep_until_opt(detect_at) => {
+                agent.detect_timer();
+                detect_at = Some(next_detect_tick());
+            }
             _ = watchdog.tick(), if watchdog_every.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
         }
     };
 
     agent.shutdown(link_token).await;
     Ok(ended)
+}
+
+/// One second after the next epoch multiple of 300 s (the traffic bucket has closed by then).
+/// A wall-clock jump only delays a tick: the Detect part runs every tick that is due.
+fn next_detect_tick() -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let into = now.as_millis() % 300_000;
+    let wait = Duration::from_millis((300_000 - into) as u64 + 1_000);
+    Instant::now() + wait.min(Duration::from_secs(301))
 }
 
 async fn recv_event(link: &mut Option<LinkHandle>) -> Option<LinkEvent> {
@@ -658,8 +670,9 @@ impl Agent {
                 self.status.last_error = None;
                 self.write_status();
                 if let Some(d) = self.detect.as_mut() {
-                    let pending = d.take_pending();
-                    self.publish_alarms(pending);
+                    let mut alarms = d.take_pending();
+                    alarms.extend(d.on_connected());
+                    self.publish_alarms(alarms);
                 }
                 self.pump().await;
             }

@@ -203,6 +203,10 @@ pub struct Detect {
     pub retention_days: Option<Spanned<u64>>,
     /// `max_events`.
     pub max_events: Option<Spanned<u64>>,
+    /// `source_ip`: the device's public address, for `aws:source-ip-address`.
+    pub source_ip: Option<Spanned<String>>,
+    /// `disconnect_duration`: evaluate `aws:disconnect-duration` (unverified reconstruction).
+    pub disconnect_duration: Option<Spanned<bool>>,
 }
 
 /// One `[[alarms]]` table.

@@ -327,6 +327,11 @@ pub struct DetectConfig {
     pub retention: Duration,
     /// Bound on stored violation events.
     pub max_events: usize,
+    /// The device's public (post-NAT) address, the value of `aws:source-ip-address` at each
+    /// successful connection; without it such behaviors are not evaluable.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Evaluate `aws:disconnect-duration` with the unverified reconstruction (detect.md §2.3).
+    pub disconnect_duration: bool,
 }
 
 /// Where the MQTT alarm output publishes.
@@ -1283,6 +1288,20 @@ impl Validator<'_> {
                 10_000
             }
         };
+        let source_ip = match &df.source_ip {
+            None => None,
+            Some(v) => match v.get_ref().parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    self.error(
+                        "detect.source_ip",
+                        v,
+                        format!("must be an IPv4 or IPv6 address, got {:?}", v.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
         Some(DetectConfig {
             profiles: self.paths("detect.profiles", &df.profiles),
             dimensions: self.paths("detect.dimensions", &df.dimensions),
@@ -1311,6 +1330,11 @@ impl Validator<'_> {
                 .to_owned(),
             retention: Duration::from_secs(retention_days * 86_400),
             max_events,
+            source_ip,
+            disconnect_duration: df
+                .disconnect_duration
+                .as_ref()
+                .is_some_and(|v| *v.get_ref()),
         })
     }
 
@@ -1647,5 +1671,27 @@ mod tests {
         let d = c.detect.unwrap();
         assert_eq!(d.mode, DetectMode::Strict);
         assert_eq!(d.retention, Duration::from_secs(14 * 86_400));
+    }
+
+    #[test]
+    fn detect_source_ip_must_be_an_address_and_disconnect_duration_is_off_by_default() {
+        let p = problems("thing_name = \"t\"\n[detect]\nsource_ip = \"my.host\"\n");
+        assert_eq!(p[0].key, "detect.source_ip");
+        assert_eq!(p[0].position.map(|x| x.0), Some(3));
+        assert!(p[0].message.contains("IPv4 or IPv6"), "{p:?}");
+        let c = Config::parse(
+            "thing_name = \"t\"\n[detect]\nsource_ip = \"2001:db8::1\"\n",
+            "t",
+        )
+        .unwrap();
+        let d = c.detect.unwrap();
+        assert_eq!(d.source_ip, Some("2001:db8::1".parse().unwrap()));
+        assert!(!d.disconnect_duration);
+        let c = Config::parse(
+            "thing_name = \"t\"\n[detect]\ndisconnect_duration = true\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.detect.unwrap().disconnect_duration);
     }
 }

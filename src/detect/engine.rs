@@ -150,6 +150,12 @@ pub trait TrafficWindows {
         end: Millis,
         duration_s: u64,
     ) -> Option<WindowValue>;
+
+    /// Whole minutes the own link has been disconnected at `end` (0 while connected; `None`
+    /// before the first connection): the `aws:disconnect-duration` reconstruction of §2.3.
+    fn disconnected_minutes(&self, _end: Millis) -> Option<u64> {
+        None
+    }
 }
 
 /// One traffic event of the synthetic [`TrafficLog`].
@@ -319,6 +325,10 @@ impl TrafficWindows for crate::traffic::TrafficCounters {
             }
         }
     }
+
+    fn disconnected_minutes(&self, end: Millis) -> Option<u64> {
+        self.disconnect_duration_minutes(u64::try_from(end.div_euclid(1000)).ok()?)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,6 +383,9 @@ pub struct EngineSettings {
     pub window_cap: usize,
     /// Max points per history / baseline (full policy: drop oldest).
     pub history_cap: usize,
+    /// Evaluate `aws:disconnect-duration` with the unverified reconstruction of §2.3 (feature
+    /// flag, default off: such behaviors are reported as not evaluable).
+    pub disconnect_duration: bool,
 }
 
 impl EngineSettings {
@@ -391,6 +404,7 @@ impl EngineSettings {
             invalidate_after_s: 172_800,
             window_cap: 4096,
             history_cap: 8192,
+            disconnect_duration: false,
         }
     }
 
@@ -418,6 +432,8 @@ enum Source {
     Custom(String, CustomMetricType),
     Cloud(CloudMetric, Option<Scope>),
     ClientIp,
+    /// `aws:disconnect-duration` (feature flag, §2.3).
+    DisconnectDuration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -522,10 +538,13 @@ fn compile(
             Source::ClientIp
         }
         (Some(BuiltIn::DisconnectDuration), _) => {
-            return Err(not_eval(
-                "aws:disconnect-duration is an unverified reconstruction and is not evaluated"
-                    .to_owned(),
-            ))
+            if !settings.disconnect_duration {
+                return Err(not_eval(
+                    "aws:disconnect-duration is an unverified reconstruction; enable it with [detect] disconnect_duration = true"
+                        .to_owned(),
+                ));
+            }
+            Source::DisconnectDuration
         }
         (Some(bi), Side::Device) => Source::Device(bi),
         (Some(bi), Side::Cloud) => Source::Cloud(
@@ -1086,6 +1105,13 @@ impl DetectEngine {
         let mut out = Vec::new();
         for i in 0..self.compiled.len() {
             let c = &self.compiled[i];
+            if c.source == Source::DisconnectDuration {
+                // spec: §2.3 — minutes since the loss while disconnected, 0 while connected.
+                if let Some(m) = traffic.disconnected_minutes(now) {
+                    self.datapoint_final(i, Observed::Count(m), now, &mut out);
+                }
+                continue;
+            }
             let Source::Cloud(metric, scope) = &c.source else {
                 continue;
             };

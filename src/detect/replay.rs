@@ -534,6 +534,49 @@ mod tests {
     }
 
     #[test]
+    fn disconnect_duration_is_evaluated_only_behind_its_flag() {
+        // spec: §2.3 — minutes since the loss at each 300 s tick while disconnected, 0 while
+        // connected; `less-than 5` alarms after five minutes offline.
+        let behavior = r#"{"name":"Offline","metric":"aws:disconnect-duration","criteria":{"comparisonOperator":"less-than","value":{"count":5}}}"#;
+        let input = "{\"time\":0,\"connect\":{}}\n{\"time\":310,\"disconnect\":{}}\n{\"time\":1000,\"connect\":{}}\n{\"time\":1200,\"tick\":{}}\n";
+        let off = replay(input, engine(behavior), "c1").unwrap();
+        assert!(off.events.is_empty());
+        assert!(off
+            .engine
+            .diagnostics()
+            .iter()
+            .any(|d| d.to_string().contains("disconnect_duration = true")));
+
+        let p: SecurityProfile = serde_json::from_str(&format!(
+            r#"{{"securityProfileName":"P","behaviors":[{behavior}]}}"#
+        ))
+        .unwrap();
+        let mut settings = EngineSettings::new("t1");
+        settings.disconnect_duration = true;
+        let e = DetectEngine::new(settings, &[p], &ValidationContext::new(vec![], vec![]));
+        let run = replay(input, e, "c1").unwrap();
+        let got: Vec<(T, f64, Option<u64>)> = run
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.event.violation_event_type,
+                    e.event.violation_event_time,
+                    e.event.metric_value.as_ref().and_then(|v| v.count),
+                )
+            })
+            .collect();
+        // Ticks: 300 (connected: 0), 600 (4 min: normal), 900 (9 min: alarm), 1200 (connected).
+        assert_eq!(
+            got,
+            vec![
+                (T::InAlarm, 900.0, Some(9)),
+                (T::AlarmCleared, 1200.0, Some(0))
+            ]
+        );
+    }
+
+    #[test]
     fn tc26_through_replay_and_the_unwrapped_custom_value_is_malformed() {
         let e = engine(
             r#"{"name":"great-than-75","metric":"batteryPercentage","criteria":{"comparisonOperator":"greater-than","value":{"number":75},"consecutiveDatapointsToAlarm":5,"consecutiveDatapointsToClear":1}}"#,

@@ -337,6 +337,122 @@ async fn a_listening_port_raises_an_alarm_that_survives_a_restart_and_clears_whe
     drop(agent2);
 }
 
+/// The issue's own scenario, made exact by a private network namespace: an `in-port-set`
+/// allow-list holding only the broker's port; a listener outside it raises an in-alarm on the MQTT
+/// alarm topic, the violation id survives a restart, closing the listener clears it. In the same
+/// run, `aws:source-ip-address` is evaluated from the configured `[detect] source_ip` at each
+/// connection (one datapoint per connection: no second in-alarm after the restart).
+#[test]
+fn in_port_set_allow_list_and_configured_source_ip_in_a_private_network() {
+    crate::support::netns::run_isolated(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(allow_list_scenario());
+    });
+}
+
+async fn allow_list_scenario() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
+    let _endpoint = DefenderEndpoint::start(&broker, &pki, accept_any_report).await;
+    let mut alarms = Subscriber::start(&broker, &pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        format!(
+            r#"{{"securityProfileName":"AllowList","behaviors":[
+            {{"name":"OnlyBrokerPort","metric":"aws:listening-tcp-ports",
+             "criteria":{{"comparisonOperator":"in-port-set","value":{{"ports":[{port}]}},
+             "consecutiveDatapointsToAlarm":1,"consecutiveDatapointsToClear":1}}}},
+            {{"name":"KnownUplink","metric":"aws:source-ip-address",
+             "criteria":{{"comparisonOperator":"in-cidr-set","value":{{"cidrs":["198.51.100.0/24"]}}}}}}],
+            "version":1}}"#,
+            port = broker.port()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "thing_name = \"{THING}\"\nstate_dir = {state:?}\nshutdown_timeout_secs = 5\n\
+             [collect]\nsample_interval_secs = 1\n\
+             [report]\ninterval_secs = 1\nstartup_jitter_secs = 0\nmax_list_len = 10000\n\
+             {mqtt}reconnect_min_secs = 1\nreconnect_max_secs = 2\n\
+             [detect]\nprofiles = [{profile:?}]\nsource_ip = \"203.0.113.10\"\n\
+             [[alarms]]\ntype = \"mqtt\"\ntopic = \"{ALARM_TOPIC}\"\nqos = 1\n",
+            state = state.display().to_string(),
+            profile = profile.display().to_string(),
+            mqtt = broker.mqtt_toml(&pki, THING),
+        ),
+    )
+    .unwrap();
+
+    let mut agent = Agent::start(dir.path(), &config);
+    // Only the broker listens in this namespace: the first alarm is the uplink address.
+    let uplink = alarms.next(Duration::from_secs(20), || agent.log()).await;
+    assert_eq!(uplink["behavior"]["name"], "KnownUplink", "{uplink}");
+    assert_eq!(uplink["violationEventType"], "in-alarm");
+    assert_eq!(
+        uplink["metricValue"]["cidrs"],
+        serde_json::json!(["203.0.113.10"]),
+        "{uplink}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agent.log().matches("Report spooled.").count() < 2 {
+        assert!(Instant::now() < deadline, "no reports:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        alarms.rx.try_recv().is_err(),
+        "the broker's own port is allowed: no port alarm yet"
+    );
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = u64::from(listener.local_addr().unwrap().port());
+    let raised = alarms.next(Duration::from_secs(20), || agent.log()).await;
+    assert_eq!(raised["behavior"]["name"], "OnlyBrokerPort", "{raised}");
+    assert_eq!(raised["violationEventType"], "in-alarm");
+    assert!(ports_of(&raised).contains(&port), "{raised}");
+    let id = raised["violationId"].as_str().unwrap().to_owned();
+
+    agent.terminate();
+    let agent2 = Agent::start(dir.path(), &config);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !agent2.log().contains("Report spooled.") {
+        assert!(Instant::now() < deadline, "no report:\n{}", agent2.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(listener);
+    let cleared = alarms.next(Duration::from_secs(20), || agent2.log()).await;
+    assert_eq!(cleared["behavior"]["name"], "OnlyBrokerPort", "{cleared}");
+    assert_eq!(cleared["violationEventType"], "alarm-cleared");
+    assert_eq!(
+        cleared["violationId"],
+        id.as_str(),
+        "same id after the restart"
+    );
+    // The reconnection gave a second uplink datapoint: still in alarm, so no new event.
+    assert!(alarms.rx.try_recv().is_err());
+    let active = json_of(&cli(&[
+        "violations",
+        "active",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    let names: Vec<&str> = active["activeViolations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["behavior"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["KnownUplink"], "{active}");
+}
+
 fn replay_args(extra: &[&str]) -> Vec<String> {
     let f = |n: &str| fixture(&format!("detect/{n}")).display().to_string();
     let mut v: Vec<String> = vec![
