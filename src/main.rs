@@ -245,7 +245,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("defender-agent: {e:#}");
+            eprintln!("defender-agent: {}", error_text(&e));
             let bad_input = e.chain().any(|c| {
                 c.downcast_ref::<config::Error>().is_some()
                     || c.downcast_ref::<defender_agent::detect_files::Error>()
@@ -769,4 +769,21 @@ mod detect_cli {
             assert!(parse_time("t", "2025-13-01T00:00:00Z").is_err());
         }
     }
+}
+
+/// The error and its causes, each cause only when the text so far does not already say it
+/// (many of our errors include their source's message, and `{:#}` would repeat it).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if text.contains(&m) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&m);
+    }
+    text
 }

@@ -62,6 +62,7 @@ impl DetectPart {
     /// the running configuration kept).
     pub fn check(config: &Config) -> Result<(), Error> {
         if let Some(d) = &config.detect {
+            prepare_push_dirs(d);
             detect_files::load_all(
                 &d.profiles,
                 &d.dimensions,
@@ -79,6 +80,7 @@ impl DetectPart {
             return Ok(None);
         };
         let mode = mode_of(d.mode);
+        prepare_push_dirs(d);
         let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, mode)?;
         let ctx = loaded.context();
         let mut settings = EngineSettings::new(&config.thing_name);
@@ -320,6 +322,22 @@ pub fn device_report(r: &MetricsReport) -> DeviceReport {
                 total: Some(c.total),
             }),
         custom: r.custom_metrics.clone(),
+    }
+}
+
+/// With `[detect.push]`, the managed directories (the first `profiles` and `dimensions`
+/// entries) may not exist before the first push: they are created, empty, so Detect starts.
+fn prepare_push_dirs(d: &crate::config::DetectConfig) {
+    if d.push.is_none() {
+        return;
+    }
+    for dir in [d.profiles.first(), d.dimensions.first()]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(e) = crate::store::ensure_dir(dir) {
+            warn!(dir = %dir.display(), error = %e, "Cannot create a directory for pushed profiles.");
+        }
     }
 }
 

@@ -241,6 +241,43 @@ async fn run_once(
     Ok(ended)
 }
 
+/// Applies one push message (or refuses it) and says what happened.
+fn push_outcome(
+    d: &crate::config::DetectConfig,
+    p: &crate::config::PushConfig,
+    payload: &[u8],
+) -> crate::manage::push::Outcome {
+    use crate::manage::push::{Outcome, Refused};
+    if payload.len() > p.max_bytes {
+        return Outcome::refused(&Refused::one(
+            None,
+            format!(
+                "the message has {} bytes, more than detect.push.max_bytes ({}); it was not read",
+                payload.len(),
+                p.max_bytes
+            ),
+        ));
+    }
+    let Ok(body) = std::str::from_utf8(payload) else {
+        return Outcome::refused(&Refused::one(None, "the message is not UTF-8 JSON"));
+    };
+    let managed = match crate::manage::ops::Managed::from_config(d) {
+        Ok(m) => m,
+        Err(e) => return Outcome::refused(&Refused::one(None, e)),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |t| (t.as_millis() as f64) / 1000.0);
+    match managed.apply_push(body, now, &crate::manage::cli::arns_for(d)) {
+        Ok(Ok(plan)) => Outcome::applied(&plan),
+        Ok(Err(refused)) => Outcome::refused(&refused),
+        Err(e) => {
+            error!(error = %e, "Cannot apply a push to the profile directories.");
+            Outcome::refused(&Refused::one(None, format!("not applied: {e}")))
+        }
+    }
+}
+
 /// One second after the next epoch multiple of 300 s (the traffic bucket has closed by then).
 /// A wall-clock jump only delays a tick: the Detect part runs every tick that is due.
 fn next_detect_tick() -> Instant {
@@ -687,6 +724,11 @@ impl Agent {
                 debug!(id, "Report acknowledged by the broker (PUBACK).")
             }
             LinkEvent::Answer { accepted, payload } => self.on_answer(accepted, &payload).await,
+            LinkEvent::Message {
+                topic,
+                payload,
+                retained,
+            } => self.on_push(&topic, &payload, retained),
             LinkEvent::CommandRefused {
                 report_id,
                 topic,
@@ -814,6 +856,104 @@ impl Agent {
         // Status is best effort: the spool error (same disk) is already logged once.
         let _ = status::write(&self.config.state_dir, &self.status);
         notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
+    }
+
+    /// `[detect.push]`: applies a pushed set of profiles and dimensions (or refuses it whole),
+    /// reloads Detect in place when anything changed, and publishes the outcome.
+    fn on_push(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        let Some((d, p)) = self
+            .config
+            .detect
+            .as_ref()
+            .and_then(|d| Some((d.clone(), d.push.clone()?)))
+        else {
+            return;
+        };
+        if topic != p.topic {
+            return;
+        }
+        if payload.is_empty() {
+            // An empty retained message is how a retained push is cleared.
+            debug!(%topic, "Empty push message (a cleared retained message); nothing to do.");
+            return;
+        }
+        let outcome = push_outcome(&d, &p, payload);
+        match (&outcome, outcome.status) {
+            (o, "applied") => info!(
+                %topic,
+                retained,
+                push_version = ?o.push_version,
+                changed = o
+                    .dimensions
+                    .iter()
+                    .chain(&o.security_profiles)
+                    .filter(|e| e.change != crate::manage::push::Change::Unchanged)
+                    .count(),
+                "Push applied."
+            ),
+            (o, _) => warn!(
+                %topic,
+                retained,
+                push_version = ?o.push_version,
+                errors = ?o.validation_errors.iter().map(|e| &e.error_message).collect::<Vec<_>>(),
+                "Push refused; the running profiles are kept."
+            ),
+        }
+        let changed = outcome.status == "applied"
+            && outcome
+                .dimensions
+                .iter()
+                .chain(&outcome.security_profiles)
+                .any(|e| e.change != crate::manage::push::Change::Unchanged);
+        if changed {
+            self.reload_detect();
+        }
+        let body = serde_json::to_vec(&outcome).unwrap_or_default();
+        let sent = match (&self.link, self.connected, self.dry_run) {
+            (Some(link), true, false) => link
+                .commands
+                .try_send(LinkCommand::Publish {
+                    topic: p.response_topic.clone(),
+                    payload: body,
+                    qos: 1,
+                    retain: false,
+                })
+                .is_ok(),
+            _ => false,
+        };
+        if !sent {
+            warn!(topic = %p.response_topic, "The push outcome could not be published (link busy or down).");
+        }
+    }
+
+    /// Reloads Detect from its files in place (after a push): the engine state is saved and
+    /// restored, so unchanged behaviors keep their violations and ids; the traffic scopes follow
+    /// the dimensions, keeping the history of every scope that did not change.
+    fn reload_detect(&mut self) {
+        let mut pending = Vec::new();
+        if let Some(old) = self.detect.as_mut() {
+            old.save();
+            pending = old.take_pending();
+        }
+        match detect::DetectPart::start(&self.config) {
+            Ok(Some(mut new)) => {
+                if let Err(e) = self.traffic.replace_scopes(new.traffic_scopes()) {
+                    warn!(error = %e, "Traffic scopes unchanged after the reload.");
+                }
+                pending.extend(new.take_pending());
+                self.detect = Some(new);
+                self.publish_alarms(pending);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!(error = %e, "Detect reload failed; the previous profiles keep running.");
+                if let Some(old) = self.detect.as_mut() {
+                    for a in pending {
+                        old.keep(a);
+                    }
+                }
+            }
+        }
     }
 
     /// Detect's cloud-side ticks and housekeeping.

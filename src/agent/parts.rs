@@ -116,6 +116,12 @@ pub fn mqtt_settings(c: &Config) -> Option<mqtt::Settings> {
         clean_session: m.clean_session,
         reconnect_min: m.reconnect_min,
         reconnect_max: m.reconnect_max,
+        subscriptions: c
+            .detect
+            .as_ref()
+            .and_then(|d| d.push.as_ref())
+            .map(|p| vec![p.topic.clone()])
+            .unwrap_or_default(),
     })
 }
 

@@ -207,6 +207,26 @@ pub struct Detect {
     pub source_ip: Option<Spanned<String>>,
     /// `disconnect_duration`: evaluate `aws:disconnect-duration` (unverified reconstruction).
     pub disconnect_duration: Option<Spanned<bool>>,
+    /// `region`: the region in the ARNs of managed profiles and dimensions.
+    pub region: Option<Spanned<String>>,
+    /// `account_id`: the account in those ARNs.
+    pub account_id: Option<Spanned<String>>,
+    /// `[detect.push]`: profiles and dimensions pushed over MQTT.
+    pub push: Option<Spanned<DetectPush>>,
+}
+
+/// `[detect.push]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectPush {
+    /// `enabled`.
+    pub enabled: Option<Spanned<bool>>,
+    /// `topic`: subscribed on the agent's link.
+    pub topic: Spanned<String>,
+    /// `response_topic`: where the outcome goes.
+    pub response_topic: Spanned<String>,
+    /// `max_bytes`: larger messages are refused unread.
+    pub max_bytes: Option<Spanned<u64>>,
 }
 
 /// One `[[alarms]]` table.

@@ -332,7 +332,28 @@ pub struct DetectConfig {
     pub source_ip: Option<std::net::IpAddr>,
     /// Evaluate `aws:disconnect-duration` with the unverified reconstruction (detect.md §2.3).
     pub disconnect_duration: bool,
+    /// Region in the ARNs of managed profiles and dimensions (None: `DEFENDER_AGENT_REGION`,
+    /// else `local`).
+    pub region: Option<String>,
+    /// Account in those ARNs (None: `DEFENDER_AGENT_ACCOUNT`, else `000000000000`).
+    pub account_id: Option<String>,
+    /// `[detect.push]`, when present and enabled.
+    pub push: Option<PushConfig>,
 }
+
+/// `[detect.push]`: security profiles and dimensions pushed over the agent's MQTT link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// Subscribed topic (a retained message there reaches every device when it connects).
+    pub topic: String,
+    /// Where the outcome of each message is published (QoS 1).
+    pub response_topic: String,
+    /// Larger messages are refused unread.
+    pub max_bytes: usize,
+}
+
+/// Default `[detect.push] max_bytes`.
+pub const DEFAULT_PUSH_MAX_BYTES: usize = 64 * 1024;
 
 /// Where the MQTT alarm output publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -663,6 +684,17 @@ impl Validator<'_> {
             .filter_map(|(i, e)| self.traffic_export(i, e))
             .collect();
         let detect = f.detect.as_ref().and_then(|d| self.detect(d));
+        if let (Some(d), Some(fd)) = (&detect, &f.detect) {
+            if d.push.is_some() && mqtt.is_none() {
+                if let Some(p) = &fd.get_ref().push {
+                    self.error(
+                        "detect.push",
+                        p,
+                        "needs an [mqtt] table: pushes arrive on the agent's own link",
+                    );
+                }
+            }
+        }
         let mut alarms = Vec::new();
         for (i, a) in f.alarms.iter().enumerate() {
             if let Some(out) = self.alarm(i, a) {
@@ -1302,6 +1334,36 @@ impl Validator<'_> {
                 }
             },
         };
+        let region = df.region.as_ref().and_then(|r| {
+            let ok = !r.get_ref().is_empty()
+                && r.get_ref().len() <= 32
+                && r.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                self.error(
+                    "detect.region",
+                    r,
+                    format!(
+                        "must be a region name like \"eu-west-1\", got {:?}",
+                        r.get_ref()
+                    ),
+                );
+            }
+            ok.then(|| r.get_ref().clone())
+        });
+        let account_id = df.account_id.as_ref().and_then(|a| {
+            let ok = a.get_ref().len() == 12 && a.get_ref().bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                self.error(
+                    "detect.account_id",
+                    a,
+                    format!("must be 12 digits, got {:?}", a.get_ref()),
+                );
+            }
+            ok.then(|| a.get_ref().clone())
+        });
+        let push = df.push.as_ref().and_then(|p| self.detect_push(p));
         Some(DetectConfig {
             profiles: self.paths("detect.profiles", &df.profiles),
             dimensions: self.paths("detect.dimensions", &df.dimensions),
@@ -1335,6 +1397,62 @@ impl Validator<'_> {
                 .disconnect_duration
                 .as_ref()
                 .is_some_and(|v| *v.get_ref()),
+            region,
+            account_id,
+            push,
+        })
+    }
+
+    fn detect_push(&mut self, p: &Spanned<file::DetectPush>) -> Option<PushConfig> {
+        let x = p.get_ref();
+        if !x.enabled.as_ref().is_none_or(|e| *e.get_ref()) {
+            return None;
+        }
+        let mut topic =
+            |key: &str, t: &Spanned<String>| match crate::topic_filter::validate_topic(t.get_ref())
+            {
+                Ok(()) if !t.get_ref().is_empty() => Some(t.get_ref().clone()),
+                Ok(()) => {
+                    self.error(key, t, "must not be empty");
+                    None
+                }
+                Err(e) => {
+                    self.error(key, t, e.to_string());
+                    None
+                }
+            };
+        let push_topic = topic("detect.push.topic", &x.topic);
+        let response_topic = topic("detect.push.response_topic", &x.response_topic);
+        let max = crate::mqtt::MAX_PAYLOAD_BYTES as u64;
+        let max_bytes = match &x.max_bytes {
+            None => DEFAULT_PUSH_MAX_BYTES,
+            Some(v) if (1..=max).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                self.error(
+                    "detect.push.max_bytes",
+                    v,
+                    format!(
+                        "must be between 1 and {max} (the largest MQTT payload AWS IoT carries), got {}",
+                        v.get_ref()
+                    ),
+                );
+                DEFAULT_PUSH_MAX_BYTES
+            }
+        };
+        let (topic, response_topic) = (push_topic?, response_topic?);
+        if topic == response_topic {
+            // The agent would read its own answers as pushes.
+            self.error(
+                "detect.push.response_topic",
+                &x.response_topic,
+                "must differ from detect.push.topic",
+            );
+            return None;
+        }
+        Some(PushConfig {
+            topic,
+            response_topic,
+            max_bytes,
         })
     }
 

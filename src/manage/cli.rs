@@ -240,8 +240,21 @@ enum Failure {
     Setup(String),
 }
 
-/// Region and account for ARNs: `DEFENDER_AGENT_REGION` / `DEFENDER_AGENT_ACCOUNT`, else
-/// `local` / `000000000000`.
+/// Region and account for ARNs: `[detect] region` / `account_id`, else the environment's
+/// `DEFENDER_AGENT_REGION` / `DEFENDER_AGENT_ACCOUNT`, else `local` / `000000000000`.
+pub fn arns_for(d: &crate::config::DetectConfig) -> Arns {
+    let mut a = arns_from_env();
+    if let Some(r) = &d.region {
+        a.region = r.clone();
+    }
+    if let Some(acct) = &d.account_id {
+        a.account = acct.clone();
+    }
+    a
+}
+
+/// Region and account for ARNs from the environment: `DEFENDER_AGENT_REGION` /
+/// `DEFENDER_AGENT_ACCOUNT`, else `local` / `000000000000`.
 pub fn arns_from_env() -> Arns {
     let mut a = Arns::default();
     if let Ok(r) = std::env::var("DEFENDER_AGENT_REGION") {
@@ -268,6 +281,7 @@ fn now_secs() -> f64 {
 struct Dirs {
     managed: Managed,
     config: Config,
+    arns: Arns,
 }
 
 fn dirs(config_path: &Path) -> Result<Dirs, Failure> {
@@ -280,7 +294,11 @@ fn dirs(config_path: &Path) -> Result<Dirs, Failure> {
     };
     let managed = Managed::from_config(&d)
         .map_err(|e| Failure::Setup(format!("{}: {e}", config_path.display())))?;
-    Ok(Dirs { managed, config })
+    Ok(Dirs {
+        managed,
+        arns: arns_for(&d),
+        config,
+    })
 }
 
 fn read_arg_file(arg: &str) -> Result<(String, String), ManageError> {
@@ -485,12 +503,11 @@ pub fn run_dimensions(args: DimensionsArgs) -> ExitCode {
         args.verb,
         DimensionVerb::Describe { .. } | DimensionVerb::List { .. }
     );
-    let result = dimensions(&d.managed, args.verb);
+    let result = dimensions(&d.managed, args.verb, &d.arns);
     finish(result, common.reload && changes, Some(&d.config))
 }
 
-fn dimensions(m: &Managed, verb: DimensionVerb) -> Result<Option<String>, Failure> {
-    let arns = arns_from_env();
+fn dimensions(m: &Managed, verb: DimensionVerb, arns: &Arns) -> Result<Option<String>, Failure> {
     let input = |c: &Common| c.cli_input_json.clone();
     let reply = match verb {
         DimensionVerb::Create {
@@ -510,7 +527,7 @@ fn dimensions(m: &Managed, verb: DimensionVerb) -> Result<Option<String>, Failur
             m.create_dimension(
                 request(input(&common).as_deref(), flags.0)?,
                 now_secs(),
-                &arns,
+                arns,
             )?
         }
         DimensionVerb::Describe { common, name } => {
@@ -528,7 +545,7 @@ fn dimensions(m: &Managed, verb: DimensionVerb) -> Result<Option<String>, Failur
             m.update_dimension(
                 request(input(&common).as_deref(), flags.0)?,
                 now_secs(),
-                &arns,
+                arns,
             )?
         }
         DimensionVerb::List {
@@ -566,12 +583,15 @@ pub fn run_security_profiles(args: SecurityProfilesArgs) -> ExitCode {
         args.verb,
         ProfileVerb::Describe { .. } | ProfileVerb::List { .. }
     );
-    let result = security_profiles(&d.managed, args.verb);
+    let result = security_profiles(&d.managed, args.verb, &d.arns);
     finish(result, common.reload && changes, Some(&d.config))
 }
 
-fn security_profiles(m: &Managed, verb: ProfileVerb) -> Result<Option<String>, Failure> {
-    let arns = arns_from_env();
+fn security_profiles(
+    m: &Managed,
+    verb: ProfileVerb,
+    arns: &Arns,
+) -> Result<Option<String>, Failure> {
     let input = |c: &Common| c.cli_input_json.clone();
     let reply = match verb {
         ProfileVerb::Create {
@@ -585,7 +605,7 @@ fn security_profiles(m: &Managed, verb: ProfileVerb) -> Result<Option<String>, F
             m.create_profile(
                 request(input(&common).as_deref(), flags.0)?,
                 now_secs(),
-                &arns,
+                arns,
             )?
         }
         ProfileVerb::Describe {
@@ -615,7 +635,7 @@ fn security_profiles(m: &Managed, verb: ProfileVerb) -> Result<Option<String>, F
             m.update_profile(
                 request(input(&common).as_deref(), flags.0)?,
                 now_secs(),
-                &arns,
+                arns,
             )?
         }
         ProfileVerb::List {
@@ -630,7 +650,7 @@ fn security_profiles(m: &Managed, verb: ProfileVerb) -> Result<Option<String>, F
                 .i("maxResults", max_results)
                 .s("dimensionName", dimension_name)
                 .s("metricName", metric_name);
-            m.list_profiles(request(input(&common).as_deref(), flags.0)?, &arns)?
+            m.list_profiles(request(input(&common).as_deref(), flags.0)?, arns)?
         }
         ProfileVerb::Delete {
             common,

@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod files;
 pub mod ops;
+pub mod push;
 
 use std::collections::BTreeMap;
 

@@ -144,6 +144,88 @@ pub fn execute(
 }
 
 impl Managed {
+    /// Applies a pushed message (see [`super::push`]): validated whole against the directories,
+    /// then every changed record written (each file atomically, dimensions first), all under the
+    /// directory lock. `Ok(Err(_))` is a refusal: nothing was written. A crash between two files
+    /// leaves each file whole; the retained message, delivered again at the next connection,
+    /// completes the set.
+    pub fn apply_push(
+        &self,
+        body: &str,
+        now: f64,
+        arns: &Arns,
+    ) -> Result<Result<super::push::PushPlan, super::push::Refused>, FilesError> {
+        let _lock = self.lock()?;
+        let (dims, _) = self.dimensions.read_all::<StoredDimension>()?;
+        let (profiles, _) = self.profiles.read_all::<StoredProfile>()?;
+        let (metrics, _) = files::custom_metrics(&self.custom_metrics);
+        let dim_records: Vec<StoredDimension> = dims.iter().map(|e| e.record.clone()).collect();
+        let profile_records: Vec<StoredProfile> =
+            profiles.iter().map(|e| e.record.clone()).collect();
+        let plan = match super::push::plan(body, &dim_records, &profile_records, metrics, now, arns)
+        {
+            Ok(p) => p,
+            Err(r) => return Ok(Err(r)),
+        };
+        // Every write is checked before the first one, so a refusal leaves the files untouched.
+        let mut writes_dims = Vec::new();
+        let mut writes_profiles = Vec::new();
+        let mut errors = Vec::new();
+        for d in plan
+            .dimensions
+            .iter()
+            .filter(|d| d.change != super::push::Change::Unchanged)
+        {
+            let existing = dims
+                .iter()
+                .find(|e| e.record.dimension.name == d.name)
+                .map(|e| e.path.clone());
+            if let Some(e) = check_writable(&self.dimensions, &d.name, existing.as_deref()) {
+                errors.push(format!("dimension {}: {e}", d.name));
+            }
+            writes_dims.push((d, existing));
+        }
+        for p in plan
+            .profiles
+            .iter()
+            .filter(|p| p.change != super::push::Change::Unchanged)
+        {
+            let existing = profiles
+                .iter()
+                .find(|e| e.record.profile.security_profile_name == p.name)
+                .map(|e| e.path.clone());
+            if let Some(e) = check_writable(&self.profiles, &p.name, existing.as_deref()) {
+                errors.push(format!("security profile {}: {e}", p.name));
+            }
+            writes_profiles.push((p, existing));
+        }
+        if !errors.is_empty() {
+            return Ok(Err(super::push::Refused {
+                push_version: plan.push_version.clone(),
+                errors,
+            }));
+        }
+        for (d, existing) in writes_dims {
+            if let Err(e) = self.dimensions.write(&d.record, existing.as_deref())? {
+                // Invariant: check_writable above refused every case write() refuses.
+                return Ok(Err(super::push::Refused::one(
+                    plan.push_version.clone(),
+                    e.message(),
+                )));
+            }
+        }
+        for (p, existing) in writes_profiles {
+            if let Err(e) = self.profiles.write(&p.record, existing.as_deref())? {
+                // Invariant: as above.
+                return Ok(Err(super::push::Refused::one(
+                    plan.push_version.clone(),
+                    e.message(),
+                )));
+            }
+        }
+        Ok(Ok(plan))
+    }
+
     /// The directories of a `[detect]` section, or why they cannot be managed.
     pub fn from_config(d: &DetectConfig) -> Result<Managed, String> {
         let first = |v: &[PathBuf], key: &str| {
@@ -316,5 +398,25 @@ impl Managed {
             self.profiles.remove(&e.path)?;
         }
         Ok(reply(&serde_json::json!({}), Vec::new()))
+    }
+}
+
+/// Why [`Dir::write`] would refuse this record, if it would.
+fn check_writable(dir: &Dir, name: &str, existing: Option<&std::path::Path>) -> Option<String> {
+    match existing {
+        Some(p) if p.extension().and_then(|e| e.to_str()) == Some("toml") => Some(format!(
+            "defined in the hand-written TOML file {}; a push does not rewrite it",
+            p.display()
+        )),
+        Some(_) => None,
+        None => {
+            let path = dir.path_for(name);
+            path.exists().then(|| {
+                format!(
+                    "{} exists and holds something else; it is never overwritten",
+                    path.display()
+                )
+            })
+        }
     }
 }

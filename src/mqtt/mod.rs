@@ -115,6 +115,9 @@ pub struct Settings {
     pub reconnect_min: Duration,
     /// Reconnect delay cap.
     pub reconnect_max: Duration,
+    /// More topics to subscribe to (QoS 1, no wildcards); what arrives on them is a
+    /// [`LinkEvent::Message`].
+    pub subscriptions: Vec<String>,
 }
 
 /// The link cannot start; every variant names what is wrong.
@@ -188,6 +191,15 @@ pub enum LinkEvent {
         accepted: bool,
         /// The raw answer, in the topic's encoding (JSON or CBOR).
         payload: Vec<u8>,
+    },
+    /// A message on one of [`Settings::subscriptions`].
+    Message {
+        /// Its topic.
+        topic: String,
+        /// Its payload.
+        payload: Vec<u8>,
+        /// The broker's retain flag (a retained message replayed at subscription).
+        retained: bool,
     },
     /// A command was not carried out and never will be (payload too large, bad topic or QoS).
     CommandRefused {
@@ -353,6 +365,7 @@ pub fn spawn(
         endpoint: format!("{}:{}", settings.endpoint, settings.port),
         reconnect_min: settings.reconnect_min,
         reconnect_max: settings.reconnect_max,
+        subscriptions: settings.subscriptions.clone(),
         client,
         events: event_tx,
         shutdown: shutdown.clone(),
@@ -463,6 +476,7 @@ struct Link {
     endpoint: String,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    subscriptions: Vec<String>,
     client: AsyncClient,
     events: mpsc::Sender<LinkEvent>,
     shutdown: CancellationToken,
@@ -618,9 +632,17 @@ impl Link {
         }
     }
 
+    fn subscribed_filters(&self) -> Vec<String> {
+        let mut all = vec![self.accepted_topic.clone(), self.rejected_topic.clone()];
+        all.extend(self.subscriptions.iter().cloned());
+        all
+    }
+
     fn subscribe(&mut self) {
-        let filters = [&self.accepted_topic, &self.rejected_topic]
-            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+        let filters = self
+            .subscribed_filters()
+            .into_iter()
+            .map(|t| SubscribeFilter::new(t, QoS::AtLeastOnce));
         if let Err(err) = self.client.try_subscribe_many(filters) {
             error!(%err, "Subscribe could not be queued.");
         }
@@ -654,6 +676,14 @@ impl Link {
                     true
                 } else if publish.topic == self.rejected_topic {
                     false
+                } else if self.subscriptions.contains(&publish.topic) {
+                    self.emit(LinkEvent::Message {
+                        topic: publish.topic.clone(),
+                        payload: publish.payload.to_vec(),
+                        retained: publish.retain,
+                    })
+                    .await;
+                    return;
                 } else {
                     debug!(topic = %publish.topic, "Ignoring a message on a topic the link did not ask for.");
                     return;
@@ -667,10 +697,10 @@ impl Link {
             Event::Incoming(Packet::PubAck(ack)) => self.acknowledged(ack.pkid).await,
             Event::Incoming(Packet::PubComp(comp)) => self.acknowledged(comp.pkid).await,
             Event::Incoming(Packet::SubAck(suback)) => {
-                let filters = [self.accepted_topic.clone(), self.rejected_topic.clone()];
+                let filters = self.subscribed_filters();
                 for (filter, code) in filters.into_iter().zip(suback.return_codes) {
                     if code == SubscribeReasonCode::Failure {
-                        warn!(%filter, "Broker refused the subscription (SUBACK 0x80); answers on it will be missed.");
+                        warn!(%filter, "Broker refused the subscription (SUBACK 0x80); messages on it will be missed.");
                         self.emit_traffic(LinkTraffic::AuthorizationFailure(
                             AuthorizationFailure::Subscribe { filter },
                         ));
@@ -899,6 +929,7 @@ mod tests {
             clean_session: true,
             reconnect_min: DEFAULT_RECONNECT_MIN,
             reconnect_max: DEFAULT_RECONNECT_MAX,
+            subscriptions: Vec::new(),
         }
     }
 
@@ -992,6 +1023,7 @@ mod tests {
             endpoint: "localhost:8883".into(),
             reconnect_min: Duration::from_millis(10),
             reconnect_max: Duration::from_secs(10),
+            subscriptions: vec!["push/here".into()],
             client,
             events,
             shutdown: CancellationToken::new(),
@@ -1049,7 +1081,7 @@ mod tests {
         link.on_event(connack(false)).await;
         assert_eq!(
             queued(&mut eventloop),
-            vec!["subscribe $aws/things/t/defender/metrics/json/accepted $aws/things/t/defender/metrics/json/rejected"]
+            vec!["subscribe $aws/things/t/defender/metrics/json/accepted $aws/things/t/defender/metrics/json/rejected push/here"]
         );
         assert_eq!(
             drain(&mut rx),
@@ -1217,6 +1249,27 @@ mod tests {
                     filter: "$aws/things/t/defender/metrics/json/rejected".into()
                 }
             ))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_on_an_extra_subscription_is_handed_over_with_its_retain_flag() {
+        let (mut link, _eventloop, mut rx) = test_link();
+        let mut publish = rumqttc::Publish::new("push/here", QoS::AtLeastOnce, b"{}".to_vec());
+        publish.retain = true;
+        link.on_event(Event::Incoming(Packet::Publish(publish)))
+            .await;
+        let messages: Vec<LinkEvent> = drain(&mut rx)
+            .into_iter()
+            .filter(|e| !matches!(e, LinkEvent::Traffic(_)))
+            .collect();
+        assert_eq!(
+            messages,
+            vec![LinkEvent::Message {
+                topic: "push/here".into(),
+                payload: b"{}".to_vec(),
+                retained: true
+            }]
         );
     }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use defender_agent::mqtt::tls;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 
 use crate::support::certs::Pki;
@@ -19,13 +21,20 @@ use crate::support::{agent_bin, fixture};
 const THING: &str = "gw-detect";
 const ALARM_TOPIC: &str = "alarms/gw-detect";
 
-/// A test subscriber on the alarm topic: every message's JSON, in order.
-struct Subscriber {
-    rx: mpsc::Receiver<serde_json::Value>,
+/// A test client: subscribed to the alarm topic (and any others), every message's topic and JSON
+/// in order; it can also publish.
+pub(crate) struct Subscriber {
+    pub(crate) rx: mpsc::Receiver<(String, serde_json::Value)>,
+    client: AsyncClient,
 }
 
 impl Subscriber {
     async fn start(broker: &Mosquitto, pki: &Pki) -> Subscriber {
+        Subscriber::start_on(broker, pki, &[ALARM_TOPIC]).await
+    }
+
+    /// Subscribed to `topics` (QoS 1) before it returns.
+    pub(crate) async fn start_on(broker: &Mosquitto, pki: &Pki, topics: &[&str]) -> Subscriber {
         tls::install_ring_provider();
         let files = pki.client("alarm-subscriber");
         let config = tls::client_config(pki.ca_file(), &files.cert, &files.key, vec![])
@@ -39,11 +48,18 @@ impl Subscriber {
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         let (tx, rx) = mpsc::channel(64);
         let (ready_tx, mut ready_rx) = mpsc::channel(1);
+        let sub = client.clone();
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe(ALARM_TOPIC, QoS::AtLeastOnce);
+                        // One SUBSCRIBE: its SUBACK means every topic is subscribed.
+                        let _ = sub.try_subscribe_many(
+                            topics
+                                .iter()
+                                .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)),
+                        );
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = ready_tx.try_send(());
@@ -51,7 +67,7 @@ impl Subscriber {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let v = serde_json::from_slice(&p.payload)
                             .unwrap_or_else(|e| serde_json::json!({"unparsable": e.to_string()}));
-                        if tx.send(v).await.is_err() {
+                        if tx.send((p.topic.clone(), v)).await.is_err() {
                             return;
                         }
                     }
@@ -62,31 +78,48 @@ impl Subscriber {
         });
         tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
             .await
-            .expect("alarm subscriber subscribed within 10 s");
-        Subscriber { rx }
+            .expect("test subscriber subscribed within 10 s");
+        Subscriber { rx, client }
     }
 
-    /// The next alarm, waiting at most `within`.
-    async fn next(
+    /// Publishes `payload` (QoS 1).
+    pub(crate) async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .expect("queue a publish");
+    }
+
+    /// The next message's JSON, waiting at most `within`.
+    pub(crate) async fn next(
         &mut self,
         within: Duration,
         agent_log: impl Fn() -> String,
     ) -> serde_json::Value {
+        self.next_with_topic(within, agent_log).await.1
+    }
+
+    /// The next message's topic and JSON, waiting at most `within`.
+    pub(crate) async fn next_with_topic(
+        &mut self,
+        within: Duration,
+        agent_log: impl Fn() -> String,
+    ) -> (String, serde_json::Value) {
         match tokio::time::timeout(within, self.rx.recv()).await {
             Ok(Some(v)) => v,
-            _ => panic!("no alarm within {within:?}; agent log:\n{}", agent_log()),
+            _ => panic!("no message within {within:?}; agent log:\n{}", agent_log()),
         }
     }
 }
 
 /// The agent binary; killed on drop.
-struct Agent {
-    child: Option<Child>,
+pub(crate) struct Agent {
+    pub(crate) child: Option<Child>,
     log: PathBuf,
 }
 
 impl Agent {
-    fn start(dir: &Path, config: &Path) -> Agent {
+    pub(crate) fn start(dir: &Path, config: &Path) -> Agent {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("agent-{n}.log"));
         let child = Command::new(agent_bin())
@@ -104,11 +137,11 @@ impl Agent {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };
@@ -139,7 +172,7 @@ impl Drop for Agent {
     }
 }
 
-fn cli(args: &[&str]) -> Output {
+pub(crate) fn cli(args: &[&str]) -> Output {
     Command::new(agent_bin())
         .args(args)
         .env("DEFENDER_AGENT_LOG", "warn")
@@ -147,7 +180,7 @@ fn cli(args: &[&str]) -> Output {
         .expect("run defender-agent")
 }
 
-fn json_of(out: &Output) -> serde_json::Value {
+pub(crate) fn json_of(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "exit {:?}; stderr: {}",
@@ -157,7 +190,7 @@ fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
-fn ports_of(v: &serde_json::Value) -> Vec<u64> {
+pub(crate) fn ports_of(v: &serde_json::Value) -> Vec<u64> {
     v["metricValue"]["ports"]
         .as_array()
         .map(|a| a.iter().filter_map(|p| p.as_u64()).collect())
@@ -344,13 +377,7 @@ async fn a_listening_port_raises_an_alarm_that_survives_a_restart_and_clears_whe
 /// connection (one datapoint per connection: no second in-alarm after the restart).
 #[test]
 fn in_port_set_allow_list_and_configured_source_ip_in_a_private_network() {
-    crate::support::netns::run_isolated(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(allow_list_scenario());
-    });
+    crate::support::netns::run_isolated_async(allow_list_scenario);
 }
 
 async fn allow_list_scenario() {

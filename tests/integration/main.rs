@@ -7,6 +7,7 @@ mod detect;
 mod detect_agent;
 mod manage;
 mod mqtt;
+mod push;
 mod regression;
 mod report;
 mod spool;

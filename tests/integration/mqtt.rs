@@ -39,6 +39,7 @@ fn settings(port: u16, pki_ca: &std::path::Path, client: &CertFiles, thing: &str
         clean_session: true,
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(400),
+        subscriptions: Vec::new(),
     }
 }
 

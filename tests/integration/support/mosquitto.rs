@@ -212,6 +212,7 @@ impl Mosquitto {
             clean_session: true,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
+            subscriptions: Vec::new(),
         }
     }
 

@@ -26,6 +26,21 @@ pub fn run_isolated<F: FnOnce() + Send + 'static>(body: F) {
     }
 }
 
+/// [`run_isolated`] for an async test body, on a current-thread tokio runtime of its own.
+pub fn run_isolated_async<F, Fut>(body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    run_isolated(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(body());
+    });
+}
+
 /// Moves the calling thread into a new network namespace and sets its `lo` up.
 fn enter() -> Result<(), String> {
     // SAFETY: unshare(2) with CLONE_NEWNET changes only the calling thread's namespace.
