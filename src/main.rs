@@ -144,6 +144,14 @@ enum DetectCommand {
         /// Evaluate aws:disconnect-duration with the unverified reconstruction (spec §2.3).
         #[arg(long)]
         disconnect_duration: bool,
+        /// Statistical thresholds, as `[detect] statistical`: off (not evaluated) or
+        /// local-history (nearest-rank percentile of this device's own history, spec §3.5).
+        #[arg(long, value_parser = ["off", "local-history"], default_value = "off")]
+        statistical: String,
+        /// ML behaviors, as `[detect] ml`: off (not evaluated) or local-baseline (robust z
+        /// against this device's 14-day baseline, not AWS ML Detect; spec §7.2).
+        #[arg(long, value_parser = ["off", "local-baseline"], default_value = "off")]
+        ml: String,
     },
 }
 
@@ -524,6 +532,8 @@ mod detect_cli {
                 active,
                 mode,
                 disconnect_duration,
+                statistical,
+                ml,
             } => {
                 let mode = if mode == "load" {
                     Mode::Load
@@ -536,6 +546,12 @@ mod detect_cli {
                 // Replay lines carry the connection's source IP explicitly.
                 settings.source_ip_from_connection = true;
                 settings.disconnect_duration = disconnect_duration;
+                if statistical == "local-history" {
+                    settings.statistical = detect::StatMode::LocalHistory;
+                }
+                if ml == "local-baseline" {
+                    settings.ml = detect::MlMode::LocalBaseline;
+                }
                 let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
                 let engine = detect::DetectEngine::new(settings, &profiles, &ctx);
                 for d in loaded

@@ -25,7 +25,8 @@
 //! - ML with a window: datapoints are the per-report value (device) or the 300 s window (cloud);
 //!   message-byte-size under ML uses the largest message of the window;
 //! - list `metricValue` sorts ports numerically and IPs as text (TC11 lists "10.1.2.3" first);
-//! - aws:source-ip-address with a dimension and aws:disconnect-duration are not evaluated.
+//! - aws:source-ip-address with a dimension is not evaluated; aws:disconnect-duration only with
+//!   `EngineSettings::disconnect_duration` (the unverified reconstruction of §2.3).
 
 pub mod catalog;
 pub mod criteria;
@@ -36,6 +37,9 @@ pub mod replay;
 pub mod validate;
 pub mod violation;
 pub mod window;
+
+#[cfg(test)]
+mod cases_tests;
 
 pub use engine::{
     traffic_scope_name, CloudMetric, DetectEngine, DeviceReport, Emitted, EngineSettings,

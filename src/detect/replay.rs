@@ -419,8 +419,10 @@ pub fn parse_report(v: &Value) -> Result<(DeviceReport, Vec<String>), String> {
             // Invariant: the filter above keeps only one-element arrays.
             let o = obj(&arr[0], "a custom metric value")?;
             let value = custom_value(o).map_err(|e| format!("custom metric {name}: {e}"))?;
-            match check_value(&value) {
-                Ok(()) => r.custom.push((name.clone(), value)),
+            // spec: detect.md §2.2 [S17] — data outside the value rules is dropped with a
+            // remark, never a malformed report.
+            match value.and_then(|v| check_value(&v).map(|()| v).map_err(|e| e.to_string())) {
+                Ok(v) => r.custom.push((name.clone(), v)),
                 Err(e) => notes.push(format!("custom metric {name} dropped: {e}")),
             }
         }
@@ -428,7 +430,9 @@ pub fn parse_report(v: &Value) -> Result<(DeviceReport, Vec<String>), String> {
     Ok((r, notes))
 }
 
-fn custom_value(o: &Map<String, Value>) -> Result<CustomValue, String> {
+/// A custom value, or (inner `Err`) why its data breaks the value rules (dropped, spec §2.2);
+/// the outer `Err` is a wrong shape (a malformed report).
+fn custom_value(o: &Map<String, Value>) -> Result<Result<CustomValue, String>, String> {
     let nums = |v: &Value| -> Result<Vec<f64>, String> {
         v.as_array()
             .ok_or("number_list must be a list")?
@@ -442,11 +446,11 @@ fn custom_value(o: &Map<String, Value>) -> Result<CustomValue, String> {
     if let Some(n) = o.get("number") {
         return n
             .as_f64()
-            .map(CustomValue::Number)
+            .map(|x| Ok(CustomValue::Number(x)))
             .ok_or_else(|| "number must be a number".to_owned());
     }
     if let Some(v) = o.get("number_list") {
-        return nums(v).map(CustomValue::NumberList);
+        return nums(v).map(|x| Ok(CustomValue::NumberList(x)));
     }
     if let Some(v) = o.get("string_list") {
         let list = v.as_array().ok_or("string_list must be a list")?;
@@ -458,19 +462,21 @@ fn custom_value(o: &Map<String, Value>) -> Result<CustomValue, String> {
                     .ok_or_else(|| "string_list holds a non-string".to_owned())
             })
             .collect::<Result<_, _>>()
-            .map(CustomValue::StringList);
+            .map(|x| Ok(CustomValue::StringList(x)));
     }
     if let Some(v) = o.get("ip_list") {
         let list = v.as_array().ok_or("ip_list must be a list")?;
-        return list
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .and_then(|s| s.parse::<IpAddr>().ok())
-                    .ok_or_else(|| format!("ip_list holds {x}, not an IP address"))
-            })
-            .collect::<Result<_, _>>()
-            .map(CustomValue::IpList);
+        let mut ips = Vec::with_capacity(list.len());
+        for x in list {
+            let s = x
+                .as_str()
+                .ok_or_else(|| format!("ip_list holds {x}, not a string"))?;
+            match s.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => return Ok(Err(format!("ip_list holds {s:?}, not an IP address"))),
+            }
+        }
+        return Ok(Ok(CustomValue::IpList(ips)));
     }
     Err("expected one of number, number_list, string_list, ip_list".to_owned())
 }
@@ -614,6 +620,29 @@ mod tests {
             replay("{\"time\":1,\"bogus\":{}}", e, "c"),
             Err(ReplayError::BadLine { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn s17_an_ip_list_with_an_invalid_address_is_dropped_not_a_malformed_report() {
+        // spec: detect.md §2.2 [S17] — "only valid IPV4 and IPV6 addresses"; data outside the
+        // rules is not retained: drop the metric with a remark (the replay used to fail here).
+        let report = serde_json::json!({"cmet":{
+            "peers":[{"ip_list":["10.0.0.1","10.0.0.256"]}],
+            "tags":[{"string_list":["ok"]}]}});
+        let (r, notes) = parse_report(&report).unwrap();
+        assert_eq!(
+            r.custom,
+            vec![(
+                "tags".to_owned(),
+                CustomValue::StringList(vec!["ok".into()])
+            )]
+        );
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("peers dropped"), "{notes:?}");
+        assert!(notes[0].contains("10.0.0.256"), "{notes:?}");
+        // A list element of the wrong JSON type is still a malformed report.
+        let wrong = serde_json::json!({"cmet":{"peers":[{"ip_list":[5]}]}});
+        assert!(parse_report(&wrong).is_err());
     }
 
     #[test]

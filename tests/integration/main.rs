@@ -5,6 +5,7 @@ mod cli;
 mod collect;
 mod detect;
 mod detect_agent;
+mod detect_cases;
 mod manage;
 mod mqtt;
 mod push;

@@ -1,0 +1,59 @@
+//! The worked-case fixtures of detect.md (tests/fixtures/detect/cases) through
+//! [`replay::replay`](super::replay::replay) directly, set up as `detect replay` sets up its
+//! engine. Test code: the fixture reader (shared with the integration test) does the file I/O.
+
+#[path = "../../tests/integration/detect_cases/fixture.rs"]
+mod fixture;
+
+use fixture::{Case, Outcome};
+
+use super::replay::{replay, ReplayDocument};
+use super::{DetectEngine, EngineSettings, MlMode, Mode, StatMode};
+
+/// The thing name `detect replay` uses by default.
+const THING: &str = "thing";
+
+fn run_library(case: &Case) -> Outcome {
+    let failed = |message: String| Outcome::Failed {
+        exit_code: None,
+        message,
+    };
+    let mode = match case.arg("--mode") {
+        Some("load") => Mode::Load,
+        _ => Mode::Strict,
+    };
+    let loaded = match crate::detect_files::load_all(
+        &case.profiles,
+        &case.dimensions,
+        &case.custom_metrics,
+        mode,
+    ) {
+        Ok(l) => l,
+        Err(e) => return failed(e.to_string()),
+    };
+    let thing = case.arg("--thing-name").unwrap_or(THING);
+    // The same settings as main.rs `DetectCommand::Replay`.
+    let mut settings = EngineSettings::new(thing);
+    settings.source_ip_from_connection = true;
+    settings.disconnect_duration = case.arg("--disconnect-duration").is_some();
+    if case.arg("--statistical") == Some("local-history") {
+        settings.statistical = StatMode::LocalHistory;
+    }
+    if case.arg("--ml") == Some("local-baseline") {
+        settings.ml = MlMode::LocalBaseline;
+    }
+    let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
+    let engine = DetectEngine::new(settings, &profiles, &loaded.context());
+    match replay(&case.input_text(), engine, thing) {
+        Ok(run) => {
+            let doc: ReplayDocument = run.document(case.arg("--active").is_some());
+            Outcome::Document(serde_json::to_value(doc).unwrap())
+        }
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+#[test]
+fn every_worked_case_gives_the_spec_events_through_the_replay_driver() {
+    fixture::check_all(run_library);
+}
