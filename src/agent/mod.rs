@@ -205,6 +205,12 @@ async fn run_once(
             Some(()) = reload.recv() => {
                 match opts.config_path.as_deref().map(Config::load) {
                     Some(Ok(next)) => match detect::DetectPart::check(&next) {
+                        // Only the Detect files may have changed: reload them in place (the
+                        // link, spool and traffic windows carry on).
+                        Ok(()) if next == agent.config => {
+                            info!("SIGHUP: configuration unchanged; reloading the Detect files in place.");
+                            agent.reload_detect();
+                        }
                         Ok(()) => break Ended::Reload(Box::new(next)),
                         Err(e) => error!(error = %e, "SIGHUP: the new Detect files are invalid; keeping the running configuration."),
                     },
