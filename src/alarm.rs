@@ -8,7 +8,10 @@
 //! warning — it is already in the violation store). Each delivery is tried [`ATTEMPTS`] times with
 //! a growing pause; a failure is logged once per episode per output (until it works again).
 //! MQTT publishes the link cannot take are kept in a bounded queue ([`QUEUE_CAPACITY`], oldest
-//! dropped) and offered again on the next connection. spec: detect.md §6.4 (suppressAlerts).
+//! dropped) and offered again on the next connection. `via = "tap"` alarms go to the local broker
+//! named by `[tap]` over a connection of their own (client id `<tap client_id>-alarms`; the tap
+//! itself never publishes), fed by a bounded queue, reconnecting with the tap's backoff.
+//! spec: detect.md §6.4 (suppressAlerts).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -21,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::{AlarmOutput, AlarmVia};
 use crate::detect::ViolationEvent;
+use crate::tap;
 
 /// Capacity of the worker queue and of the pending-publish queue.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -57,15 +61,20 @@ enum Delivery {
 pub struct Alarms {
     mqtt: Vec<(String, u8)>,
     worker: Option<mpsc::Sender<Vec<u8>>>,
+    /// The local broker publisher (`via = "tap"` outputs).
+    local: Option<mpsc::Sender<Vec<u8>>>,
     pending: VecDeque<MqttAlarm>,
     queue_full_logged: bool,
+    local_full_logged: bool,
 }
 
 impl Alarms {
-    /// Sets up the outputs; spawns the worker task when a file or command output exists (call
-    /// inside a tokio runtime then). `via = "tap"` is not available in this build: logged, skipped.
-    pub fn new(outputs: &[AlarmOutput]) -> Alarms {
+    /// Sets up the outputs; spawns the worker task when a file or command output exists, and
+    /// the local broker publisher for `via = "tap"` outputs (`local` = the `[tap]` broker; call
+    /// inside a tokio runtime then).
+    pub fn new(outputs: &[AlarmOutput], local: Option<tap::Settings>) -> Alarms {
         let mut mqtt = Vec::new();
+        let mut local_topics = Vec::new();
         let mut deliveries = Vec::new();
         for o in outputs {
             match o {
@@ -82,11 +91,9 @@ impl Alarms {
                 } => mqtt.push((topic.clone(), *qos)),
                 AlarmOutput::Mqtt {
                     topic,
+                    qos,
                     via: AlarmVia::Tap,
-                    ..
-                } => {
-                    warn!(%topic, "MQTT alarms via the tap's local broker are not available in this build; this output is skipped (use via = \"link\").")
-                }
+                } => local_topics.push((topic.clone(), *qos)),
             }
         }
         let worker = (!deliveries.is_empty()).then(|| {
@@ -94,11 +101,28 @@ impl Alarms {
             tokio::spawn(run_worker(deliveries, rx));
             tx
         });
+        let local = match (local_topics.is_empty(), local) {
+            (true, _) => None,
+            (false, None) => {
+                // Invariant: config refuses via = "tap" without an enabled [tap]; defensive.
+                warn!(
+                    "MQTT alarms via = \"tap\" need an enabled [tap]; those outputs are skipped."
+                );
+                None
+            }
+            (false, Some(settings)) => {
+                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                tokio::spawn(run_local(settings, local_topics, rx));
+                Some(tx)
+            }
+        };
         Alarms {
             mqtt,
             worker,
+            local,
             pending: VecDeque::new(),
             queue_full_logged: false,
+            local_full_logged: false,
         }
     }
 
@@ -130,6 +154,17 @@ impl Alarms {
                 }
             }
         }
+        if let Some(tx) = &self.local {
+            match tx.try_send(json.clone()) {
+                Ok(()) => self.local_full_logged = false,
+                Err(_) => {
+                    if !self.local_full_logged {
+                        warn!("The local broker alarm output is behind; this event is not published there (it is in the violation store).");
+                        self.local_full_logged = true;
+                    }
+                }
+            }
+        }
         self.mqtt
             .iter()
             .map(|(topic, qos)| MqttAlarm {
@@ -153,6 +188,72 @@ impl Alarms {
     /// The kept MQTT alarms, oldest first.
     pub fn take_pending(&mut self) -> Vec<MqttAlarm> {
         self.pending.drain(..).collect()
+    }
+}
+
+/// Publishes alarms on the local broker until the [`Alarms`] is dropped.
+async fn run_local(
+    settings: tap::Settings,
+    topics: Vec<(String, u8)>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let client_id = format!("{}-alarms", settings.client_id);
+    let options = match tap::connection_options(&settings, &client_id) {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(error = %e, "Cannot set up the local broker alarm connection; via = \"tap\" alarms are not published (they are in the violation store).");
+            while rx.recv().await.is_some() {}
+            return;
+        }
+    };
+    let (client, mut eventloop) = AsyncClient::new(options, QUEUE_CAPACITY);
+    let qos = |q: u8| match q {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    };
+    let mut failing = false;
+    let mut full_logged = false;
+    let mut pause = settings.reconnect_min;
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(json) = msg else {
+                    let _ = client.try_disconnect();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+                    return;
+                };
+                for (topic, q) in &topics {
+                    match client.try_publish(topic.as_str(), qos(*q), false, json.clone()) {
+                        Ok(()) => full_logged = false,
+                        Err(e) if !full_logged => {
+                            warn!(%topic, error = %e, "Local broker alarm publish dropped (queue full); the event is in the violation store.");
+                            full_logged = true;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if failing {
+                        info!(client_id = %client_id, "Local broker alarm connection works again.");
+                    }
+                    failing = false;
+                    pause = settings.reconnect_min;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if !failing {
+                        warn!(client_id = %client_id, error = %e, "Cannot reach the local broker for alarms; retrying (events stay in the violation store).");
+                        failing = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(settings.reconnect_max);
+                }
+            }
+        }
     }
 }
 
@@ -284,23 +385,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("alarms.jsonl");
         let copied = dir.path().join("copied.json");
-        let mut a = Alarms::new(&[
-            AlarmOutput::Log,
-            AlarmOutput::File { path: file.clone() },
-            AlarmOutput::Command {
-                argv: vec![
-                    "/bin/sh".into(),
-                    "-c".into(),
-                    format!("cat > {}", copied.display()),
-                ],
-                timeout: Duration::from_secs(10),
-            },
-            AlarmOutput::Mqtt {
-                topic: "alarms/t".into(),
-                qos: 1,
-                via: AlarmVia::Link,
-            },
-        ]);
+        let mut a = Alarms::new(
+            &[
+                AlarmOutput::Log,
+                AlarmOutput::File { path: file.clone() },
+                AlarmOutput::Command {
+                    argv: vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        format!("cat > {}", copied.display()),
+                    ],
+                    timeout: Duration::from_secs(10),
+                },
+                AlarmOutput::Mqtt {
+                    topic: "alarms/t".into(),
+                    qos: 1,
+                    via: AlarmVia::Link,
+                },
+            ],
+            None,
+        );
         let ev = event();
         let mqtt = a.emit(&ev);
         assert_eq!(mqtt.len(), 1);
@@ -318,14 +422,17 @@ mod tests {
     async fn a_failing_command_is_retried_and_never_blocks_emit() {
         let dir = tempfile::tempdir().unwrap();
         let count = dir.path().join("count");
-        let mut a = Alarms::new(&[AlarmOutput::Command {
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("echo x >> {}; exit 1", count.display()),
-            ],
-            timeout: Duration::from_secs(10),
-        }]);
+        let mut a = Alarms::new(
+            &[AlarmOutput::Command {
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("echo x >> {}; exit 1", count.display()),
+                ],
+                timeout: Duration::from_secs(10),
+            }],
+            None,
+        );
         assert!(a.emit(&event()).is_empty());
         let text = wait_for_lines(&count, ATTEMPTS as usize).await;
         assert_eq!(text.lines().count(), ATTEMPTS as usize);
@@ -333,7 +440,7 @@ mod tests {
 
     #[test]
     fn kept_publishes_are_bounded_oldest_dropped() {
-        let mut a = Alarms::new(&[]);
+        let mut a = Alarms::new(&[], None);
         for i in 0..QUEUE_CAPACITY + 2 {
             a.keep(MqttAlarm {
                 topic: format!("t/{i}"),

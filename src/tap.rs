@@ -210,18 +210,25 @@ pub fn spawn(
         warn!(%filter, "Tap inbound filter is covered by an outbound filter; its messages count as sent.");
     }
 
-    let mut options = MqttOptions::new(
-        settings.client_id.clone(),
-        settings.host.clone(),
-        settings.port,
+    let mut options = connection_options(&settings, &settings.client_id)?;
+    options.set_max_packet_size(
+        MAX_INCOMING_PACKET_BYTES,
+        subscribe_packet_bound(&subscriptions),
     );
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+    info!(endpoint = %format!("{}:{}", settings.host, settings.port), client_id = %settings.client_id, ?subscriptions, "Tap starting.");
+    let tap = Tap::new(&settings, classifier, client, events);
+    Ok(runtime.spawn(run(tap, eventloop, shutdown)))
+}
+
+/// MQTT options for a connection to the local broker of `settings` under `client_id`: clean
+/// session, keep-alive, TLS when configured (shared by the tap and the alarm publisher that
+/// `via = "tap"` alarms use — the tap itself never publishes).
+pub fn connection_options(settings: &Settings, client_id: &str) -> Result<MqttOptions, Error> {
+    let mut options = MqttOptions::new(client_id.to_owned(), settings.host.clone(), settings.port);
     options
         .set_keep_alive(KEEP_ALIVE)
         .set_clean_session(true)
-        .set_max_packet_size(
-            MAX_INCOMING_PACKET_BYTES,
-            subscribe_packet_bound(&subscriptions),
-        )
         .set_manual_acks(false)
         .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
     if settings.tls {
@@ -230,7 +237,7 @@ pub fn spawn(
             warn!(
                 file = %settings.key_file.display(),
                 mode = format!("{mode:03o}"),
-                "Tap private key is accessible by group or others; restrict it with chmod 600."
+                "Local broker private key is accessible by group or others; restrict it with chmod 600."
             );
         }
         let config = tls::client_config(
@@ -246,14 +253,10 @@ pub fn spawn(
         warn!(
             host = %settings.host,
             port = settings.port,
-            "Tap connects without TLS to a broker that is not on loopback; traffic is unprotected."
+            "Connecting without TLS to a local broker that is not on loopback; traffic is unprotected."
         );
     }
-
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
-    info!(endpoint = %format!("{}:{}", settings.host, settings.port), client_id = %settings.client_id, ?subscriptions, "Tap starting.");
-    let tap = Tap::new(&settings, classifier, client, events);
-    Ok(runtime.spawn(run(tap, eventloop, shutdown)))
+    Ok(options)
 }
 
 fn check_settings(s: &Settings) -> Result<(), Error> {

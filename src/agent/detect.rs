@@ -170,7 +170,7 @@ impl DetectPart {
         let mut part = DetectPart {
             engine,
             store,
-            alarms: Alarms::new(&config.alarms),
+            alarms: Alarms::new(&config.alarms, crate::agent::parts::tap_settings(config)),
             scopes,
             last_tick: None,
             last_save: 0,

@@ -35,16 +35,22 @@ impl Subscriber {
 
     /// Subscribed to `topics` (QoS 1) before it returns.
     pub(crate) async fn start_on(broker: &Mosquitto, pki: &Pki, topics: &[&str]) -> Subscriber {
-        tls::install_ring_provider();
-        let files = pki.client("alarm-subscriber");
-        let config = tls::client_config(pki.ca_file(), &files.cert, &files.key, vec![])
-            .expect("subscriber TLS config");
+        Subscriber::connect(broker, Some(pki), topics).await
+    }
+
+    /// Over TLS with a client certificate of `pki`, or plain MQTT.
+    async fn connect(broker: &Mosquitto, pki: Option<&Pki>, topics: &[&str]) -> Subscriber {
         let mut options = MqttOptions::new("alarm-subscriber", "localhost", broker.port());
-        options
-            .set_keep_alive(Duration::from_secs(30))
-            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        options.set_keep_alive(Duration::from_secs(30));
+        if let Some(pki) = pki {
+            tls::install_ring_provider();
+            let files = pki.client("alarm-subscriber");
+            let config = tls::client_config(pki.ca_file(), &files.cert, &files.key, vec![])
+                .expect("subscriber TLS config");
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                 Arc::new(config),
             )));
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         let (tx, rx) = mpsc::channel(64);
         let (ready_tx, mut ready_rx) = mpsc::channel(1);
@@ -478,6 +484,71 @@ async fn allow_list_scenario() {
         .map(|v| v["behavior"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["KnownUplink"], "{active}");
+}
+
+/// `via = "tap"`: alarms published on the local broker of `[tap]` over a connection of their own
+/// (the tap never publishes). The agent runs `--dry-run` (no AWS link at all): offline alarms on
+/// the gateway's own broker are exactly the case for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_via_the_tap_go_to_the_local_broker_on_a_connection_of_their_own() {
+    let broker = Mosquitto::start(MosquittoOptions::plain());
+    let mut local = Subscriber::connect(&broker, None, &["gateway/alarms"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        format!(
+            r#"{{"securityProfileName":"NoDebugPort","behaviors":[{{"name":"DebugPortClosed","metric":"aws:listening-tcp-ports",
+            "criteria":{{"comparisonOperator":"not-in-port-set","value":{{"ports":[{port}]}}}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "thing_name = \"{THING}\"\nstate_dir = {state:?}\n\
+             [collect]\nsample_interval_secs = 1\n\
+             [report]\ninterval_secs = 1\nstartup_jitter_secs = 0\nmax_list_len = 10000\n\
+             [tap]\nhost = \"127.0.0.1\"\nport = {broker_port}\noutbound = [\"sensors/#\"]\n\
+             [detect]\nprofiles = [{profile:?}]\n\
+             [[alarms]]\ntype = \"mqtt\"\ntopic = \"gateway/alarms\"\nqos = 1\nvia = \"tap\"\n",
+            state = dir.path().join("state").display().to_string(),
+            profile = profile.display().to_string(),
+            broker_port = broker.port(),
+        ),
+    )
+    .unwrap();
+    let n = std::fs::read_dir(dir.path())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let log = dir.path().join(format!("agent-{n}.log"));
+    let mut child = Command::new(agent_bin())
+        .args(["run", "--dry-run", "--config"])
+        .arg(&config)
+        .env("DEFENDER_AGENT_LOG", "info,defender_agent=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start defender-agent");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let (topic, raised) = local
+        .next_with_topic(Duration::from_secs(20), read_log)
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(topic, "gateway/alarms");
+    assert_eq!(raised["violationEventType"], "in-alarm", "{raised}");
+    assert_eq!(raised["securityProfileName"], "NoDebugPort");
+    assert!(
+        broker.log().contains(&format!("{THING}-tap-alarms")),
+        "the alarms have a connection of their own:\n{}",
+        broker.log()
+    );
+    drop(listener);
 }
 
 fn replay_args(extra: &[&str]) -> Vec<String> {
