@@ -342,15 +342,109 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     text: &str,
     source_name: &str,
 ) -> Result<T, ParseError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    // Two steps, so each document type is deserialized (and monomorphized) from one kind of
+    // input only, a `Value`: the text's syntax errors carry line and column from the first step;
+    // a shape error's position is found afterwards by [`locate`], which walks the text once.
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| json_error(source_name, ".".to_owned(), &e))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        json_error(source_name, path, &inner)
-    })?;
-    de.end()
-        .map_err(|e| json_error(source_name, ".".to_owned(), &e))?;
-    Ok(value)
+        let (line, column) = locate(text, e.path()).unwrap_or((0, 0));
+        let message = e.into_inner().to_string();
+        ParseError::Json {
+            source_name: source_name.to_owned(),
+            line,
+            column,
+            path,
+            message,
+        }
+    })
+}
+
+/// Line and column (1-based) of the value at `path` in a JSON text that parses (see [`seek`]).
+fn locate(text: &str, path: &serde_path_to_error::Path) -> Option<(usize, usize)> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    seek(&mut de, path).err().map(|e| (e.line(), e.column()))
+}
+
+const HERE: &str = "defender-agent: located";
+
+/// Walks a document to the value at `path` and fails there on purpose: the deserializer stamps
+/// the failure with its position (JSON: line and column; TOML: a span). `Ok` = not found. One
+/// copy per input format, whatever the document type.
+fn seek<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    path: &serde_path_to_error::Path,
+) -> Result<(), D::Error> {
+    use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_path_to_error::Segment;
+
+    struct Seek<'a>(&'a [Segment]);
+    impl<'de> DeserializeSeed<'de> for Seek<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            if self.0.is_empty() {
+                return Err(D::Error::custom(HERE));
+            }
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Seek<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let (first, rest) = match self.0.split_first() {
+                Some((Segment::Map { key }, rest)) => (key, rest),
+                _ => return Ok(()),
+            };
+            while let Some(k) = map.next_key::<String>()? {
+                if &k == first {
+                    return map.next_value_seed(Seek(rest));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let (index, rest) = match self.0.split_first() {
+                Some((Segment::Seq { index }, rest)) => (*index, rest),
+                _ => return Ok(()),
+            };
+            for _ in 0..index {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
+            }
+            seq.next_element_seed(Seek(rest)).map(|_| ())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let segments: Vec<Segment> = path.iter().cloned().collect();
+    match Seek(&segments).deserialize(d) {
+        // Only the planted failure has a position worth reporting.
+        Err(e) if e.to_string().contains(HERE) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn json_error(source_name: &str, path: String, e: &serde_json::Error) -> ParseError {
@@ -374,10 +468,33 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     text: &str,
     source_name: &str,
 ) -> Result<T, ParseError> {
+    // As parse_json: TOML → `Value` → T, so T is monomorphized for one input kind only; a shape
+    // error's line is found afterwards by walking the TOML once more (see `locate`).
     let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, source_name, ".", &e))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde::Deserialize::deserialize(de)
+        .map_err(|e: toml::de::Error| toml_error(text, source_name, ".", &e))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        toml_error(text, source_name, &path, e.inner())
+        let line = toml::Deserializer::parse(text)
+            .ok()
+            .and_then(|de| seek(de, e.path()).err())
+            .map_or(0, |found| toml_line(text, &found));
+        ParseError::Toml {
+            source_name: source_name.to_owned(),
+            line,
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn toml_line(text: &str, e: &toml::de::Error) -> usize {
+    e.span().map_or(0, |s| {
+        text.as_bytes()[..s.start.min(text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     })
 }
 
@@ -452,11 +569,14 @@ mod tests {
         match err {
             ParseError::Json {
                 line,
+                column,
                 path,
                 message,
                 ..
             } => {
                 assert_eq!(line, 2);
+                // The value starts at column 18 (found after the fact, see `locate`).
+                assert!((17..=18).contains(&column), "{column}");
                 assert_eq!(path, "criteria.value.count");
                 assert!(message.contains("must be >= 0"), "{message}");
             }
