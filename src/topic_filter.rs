@@ -121,6 +121,7 @@ pub enum FilterError {
 /// Quotes at most [`SHOWN_CHARS`] characters of a possibly huge string for an error message.
 fn shown(s: &str) -> String {
     match s.char_indices().nth(SHOWN_CHARS) {
+        // Invariant: `cut` comes from char_indices, a char boundary inside `s`.
         Some((cut, _)) => format!("{:?}…", &s[..cut]),
         None => format!("{s:?}"),
     }

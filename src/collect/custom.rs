@@ -298,6 +298,7 @@ fn drain_and_wait(
             }
             return Err(Drain::Io(e));
         }
+        // Invariant: `fds` is a fixed array of 2.
         if fds[0].revents != 0 {
             if let Some(pipe) = stdout_pipe.as_mut() {
                 let n = pipe.read(&mut chunk).map_err(Drain::Io)?;

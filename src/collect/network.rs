@@ -82,6 +82,7 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<InterfaceCounters>, NetDevParseEr
             *value = field.parse().map_err(|_| fault(NetDevFault::BadCounter))?;
         }
         // Columns: rx bytes packets errs drop fifo frame compressed multicast, tx bytes packets ...
+        // Invariant: `values` is a fixed array of NET_DEV_COLUMNS (16) > 9.
         out.push(InterfaceCounters {
             name: name.to_owned(),
             bytes_in: values[0],

@@ -162,6 +162,7 @@ fn parse_hex_socket(field: &str, order: WordOrder) -> Option<SocketAddr> {
             let mut bytes = [0u8; 16];
             for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
                 let word = hex_word(addr.get(i * 8..i * 8 + 8)?)?;
+                // Invariant: chunks_exact_mut(4) chunks and order.bytes are both 4 bytes.
                 chunk.copy_from_slice(&order.bytes(word));
             }
             IpAddr::V6(Ipv6Addr::from(bytes))

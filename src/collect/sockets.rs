@@ -173,6 +173,7 @@ impl SocketCollector {
         match self.mode {
             Mode::Procfs => procfs(out),
             Mode::Netlink => (self.netlink)(proto, out),
+            // Invariant: group is 0 or 1 (the match above); the array has 2.
             Mode::Auto if self.netlink_unavailable[group].load(Ordering::Relaxed) => procfs(out),
             Mode::Auto => {
                 let mark = out.len();
@@ -182,6 +183,7 @@ impl SocketCollector {
                 out.truncate(mark);
                 if let Error::Netlink { source, .. } = &error {
                     if is_unavailable(source) {
+                        // Invariant: group < 2, as above.
                         self.netlink_unavailable[group].store(true, Ordering::Relaxed);
                     }
                 }
@@ -351,6 +353,7 @@ fn parse_inet_diag_datagram(
                 let family = body[0];
                 let state = body[1];
                 let id = &body[4..52];
+                // Invariant: called with at in {0, 2} and {4, 20}: within the 48-byte `id`.
                 let port = |at: usize| u16::from_be_bytes([id[at], id[at + 1]]);
                 let addr = |at: usize| -> io::Result<IpAddr> {
                     let bytes: [u8; 16] = id[at..at + 16]
@@ -371,6 +374,7 @@ fn parse_inet_diag_datagram(
             }
         }
         // Messages are padded to 4 bytes (NLMSG_ALIGN).
+        // Invariant: len <= rest.len() (the `get` above), so len + 3 cannot overflow.
         let step = (len + 3) & !3;
         rest = rest.get(step..).unwrap_or(&[]);
     }

@@ -892,6 +892,7 @@ impl Validator<'_> {
         let source = if let Some(b) = &c.builtin {
             self.builtin(&key, c, b, metric_type)?
         } else if let Some(argv) = &c.command {
+            // Invariant: `||` reads [0] only when the list is non-empty.
             if argv.get_ref().is_empty() || argv.get_ref()[0].is_empty() {
                 self.error(
                     &format!("{key}.command"),

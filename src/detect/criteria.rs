@@ -138,6 +138,8 @@ pub fn normalise(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A prefix longer than the family's width (only from a deserialized `Cidr`, as `parse` refuses
+/// it) masks nothing.
 fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
@@ -145,7 +147,7 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
             let m = if prefix == 0 {
                 0
             } else {
-                u32::MAX << (32 - u32::from(prefix))
+                u32::MAX << 32u32.saturating_sub(u32::from(prefix))
             };
             IpAddr::V4((bits & m).into())
         }
@@ -154,7 +156,7 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
             let m = if prefix == 0 {
                 0
             } else {
-                u128::MAX << (128 - u32::from(prefix))
+                u128::MAX << 128u32.saturating_sub(u32::from(prefix))
             };
             IpAddr::V6((bits & m).into())
         }
@@ -277,6 +279,15 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/8")
             .unwrap()
             .contains(ip("::ffff:10.0.0.1")));
+    }
+
+    #[test]
+    fn a_deserialized_cidr_with_a_prefix_longer_than_its_family_does_not_panic() {
+        let v4: Cidr = serde_json::from_str(r#"{"addr":"10.0.0.1","prefix":40}"#).unwrap();
+        assert!(v4.contains(ip("10.0.0.1")));
+        assert!(!v4.contains(ip("10.0.0.2")));
+        let v6: Cidr = serde_json::from_str(r#"{"addr":"2001:db8::1","prefix":200}"#).unwrap();
+        assert!(v6.contains(ip("2001:db8::1")));
     }
 
     #[test]

@@ -218,6 +218,7 @@ impl TrafficLog {
             self.events.retain(|(et, _)| *et > horizon);
         }
         if self.events.len() >= self.max_events.max(1) {
+            // Invariant: len >= 1 here, so index 0 exists.
             self.events.remove(0);
         }
         self.events.push((t, r));
@@ -1077,6 +1078,7 @@ impl DetectEngine {
         // Each distinct source is extracted once per report, however many behaviors use it.
         let mut cache: Vec<(Source, Option<Observed>)> = Vec::new();
         for i in 0..self.compiled.len() {
+            // Invariant: the loop bound is compiled.len().
             let source = &self.compiled[i].source;
             if !matches!(source, Source::Device(_) | Source::Custom(..)) {
                 continue;
@@ -1104,6 +1106,7 @@ impl DetectEngine {
     pub fn evaluate_cloud(&mut self, traffic: &dyn TrafficWindows, now: Millis) -> Vec<Emitted> {
         let mut out = Vec::new();
         for i in 0..self.compiled.len() {
+            // Invariant: the loop bound is compiled.len().
             let c = &self.compiled[i];
             if c.source == Source::DisconnectDuration {
                 // spec: §2.3 — minutes since the loss while disconnected, 0 while connected.
@@ -1153,6 +1156,7 @@ impl DetectEngine {
         };
         let mut out = Vec::new();
         for i in 0..self.compiled.len() {
+            // Invariant: the loop bound is compiled.len().
             if self.compiled[i].source == Source::ClientIp {
                 self.datapoint_final(i, Observed::Ips(vec![normalise(ip)]), now, &mut out);
             }
@@ -1278,6 +1282,7 @@ impl DetectEngine {
 
     /// Window aggregation for device metrics, then the final datapoint.
     fn datapoint(&mut self, i: usize, raw: Observed, now: Millis, out: &mut Vec<Emitted>) {
+        // Invariant: every caller passes a loop index below compiled.len().
         let c = &self.compiled[i];
         let value = match (c.window_ms, c.info.aggregation, raw.scalar()) {
             (Some(d), Aggregation::Counter | Aggregation::Gauge, Some(x)) => {
@@ -1306,6 +1311,7 @@ impl DetectEngine {
     }
 
     fn state_mut(&mut self, i: usize) -> Option<&mut BehaviorState> {
+        // Invariant: called from datapoint with its in-bounds index.
         let c = &self.compiled[i];
         self.state
             .behaviors
@@ -1318,6 +1324,7 @@ impl DetectEngine {
         let lookback = (self.settings.stat_lookback_s as Millis) * 1000;
         let min_points = self.settings.stat_min_points;
         // Disjoint field borrows: no clone of the compiled behavior on the hot path.
+        // Invariant: every caller passes a loop index below compiled.len().
         let c = &self.compiled[i];
         let thing = self.settings.thing_name.as_str();
         let seq = self.state.seq + 1;

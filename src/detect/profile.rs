@@ -451,6 +451,7 @@ fn json_error(source_name: &str, path: String, e: &serde_json::Error) -> ParseEr
     // serde_json's Display appends " at line L column C"; strip it, we carry them as fields.
     let full = e.to_string();
     let message = match full.rfind(" at line ") {
+        // Invariant: rfind returns a char boundary inside `full`.
         Some(i) => full[..i].to_owned(),
         None => full,
     };
@@ -502,6 +503,7 @@ fn toml_error(text: &str, source_name: &str, path: &str, e: &toml::de::Error) ->
     let line = e
         .span()
         .map(|s| {
+            // Invariant: the end is clamped to text.len().
             text.as_bytes()[..s.start.min(text.len())]
                 .iter()
                 .filter(|&&b| b == b'\n')

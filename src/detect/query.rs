@@ -182,6 +182,7 @@ fn parse_vstate(s: Option<&str>) -> Result<Option<VerificationState>, ApiError> 
 
 /// First 8 bytes of SHA-256 over the canonical filter text.
 fn filter_hash(canonical: &str) -> String {
+    // Invariant: a SHA-256 digest is 32 bytes.
     hex(&Sha256::digest(canonical.as_bytes())[..8])
 }
 
@@ -449,6 +450,7 @@ impl ViolationHistory {
     pub fn record(&mut self, emitted: &[Emitted]) {
         for e in emitted {
             if self.events.len() >= Self::MAX_EVENTS {
+                // Invariant: len >= MAX_EVENTS > 0, so index 0 exists.
                 self.events.remove(0);
             }
             self.next_seq += 1;

@@ -277,6 +277,7 @@ pub fn check_behavior(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Vec<
         let lenient_numeric = mode == Mode::Load
             && matches!(info.kind, ValueKind::Count | ValueKind::Number)
             && fields.len() == 1
+            // Invariant: fields[0] is read only after a len() == 1 check (here and below).
             && matches!(fields[0], "count" | "number");
         if fields.len() != 1 {
             out.push(Issue::rule(format!(

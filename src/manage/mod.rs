@@ -850,7 +850,8 @@ pub fn update_profile(
     } else if let Some(c) = req.metrics_export_config {
         p.metrics_export_config = Some(c);
     }
-    p.version = Some(current_version(&old.profile) + 1);
+    // The stored version comes from a file (hand-editable): saturate, never overflow.
+    p.version = Some(current_version(&old.profile).saturating_add(1));
     p.last_modified_date = Some(now);
     if p.security_profile_arn.is_none() {
         p.security_profile_arn = Some(arns.profile(&p.security_profile_name));

@@ -397,7 +397,8 @@ pub fn plan(
                 q.additional_metrics_to_retain = p.additional_metrics_to_retain;
                 q.additional_metrics_to_retain_v2 = p.additional_metrics_to_retain_v2;
                 q.metrics_export_config = p.metrics_export_config;
-                q.version = Some(old.profile.version.unwrap_or(1) + 1);
+                // The stored version comes from a file (hand-editable): saturate, never overflow.
+                q.version = Some(old.profile.version.unwrap_or(1).saturating_add(1));
                 q.last_modified_date = Some(now);
                 if q.security_profile_arn.is_none() {
                     q.security_profile_arn = Some(arns.profile(&name));
@@ -511,6 +512,18 @@ mod tests {
             serde_json::json!({"status":"applied","pushVersion":"v1",
                 "securityProfiles":[{"name":"P","version":2,"change":"updated"}]})
         );
+    }
+
+    #[test]
+    fn an_update_of_a_stored_profile_at_the_largest_version_does_not_overflow() {
+        let p = plan(&msg(DIM, PROFILE), &[], &[], vec![], NOW, &arns()).unwrap();
+        let dims = vec![p.dimensions[0].record.clone()];
+        let mut stored = p.profiles[0].record.clone();
+        stored.profile.version = Some(i64::MAX);
+        let changed = PROFILE.replace("\"count\":10", "\"count\":20");
+        let u = plan(&msg("", &changed), &dims, &[stored], vec![], NOW, &arns()).unwrap();
+        assert_eq!(u.profiles[0].change, Change::Updated);
+        assert_eq!(u.profiles[0].record.profile.version, Some(i64::MAX));
     }
 
     #[test]

@@ -274,6 +274,20 @@ fn a_name_that_breaks_the_api_pattern_is_refused() {
 }
 
 #[test]
+fn an_update_of_a_profile_stored_at_the_largest_version_does_not_overflow() {
+    let ctx = ctx_with(&["Auth"]);
+    let mut p = stored_profile("P", "Auth");
+    p.profile.version = Some(i64::MAX);
+    let req = UpdateSecurityProfileRequest {
+        security_profile_name: "P".into(),
+        security_profile_description: Some("d".into()),
+        ..Default::default()
+    };
+    let next = update_profile(Some(&p), req, &ctx, NOW, &arns()).unwrap();
+    assert_eq!(next.profile.version, Some(i64::MAX));
+}
+
+#[test]
 fn an_update_bumps_the_version_and_a_stale_expected_version_conflicts() {
     let ctx = ctx_with(&["Auth"]);
     let p = stored_profile("P", "Auth");

@@ -380,6 +380,7 @@ impl AddrText {
         let mut n = v;
         let mut i = digits.len();
         loop {
+            // Invariant: a u16 has at most 5 decimal digits, so `i` stops at 0.
             i -= 1;
             digits[i] = b'0' + (n % 10) as u8;
             n /= 10;
@@ -399,6 +400,7 @@ impl AddrText {
             let nibble = usize::from((v >> shift) & 0xf);
             if started || nibble != 0 || shift == 0 {
                 started = true;
+                // Invariant: nibble is masked to 0..=15.
                 self.byte(HEX[nibble]);
             }
         }

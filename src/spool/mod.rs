@@ -933,6 +933,7 @@ impl Spool {
             frame.clear();
             frame.extend_from_slice(&frame_header);
             frame.resize(record::FRAME_HEADER_LEN + body_len, 0);
+            // Invariant: `frame` was just resized to FRAME_HEADER_LEN + body_len.
             read_exact(&mut reader, &mut frame[record::FRAME_HEADER_LEN..], &path)?;
             match record::decode_frame(&frame) {
                 Ok((rec, n)) => {

@@ -134,6 +134,7 @@ pub struct Decoded {
 /// The 8-byte file header of this format version.
 pub fn file_header() -> [u8; FILE_HEADER_LEN] {
     let mut header = [0u8; FILE_HEADER_LEN];
+    // Invariant: constant indexes, MAGIC.len() (7) < FILE_HEADER_LEN (8).
     header[..MAGIC.len()].copy_from_slice(&MAGIC);
     header[MAGIC.len()] = VERSION;
     header
@@ -209,6 +210,7 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
         return s;
     }
     let mut end = max;
+    // Invariant: end = max < s.len() and 0 is a char boundary, so the loop stops in bounds.
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -249,6 +251,7 @@ fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let len = u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len);
+    // Invariant: `out` grew by FRAME_HEADER_LEN bytes at `start` above.
     crc.update(&out[start + FRAME_HEADER_LEN..]);
     // Invariant: `out` grew by FRAME_HEADER_LEN (8) bytes at `start` above.
     out[start..start + 4].copy_from_slice(&len);
@@ -257,6 +260,7 @@ fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
 
 /// Reads the body length from a frame header and checks its range (not yet against the data).
 pub fn body_len(header: &[u8; FRAME_HEADER_LEN]) -> Result<usize, Corruption> {
+    // Invariant: `header` is a fixed array of FRAME_HEADER_LEN (8).
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     match usize::try_from(len) {
         Ok(n) if (1..=MAX_BODY_BYTES).contains(&n) => Ok(n),
@@ -273,6 +277,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), Corruption> {
     let Some(body) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
         return Err(Corruption::Torn);
     };
+    // Invariant: `header` is a fixed array of FRAME_HEADER_LEN (8).
     let stored = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&header[..4]);
@@ -290,6 +295,7 @@ pub fn decode_all(bytes: &[u8]) -> Decoded {
     let tail_at = |offset: usize, reason| {
         Some(CorruptTail {
             offset: offset as u64,
+            // Invariant: called with 0 or with pos < bytes.len().
             len: (bytes.len() - offset) as u64,
             reason,
         })
@@ -342,22 +348,26 @@ impl<'a> Fields<'a> {
         if self.rest.len() < n {
             return Err(Corruption::BadBody(what));
         }
+        // Invariant: n <= rest.len(), checked above.
         let (head, rest) = self.rest.split_at(n);
         self.rest = rest;
         Ok(head)
     }
 
     fn u8(&mut self, what: &'static str) -> Result<u8, Corruption> {
+        // Invariant: take(1) returns exactly 1 byte.
         Ok(self.take(1, what)?[0])
     }
 
     fn u16(&mut self, what: &'static str) -> Result<u16, Corruption> {
         let b = self.take(2, what)?;
+        // Invariant: take(2) returns exactly 2 bytes.
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, Corruption> {
         let mut a = [0u8; 8];
+        // Invariant: take(8) returns exactly 8 bytes.
         a.copy_from_slice(self.take(8, what)?);
         Ok(u64::from_le_bytes(a))
     }

@@ -149,6 +149,7 @@ impl ViolationStore {
             .len()
             .saturating_sub(self.max_events);
         if over > 0 {
+            // Invariant: over = len - max_events <= len.
             self.data.history.events.drain(..over);
         }
         let now_s = now as f64 / 1000.0;

@@ -51,12 +51,14 @@ impl Hasher for LevelHasher {
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
+            // Invariant: chunks_exact(8) chunks are 8 bytes.
             word.copy_from_slice(chunk);
             self.add(u64::from_le_bytes(word));
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
             let mut word = [0u8; 8];
+            // Invariant: a chunks_exact(8) remainder is shorter than 8.
             word[..rest.len()].copy_from_slice(rest);
             self.add(u64::from_le_bytes(word));
         }
@@ -184,6 +186,7 @@ impl ScopeMatcher {
                         Level::Literal(text) => {
                             let next_symbol = symbols.len() as u32;
                             let symbol = *symbols.entry(text.clone()).or_insert(next_symbol);
+                            // Invariant: binary_search gives Ok(i) < len, Err(i) <= len.
                             match nodes[at].literals.binary_search_by_key(&symbol, |e| e.0) {
                                 Ok(i) => nodes[at].literals[i].1 as usize,
                                 Err(i) => {
@@ -246,6 +249,7 @@ impl ScopeMatcher {
                 if !node.literals.is_empty() {
                     let sym = *symbol.get_or_insert_with(|| self.symbols.get(text).copied());
                     if let Some(sym) = sym {
+                        // Invariant: binary_search's Ok(i) is an index of `literals`.
                         if let Ok(i) = node.literals.binary_search_by_key(&sym, |e| e.0) {
                             self.next.push(node.literals[i].1);
                         }

@@ -675,6 +675,7 @@ impl TrafficCounters {
         let column = self.column(scope, metric)?;
         let b = self.ring.bucket_secs();
         let slots = self.ring.slots();
+        // Invariant: the ring clamps bucket_secs to >= 1, so `b` is never a zero divisor.
         let fits = duration_secs > 0
             && duration_secs % b == 0
             && end_epoch_secs % b == 0
@@ -688,6 +689,7 @@ impl TrafficCounters {
             });
         }
         let last = end_epoch_secs / b;
+        // Invariant: end_epoch_secs comes from i64 milliseconds / 1000, far below u64::MAX.
         let first = (last + 1).saturating_sub(duration_secs / b);
         let cell =
             self.ring

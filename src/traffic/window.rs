@@ -113,6 +113,7 @@ impl Ring {
     /// The bucket holding time `t` (since the epoch): `ceil(t / B)`, so bucket ends are inclusive.
     pub(crate) fn bucket_of(&self, t: Duration) -> u64 {
         let secs = t.as_secs();
+        // Invariant: bucket_secs >= 1 (clamped in `new`).
         let whole = secs / self.bucket_secs;
         if secs % self.bucket_secs == 0 && t.subsec_nanos() == 0 {
             whole
@@ -152,9 +153,9 @@ impl Ring {
 
     /// Gives row `id % slots` to bucket `id`, empty.
     fn reset_row(&mut self, id: u64) {
+        // Invariant: row < slots = ids.len() (slots >= 1) and cells.len() = slots × columns.
         let row = (id % self.slots as u64) as usize;
         self.ids[row] = id;
-        // Invariant: row < slots and cells.len() = slots × columns.
         let start = row * self.columns;
         self.cells[start..start + self.columns].fill(Cell::EMPTY);
     }
@@ -183,6 +184,7 @@ impl Ring {
             });
         }
         for b in first..=last.min(head) {
+            // Invariant: row < slots = ids.len() (slots >= 1).
             let row = (b % self.slots as u64) as usize;
             if self.ids[row] == b {
                 if let Some(cell) = self.cells.get(row * self.columns + column) {
