@@ -116,3 +116,36 @@ fn fuzz_detect_replay_a_time_beyond_year_9999_is_refused_instead_of_overflowing(
     let error = defender_agent::detect::replay::replay(input, replay_engine(), "c1").unwrap_err();
     assert!(error.to_string().contains("line 1"), "{error}");
 }
+
+/// validate_json / validate_cbor: a custom `number_list` value written in exponent form ("9e64",
+/// as serde_json writes such a float) parsed to a neighbouring f64 (9.000000000000001e64), which
+/// has 16 significant digits, so the re-decoded report dropped the metric: decode(encode(r)) ≠ r.
+#[test]
+fn fuzz_validate_json_an_exponent_form_number_decodes_to_the_float_it_was_encoded_from() {
+    use defender_agent::metric::CustomValue;
+    use defender_agent::report::{self, Format, KeySet};
+    for number in [
+        "9e64",
+        "89999999999999999999999999999999999999999999999999999999999999995.2",
+    ] {
+        let text = format!(
+            r#"{{"header":{{"report_id":1,"version":"1.0"}},"custom_metrics":{{"t":[{{"number_list":[{number},349]}}]}}}}"#
+        );
+        let r = report::decode(text.as_bytes(), Format::Json).expect("a valid report");
+        assert_eq!(
+            r.custom_metrics,
+            vec![("t".to_owned(), CustomValue::NumberList(vec![9e64, 349.0]))],
+            "{number}"
+        );
+        for format in [Format::Json, Format::Cbor] {
+            for keys in [KeySet::Long, KeySet::Short] {
+                let e = report::EncodedReport::new(&r, format, keys);
+                assert_eq!(
+                    report::decode(&e.bytes, format).unwrap(),
+                    r,
+                    "{format:?} {keys:?}"
+                );
+            }
+        }
+    }
+}
