@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # CI, fleet part (called by .ci/run after the tests; runnable alone, as root, on a clean clone):
-# ARM release builds (each target built once, by cross/build.sh as a user would), glibc floor, size
-# budget, `report` + `validate` for each ARM binary under qemu-user, the library tests for aarch64
-# under qemu-user, and the Debian packages for amd64, arm64 and armhf checked by .ci/deb-check.sh.
+# ARM release builds (each target built once, by cross/build.sh as a user would: armv7 and aarch64
+# glibc, aarch64 musl static), glibc floor (glibc targets) or no interpreter (musl), size budget,
+# `report` + `validate` for each ARM binary under qemu-user (and its report validated by the native
+# binary), the library tests for aarch64 under qemu-user, and the Debian packages for amd64, arm64
+# and armhf checked by .ci/deb-check.sh.
 # Nothing is cached: every tool it needs is installed here. Measured on the 2-core machine shared
 # with other builds: 50 s with everything built; 6 min at -j 1 with dependencies built (only the
 # crate and LTO per target). From clean add cargo-deb (~2 min) and the dependencies of four builds
-# (aarch64 + armv7 release, aarch64 test, amd64 release): about 10-15 minutes in all.
+# (aarch64 + armv7 release, aarch64 test, amd64 release): about 10-15 minutes in all. The
+# aarch64-musl build adds about 5 minutes from clean (its own dependencies; 3 CPU-minutes), a few
+# seconds once built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -15,11 +19,12 @@ step() { echo; echo "=== fleet: $* ($(($(date +%s) - start)) s)"; }
 fail() { echo "fleet: $*" >&2; exit 1; }
 
 # README "Boards, targets and footprint": the budget and the glibc floor promised there.
-declare -A budget=([aarch64-unknown-linux-gnu]=$((7 * 512 * 1024)) [armv7-unknown-linux-gnueabihf]=$((3 * 1024 * 1024)))
+declare -A budget=([aarch64-unknown-linux-gnu]=$((7 * 512 * 1024)) [armv7-unknown-linux-gnueabihf]=$((3 * 1024 * 1024))
+  [aarch64-unknown-linux-musl]=$((7 * 512 * 1024)))
 declare -A runner=([aarch64-unknown-linux-gnu]="qemu-aarch64 -L /usr/aarch64-linux-gnu"
-  [armv7-unknown-linux-gnueabihf]="qemu-arm -L /usr/arm-linux-gnueabihf")
+  [armv7-unknown-linux-gnueabihf]="qemu-arm -L /usr/arm-linux-gnueabihf" [aarch64-unknown-linux-musl]="qemu-aarch64")
 declare -A objdump=([aarch64-unknown-linux-gnu]=aarch64-linux-gnu-objdump
-  [armv7-unknown-linux-gnueabihf]=arm-linux-gnueabihf-objdump)
+  [armv7-unknown-linux-gnueabihf]=arm-linux-gnueabihf-objdump [aarch64-unknown-linux-musl]=aarch64-linux-gnu-objdump)
 declare -A debarch=([aarch64-unknown-linux-gnu]=arm64 [armv7-unknown-linux-gnueabihf]=armhf)
 glibc_floor=2.34
 # check_floor OBJDUMP BINARY: the newest GLIBC_x.y symbol version the binary needs is at most
@@ -32,7 +37,19 @@ check_floor() {
   [ "$(printf '%s\n%s\n' "$floor" "$glibc_floor" | sort -V | tail -n1)" = "$glibc_floor" ] ||
     fail "$2 needs glibc $floor, above the documented floor $glibc_floor (README)"
 }
+# check_static BINARY: no program interpreter and no shared library needed (a static musl binary
+# runs on any aarch64 Linux; README "Boards, targets and footprint"). Static-pie would pass too.
+check_static() {
+  local headers
+  headers=$(readelf -ldW "$1") || fail "$1: readelf failed"
+  ! grep -q 'Requesting program interpreter' <<<"$headers" || fail "$1 has a program interpreter (not static)"
+  ! grep -q '(NEEDED)' <<<"$headers" || fail "$1 needs shared libraries (not static)"
+  echo "$1: static, no interpreter ($(file -b "$1" | grep -oE "statically linked|static-pie linked"))"
+}
+# glibc targets: glibc floor and a Debian package; static targets: no interpreter, no package.
 targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+static_targets=(aarch64-unknown-linux-musl)
+all_targets=("${targets[@]}" "${static_targets[@]}")
 cargo_deb_version=3.8.0
 
 step "packages: Debian cross compilers, qemu-user, dpkg-dev (dpkg-shlibdeps for the package's Depends)"
@@ -40,31 +57,34 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
   libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user dpkg-dev >/dev/null
-rustup target add "${targets[@]}"
+rustup target add "${all_targets[@]}"
 if [ "$(cargo deb --version 2>/dev/null | awk '{print $NF}')" != "$cargo_deb_version" ]; then
   nice cargo install cargo-deb --locked --version "$cargo_deb_version"
 fi
 
-for t in "${targets[@]}"; do
+for t in "${all_targets[@]}"; do
   step "release build $t (cross/build.sh)"
   bin=$(cross/build.sh "$t")
   [ "$bin" = "target/$t/release/defender-agent" ] || fail "cross/build.sh printed $bin"
 done
 
-step "footprint budget (stripped release binary) and glibc floor"
-for t in "${targets[@]}"; do
+step "native release build (validates the ARM reports; packaged for amd64 below)"
+cargo build --release --locked
+
+step "footprint budget (stripped release binary), glibc floor or static"
+for t in "${all_targets[@]}"; do
   bin=target/$t/release/defender-agent
   size=$(stat -c %s "$bin")
   echo "$t: $size bytes (budget ${budget[$t]})"
   [ "$size" -le "${budget[$t]}" ] || fail "$bin is $size bytes, over the budget of ${budget[$t]} (README)"
   # strip = true in [profile.release]: a symbol table here means the profile lost it.
   ! "${objdump[$t]}" -h "$bin" | grep -qw '\.symtab' || fail "$bin is not stripped"
-  check_floor "${objdump[$t]}" "$bin"
+  if [[ " ${static_targets[*]} " == *" $t "* ]]; then check_static "$bin"; else check_floor "${objdump[$t]}" "$bin"; fi
 done
 
-step "report + validate for each ARM binary under qemu-user"
+step "report + validate for each ARM binary under qemu-user, and by the native binary"
 out=$(mktemp -d)
-for t in "${targets[@]}"; do
+for t in "${all_targets[@]}"; do
   read -ra run <<<"${runner[$t]}"
   bin=target/$t/release/defender-agent
   # Under qemu-user, netlink sock_diag fails (EPROTONOSUPPORT): sockets = "auto" falls back to
@@ -73,6 +93,9 @@ for t in "${targets[@]}"; do
   "${run[@]}" "$bin" validate "$out/$t.json" || fail "$t: validate rejected its own report"
   "${run[@]}" "$bin" report --format cbor --keys short --output "$out/$t.cbor" || fail "$t: CBOR report failed"
   "${run[@]}" "$bin" validate "$out/$t.cbor" || fail "$t: validate rejected its own CBOR report"
+  for f in "$out/$t.json" "$out/$t.cbor"; do
+    target/release/defender-agent validate "$f" || fail "$t: the native validate rejected $f"
+  done
   echo "$t: report ($(stat -c %s "$out/$t.json") bytes JSON, $(stat -c %s "$out/$t.cbor") bytes CBOR) validates"
 done
 
@@ -101,7 +124,6 @@ DEFENDER_AGENT_BIN=$wrapper PATH="$PATH:/usr/sbin" cargo test --locked --test in
   agent::a_rejected_report_is_logged_with_its_code_kept_and_not_retried
 
 step "Debian packages: amd64 (native release build), arm64, armhf (the binaries above)"
-cargo build --release --locked
 check_floor objdump target/release/defender-agent
 rm -f target/debian/defender-agent_*.deb target/*/debian/defender-agent_*.deb
 deb=$(cargo deb --no-build --locked | tail -n1)
