@@ -357,4 +357,4 @@ if [ -n "${dpid[py]:-}" ]; then
   awk -v p="${dirty[py]}" -v o="${dirty[native]}" 'BEGIN { printf "Python / ours, private dirty memory only: %.1f x\n", p / o }'
   [ "$py_ok" = 1 ] || echo "(the Python agent got no accepted answer: see above)"
 fi
-echo "(logs and samples in $work; measured $(date -u +%Y-%m-%d), $(rustc --version | cut -d' ' -f1-2), $(qemu-aarch64 --version | head -n1))"
+echo "(logs and samples in $work; measured $(date -u +%Y-%m-%d), load average $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores, $(rustc --version | cut -d' ' -f1-2), $(qemu-aarch64 --version | head -n1))"
