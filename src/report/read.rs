@@ -486,11 +486,22 @@ impl Reader {
 
     fn remote_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
         match s.parse::<SocketAddr>() {
-            Ok(addr) => {
+            Ok(mut addr) => {
                 if let IpAddr::V6(v6) = addr.ip() {
                     if v6.to_ipv4_mapped().is_some() {
                         // spec: D.7 — CIDR rules for aws:destination-ip-addresses expect IPv4.
                         self.warn(path, "IPv4-mapped IPv6 address; send the plain IPv4 form");
+                    }
+                }
+                if let SocketAddr::V6(v6) = &mut addr {
+                    if v6.scope_id() != 0 {
+                        // "ip:port" has no zone: the report format cannot carry it (found by
+                        // fuzz target validate_json: it was lost on re-encoding).
+                        self.warn(
+                            path,
+                            "IPv6 zone id (%…) is not part of \"ip:port\"; ignored",
+                        );
+                        v6.set_scope_id(0);
                     }
                 }
                 Some(addr)

@@ -149,3 +149,37 @@ fn fuzz_validate_json_an_exponent_form_number_decodes_to_the_float_it_was_encode
         }
     }
 }
+
+/// validate_json: a `remote_addr` with an IPv6 zone id ("[2001:db8::%10]:43") decoded with the
+/// zone, but the encoder writes "[ip]:port", so decode(encode(r)) ≠ r. The zone is now a warning
+/// and dropped on decoding.
+#[test]
+fn fuzz_validate_json_an_ipv6_zone_id_in_remote_addr_is_a_warning_and_dropped() {
+    use defender_agent::report::{self, validate::validate, Format, KeySet};
+    let text = br#"{"hed":{"rid":1,"v":"1.0"},"met":{"tc":{"ec":{"cs":[{"rad":"[2001:db8::%10]:43","lp":51000}],"t":1}}}}"#;
+    let problems = validate(text, Some(Format::Json));
+    assert!(
+        problems
+            .iter()
+            .any(|p| !p.is_error() && p.to_string().contains("zone id")),
+        "{problems:?}"
+    );
+    let r = report::decode(text, Format::Json).expect("valid with a warning");
+    let conns = &r
+        .metrics
+        .as_ref()
+        .unwrap()
+        .tcp_connections
+        .as_ref()
+        .unwrap()
+        .connections;
+    assert_eq!(conns[0].remote.to_string(), "[2001:db8::]:43");
+    for keys in [KeySet::Long, KeySet::Short] {
+        let e = report::EncodedReport::new(&r, Format::Json, keys);
+        assert_eq!(
+            report::decode(&e.bytes, Format::Json).unwrap(),
+            r,
+            "{keys:?}"
+        );
+    }
+}
