@@ -1031,21 +1031,34 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Takes an exclusive, non-blocking `flock` on the spool directory for the life of `handle`.
+///
+/// A lock this process released a moment ago can still look held: a child forked by another
+/// thread (a custom-metric command, an alarm command) shares the old descriptor until its
+/// `exec` closes it (close-on-exec). So a refusal is retried for up to [`LOCK_PATIENCE`] before
+/// it counts as another agent holding the spool.
 fn lock(handle: &File, dir: &Path) -> Result<(), Error> {
-    // SAFETY: flock only reads the descriptor number, which `handle` keeps open for this call.
-    let rc = unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(Error::Locked {
-            path: dir.to_path_buf(),
-        })
-    } else {
-        Err(Error::io("lock", dir, error))
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        // SAFETY: flock only reads the descriptor number, which `handle` keeps open for this call.
+        let rc = unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Error::io("lock", dir, error));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// How long [`lock`] waits for a lock that a fork-to-exec window may still hold.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
@@ -1139,6 +1152,23 @@ mod tests {
             fs::metadata(spool.log_path()).unwrap().len(),
             spool.live_len()
         );
+    }
+
+    #[test]
+    fn a_lock_released_within_the_patience_window_is_taken() {
+        // A forked child between fork and exec holds a copy of the descriptor for a moment.
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Spool::open(settings(dir.path())).unwrap();
+        let spool_dir = first.log_path().parent().unwrap().to_path_buf();
+        drop(first);
+        let holder = File::open(&spool_dir).unwrap();
+        lock(&holder, &spool_dir).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(holder);
+        });
+        assert!(Spool::open(settings(dir.path())).is_ok());
+        release.join().unwrap();
     }
 
     #[test]
