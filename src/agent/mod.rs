@@ -884,34 +884,25 @@ impl Agent {
             return;
         }
         let outcome = push_outcome(&d, &p, payload);
-        match (&outcome, outcome.status) {
-            (o, "applied") => info!(
+        let changed = outcome
+            .dimensions
+            .iter()
+            .chain(&outcome.security_profiles)
+            .filter(|e| e.change != crate::manage::push::Change::Unchanged)
+            .count();
+        if outcome.status == "applied" {
+            info!(%topic, retained, push_version = ?outcome.push_version, changed, "Push applied.");
+        } else {
+            warn!(
                 %topic,
                 retained,
-                push_version = ?o.push_version,
-                changed = o
-                    .dimensions
-                    .iter()
-                    .chain(&o.security_profiles)
-                    .filter(|e| e.change != crate::manage::push::Change::Unchanged)
-                    .count(),
-                "Push applied."
-            ),
-            (o, _) => warn!(
-                %topic,
-                retained,
-                push_version = ?o.push_version,
-                errors = ?o.validation_errors.iter().map(|e| &e.error_message).collect::<Vec<_>>(),
+                push_version = ?outcome.push_version,
+                errors = ?outcome.validation_errors.iter().map(|e| &e.error_message).collect::<Vec<_>>(),
                 "Push refused; the running profiles are kept."
-            ),
+            );
         }
-        let changed = outcome.status == "applied"
-            && outcome
-                .dimensions
-                .iter()
-                .chain(&outcome.security_profiles)
-                .any(|e| e.change != crate::manage::push::Change::Unchanged);
-        if changed {
+        // A refusal lists no resources, so `changed` is 0 then.
+        if changed > 0 {
             self.reload_detect();
         }
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
