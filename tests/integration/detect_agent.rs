@@ -178,6 +178,19 @@ impl Drop for Agent {
     }
 }
 
+/// The start of an agent config for the daemon tests: `thing`, `state_dir`, 1 s samples and
+/// reports without jitter, the `[mqtt]` table `mqtt` (from `Mosquitto::mqtt_toml`) with fast
+/// reconnects. Callers append `[detect]` and `[[alarms]]`.
+pub(crate) fn agent_toml(thing: &str, state: &Path, mqtt: &str) -> String {
+    format!(
+        "thing_name = \"{thing}\"\nstate_dir = {state:?}\nshutdown_timeout_secs = 5\n\
+         [collect]\nsample_interval_secs = 1\n\
+         [report]\ninterval_secs = 1\nstartup_jitter_secs = 0\nmax_list_len = 10000\n\
+         {mqtt}reconnect_min_secs = 1\nreconnect_max_secs = 2\n",
+        state = state.display().to_string(),
+    )
+}
+
 pub(crate) fn cli(args: &[&str]) -> Output {
     Command::new(agent_bin())
         .args(args)
@@ -232,15 +245,11 @@ async fn a_listening_port_raises_an_alarm_that_survives_a_restart_and_clears_whe
     std::fs::write(
         &config,
         format!(
-            "thing_name = \"{THING}\"\nstate_dir = {state:?}\nshutdown_timeout_secs = 5\n\
-             [collect]\nsample_interval_secs = 1\n\
-             [report]\ninterval_secs = 1\nstartup_jitter_secs = 0\nmax_list_len = 10000\n\
-             {mqtt}reconnect_min_secs = 1\nreconnect_max_secs = 2\n\
+            "{base}\
              [detect]\nprofiles = [{profile:?}]\n\
              [[alarms]]\ntype = \"mqtt\"\ntopic = \"{ALARM_TOPIC}\"\nqos = 1\n",
-            state = state.display().to_string(),
+            base = agent_toml(THING, &state, &broker.mqtt_toml(&pki, THING)),
             profile = profile.display().to_string(),
-            mqtt = broker.mqtt_toml(&pki, THING),
         ),
     )
     .unwrap();
@@ -412,15 +421,11 @@ async fn allow_list_scenario() {
     std::fs::write(
         &config,
         format!(
-            "thing_name = \"{THING}\"\nstate_dir = {state:?}\nshutdown_timeout_secs = 5\n\
-             [collect]\nsample_interval_secs = 1\n\
-             [report]\ninterval_secs = 1\nstartup_jitter_secs = 0\nmax_list_len = 10000\n\
-             {mqtt}reconnect_min_secs = 1\nreconnect_max_secs = 2\n\
+            "{base}\
              [detect]\nprofiles = [{profile:?}]\nsource_ip = \"203.0.113.10\"\n\
              [[alarms]]\ntype = \"mqtt\"\ntopic = \"{ALARM_TOPIC}\"\nqos = 1\n",
-            state = state.display().to_string(),
+            base = agent_toml(THING, &state, &broker.mqtt_toml(&pki, THING)),
             profile = profile.display().to_string(),
-            mqtt = broker.mqtt_toml(&pki, THING),
         ),
     )
     .unwrap();

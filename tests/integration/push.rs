@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::detect_agent::{cli, json_of, ports_of, Agent, Subscriber};
+use crate::detect_agent::{agent_toml, cli, json_of, ports_of, Agent, Subscriber};
 use crate::support::certs::Pki;
 use crate::support::endpoint::{accept_any_report, DefenderEndpoint};
 use crate::support::mosquitto::{Mosquitto, MosquittoOptions};
@@ -57,18 +57,14 @@ async fn scenario() {
     std::fs::write(
         &config,
         format!(
-            "thing_name = \"{THING}\"\nstate_dir = {state:?}\nshutdown_timeout_secs = 5\n\
-             [collect]\nsample_interval_secs = 1\n\
-             [report]\ninterval_secs = 1\nstartup_jitter_secs = 0\nmax_list_len = 10000\n\
-             {mqtt}reconnect_min_secs = 1\nreconnect_max_secs = 2\n\
+            "{base}\
              [detect]\nprofiles = [{profiles:?}]\ndimensions = [{dimensions:?}]\n\
              region = \"eu-west-1\"\naccount_id = \"123456789012\"\n\
              [detect.push]\ntopic = \"{PUSH_TOPIC}\"\nresponse_topic = \"{RESPONSE_TOPIC}\"\nmax_bytes = 4096\n\
              [[alarms]]\ntype = \"mqtt\"\ntopic = \"{ALARMS}\"\nqos = 1\n",
-            state = state.display().to_string(),
+            base = agent_toml(THING, &state, &broker.mqtt_toml(&pki, THING)),
             profiles = profiles.display().to_string(),
             dimensions = dimensions.display().to_string(),
-            mqtt = broker.mqtt_toml(&pki, THING),
         ),
     )
     .unwrap();
