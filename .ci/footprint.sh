@@ -31,7 +31,7 @@ interval=${FOOTPRINT_INTERVAL:-5}
 every=${FOOTPRINT_EVERY:-5}
 starts=${FOOTPRINT_STARTS:-3}
 python=${FOOTPRINT_PYTHON:-1}
-read -ra targets <<<"${FOOTPRINT_TARGETS-aarch64-unknown-linux-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf}"
+read -ra targets <<<"${FOOTPRINT_TARGETS-aarch64-unknown-linux-gnu aarch64-unknown-linux-musl thumbv7neon-unknown-linux-gnueabihf armv7-unknown-linux-gnueabihf}"
 fail() { echo "footprint: $*" >&2; exit 1; }
 for tool in mosquitto mosquitto_sub mosquitto_pub openssl /usr/bin/time python3; do
   command -v "$tool" >/dev/null || fail "$tool not found (apt-get install mosquitto mosquitto-clients openssl time python3-venv)"
@@ -64,7 +64,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     aarch64-unknown-linux-gnu) run[$t]="qemu-aarch64 -L /usr/aarch64-linux-gnu" ;;
     aarch64-unknown-linux-musl) run[$t]="qemu-aarch64" ;;
-    armv7-unknown-linux-gnueabihf) run[$t]="qemu-arm -L /usr/arm-linux-gnueabihf" ;;
+    armv7-unknown-linux-gnueabihf|thumbv7neon-unknown-linux-gnueabihf) run[$t]="qemu-arm -L /usr/arm-linux-gnueabihf" ;;
     *) fail "unsupported target $t" ;;
   esac
 done
@@ -228,7 +228,7 @@ for n in "${names[@]}"; do
   idle=$(peak_rss "${cmd[@]}" "${bin[$n]}" print-example-config)
   line="$n: report ${report[$n]} KiB ($(mib "${report[$n]}") MiB); print-example-config $idle KiB"
   if [ -n "${run[$n]}" ]; then
-    case "$n" in aarch64*) cc=aarch64-linux-gnu-gcc ;; armv7*) cc=arm-linux-gnueabihf-gcc ;; esac
+    case "$n" in aarch64*) cc=aarch64-linux-gnu-gcc ;; armv7* | thumbv7*) cc=arm-linux-gnueabihf-gcc ;; esac
     "$cc" -static -O2 -o "$work/hello-$n" "$hello"
     base=$(peak_rss "${cmd[0]}" "$work/hello-$n")
     line+="; qemu running a static C hello: $base KiB, so report minus that: $(( report[$n] - base )) KiB"
