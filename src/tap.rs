@@ -219,7 +219,7 @@ pub fn spawn(
 /// The session options for a connection to the local broker of `settings` under `client_id`:
 /// clean session, keep-alive, TLS when configured (without ALPN), the settings' reconnect delays
 /// with the backoff starting over at every CONNACK. Shared by the tap (which adds its packet
-/// limits and [`STABLE_CONNECTION`]) and the alarm publisher that `via = "tap"` alarms use — the
+/// limits and its 30 s stability rule) and the alarm publisher that `via = "tap"` alarms use — the
 /// tap itself never publishes. Warns when the connection is plain and not on loopback.
 pub fn session_options(settings: &Settings, client_id: &str) -> session::Options {
     if !settings.tls && !is_loopback(&settings.host) {

@@ -1,10 +1,11 @@
 //! The MQTT link to Device Defender (rumqttc over rustls): connects with mutual TLS, publishes
 //! what the agent tells it, and reports what happened as [`LinkEvent`]s.
 //!
-//! The link task owns rumqttc's `EventLoop` and polls it without pause; the agent talks to it
-//! only through a [`LinkHandle`] (two bounded channels, two closed enums). It holds no domain
-//! state: the spool decides what to publish and when, the link only makes sure that a report it
-//! has taken is written until the broker acknowledges it (or the link is cancelled).
+//! The link task owns its [`session::Session`] (and so rumqttc's `EventLoop`) and polls it
+//! without pause; the agent talks to it only through a [`LinkHandle`] (two bounded channels,
+//! two closed enums). It holds no domain state: the spool decides what to publish and when, the
+//! link only makes sure that a report it has taken is written until the broker acknowledges it
+//! (or the link is cancelled).
 //!
 //! Delivery contract:
 //! - A command is taken from the channel only while connected and while fewer than
