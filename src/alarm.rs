@@ -10,7 +10,8 @@
 //! MQTT publishes the link cannot take are kept in a bounded queue ([`QUEUE_CAPACITY`], oldest
 //! dropped) and offered again on the next connection. `via = "tap"` alarms go to the local broker
 //! named by `[tap]` over a connection of their own (client id `<tap client_id>-alarms`; the tap
-//! itself never publishes), fed by a bounded queue, reconnecting with the tap's backoff.
+//! itself never publishes), fed by a bounded queue, reconnecting over the shared MQTT session
+//! with the tap's reconnect delays (jittered backoff).
 //! spec: detect.md §6.4 (suppressAlerts).
 
 use std::collections::VecDeque;
@@ -191,23 +192,30 @@ impl Alarms {
     }
 }
 
-/// Publishes alarms on the local broker until the [`Alarms`] is dropped.
+/// Publishes alarms on the local broker until the [`Alarms`] is dropped, over the shared MQTT
+/// session (the tap's connection settings, client id `<tap client_id>-alarms`, the backoff
+/// starting over at every CONNACK). A failure is logged once per outage.
 async fn run_local(
     settings: tap::Settings,
     topics: Vec<(String, u8)>,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) {
-    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    use crate::mqtt::session::{Session, SessionEvent};
+    use rumqttc::QoS;
     let client_id = format!("{}-alarms", settings.client_id);
-    let options = match tap::connection_options(&settings, &client_id) {
-        Ok(o) => o,
+    let mut options = tap::session_options(&settings, &client_id);
+    // Room for a queue's worth of alarms while the connection is down.
+    options.request_channel_capacity = QUEUE_CAPACITY;
+    let mut session = match Session::new(options) {
+        Ok(s) => s,
         Err(e) => {
+            let e = tap::Error::from(e);
             warn!(error = %e, "Cannot set up the local broker alarm connection; via = \"tap\" alarms are not published (they are in the violation store).");
             while rx.recv().await.is_some() {}
             return;
         }
     };
-    let (client, mut eventloop) = AsyncClient::new(options, QUEUE_CAPACITY);
+    let client = session.client();
     let qos = |q: u8| match q {
         0 => QoS::AtMostOnce,
         2 => QoS::ExactlyOnce,
@@ -215,13 +223,13 @@ async fn run_local(
     };
     let mut failing = false;
     let mut full_logged = false;
-    let mut pause = settings.reconnect_min;
     loop {
+        // Alarms wait in `rx` while the session waits out its backoff.
+        let accepting = !session.backing_off();
         tokio::select! {
-            msg = rx.recv() => {
+            msg = rx.recv(), if accepting => {
                 let Some(json) = msg else {
-                    let _ = client.try_disconnect();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+                    session.disconnect().await;
                     return;
                 };
                 for (topic, q) in &topics {
@@ -235,23 +243,18 @@ async fn run_local(
                     }
                 }
             }
-            event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            event = session.next() => match event {
+                SessionEvent::Connected { .. } => {
                     if failing {
                         info!(client_id = %client_id, "Local broker alarm connection works again.");
                     }
                     failing = false;
-                    pause = settings.reconnect_min;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    if !failing {
-                        warn!(client_id = %client_id, error = %e, "Cannot reach the local broker for alarms; retrying (events stay in the violation store).");
-                        failing = true;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(settings.reconnect_max);
+                SessionEvent::Failed { error, .. } if !failing => {
+                    warn!(client_id = %client_id, error = %error, "Cannot reach the local broker for alarms; retrying (events stay in the violation store).");
+                    failing = true;
                 }
+                _ => {}
             }
         }
     }

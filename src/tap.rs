@@ -39,8 +39,9 @@
 //! - **Classification.** Outbound filters first: a topic matching both lists counts as sent.
 //! - **`$` topics.** `$SYS/#` or `$aws/#` in a list work: they are subscribed explicitly; `#`
 //!   and `+/…` never deliver `$` topics (MQTT 3.1.1 §4.7.2), which is the broker's job.
-//! - **Reconnects** by itself with [`crate::mqtt::backoff`] between `reconnect_min` and
-//!   `reconnect_max`, logging each distinct cause once per outage, and subscribes again after
+//! - **Reconnects** by itself (the shared [`crate::mqtt::session`]) with
+//!   [`crate::mqtt::backoff`] between `reconnect_min` and `reconnect_max`, logging each
+//!   distinct cause once per outage, and subscribes again after
 //!   every CONNACK (clean session: nothing survives a reconnect, messages published meanwhile
 //!   are not seen). The backoff starts over only after a connection that lasted 30 s: a tap
 //!   sharing its client id with the bridge would otherwise push it off the broker every second.
@@ -53,15 +54,12 @@
 //! it is lost and the tap reconnects, logging the cause. Per connection one 8 KiB bit set of
 //! counted packet ids. Event channel: the caller's, never waited on.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, StateError,
-    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Packet, QoS, StateError, SubscribeFilter, SubscribeReasonCode,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -69,7 +67,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::mqtt::{backoff, tls, TlsError};
+use crate::mqtt::session::{self, Disconnect, Failure, Session, SessionEvent};
+use crate::mqtt::TlsError;
 use crate::topic_filter::{FilterError, Level, TopicFilter};
 use crate::traffic::{Direction, TrafficEvent};
 
@@ -104,12 +103,6 @@ const REQUEST_CHANNEL_CAPACITY: usize = 4;
 /// older of two connections with the same id) cannot make the tap and the bridge push each other
 /// off at `reconnect_min` pace.
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
-
-/// Distinct failure causes remembered per outage, each logged at warn once.
-const MAX_LOGGED_CAUSES: usize = 8;
-
-/// How long shutdown waits for the DISCONNECT packet to be written.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything the tap needs (from the `[tap]` config section).
 #[derive(Debug, Clone)]
@@ -210,53 +203,55 @@ pub fn spawn(
         warn!(%filter, "Tap inbound filter is covered by an outbound filter; its messages count as sent.");
     }
 
-    let mut options = connection_options(&settings, &settings.client_id)?;
-    options.set_max_packet_size(
-        MAX_INCOMING_PACKET_BYTES,
-        subscribe_packet_bound(&subscriptions),
-    );
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+    let mut options = session_options(&settings, &settings.client_id);
+    options.packet_limits = Some(session::PacketLimits {
+        incoming: MAX_INCOMING_PACKET_BYTES,
+        outgoing: subscribe_packet_bound(&subscriptions),
+    });
+    options.reconnect.stable_after = STABLE_CONNECTION;
+    options.describe = describe;
+    let session = Session::new(options)?;
     info!(endpoint = %format!("{}:{}", settings.host, settings.port), client_id = %settings.client_id, ?subscriptions, "Tap starting.");
-    let tap = Tap::new(&settings, classifier, client, events);
-    Ok(runtime.spawn(run(tap, eventloop, shutdown)))
+    let tap = Tap::new(&settings, classifier, session.client(), events);
+    Ok(runtime.spawn(run(tap, session, shutdown)))
 }
 
-/// MQTT options for a connection to the local broker of `settings` under `client_id`: clean
-/// session, keep-alive, TLS when configured (shared by the tap and the alarm publisher that
-/// `via = "tap"` alarms use — the tap itself never publishes).
-pub fn connection_options(settings: &Settings, client_id: &str) -> Result<MqttOptions, Error> {
-    let mut options = MqttOptions::new(client_id.to_owned(), settings.host.clone(), settings.port);
-    options
-        .set_keep_alive(KEEP_ALIVE)
-        .set_clean_session(true)
-        .set_manual_acks(false)
-        .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
-    if settings.tls {
-        tls::install_ring_provider();
-        if let Some(mode) = tls::check_key_permissions(&settings.key_file)? {
-            warn!(
-                file = %settings.key_file.display(),
-                mode = format!("{mode:03o}"),
-                "Local broker private key is accessible by group or others; restrict it with chmod 600."
-            );
-        }
-        let config = tls::client_config(
-            &settings.ca_file,
-            &settings.cert_file,
-            &settings.key_file,
-            Vec::new(),
-        )?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(config),
-        )));
-    } else if !is_loopback(&settings.host) {
+/// The session options for a connection to the local broker of `settings` under `client_id`:
+/// clean session, keep-alive, TLS when configured (without ALPN), the settings' reconnect delays
+/// with the backoff starting over at every CONNACK. Shared by the tap (which adds its packet
+/// limits and its 30 s stability rule) and the alarm publisher that `via = "tap"` alarms use — the
+/// tap itself never publishes. Warns when the connection is plain and not on loopback.
+pub fn session_options(settings: &Settings, client_id: &str) -> session::Options {
+    if !settings.tls && !is_loopback(&settings.host) {
         warn!(
             host = %settings.host,
             port = settings.port,
             "Connecting without TLS to a local broker that is not on loopback; traffic is unprotected."
         );
     }
-    Ok(options)
+    session::Options {
+        client_id: client_id.to_owned(),
+        host: settings.host.clone(),
+        port: settings.port,
+        tls: settings.tls.then(|| session::Tls {
+            ca_file: settings.ca_file.clone(),
+            cert_file: settings.cert_file.clone(),
+            key_file: settings.key_file.clone(),
+            alpn: Vec::new(),
+            key_label: "Local broker private key",
+        }),
+        keep_alive: KEEP_ALIVE,
+        clean_session: true,
+        packet_limits: None,
+        inflight: None,
+        request_channel_capacity: REQUEST_CHANNEL_CAPACITY,
+        reconnect: session::ReconnectPolicy {
+            min: settings.reconnect_min,
+            max: settings.reconnect_max,
+            stable_after: Duration::ZERO,
+        },
+        describe: session::describe,
+    }
 }
 
 fn check_settings(s: &Settings) -> Result<(), Error> {
@@ -466,49 +461,32 @@ struct Tap {
     client: AsyncClient,
     events: mpsc::Sender<TrafficEvent>,
     endpoint: String,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
     client_id: String,
-    /// When the current connection was accepted; `None` while disconnected.
-    connected_since: Option<Instant>,
-    /// Failed attempts and short-lived connections since the last stable connection (backoff
-    /// exponent).
-    failed_attempts: u32,
-    /// Causes logged at warn since the last stable connection (≤ MAX_LOGGED_CAUSES).
-    logged_causes: VecDeque<String>,
     counted_ids: CountedIds,
     /// Events dropped in the current full-channel episode.
     dropping: u64,
     seen: Seen,
 }
 
-async fn run(mut tap: Tap, mut eventloop: EventLoop, shutdown: CancellationToken) {
+async fn run(mut tap: Tap, mut session: Session, shutdown: CancellationToken) {
     loop {
-        let polled = tokio::select! {
+        // The session waits out its backoff inside `next`.
+        let event = tokio::select! {
             biased;
-            () = shutdown.cancelled() => None,
-            result = eventloop.poll() => Some(result),
+            () = shutdown.cancelled() => break,
+            event = session.next() => event,
         };
-        match polled {
-            None => break,
-            Some(Ok(event)) => {
-                tap.on_event(event);
-                // rumqttc hands out a whole socket read of buffered messages without yielding;
-                // give the agent loop a turn before the channel fills (never a wait on it).
-                if tap.events.capacity() <= tap.events.max_capacity() / 2 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            Some(Err(err)) => {
-                let delay = tap.on_error(&err);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
+        let failed = matches!(event, SessionEvent::Failed { .. });
+        tap.on_event(event);
+        // rumqttc hands out a whole socket read of buffered messages without yielding;
+        // give the agent loop a turn before the channel fills (never a wait on it).
+        if !failed && tap.events.capacity() <= tap.events.max_capacity() / 2 {
+            tokio::task::yield_now().await;
         }
     }
-    tap.disconnect(&mut eventloop).await;
+    if let Disconnect::NotSent = session.disconnect().await {
+        debug!(endpoint = %tap.endpoint, "Tap DISCONNECT not sent; closing the socket.");
+    }
     let s = tap.seen;
     info!(
         counted = s.counted,
@@ -533,22 +511,16 @@ impl Tap {
             client,
             events,
             endpoint: format!("{}:{}", settings.host, settings.port),
-            reconnect_min: settings.reconnect_min,
-            reconnect_max: settings.reconnect_max,
             client_id: settings.client_id.clone(),
-            connected_since: None,
-            failed_attempts: 0,
-            logged_causes: VecDeque::new(),
             counted_ids: CountedIds::new(),
             dropping: 0,
             seen: Seen::default(),
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: SessionEvent) {
         match event {
-            Event::Incoming(Packet::ConnAck(_)) => {
-                self.connected_since = Some(Instant::now());
+            SessionEvent::Connected { .. } => {
                 self.counted_ids.clear();
                 info!(endpoint = %self.endpoint, "Tap connected to the local broker.");
                 let filters = self
@@ -561,7 +533,7 @@ impl Tap {
                     error!(%err, "Tap subscription could not be queued.");
                 }
             }
-            Event::Incoming(Packet::Publish(publish)) => {
+            SessionEvent::Incoming(Packet::Publish(publish)) => {
                 // spec: MQTT 3.1.1 §3.3.1.3: RETAIN = 1 only on a replay for a new subscription.
                 if publish.retain {
                     self.seen.retained_replays += 1;
@@ -585,13 +557,14 @@ impl Tap {
                     direction,
                 });
             }
-            Event::Incoming(Packet::SubAck(suback)) => {
+            SessionEvent::Incoming(Packet::SubAck(suback)) => {
                 for (filter, code) in self.subscriptions.iter().zip(&suback.return_codes) {
                     if *code == SubscribeReasonCode::Failure {
                         warn!(%filter, "Local broker refused the tap's subscription (SUBACK 0x80); its messages are not counted.");
                     }
                 }
             }
+            SessionEvent::Failed { failure, .. } => self.on_failure(failure),
             _ => {}
         }
     }
@@ -617,61 +590,26 @@ impl Tap {
         }
     }
 
-    /// Handles a failed poll and returns how long to wait before the next attempt.
-    fn on_error(&mut self, err: &ConnectionError) -> Duration {
-        let cause = describe(err);
-        let lasted = self.connected_since.take().map(|since| since.elapsed());
-        if lasted.is_some_and(|d| d >= STABLE_CONNECTION) {
-            self.failed_attempts = 0;
-            self.logged_causes.clear();
-        }
-        let retry_in = backoff(
-            self.failed_attempts,
-            self.reconnect_min,
-            self.reconnect_max,
-            crate::mqtt::jitter_unit(),
-        );
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
-        let repeated = self.logged_causes.contains(&cause);
-        if !repeated {
-            if self.logged_causes.len() == MAX_LOGGED_CAUSES {
-                self.logged_causes.pop_front();
-            }
-            self.logged_causes.push_back(cause.clone());
-        }
-        match (lasted, repeated) {
-            (Some(lasted), false) if lasted < STABLE_CONNECTION => {
+    /// Logs a failed attempt or a lost connection (the session waits `retry_in` next).
+    fn on_failure(&mut self, failure: Failure) {
+        let Failure {
+            cause,
+            retry_in,
+            new_cause,
+            lasted,
+        } = failure;
+        match (lasted, new_cause) {
+            (Some(lasted), true) if lasted < STABLE_CONNECTION => {
                 warn!(endpoint = %self.endpoint, %cause, ?lasted, ?retry_in, client_id = %self.client_id,
                     "Tap connection ended soon after it began; backing off. If the broker logs that this client id is already connected, give the tap its own.")
             }
-            (Some(_), false) => {
+            (Some(_), true) => {
                 warn!(endpoint = %self.endpoint, %cause, ?retry_in, "Tap lost the local broker; reconnecting.")
             }
-            (None, false) => {
+            (None, true) => {
                 warn!(endpoint = %self.endpoint, %cause, ?retry_in, "Tap cannot reach the local broker; retrying with backoff.")
             }
-            (_, true) => debug!(%cause, ?retry_in, "Tap connection failed again."),
-        }
-        retry_in
-    }
-
-    /// Sends DISCONNECT (bounded wait) when connected.
-    async fn disconnect(&mut self, eventloop: &mut EventLoop) {
-        if self.connected_since.is_none() || self.client.try_disconnect().is_err() {
-            return;
-        }
-        let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
-            }
-        })
-        .await;
-        if !matches!(sent, Ok(true)) {
-            debug!(endpoint = %self.endpoint, "Tap DISCONNECT not sent; closing the socket.");
+            (_, false) => debug!(%cause, ?retry_in, "Tap connection failed again."),
         }
     }
 }
@@ -684,13 +622,16 @@ fn describe(err: &ConnectionError) -> String {
         )) => format!(
             "a message of {len} bytes exceeds the tap's {MAX_INCOMING_PACKET_BYTES}-byte packet limit; it was not counted"
         ),
-        other => crate::mqtt::describe(other),
+        other => session::describe(other),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::Event;
+    use std::ops::{Deref, DerefMut};
+    use std::time::Instant;
 
     fn filters(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -716,22 +657,74 @@ mod tests {
         }
     }
 
+    /// A tap and its session (never polled); events and errors go through the session's
+    /// bookkeeping at `clock`, as in the running tap.
+    struct TestTap {
+        tap: Tap,
+        session: Session,
+        clock: Instant,
+    }
+
+    impl Deref for TestTap {
+        type Target = Tap;
+        fn deref(&self) -> &Tap {
+            &self.tap
+        }
+    }
+
+    impl DerefMut for TestTap {
+        fn deref_mut(&mut self) -> &mut Tap {
+            &mut self.tap
+        }
+    }
+
+    impl TestTap {
+        fn on_event(&mut self, event: Event) {
+            let event = self.session.on_poll(Ok(event), self.clock);
+            self.tap.on_event(event);
+        }
+
+        /// Returns the delay the session asks for.
+        fn on_error(&mut self, err: &ConnectionError) -> Duration {
+            let failure = self.session.failed(err, self.clock);
+            let retry_in = failure.retry_in;
+            self.tap.on_failure(failure);
+            retry_in
+        }
+
+        fn failed_attempts(&self) -> u32 {
+            self.session.reconnect().failed_attempts
+        }
+
+        fn logged_causes(&self) -> usize {
+            self.session.reconnect().logged_causes.len()
+        }
+    }
+
     fn test_tap(
         outbound: &[&str],
         inbound: &[&str],
         capacity: usize,
-    ) -> (Tap, mpsc::Receiver<TrafficEvent>) {
+    ) -> (TestTap, mpsc::Receiver<TrafficEvent>) {
         let classifier = Classifier::new(&filters(outbound), &filters(inbound)).unwrap();
-        let (client, _eventloop) = AsyncClient::new(
-            MqttOptions::new("t", "localhost", 1883),
-            REQUEST_CHANNEL_CAPACITY,
-        );
         let (tx, rx) = mpsc::channel(capacity);
         let mut s = settings();
         s.reconnect_min = Duration::from_millis(10);
         s.reconnect_max = Duration::from_secs(1);
-        let tap = Tap::new(&s, classifier, client, tx);
-        (tap, rx)
+        let mut options = session_options(&s, "t");
+        options.reconnect.stable_after = STABLE_CONNECTION;
+        options.describe = describe;
+        let session = Session::new(options).unwrap();
+        let tap = Tap::new(&s, classifier, session.client(), tx);
+        let clock = Instant::now();
+        (
+            TestTap {
+                tap,
+                session,
+                clock,
+            },
+            rx,
+        )
     }
 
     fn publish(topic: &str, qos: QoS, pkid: u16, dup: bool, retain: bool, len: usize) -> Event {
@@ -1058,19 +1051,19 @@ mod tests {
         let delays: Vec<Duration> = (0..4).map(|_| tap.on_error(&refused)).collect();
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
-        assert_eq!(tap.logged_causes.len(), 1);
+        assert_eq!(tap.logged_causes(), 1);
         // A connection that ends at once (a client id clash) keeps the backoff growing.
         tap.on_event(connack());
         let closed = ConnectionError::MqttState(StateError::ConnectionAborted);
         tap.on_error(&closed);
-        assert_eq!(tap.failed_attempts, 5);
-        assert_eq!(tap.logged_causes.len(), 2);
+        assert_eq!(tap.failed_attempts(), 5);
+        assert_eq!(tap.logged_causes(), 2);
         // One that lasted starts again from reconnect_min.
         tap.on_event(connack());
-        tap.connected_since = Instant::now().checked_sub(STABLE_CONNECTION);
+        tap.clock += STABLE_CONNECTION;
         assert!(tap.on_error(&closed) <= Duration::from_millis(20));
-        assert_eq!(tap.failed_attempts, 1);
-        assert_eq!(tap.logged_causes.len(), 1);
+        assert_eq!(tap.failed_attempts(), 1);
+        assert_eq!(tap.logged_causes(), 1);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The MQTT link to Device Defender (rumqttc over rustls): connects with mutual TLS, publishes
 //! what the agent tells it, and reports what happened as [`LinkEvent`]s.
 //!
-//! The link task owns rumqttc's `EventLoop` and polls it without pause; the agent talks to it
-//! only through a [`LinkHandle`] (two bounded channels, two closed enums). It holds no domain
-//! state: the spool decides what to publish and when, the link only makes sure that a report it
-//! has taken is written until the broker acknowledges it (or the link is cancelled).
+//! The link task owns its [`session::Session`] (and so rumqttc's `EventLoop`) and polls it
+//! without pause; the agent talks to it only through a [`LinkHandle`] (two bounded channels,
+//! two closed enums). It holds no domain state: the spool decides what to publish and when, the
+//! link only makes sure that a report it has taken is written until the broker acknowledges it
+//! (or the link is cancelled).
 //!
 //! Delivery contract:
 //! - A command is taken from the channel only while connected and while fewer than
@@ -17,24 +18,21 @@
 //!   agent parses them (they carry the `reportId`, spec: metrics-report.md D.13) and owns the
 //!   answer timeout and the retry on the next connection.
 //!
-//! Connection failures are logged at warn once per distinct cause and retried with exponential
-//! backoff and jitter ([`backoff`]), capped at `reconnect_max` and reset after a successful
-//! connection.
+//! The connection itself (TLS, reconnects with exponential backoff and jitter capped at
+//! `reconnect_max`, failure causes) is the shared [`session::Session`]; the backoff starts over
+//! after every accepted connection. Each distinct cause is logged at warn once per outage.
 
+pub mod session;
 pub mod tls;
 pub mod topics;
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::error::Error as StdError;
-use std::hash::BuildHasher;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, QoS, StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Outgoing, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -42,6 +40,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+pub use session::backoff;
+pub(crate) use session::jitter_unit;
+use session::{Disconnect, Failure, Session, SessionEvent};
 pub use tls::TlsError;
 pub use topics::{ReportFormat, ThingNameError};
 
@@ -69,13 +70,6 @@ const MAX_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 4 * 1024;
 
 /// rumqttc's request channel: every unacknowledged publish, one SUBSCRIBE, one DISCONNECT, spare.
 const REQUEST_CHANNEL_CAPACITY: usize = MAX_INFLIGHT as usize + 4;
-
-/// Distinct failure causes remembered per outage so each is logged at warn once; the oldest is
-/// forgotten when more appear (it would then be logged again, which is harmless).
-const MAX_LOGGED_CAUSES: usize = 8;
-
-/// How long shutdown waits for the DISCONNECT packet to be written.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Suggested keep-alive (AWS IoT accepts 30–1200 s).
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
@@ -278,30 +272,6 @@ pub struct LinkHandle {
     pub events: mpsc::Receiver<LinkEvent>,
 }
 
-/// Reconnect delay before attempt `attempt + 1` (0 = first retry): a value in
-/// `[c/2, c]` with `c = min(max, min·2^(attempt+1))`, never below `min`; `jitter_unit` in `[0, 1]`
-/// picks the point (out-of-range values are clamped). Successive ranges touch, so delays never
-/// shrink before the cap, and capped delays keep their jitter so a fleet does not reconnect in step.
-pub fn backoff(attempt: u32, min: Duration, max: Duration, jitter_unit: f64) -> Duration {
-    let max = max.max(min);
-    let factor = 2u32.saturating_pow(attempt.saturating_add(1));
-    let ceiling = min.saturating_mul(factor).min(max);
-    let unit = if jitter_unit.is_finite() {
-        jitter_unit.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let half = ceiling / 2;
-    // Invariant: unit is in [0, 1], so half·unit ≤ half cannot overflow or go negative.
-    (half + half.mul_f64(unit)).max(min)
-}
-
-/// A jitter value in `[0, 1)` from std's per-process random hash keys (no RNG crate needed).
-pub(crate) fn jitter_unit() -> f64 {
-    let bits = RandomState::new().hash_one(std::process::id());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Checks the settings, loads the TLS files and starts the link task on the current tokio
 /// runtime. Fails here, not in the loop, on unusable settings or TLS files.
 pub fn spawn(
@@ -315,47 +285,14 @@ pub fn spawn(
     }
     check_settings(&settings)?;
 
-    let mut options = MqttOptions::new(
-        settings.client_id.clone(),
-        settings.endpoint.clone(),
-        settings.port,
-    );
-    options
-        .set_keep_alive(settings.keep_alive)
-        .set_clean_session(settings.clean_session)
-        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-        .set_inflight(MAX_INFLIGHT)
-        .set_manual_acks(false)
-        .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
-
-    if settings.tls {
-        tls::install_ring_provider();
-        if let Some(mode) = tls::check_key_permissions(&settings.key_file)? {
-            warn!(
-                file = %settings.key_file.display(),
-                mode = format!("{mode:03o}"),
-                "Private key is accessible by group or others; restrict it with chmod 600."
-            );
-        }
-        let alpn = tls::alpn_protocols(settings.port, &settings.alpn);
-        let config = tls::client_config(
-            &settings.ca_file,
-            &settings.cert_file,
-            &settings.key_file,
-            alpn,
-        )?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(config),
-        )));
-    } else {
+    if !settings.tls {
         warn!(
             endpoint = %settings.endpoint,
             port = settings.port,
             "MQTT without TLS (tls = false): traffic and identity are unprotected; use only with a local broker."
         );
     }
-
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+    let session = Session::new(session_options(&settings))?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let link = Link {
@@ -363,19 +300,15 @@ pub fn spawn(
         accepted_topic: topics::accepted_topic(&settings.thing_name, settings.format),
         rejected_topic: topics::rejected_topic(&settings.thing_name, settings.format),
         endpoint: format!("{}:{}", settings.endpoint, settings.port),
-        reconnect_min: settings.reconnect_min,
-        reconnect_max: settings.reconnect_max,
         subscriptions: settings.subscriptions.clone(),
-        client,
+        client: session.client(),
         events: event_tx,
         shutdown: shutdown.clone(),
         tracker: Tracker::default(),
         connected: false,
-        failed_attempts: 0,
-        logged_causes: VecDeque::new(),
         dropped_traffic: 0,
     };
-    let task = runtime.spawn(run(link, eventloop, command_rx, shutdown));
+    let task = runtime.spawn(run(link, session, command_rx, shutdown));
     Ok((
         LinkHandle {
             commands: command_tx,
@@ -383,6 +316,38 @@ pub fn spawn(
         },
         task,
     ))
+}
+
+/// The session of the link: the settings' broker, TLS files and ALPN, keep-alive, clean session
+/// and reconnect delays; [`MAX_PACKET_BYTES`] both ways, [`MAX_INFLIGHT`] publishes in flight;
+/// the backoff starts over after every accepted connection.
+fn session_options(settings: &Settings) -> session::Options {
+    session::Options {
+        client_id: settings.client_id.clone(),
+        host: settings.endpoint.clone(),
+        port: settings.port,
+        tls: settings.tls.then(|| session::Tls {
+            ca_file: settings.ca_file.clone(),
+            cert_file: settings.cert_file.clone(),
+            key_file: settings.key_file.clone(),
+            alpn: tls::alpn_protocols(settings.port, &settings.alpn),
+            key_label: "Private key",
+        }),
+        keep_alive: settings.keep_alive,
+        clean_session: settings.clean_session,
+        packet_limits: Some(session::PacketLimits {
+            incoming: MAX_PACKET_BYTES,
+            outgoing: MAX_PACKET_BYTES,
+        }),
+        inflight: Some(MAX_INFLIGHT),
+        request_channel_capacity: REQUEST_CHANNEL_CAPACITY,
+        reconnect: session::ReconnectPolicy {
+            min: settings.reconnect_min,
+            max: settings.reconnect_max,
+            stable_after: Duration::ZERO,
+        },
+        describe: session::describe,
+    }
 }
 
 fn check_settings(s: &Settings) -> Result<(), Error> {
@@ -474,35 +439,31 @@ struct Link {
     accepted_topic: String,
     rejected_topic: String,
     endpoint: String,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
     subscriptions: Vec<String>,
+    /// The session's client handle.
     client: AsyncClient,
     events: mpsc::Sender<LinkEvent>,
     shutdown: CancellationToken,
     tracker: Tracker,
+    /// Between a CONNACK and the next failure (commands are taken only then).
     connected: bool,
-    /// Consecutive failed attempts since the last successful connection (backoff exponent).
-    failed_attempts: u32,
-    /// Causes already logged at warn since the last successful connection (≤ MAX_LOGGED_CAUSES).
-    logged_causes: VecDeque<String>,
     /// Traffic events dropped in the current full-channel episode.
     dropped_traffic: u64,
 }
 
 async fn run(
     mut link: Link,
-    mut eventloop: EventLoop,
+    mut session: Session,
     mut commands: mpsc::Receiver<LinkCommand>,
     shutdown: CancellationToken,
 ) {
     let mut commands_open = true;
     loop {
-        // The poll future stays alive while commands are taken: dropping it mid-write could lose
-        // a packet, so only cancellation interrupts it.
-        let polled = {
-            let poll = eventloop.poll();
-            tokio::pin!(poll);
+        // The session's future stays alive while commands are taken: dropping it mid-write could
+        // lose a packet, so only cancellation interrupts it. It also waits out the backoff.
+        let event = {
+            let next = session.next();
+            tokio::pin!(next);
             loop {
                 let accepting = commands_open
                     && link.connected
@@ -514,23 +475,16 @@ async fn run(
                         Some(command) => link.accept(command).await,
                         None => commands_open = false,
                     },
-                    result = &mut poll => break Some(result),
+                    event = &mut next => break Some(event),
                 }
             }
         };
-        match polled {
+        match event {
             None => {
-                link.disconnect(&mut eventloop).await;
+                link.disconnect(&mut session).await;
                 return;
             }
-            Some(Ok(event)) => link.on_event(event).await,
-            Some(Err(err)) => {
-                let delay = link.on_error(&err).await;
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
+            Some(event) => link.on_event(event).await,
         }
     }
 }
@@ -648,17 +602,15 @@ impl Link {
         }
     }
 
-    async fn on_event(&mut self, event: Event) {
+    async fn on_event(&mut self, event: SessionEvent) {
         match event {
-            Event::Incoming(Packet::ConnAck(ack)) => {
+            SessionEvent::Connected { session_present } => {
                 self.connected = true;
-                self.failed_attempts = 0;
-                self.logged_causes.clear();
-                info!(endpoint = %self.endpoint, session_present = ack.session_present, "MQTT connected.");
+                info!(endpoint = %self.endpoint, session_present, "MQTT connected.");
                 self.emit_traffic(LinkTraffic::ConnectionAttempt { failure: None });
                 // Subscriptions first, so no answer to a resent report is missed.
                 self.subscribe();
-                if !ack.session_present {
+                if !session_present {
                     // rumqttc dropped its unacknowledged publishes with the old session.
                     for out in self.tracker.take_all() {
                         debug!(topic = %out.topic, report_id = ?out.report_id, "Resending after a new session.");
@@ -667,7 +619,7 @@ impl Link {
                 }
                 self.emit(LinkEvent::Connected).await;
             }
-            Event::Incoming(Packet::Publish(publish)) => {
+            SessionEvent::Incoming(Packet::Publish(publish)) => {
                 self.emit_traffic(LinkTraffic::PublishReceived {
                     topic: publish.topic.clone(),
                     payload_bytes: publish.payload.len(),
@@ -694,9 +646,9 @@ impl Link {
                 })
                 .await;
             }
-            Event::Incoming(Packet::PubAck(ack)) => self.acknowledged(ack.pkid).await,
-            Event::Incoming(Packet::PubComp(comp)) => self.acknowledged(comp.pkid).await,
-            Event::Incoming(Packet::SubAck(suback)) => {
+            SessionEvent::Incoming(Packet::PubAck(ack)) => self.acknowledged(ack.pkid).await,
+            SessionEvent::Incoming(Packet::PubComp(comp)) => self.acknowledged(comp.pkid).await,
+            SessionEvent::Incoming(Packet::SubAck(suback)) => {
                 let filters = self.subscribed_filters();
                 for (filter, code) in filters.into_iter().zip(suback.return_codes) {
                     if code == SubscribeReasonCode::Failure {
@@ -707,7 +659,7 @@ impl Link {
                     }
                 }
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            SessionEvent::Outgoing(Outgoing::Publish(pkid)) => {
                 if pkid != 0 && self.tracker.unacked.contains_key(&pkid) {
                     return; // a retransmission of a publish already counted
                 }
@@ -723,6 +675,7 @@ impl Link {
                     self.tracker.unacked.insert(pkid, out);
                 }
             }
+            SessionEvent::Failed { failure, error } => self.on_failure(failure, &error).await,
             _ => {}
         }
     }
@@ -735,23 +688,15 @@ impl Link {
         }
     }
 
-    /// Handles a failed poll and returns how long to wait before the next attempt.
-    async fn on_error(&mut self, err: &ConnectionError) -> Duration {
-        let cause = describe(err);
-        let retry_in = backoff(
-            self.failed_attempts,
-            self.reconnect_min,
-            self.reconnect_max,
-            jitter_unit(),
-        );
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
-        let repeated = self.logged_causes.contains(&cause);
-        if !repeated {
-            if self.logged_causes.len() == MAX_LOGGED_CAUSES {
-                self.logged_causes.pop_front();
-            }
-            self.logged_causes.push_back(cause.clone());
-        }
+    /// Reports a failed attempt or a lost connection (the session waits `retry_in` next).
+    async fn on_failure(&mut self, failure: Failure, err: &ConnectionError) {
+        let Failure {
+            cause,
+            retry_in,
+            new_cause,
+            ..
+        } = failure;
+        let repeated = !new_cause;
         if self.connected {
             self.connected = false;
             if repeated {
@@ -783,135 +728,29 @@ impl Link {
                 failure: Some(AttemptFailure { cause, retry_in }),
             });
         }
-        retry_in
     }
 
     /// Sends DISCONNECT (bounded wait) when connected; publishes nothing new.
-    async fn disconnect(&mut self, eventloop: &mut EventLoop) {
-        if !self.connected {
-            return;
-        }
-        if let Err(err) = self.client.try_disconnect() {
-            warn!(%err, "DISCONNECT could not be queued; closing the socket.");
-            return;
-        }
-        let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
+    async fn disconnect(&mut self, session: &mut Session) {
+        match session.disconnect().await {
+            Disconnect::NotConnected => {}
+            Disconnect::NotQueued(err) => {
+                warn!(%err, "DISCONNECT could not be queued; closing the socket.")
             }
-        })
-        .await;
-        match sent {
-            Ok(true) => info!(endpoint = %self.endpoint, "MQTT disconnected."),
-            _ => warn!(endpoint = %self.endpoint, "DISCONNECT not sent; closing the socket."),
-        }
-    }
-}
-
-/// The cause of a connection failure in a few stable words: TLS problems start with `TLS:`,
-/// socket problems name the socket error, MQTT refusals the CONNACK code.
-pub(crate) fn describe(err: &ConnectionError) -> String {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
-    let mut io_kind = None;
-    while let Some(e) = source {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return format!("TLS: {tls}");
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            // rustls reports through io::Error; its inner error is not exposed as a source.
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return format!("TLS: {tls}");
+            Disconnect::Sent => info!(endpoint = %self.endpoint, "MQTT disconnected."),
+            Disconnect::NotSent => {
+                warn!(endpoint = %self.endpoint, "DISCONNECT not sent; closing the socket.")
             }
-            io_kind.get_or_insert((io.kind(), io.to_string()));
         }
-        source = e.source();
-    }
-    match err {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("MQTT connection refused by the broker: {code:?}")
-        }
-        ConnectionError::NetworkTimeout => "connection timed out".into(),
-        ConnectionError::FlushTimeout => "write timed out".into(),
-        ConnectionError::MqttState(StateError::ConnectionAborted) => {
-            "connection closed by the broker".into()
-        }
-        ConnectionError::MqttState(StateError::AwaitPingResp) => {
-            "no PINGRESP within the keep-alive".into()
-        }
-        _ => match io_kind {
-            Some((std::io::ErrorKind::ConnectionRefused, _)) => "connection refused".into(),
-            Some((std::io::ErrorKind::ConnectionReset, _)) => "connection reset by peer".into(),
-            Some((std::io::ErrorKind::UnexpectedEof, _)) => "connection closed by peer".into(),
-            Some((_, text)) => format!("I/O: {text}"),
-            None => err.to_string(),
-        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const S: fn(u64) -> Duration = Duration::from_secs;
-
-    #[test]
-    fn the_first_retry_waits_between_min_and_twice_min() {
-        assert_eq!(backoff(0, S(1), S(60), 0.0), S(1));
-        assert_eq!(backoff(0, S(1), S(60), 1.0), S(2));
-        assert_eq!(backoff(0, S(1), S(60), 0.5), Duration::from_millis(1500));
-    }
-
-    #[test]
-    fn backoff_doubles_per_attempt_until_the_cap() {
-        assert_eq!(backoff(1, S(1), S(60), 0.0), S(2));
-        assert_eq!(backoff(2, S(1), S(60), 0.0), S(4));
-        assert_eq!(backoff(3, S(1), S(60), 1.0), S(16));
-        assert_eq!(backoff(5, S(1), S(60), 1.0), S(60));
-        assert_eq!(backoff(10, S(1), S(60), 0.0), S(30));
-    }
-
-    #[test]
-    fn capped_delays_keep_their_jitter_and_never_exceed_max() {
-        let lo = backoff(20, S(1), S(60), 0.0);
-        let hi = backoff(20, S(1), S(60), 1.0);
-        assert!(lo < hi);
-        assert_eq!(hi, S(60));
-        assert_eq!(backoff(u32::MAX, S(1), S(60), 1.0), S(60));
-    }
-
-    #[test]
-    fn backoff_delays_never_shrink_before_the_cap_whatever_the_jitter() {
-        for attempt in 0..6 {
-            let worst_now = backoff(attempt, S(1), S(600), 1.0);
-            let best_next = backoff(attempt + 1, S(1), S(600), 0.0);
-            assert!(worst_now <= best_next, "attempt {attempt}");
-        }
-    }
-
-    #[test]
-    fn backoff_is_never_below_min_even_when_max_is_smaller() {
-        assert_eq!(backoff(0, S(5), S(1), 0.0), S(5));
-        assert_eq!(backoff(3, S(5), S(1), 1.0), S(5));
-    }
-
-    #[test]
-    fn out_of_range_jitter_is_clamped() {
-        assert_eq!(backoff(0, S(1), S(60), -3.0), S(1));
-        assert_eq!(backoff(0, S(1), S(60), 7.0), S(2));
-        assert_eq!(backoff(0, S(1), S(60), f64::NAN), S(1));
-    }
-
-    #[test]
-    fn jitter_units_stay_in_the_unit_interval() {
-        for _ in 0..1000 {
-            let j = jitter_unit();
-            assert!((0.0..1.0).contains(&j), "{j}");
-        }
-    }
+    use rumqttc::{Event, EventLoop};
+    use std::ops::{Deref, DerefMut};
+    use std::time::Instant;
 
     fn settings() -> Settings {
         Settings {
@@ -1010,30 +849,67 @@ mod tests {
         assert_eq!(t.len(), 0);
     }
 
-    /// A link wired to an event loop that is never polled: its request channel shows what the
-    /// link queued (`EventLoop::clean` moves it into `pending`).
-    fn test_link() -> (Link, EventLoop, mpsc::Receiver<LinkEvent>) {
-        let options = MqttOptions::new("t", "localhost", 8883);
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+    /// A link and its session, whose event loop is never polled: its request channel shows
+    /// what the link queued (`EventLoop::clean` moves it into `pending`). Events and errors go
+    /// through the session's bookkeeping, as in the running link.
+    struct TestLink {
+        link: Link,
+        session: Session,
+    }
+
+    impl Deref for TestLink {
+        type Target = Link;
+        fn deref(&self) -> &Link {
+            &self.link
+        }
+    }
+
+    impl DerefMut for TestLink {
+        fn deref_mut(&mut self) -> &mut Link {
+            &mut self.link
+        }
+    }
+
+    impl TestLink {
+        async fn on_event(&mut self, event: Event) {
+            let event = self.session.on_poll(Ok(event), Instant::now());
+            self.link.on_event(event).await;
+        }
+
+        /// Returns the delay the session asks for.
+        async fn on_error(&mut self, err: &ConnectionError) -> Duration {
+            let failure = self.session.failed(err, Instant::now());
+            let retry_in = failure.retry_in;
+            self.link.on_failure(failure, err).await;
+            retry_in
+        }
+
+        fn event_loop(&mut self) -> &mut EventLoop {
+            self.session.event_loop()
+        }
+    }
+
+    fn test_link() -> (TestLink, mpsc::Receiver<LinkEvent>) {
+        let mut s = settings();
+        s.tls = false;
+        s.reconnect_min = Duration::from_millis(10);
+        s.reconnect_max = Duration::from_secs(10);
+        let session = Session::new(session_options(&s)).unwrap();
         let (events, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let link = Link {
             publish_topic: topics::publish_topic("t", ReportFormat::Json),
             accepted_topic: topics::accepted_topic("t", ReportFormat::Json),
             rejected_topic: topics::rejected_topic("t", ReportFormat::Json),
             endpoint: "localhost:8883".into(),
-            reconnect_min: Duration::from_millis(10),
-            reconnect_max: Duration::from_secs(10),
             subscriptions: vec!["push/here".into()],
-            client,
+            client: session.client(),
             events,
             shutdown: CancellationToken::new(),
             tracker: Tracker::default(),
             connected: false,
-            failed_attempts: 0,
-            logged_causes: VecDeque::new(),
             dropped_traffic: 0,
         };
-        (link, eventloop, event_rx)
+        (TestLink { link, session }, event_rx)
     }
 
     fn drain(rx: &mut mpsc::Receiver<LinkEvent>) -> Vec<LinkEvent> {
@@ -1077,10 +953,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_connack_subscribes_to_accepted_and_rejected_but_never_the_publish_topic() {
-        let (mut link, mut eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         link.on_event(connack(false)).await;
         assert_eq!(
-            queued(&mut eventloop),
+            queued(link.event_loop()),
             vec!["subscribe $aws/things/t/defender/metrics/json/accepted $aws/things/t/defender/metrics/json/rejected push/here"]
         );
         assert_eq!(
@@ -1094,7 +970,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retransmitted_publish_is_counted_once_and_acknowledged_once() {
-        let (mut link, _eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         link.on_event(connack(false)).await;
         link.accept(report(1)).await;
         drain(&mut rx);
@@ -1119,7 +995,7 @@ mod tests {
 
     #[tokio::test]
     async fn publishes_lost_with_the_session_are_resent_in_order_after_the_subscription() {
-        let (mut link, mut eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         link.on_event(connack(false)).await;
         link.accept(report(1)).await;
         link.accept(report(2)).await;
@@ -1127,12 +1003,12 @@ mod tests {
         // The connection drops; the broker then starts a new session, so rumqttc forgets them.
         let reset = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         link.on_error(&reset).await;
-        eventloop.clean();
-        eventloop.pending.clear();
+        link.event_loop().clean();
+        link.event_loop().pending.clear();
         drain(&mut rx);
         link.on_event(connack(false)).await;
         let publish = "publish $aws/things/t/defender/metrics/json".to_string();
-        let q = queued(&mut eventloop);
+        let q = queued(link.event_loop());
         assert!(q[0].starts_with("subscribe "), "{q:?}");
         assert_eq!(q[1..], [publish.clone(), publish]);
         let seqs: Vec<Option<u64>> = link
@@ -1146,20 +1022,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_resumed_session_leaves_the_retransmission_to_rumqttc() {
-        let (mut link, mut eventloop, _rx) = test_link();
+        let (mut link, _rx) = test_link();
         link.on_event(connack(false)).await;
         link.accept(report(1)).await;
         link.on_event(Event::Outgoing(Outgoing::Publish(1))).await;
-        queued(&mut eventloop);
+        queued(link.event_loop());
         link.on_event(connack(true)).await;
-        let q = queued(&mut eventloop);
+        let q = queued(link.event_loop());
         assert_eq!(q.len(), 1, "only the subscription: {q:?}");
         assert!(link.tracker.unacked.contains_key(&1));
     }
 
     #[tokio::test]
     async fn a_lost_connection_is_reported_once_and_failed_attempts_carry_a_growing_delay() {
-        let (mut link, _eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         link.on_event(connack(false)).await;
         drain(&mut rx);
         let refused =
@@ -1194,12 +1070,12 @@ mod tests {
         }
         assert_eq!(delays.len(), 4);
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
-        assert_eq!(link.logged_causes.len(), 1);
+        assert_eq!(link.session.reconnect().logged_causes.len(), 1);
     }
 
     #[tokio::test]
     async fn commands_that_cannot_be_published_are_refused_not_queued() {
-        let (mut link, _eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         link.on_event(connack(false)).await;
         drain(&mut rx);
         link.accept(LinkCommand::PublishReport {
@@ -1233,7 +1109,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_subscription_is_an_authorization_failure_naming_the_filter() {
-        let (mut link, _eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         let suback = rumqttc::SubAck::new(
             1,
             vec![
@@ -1254,7 +1130,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_on_an_extra_subscription_is_handed_over_with_its_retain_flag() {
-        let (mut link, _eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         let mut publish = rumqttc::Publish::new("push/here", QoS::AtLeastOnce, b"{}".to_vec());
         publish.retain = true;
         link.on_event(Event::Incoming(Packet::Publish(publish)))
@@ -1275,7 +1151,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_told_apart_by_topic_and_other_topics_are_only_counted() {
-        let (mut link, _eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         for topic in [
             "$aws/things/t/defender/metrics/json/accepted",
             "$aws/things/t/defender/metrics/json/rejected",
@@ -1297,7 +1173,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connack_refused_as_not_authorized_is_an_authorization_failure() {
-        let (mut link, _eventloop, mut rx) = test_link();
+        let (mut link, mut rx) = test_link();
         let err = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
         link.on_error(&err).await;
         let events = drain(&mut rx);
@@ -1313,22 +1189,5 @@ mod tests {
             &events[1],
             LinkEvent::Traffic(LinkTraffic::ConnectionAttempt { failure: Some(f) }) if f.cause.contains("NotAuthorized")
         ));
-    }
-
-    #[test]
-    fn connection_causes_read_as_short_stable_words() {
-        let refused =
-            ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert_eq!(describe(&refused), "connection refused");
-        let tls = ConnectionError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        ));
-        assert_eq!(
-            describe(&tls),
-            "TLS: invalid peer certificate: UnknownIssuer"
-        );
-        let na = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
-        assert!(describe(&na).contains("NotAuthorized"));
     }
 }

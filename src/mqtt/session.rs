@@ -1,0 +1,716 @@
+//! One MQTT session, shared by every MQTT user of the agent (the link to AWS IoT, the tap and
+//! the alarm connection on the local broker): builds rumqttc's options (TLS on ring with ALPN,
+//! keep-alive, clean session, packet limits), polls the connection, reconnects with jittered
+//! backoff, describes failures in a few stable words, and disconnects cleanly on shutdown.
+//!
+//! The session has no protocol of its own. It owns rumqttc's `EventLoop`, hands out the
+//! [`AsyncClient`] handle ([`Session::client`]) and yields [`SessionEvent`]s from
+//! [`Session::next`]; the user decides what to subscribe to, what to publish and what to log,
+//! in its own words (rumqttc's handle/loop split, one level up).
+//!
+//! The reconnect rule is a pure state machine, [`Reconnect`] (time and jitter are arguments):
+//! - failed attempt `n` (counted since the last stable connection, 0 first) waits
+//!   [`backoff`]`(n, min, max, jitter)`;
+//! - a connection is stable once it lasted [`ReconnectPolicy::stable_after`] (zero: as soon as
+//!   the CONNACK came); only the loss of a stable connection starts the count over, so two
+//!   clients pushing each other off a broker (a shared client id) keep backing off;
+//! - a cause ([`Options::describe`]) is new the first time it is seen since the last stable
+//!   connection ([`Failure::new_cause`]), so users log it at warn once and at debug after. At
+//!   most [`MAX_LOGGED_CAUSES`] are remembered; the oldest is forgotten when more appear (it
+//!   would then be logged again, which is harmless).
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
+    StateError, TlsConfiguration, Transport,
+};
+use tracing::warn;
+
+use super::tls::{self, TlsError};
+
+/// Distinct failure causes remembered per outage, each logged at warn once.
+pub const MAX_LOGGED_CAUSES: usize = 8;
+
+/// How long [`Session::disconnect`] waits for the DISCONNECT packet to be written.
+pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How to connect: everything rumqttc needs, plus the reconnect rule. Each user builds it from
+/// its own `Settings` (`mqtt::Settings`, `tap::Settings`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// MQTT client id.
+    pub client_id: String,
+    /// Broker host name or IP address (with TLS also the name the certificate must carry).
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Mutual TLS, or `None` for plain MQTT.
+    pub tls: Option<Tls>,
+    /// MQTT keep-alive; zero disables it, otherwise at least 1 s (rumqttc panics below).
+    pub keep_alive: Duration,
+    /// Ask the broker for a clean session.
+    pub clean_session: bool,
+    /// Packet size limits; `None` keeps rumqttc's default (10 KiB each way).
+    pub packet_limits: Option<PacketLimits>,
+    /// Most unacknowledged outgoing publishes; `None` keeps rumqttc's default (100).
+    pub inflight: Option<u16>,
+    /// Capacity of rumqttc's request channel (client handle → event loop).
+    pub request_channel_capacity: usize,
+    /// When to retry and when to start the backoff over.
+    pub reconnect: ReconnectPolicy,
+    /// Turns a connection failure into the cause that is logged and remembered ([`describe`]
+    /// unless the user adds words of its own).
+    pub describe: fn(&ConnectionError) -> String,
+}
+
+/// The TLS files and ALPN of a session.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// PEM CA certificate(s) that sign the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate (chain).
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// ALPN protocols to offer (see [`tls::alpn_protocols`]); empty = none.
+    pub alpn: Vec<Vec<u8>>,
+    /// How the key-permission warning names the key (`Private key`, `Local broker private key`).
+    pub key_label: &'static str,
+}
+
+/// Largest packets accepted from the broker and written to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketLimits {
+    /// Incoming packets, bytes; a bigger one breaks the connection.
+    pub incoming: usize,
+    /// Outgoing packets, bytes.
+    pub outgoing: usize,
+}
+
+/// The reconnect rule's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// First reconnect delay (lower bound of every delay).
+    pub min: Duration,
+    /// Reconnect delay cap.
+    pub max: Duration,
+    /// How long a connection must last before its loss starts the backoff over; zero = any
+    /// accepted connection.
+    pub stable_after: Duration,
+}
+
+/// What happened on the session.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The broker accepted the connection (CONNACK 0).
+    Connected {
+        /// The broker resumed a stored session.
+        session_present: bool,
+    },
+    /// A packet from the broker (never a CONNACK: that is [`SessionEvent::Connected`]).
+    Incoming(Packet),
+    /// rumqttc wrote a packet.
+    Outgoing(Outgoing),
+    /// A connection attempt failed, or the connection was lost ([`Failure::lasted`] tells which);
+    /// the next [`Session::next`] first waits [`Failure::retry_in`].
+    Failed {
+        /// The cause and what follows.
+        failure: Failure,
+        /// rumqttc's error.
+        error: ConnectionError,
+    },
+}
+
+/// One connection failure, as the reconnect rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The cause in a few stable words ([`Options::describe`]).
+    pub cause: String,
+    /// The backoff delay before the next attempt.
+    pub retry_in: Duration,
+    /// First time this cause is seen since the last stable connection: log it at warn.
+    pub new_cause: bool,
+    /// How long the connection lasted when an established one was lost; `None` when a
+    /// connection attempt failed.
+    pub lasted: Option<Duration>,
+}
+
+/// How [`Session::disconnect`] went.
+#[derive(Debug)]
+pub enum Disconnect {
+    /// There was no connection to close.
+    NotConnected,
+    /// rumqttc's request channel refused the DISCONNECT (its loop is gone or the channel full).
+    NotQueued(ClientError),
+    /// The DISCONNECT packet was written.
+    Sent,
+    /// It was not written within [`DISCONNECT_TIMEOUT`], or the connection failed first.
+    NotSent,
+}
+
+/// The reconnect rule's state (pure: time and jitter come in as arguments). See the module docs.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    policy: ReconnectPolicy,
+    /// Failed attempts and unstable connections since the last stable one (backoff exponent).
+    pub(crate) failed_attempts: u32,
+    /// Causes seen since the last stable connection (≤ [`MAX_LOGGED_CAUSES`]).
+    pub(crate) logged_causes: VecDeque<String>,
+    /// When the current connection was accepted; `None` while disconnected.
+    pub(crate) connected_since: Option<Instant>,
+}
+
+impl Reconnect {
+    /// A disconnected session that has not failed yet.
+    pub fn new(policy: ReconnectPolicy) -> Reconnect {
+        Reconnect {
+            policy,
+            failed_attempts: 0,
+            logged_causes: VecDeque::new(),
+            connected_since: None,
+        }
+    }
+
+    /// The broker accepted a connection at `now`.
+    pub fn connected(&mut self, now: Instant) {
+        self.connected_since = Some(now);
+    }
+
+    /// Whether a connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected_since.is_some()
+    }
+
+    /// A connection attempt failed, or the connection was lost, at `now`: applies the stability
+    /// rule, picks the delay (`jitter_unit` in `[0, 1]`, see [`backoff`]) and tells whether the
+    /// cause is new.
+    pub fn failed(&mut self, cause: String, now: Instant, jitter_unit: f64) -> Failure {
+        let lasted = self
+            .connected_since
+            .take()
+            .map(|since| now.saturating_duration_since(since));
+        if lasted.is_some_and(|d| d >= self.policy.stable_after) {
+            self.failed_attempts = 0;
+            self.logged_causes.clear();
+        }
+        let retry_in = backoff(
+            self.failed_attempts,
+            self.policy.min,
+            self.policy.max,
+            jitter_unit,
+        );
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        let new_cause = !self.logged_causes.contains(&cause);
+        if new_cause {
+            if self.logged_causes.len() == MAX_LOGGED_CAUSES {
+                self.logged_causes.pop_front();
+            }
+            self.logged_causes.push_back(cause.clone());
+        }
+        Failure {
+            cause,
+            retry_in,
+            new_cause,
+            lasted,
+        }
+    }
+}
+
+/// Where [`Session::next`] stands with the backoff wait.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    None,
+    /// A failure asked for this delay; the clock starts at the next [`Session::next`].
+    For(Duration),
+    /// Waiting until then (kept across a dropped `next` future).
+    Until(tokio::time::Instant),
+}
+
+/// An MQTT connection that reconnects by itself: owns rumqttc's `EventLoop`, which only moves
+/// while [`Session::next`] is polled.
+pub struct Session {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    reconnect: Reconnect,
+    describe: fn(&ConnectionError) -> String,
+    wait: Wait,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("reconnect", &self.reconnect)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Builds the rumqttc client and event loop; loads the TLS files (warning when the key is
+    /// readable by group or others). Connects nothing yet: that happens in [`Session::next`].
+    pub fn new(options: Options) -> Result<Session, TlsError> {
+        let mut mqtt = MqttOptions::new(options.client_id, options.host, options.port);
+        mqtt.set_keep_alive(options.keep_alive)
+            .set_clean_session(options.clean_session)
+            .set_manual_acks(false)
+            .set_request_channel_capacity(options.request_channel_capacity);
+        if let Some(limits) = options.packet_limits {
+            mqtt.set_max_packet_size(limits.incoming, limits.outgoing);
+        }
+        if let Some(inflight) = options.inflight {
+            mqtt.set_inflight(inflight);
+        }
+        if let Some(t) = &options.tls {
+            tls::install_ring_provider();
+            if let Some(mode) = tls::check_key_permissions(&t.key_file)? {
+                warn!(
+                    file = %t.key_file.display(),
+                    mode = format!("{mode:03o}"),
+                    "{} is accessible by group or others; restrict it with chmod 600.",
+                    t.key_label
+                );
+            }
+            let config = tls::client_config(&t.ca_file, &t.cert_file, &t.key_file, t.alpn.clone())?;
+            mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(config),
+            )));
+        }
+        let (client, eventloop) = AsyncClient::new(mqtt, options.request_channel_capacity);
+        Ok(Session {
+            eventloop,
+            client,
+            reconnect: Reconnect::new(options.reconnect),
+            describe: options.describe,
+            wait: Wait::None,
+        })
+    }
+
+    /// The handle to subscribe and publish with (rumqttc queues the requests; they go out
+    /// while [`Session::next`] is polled).
+    pub fn client(&self) -> AsyncClient {
+        self.client.clone()
+    }
+
+    /// Whether a connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.reconnect.is_connected()
+    }
+
+    /// Whether the next [`Session::next`] starts with a backoff wait.
+    pub fn backing_off(&self) -> bool {
+        !matches!(self.wait, Wait::None)
+    }
+
+    /// The reconnect rule's state.
+    pub fn reconnect(&self) -> &Reconnect {
+        &self.reconnect
+    }
+
+    /// The next event: waits out the backoff after a failure, then polls rumqttc (connecting
+    /// when needed). Must be called again and again, without long pauses, for the connection to
+    /// live. Dropping the future during the backoff wait is harmless (the deadline is kept);
+    /// dropping it while rumqttc polls may abort a connection attempt or a write, so keep it
+    /// alive (pinned) while doing other work, as the link does.
+    pub async fn next(&mut self) -> SessionEvent {
+        if let Wait::For(delay) = self.wait {
+            self.wait = Wait::Until(tokio::time::Instant::now() + delay);
+        }
+        if let Wait::Until(deadline) = self.wait {
+            tokio::time::sleep_until(deadline).await;
+            self.wait = Wait::None;
+        }
+        let polled = self.eventloop.poll().await;
+        self.on_poll(polled, tokio::time::Instant::now().into_std())
+    }
+
+    /// What one poll's result means at `now`: the reconnect bookkeeping of [`Session::next`]
+    /// without the socket (tests feed it rumqttc events and errors).
+    pub fn on_poll(
+        &mut self,
+        polled: Result<Event, ConnectionError>,
+        now: Instant,
+    ) -> SessionEvent {
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                self.reconnect.connected(now);
+                SessionEvent::Connected {
+                    session_present: ack.session_present,
+                }
+            }
+            Ok(Event::Incoming(packet)) => SessionEvent::Incoming(packet),
+            Ok(Event::Outgoing(outgoing)) => SessionEvent::Outgoing(outgoing),
+            Err(error) => SessionEvent::Failed {
+                failure: self.failed(&error, now),
+                error,
+            },
+        }
+    }
+
+    /// A failed poll at `now`: describes it, applies the reconnect rule and makes the next
+    /// [`Session::next`] wait the delay first.
+    pub fn failed(&mut self, error: &ConnectionError, now: Instant) -> Failure {
+        let cause = (self.describe)(error);
+        let failure = self.reconnect.failed(cause, now, jitter_unit());
+        self.wait = Wait::For(failure.retry_in);
+        failure
+    }
+
+    /// Sends DISCONNECT when connected and waits at most [`DISCONNECT_TIMEOUT`] for it to be
+    /// written; events meanwhile are dropped (the user is shutting down).
+    pub async fn disconnect(&mut self) -> Disconnect {
+        if !self.is_connected() {
+            return Disconnect::NotConnected;
+        }
+        if let Err(err) = self.client.try_disconnect() {
+            return Disconnect::NotQueued(err);
+        }
+        let eventloop = &mut self.eventloop;
+        let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        self.reconnect.connected_since = None;
+        if matches!(sent, Ok(true)) {
+            Disconnect::Sent
+        } else {
+            Disconnect::NotSent
+        }
+    }
+
+    /// rumqttc's event loop, for tests that look at what the client queued.
+    #[cfg(test)]
+    pub(crate) fn event_loop(&mut self) -> &mut EventLoop {
+        &mut self.eventloop
+    }
+}
+
+/// Reconnect delay before attempt `attempt + 1` (0 = first retry): a value in
+/// `[c/2, c]` with `c = min(max, min·2^(attempt+1))`, never below `min`; `jitter_unit` in `[0, 1]`
+/// picks the point (out-of-range values are clamped). Successive ranges touch, so delays never
+/// shrink before the cap, and capped delays keep their jitter so a fleet does not reconnect in step.
+pub fn backoff(attempt: u32, min: Duration, max: Duration, jitter_unit: f64) -> Duration {
+    let max = max.max(min);
+    let factor = 2u32.saturating_pow(attempt.saturating_add(1));
+    let ceiling = min.saturating_mul(factor).min(max);
+    let unit = if jitter_unit.is_finite() {
+        jitter_unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let half = ceiling / 2;
+    // Invariant: unit is in [0, 1], so half·unit ≤ half cannot overflow or go negative.
+    (half + half.mul_f64(unit)).max(min)
+}
+
+/// A jitter value in `[0, 1)` from std's per-process random hash keys (no RNG crate needed).
+pub fn jitter_unit() -> f64 {
+    let bits = RandomState::new().hash_one(std::process::id());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The cause of a connection failure in a few stable words: TLS problems start with `TLS:`,
+/// socket problems name the socket error, MQTT refusals the CONNACK code.
+pub fn describe(err: &ConnectionError) -> String {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut io_kind = None;
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return format!("TLS: {tls}");
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // rustls reports through io::Error; its inner error is not exposed as a source.
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return format!("TLS: {tls}");
+            }
+            io_kind.get_or_insert((io.kind(), io.to_string()));
+        }
+        source = e.source();
+    }
+    match err {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("MQTT connection refused by the broker: {code:?}")
+        }
+        ConnectionError::NetworkTimeout => "connection timed out".into(),
+        ConnectionError::FlushTimeout => "write timed out".into(),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => {
+            "connection closed by the broker".into()
+        }
+        ConnectionError::MqttState(StateError::AwaitPingResp) => {
+            "no PINGRESP within the keep-alive".into()
+        }
+        _ => match io_kind {
+            Some((std::io::ErrorKind::ConnectionRefused, _)) => "connection refused".into(),
+            Some((std::io::ErrorKind::ConnectionReset, _)) => "connection reset by peer".into(),
+            Some((std::io::ErrorKind::UnexpectedEof, _)) => "connection closed by peer".into(),
+            Some((_, text)) => format!("I/O: {text}"),
+            None => err.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::ConnectReturnCode;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn the_first_retry_waits_between_min_and_twice_min() {
+        assert_eq!(backoff(0, S(1), S(60), 0.0), S(1));
+        assert_eq!(backoff(0, S(1), S(60), 1.0), S(2));
+        assert_eq!(backoff(0, S(1), S(60), 0.5), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn backoff_doubles_per_attempt_until_the_cap() {
+        assert_eq!(backoff(1, S(1), S(60), 0.0), S(2));
+        assert_eq!(backoff(2, S(1), S(60), 0.0), S(4));
+        assert_eq!(backoff(3, S(1), S(60), 1.0), S(16));
+        assert_eq!(backoff(5, S(1), S(60), 1.0), S(60));
+        assert_eq!(backoff(10, S(1), S(60), 0.0), S(30));
+    }
+
+    #[test]
+    fn capped_delays_keep_their_jitter_and_never_exceed_max() {
+        let lo = backoff(20, S(1), S(60), 0.0);
+        let hi = backoff(20, S(1), S(60), 1.0);
+        assert!(lo < hi);
+        assert_eq!(hi, S(60));
+        assert_eq!(backoff(u32::MAX, S(1), S(60), 1.0), S(60));
+    }
+
+    #[test]
+    fn backoff_delays_never_shrink_before_the_cap_whatever_the_jitter() {
+        for attempt in 0..6 {
+            let worst_now = backoff(attempt, S(1), S(600), 1.0);
+            let best_next = backoff(attempt + 1, S(1), S(600), 0.0);
+            assert!(worst_now <= best_next, "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_never_below_min_even_when_max_is_smaller() {
+        assert_eq!(backoff(0, S(5), S(1), 0.0), S(5));
+        assert_eq!(backoff(3, S(5), S(1), 1.0), S(5));
+    }
+
+    #[test]
+    fn out_of_range_jitter_is_clamped() {
+        assert_eq!(backoff(0, S(1), S(60), -3.0), S(1));
+        assert_eq!(backoff(0, S(1), S(60), 7.0), S(2));
+        assert_eq!(backoff(0, S(1), S(60), f64::NAN), S(1));
+    }
+
+    #[test]
+    fn jitter_units_stay_in_the_unit_interval() {
+        for _ in 0..1000 {
+            let j = jitter_unit();
+            assert!((0.0..1.0).contains(&j), "{j}");
+        }
+    }
+
+    #[test]
+    fn connection_causes_read_as_short_stable_words() {
+        let refused =
+            ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(describe(&refused), "connection refused");
+        let tls = ConnectionError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        assert_eq!(
+            describe(&tls),
+            "TLS: invalid peer certificate: UnknownIssuer"
+        );
+        let na = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        assert!(describe(&na).contains("NotAuthorized"));
+    }
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn policy(stable_after: Duration) -> ReconnectPolicy {
+        ReconnectPolicy {
+            min: S(1),
+            max: S(60),
+            stable_after,
+        }
+    }
+
+    #[test]
+    fn failed_attempts_grow_the_delay_and_an_accepted_connection_starts_it_over_when_stability_is_zero(
+    ) {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(Duration::ZERO));
+        let delays: Vec<Duration> = (0..3)
+            .map(|_| r.failed("connection refused".into(), t0, 0.0).retry_in)
+            .collect();
+        assert_eq!(delays, vec![S(1), S(2), S(4)]);
+        r.connected(t0);
+        let lost = r.failed("connection reset by peer".into(), t0, 0.0);
+        assert_eq!(lost.retry_in, S(1));
+        assert_eq!(lost.lasted, Some(Duration::ZERO));
+        assert!(lost.new_cause);
+        assert_eq!(r.failed_attempts, 1);
+        assert_eq!(r.logged_causes.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_shorter_than_stable_after_keeps_the_backoff_growing() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(S(30)));
+        for _ in 0..3 {
+            r.failed("connection refused".into(), t0, 0.0);
+        }
+        r.connected(t0);
+        let short = r.failed("connection closed by the broker".into(), t0 + S(29), 0.0);
+        assert_eq!(short.lasted, Some(S(29)));
+        assert_eq!(short.retry_in, S(8), "attempt 3, not 0");
+        assert_eq!(r.failed_attempts, 4);
+        assert_eq!(r.logged_causes.len(), 2);
+        r.connected(t0);
+        let stable = r.failed("connection closed by the broker".into(), t0 + S(30), 0.0);
+        assert_eq!(stable.retry_in, S(1));
+        assert!(
+            stable.new_cause,
+            "causes are forgotten with the stable connection"
+        );
+        assert_eq!(r.failed_attempts, 1);
+    }
+
+    #[test]
+    fn a_cause_is_new_once_per_outage_and_a_failed_attempt_has_no_duration() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(Duration::ZERO));
+        let first = r.failed("connection refused".into(), t0, 0.5);
+        assert!(first.new_cause);
+        assert_eq!(first.lasted, None);
+        assert!(!r.failed("connection refused".into(), t0, 0.5).new_cause);
+        assert!(r.failed("TLS: bad".into(), t0, 0.5).new_cause);
+        assert!(!r.failed("connection refused".into(), t0, 0.5).new_cause);
+        assert!(!r.is_connected());
+    }
+
+    #[test]
+    fn at_most_max_logged_causes_are_remembered_and_the_oldest_is_forgotten_first() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(Duration::ZERO));
+        for i in 0..=MAX_LOGGED_CAUSES {
+            assert!(r.failed(format!("cause {i}"), t0, 0.0).new_cause);
+        }
+        assert_eq!(r.logged_causes.len(), MAX_LOGGED_CAUSES);
+        assert!(
+            !r.failed(format!("cause {MAX_LOGGED_CAUSES}"), t0, 0.0)
+                .new_cause
+        );
+        assert!(
+            r.failed("cause 0".into(), t0, 0.0).new_cause,
+            "forgotten, so new again"
+        );
+    }
+
+    #[test]
+    fn a_clock_that_went_backwards_counts_as_a_connection_of_no_duration() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(MS(10)));
+        r.connected(t0 + S(5));
+        assert_eq!(r.failed("x".into(), t0, 0.0).lasted, Some(Duration::ZERO));
+    }
+
+    fn test_session(stable_after: Duration) -> Session {
+        Session::new(Options {
+            client_id: "s".into(),
+            host: "localhost".into(),
+            port: 1883,
+            tls: None,
+            keep_alive: S(30),
+            clean_session: true,
+            packet_limits: None,
+            inflight: None,
+            request_channel_capacity: 4,
+            reconnect: ReconnectPolicy {
+                min: MS(10),
+                max: S(1),
+                stable_after,
+            },
+            describe,
+        })
+        .unwrap()
+    }
+
+    fn connack() -> Event {
+        Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
+            ConnectReturnCode::Success,
+            true,
+        )))
+    }
+
+    #[test]
+    fn a_connack_is_connected_and_a_poll_error_is_a_described_failure_that_asks_for_a_wait() {
+        let t0 = Instant::now();
+        let mut s = test_session(Duration::ZERO);
+        assert!(!s.backing_off());
+        assert!(matches!(
+            s.on_poll(Ok(connack()), t0),
+            SessionEvent::Connected {
+                session_present: true
+            }
+        ));
+        assert!(s.is_connected());
+        let refused =
+            ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        match s.on_poll(Err(refused), t0 + S(3)) {
+            SessionEvent::Failed { failure, .. } => {
+                assert_eq!(failure.cause, "connection refused");
+                assert_eq!(failure.lasted, Some(S(3)));
+                assert!(failure.retry_in >= MS(10) && failure.retry_in <= MS(20));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!s.is_connected());
+        assert!(s.backing_off());
+    }
+
+    #[tokio::test]
+    async fn the_backoff_deadline_survives_a_dropped_next_future() {
+        let mut s = test_session(Duration::ZERO);
+        let closed = ConnectionError::MqttState(StateError::ConnectionAborted);
+        let retry_in = s.failed(&closed, Instant::now()).retry_in;
+        let before = tokio::time::Instant::now();
+        // Polled once, then dropped during the wait: the deadline stays where it was set.
+        assert!(tokio::time::timeout(Duration::ZERO, s.next())
+            .await
+            .is_err());
+        let after = tokio::time::Instant::now();
+        assert!(s.backing_off());
+        match s.wait {
+            Wait::Until(deadline) => {
+                assert!(deadline >= before + retry_in && deadline <= after + retry_in);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(tokio::time::timeout(Duration::ZERO, s.next())
+            .await
+            .is_err());
+        assert!(matches!(s.wait, Wait::Until(d) if d <= after + retry_in));
+    }
+
+    #[tokio::test]
+    async fn disconnecting_a_session_that_never_connected_does_nothing() {
+        let mut s = test_session(Duration::ZERO);
+        assert!(matches!(s.disconnect().await, Disconnect::NotConnected));
+    }
+}
