@@ -112,7 +112,7 @@ const MAX_LOGGED_CAUSES: usize = 8;
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything the tap needs (from the `[tap]` config section).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Local broker host name or IP address (with TLS: also the name the certificate must carry).
     pub host: String,
