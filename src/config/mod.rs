@@ -4,6 +4,14 @@
 //! `config/agent.example.toml`, which is embedded here as [`EXAMPLE`] and parsed by a test.
 //! Problems name the key path and the line and column in the file: a shape error stops parsing
 //! (serde cannot type the rest), after which every semantic problem is collected and reported.
+//!
+//! Config sits above the modules it sets up: each module owns its `Settings` (plain data, next to
+//! the code that uses it), and one function per TOML section, in the file named after it, turns
+//! the section into them: `collect.rs` (`[collect]`, `[[custom_metrics]]` → `collect::Settings`),
+//! `report.rs`, `mqtt.rs`, `spool.rs`, `tap.rs`, `traffic.rs` (`[[traffic_exports]]` →
+//! `traffic::Export`), `detect.rs` (`[detect]`, `[detect.push]` → `detect::Settings`), `alarm.rs`
+//! (`[[alarms]]` → `alarm::Output`). This file holds [`Config`], the problems, and the checks
+//! that span sections.
 
 mod alarm;
 mod collect;
@@ -532,6 +540,26 @@ mod tests {
         assert!(!c.mqtt.as_ref().unwrap().tls);
         assert_eq!(c.mqtt.unwrap().client_id, "t");
         assert_eq!(c.warnings[0].key, "mqtt.tls");
+    }
+
+    #[test]
+    fn the_link_settings_take_the_report_format_and_the_push_topic() {
+        let c = Config::parse(
+            "thing_name = \"t\"\n[report]\nformat = \"cbor\"\n[mqtt]\nendpoint = \"localhost\"\ntls = false\n[detect.push]\ntopic = \"fleet/push\"\nresponse_topic = \"fleet/push/out\"\n",
+            "t",
+        )
+        .unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(m.thing_name, "t");
+        assert_eq!(m.format, crate::report::Format::Cbor);
+        assert_eq!(m.subscriptions, ["fleet/push"]);
+        assert_eq!(c.spool.dir, c.state_dir);
+        let c = Config::parse(
+            "thing_name = \"t\"\n[mqtt]\nendpoint = \"localhost\"\ntls = false\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.mqtt.unwrap().subscriptions.is_empty());
     }
 
     #[test]

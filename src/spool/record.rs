@@ -515,6 +515,33 @@ mod tests {
     }
 
     #[test]
+    fn the_format_is_stored_as_its_one_byte_tag_and_an_unknown_tag_is_a_bad_body() {
+        for (format, tag) in [(Format::Json, 0u8), (Format::Cbor, 1)] {
+            let mut out = Vec::new();
+            encode_append(
+                &Entry {
+                    id: 7,
+                    format,
+                    payload: b"x".to_vec(),
+                },
+                &mut out,
+            );
+            // frame header (8), kind (1), id (8), then the tag.
+            assert_eq!(out[FRAME_HEADER_LEN + 1 + 8], tag);
+        }
+        let mut out = Vec::new();
+        frame(&mut out, |b| {
+            b.push(KIND_APPEND);
+            b.extend_from_slice(&7u64.to_le_bytes());
+            b.push(2);
+        });
+        assert_eq!(
+            decode_frame(&out).map(|(r, _)| r),
+            Err(Corruption::BadBody("append format"))
+        );
+    }
+
+    #[test]
     fn encoded_len_matches_the_encoding() {
         for r in sample_records() {
             let mut out = Vec::new();
