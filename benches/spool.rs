@@ -7,7 +7,7 @@ use defender_agent::spool::{Entry, Settings, Spool};
 fn entry(id: u64) -> Entry {
     Entry {
         id,
-        format: 0,
+        format: defender_agent::report::Format::Json,
         payload: vec![b'r'; 500],
     }
 }

@@ -23,7 +23,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{AlarmOutput, AlarmVia};
 use crate::detect::ViolationEvent;
 use crate::tap;
 
@@ -35,6 +34,43 @@ pub const ATTEMPTS: u32 = 3;
 
 /// Pause before the second try (doubled for the next).
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
+
+/// Where an MQTT alarm output publishes (`via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The agent's own connection (`[mqtt]`).
+    Link,
+    /// The local broker of `[tap]`.
+    Tap,
+}
+
+/// One `[[alarms]]` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The log (always on; listing it is allowed and changes nothing).
+    Log,
+    /// JSON lines appended to a file.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An MQTT topic.
+    Mqtt {
+        /// The topic.
+        topic: String,
+        /// QoS 0, 1 or 2.
+        qos: u8,
+        /// Which connection.
+        via: Via,
+    },
+    /// A command (argv, never a shell) with the event JSON on stdin.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Killed after this long.
+        timeout: Duration,
+    },
+}
 
 /// An MQTT alarm for the agent to publish on its link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,27 +109,27 @@ impl Alarms {
     /// Sets up the outputs; spawns the worker task when a file or command output exists, and
     /// the local broker publisher for `via = "tap"` outputs (`local` = the `[tap]` broker; call
     /// inside a tokio runtime then).
-    pub fn new(outputs: &[AlarmOutput], local: Option<tap::Settings>) -> Alarms {
+    pub fn new(outputs: &[Output], local: Option<tap::Settings>) -> Alarms {
         let mut mqtt = Vec::new();
         let mut local_topics = Vec::new();
         let mut deliveries = Vec::new();
         for o in outputs {
             match o {
-                AlarmOutput::Log => {}
-                AlarmOutput::File { path } => deliveries.push(Delivery::File(path.clone())),
-                AlarmOutput::Command { argv, timeout } => deliveries.push(Delivery::Command {
+                Output::Log => {}
+                Output::File { path } => deliveries.push(Delivery::File(path.clone())),
+                Output::Command { argv, timeout } => deliveries.push(Delivery::Command {
                     argv: argv.clone(),
                     timeout: *timeout,
                 }),
-                AlarmOutput::Mqtt {
+                Output::Mqtt {
                     topic,
                     qos,
-                    via: AlarmVia::Link,
+                    via: Via::Link,
                 } => mqtt.push((topic.clone(), *qos)),
-                AlarmOutput::Mqtt {
+                Output::Mqtt {
                     topic,
                     qos,
-                    via: AlarmVia::Tap,
+                    via: Via::Tap,
                 } => local_topics.push((topic.clone(), *qos)),
             }
         }
@@ -390,9 +426,9 @@ mod tests {
         let copied = dir.path().join("copied.json");
         let mut a = Alarms::new(
             &[
-                AlarmOutput::Log,
-                AlarmOutput::File { path: file.clone() },
-                AlarmOutput::Command {
+                Output::Log,
+                Output::File { path: file.clone() },
+                Output::Command {
                     argv: vec![
                         "/bin/sh".into(),
                         "-c".into(),
@@ -400,10 +436,10 @@ mod tests {
                     ],
                     timeout: Duration::from_secs(10),
                 },
-                AlarmOutput::Mqtt {
+                Output::Mqtt {
                     topic: "alarms/t".into(),
                     qos: 1,
-                    via: AlarmVia::Link,
+                    via: Via::Link,
                 },
             ],
             None,
@@ -426,7 +462,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let count = dir.path().join("count");
         let mut a = Alarms::new(
-            &[AlarmOutput::Command {
+            &[Output::Command {
                 argv: vec![
                     "/bin/sh".into(),
                     "-c".into(),

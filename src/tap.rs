@@ -105,7 +105,7 @@ const REQUEST_CHANNEL_CAPACITY: usize = 4;
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 /// Everything the tap needs (from the `[tap]` config section).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Local broker host name or IP address (with TLS: also the name the certificate must carry).
     pub host: String,

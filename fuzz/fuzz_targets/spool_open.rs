@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(id) = stats.last_id.map_or(Some(1), |l| l.checked_add(1)) {
         let appended = second.append(Entry {
             id,
-            format: 0,
+            format: defender_agent::report::Format::Json,
             payload: b"{}".to_vec(),
         });
         assert!(appended.is_ok(), "append after recovery: {appended:?}");

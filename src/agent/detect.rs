@@ -13,12 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, error, info, warn};
 
 use crate::alarm::{Alarms, MqttAlarm};
-use crate::config::{Config, DetectMode};
+use crate::config::Config;
 use crate::detect::engine::{
-    DetectEngine, DeviceReport, EngineSettings, Established, Millis, MlMode, NetworkDeltas,
-    PortList, StatMode,
+    DetectEngine, DeviceReport, Established, Millis, NetworkDeltas, PortList,
 };
-use crate::detect::{Emitted, Mode};
+use crate::detect::Emitted;
 use crate::detect_files;
 use crate::report::{self, MetricsReport};
 use crate::store::violations::ViolationStore;
@@ -63,12 +62,7 @@ impl DetectPart {
     pub fn check(config: &Config) -> Result<(), Error> {
         if let Some(d) = &config.detect {
             prepare_push_dirs(d);
-            detect_files::load_all(
-                &d.profiles,
-                &d.dimensions,
-                &d.custom_metrics,
-                mode_of(d.mode),
-            )?;
+            detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, d.mode)?;
         }
         Ok(())
     }
@@ -79,19 +73,10 @@ impl DetectPart {
         let Some(d) = &config.detect else {
             return Ok(None);
         };
-        let mode = mode_of(d.mode);
         prepare_push_dirs(d);
-        let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, mode)?;
+        let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, d.mode)?;
         let ctx = loaded.context();
-        let mut settings = EngineSettings::new(&config.thing_name);
-        if d.statistical == "local-history" {
-            settings.statistical = StatMode::LocalHistory;
-        }
-        if d.ml == "local-baseline" {
-            settings.ml = MlMode::LocalBaseline;
-        }
-        settings.source_ip = d.source_ip;
-        settings.disconnect_duration = d.disconnect_duration;
+        let settings = d.engine_settings(&config.thing_name);
         let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
         let store = match ViolationStore::open(&config.state_dir, d.retention, d.max_events) {
             Ok(s) => s,
@@ -170,7 +155,7 @@ impl DetectPart {
         let mut part = DetectPart {
             engine,
             store,
-            alarms: Alarms::new(&config.alarms, crate::agent::parts::tap_settings(config)),
+            alarms: Alarms::new(&config.alarms, config.tap.clone()),
             scopes,
             last_tick: None,
             last_save: 0,
@@ -327,7 +312,7 @@ pub fn device_report(r: &MetricsReport) -> DeviceReport {
 
 /// With `[detect.push]`, the managed directories (the first `profiles` and `dimensions`
 /// entries) may not exist before the first push: they are created, empty, so Detect starts.
-fn prepare_push_dirs(d: &crate::config::DetectConfig) {
+fn prepare_push_dirs(d: &crate::detect::Settings) {
     if d.push.is_none() {
         return;
     }
@@ -338,13 +323,6 @@ fn prepare_push_dirs(d: &crate::config::DetectConfig) {
         if let Err(e) = crate::store::ensure_dir(dir) {
             warn!(dir = %dir.display(), error = %e, "Cannot create a directory for pushed profiles.");
         }
-    }
-}
-
-fn mode_of(m: DetectMode) -> Mode {
-    match m {
-        DetectMode::Load => Mode::Load,
-        DetectMode::Strict => Mode::Strict,
     }
 }
 

@@ -16,7 +16,6 @@
 
 pub mod detect;
 pub mod oneshot;
-pub mod parts;
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -28,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::collect::{self, Collectors, Episodes, Sampler};
-use crate::config::{Backlog, Config};
+use crate::config::Config;
 use crate::mqtt::{self, LinkCommand, LinkEvent, LinkHandle};
 use crate::report::{self, outcome, EncodedReport, ReportBuilder};
-use crate::spool::{Entry, EntryState, Spool};
+use crate::spool::{Backlog, Entry, EntryState, Spool};
 use crate::status::{self, LastAnswer, LastReport, LinkState, SpoolStatus, Status};
 use crate::store::{self, ReportIdFile};
 use crate::traffic::{
@@ -249,8 +248,8 @@ async fn run_once(
 
 /// Applies one push message (or refuses it) and says what happened.
 fn push_outcome(
-    d: &crate::config::DetectConfig,
-    p: &crate::config::PushConfig,
+    d: &crate::detect::Settings,
+    p: &crate::detect::PushSettings,
     payload: &[u8],
 ) -> crate::manage::push::Outcome {
     use crate::manage::push::{Outcome, Refused};
@@ -332,10 +331,10 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 
 impl Agent {
     fn new(config: Config, dry_run: bool, link_token: &CancellationToken) -> Result<Agent, Error> {
-        let sampler = Arc::new(Collectors::new(parts::collect_settings(&config))?);
-        let builder = ReportBuilder::new(&parts::report_settings(&config));
-        let format = parts::format(config.report.format);
-        let keys = parts::keys(config.report.keys);
+        let sampler = Arc::new(Collectors::new(config.collect.clone())?);
+        let builder = ReportBuilder::new(&config.report);
+        let format = config.report.format;
+        let keys = config.report.keys;
         let id_file = ReportIdFile::new(&config.state_dir);
         let mut spool = None;
         let mut last_id = None;
@@ -343,7 +342,7 @@ impl Agent {
             if let Err(e) = store::ensure_dir(&config.state_dir) {
                 error!(error = %e, "Cannot create the state directory; reports are kept in memory only.");
             }
-            match Spool::open(parts::spool_settings(&config)) {
+            match Spool::open(config.spool.clone()) {
                 Ok((s, recovery)) => {
                     info!(
                         pending = recovery.pending,
@@ -368,14 +367,14 @@ impl Agent {
         let link = if dry_run {
             None
         } else {
-            let settings = parts::mqtt_settings(&config).ok_or(Error::NoMqtt)?;
+            let settings = config.mqtt.clone().ok_or(Error::NoMqtt)?;
             if !settings.tls {
                 warn!(endpoint = %settings.endpoint, "TLS is off (mqtt.tls = false): reports travel in plaintext. Use this only for a local broker.");
             }
             let (handle, _join) = mqtt::spawn(settings, link_token.clone())?;
             Some(handle)
         };
-        let tap_events = match parts::tap_settings(&config) {
+        let tap_events = match config.tap.clone() {
             Some(settings) if !dry_run => {
                 let (tx, rx) = tokio::sync::mpsc::channel(TAP_EVENTS_CAPACITY);
                 let _join = crate::tap::spawn(settings, tx, link_token.clone())?;
@@ -572,7 +571,7 @@ impl Agent {
         }
         let entry = Entry {
             id,
-            format: parts::format_tag(encoded.format),
+            format: encoded.format,
             payload: encoded.bytes,
         };
         match self.spool.as_mut().map(|s| s.append(entry.clone())) {

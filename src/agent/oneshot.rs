@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-use super::{epoch_secs, parts, Error};
+use super::{epoch_secs, Error};
 use crate::collect::{Collectors, Sampler};
 use crate::config::Config;
 use crate::report::{self, EncodedReport, ReportBuilder};
@@ -26,8 +26,8 @@ pub struct Options {
 /// Samples twice and builds one report; also returns the collectors' errors (logged by the
 /// caller) so that a failing block is explained.
 pub fn report_once(config: &Config, opts: &Options) -> Result<(EncodedReport, Vec<String>), Error> {
-    let collectors = Collectors::new(parts::collect_settings(config))?;
-    let mut settings = parts::report_settings(config);
+    let collectors = Collectors::new(config.collect.clone())?;
+    let mut settings = config.report.clone();
     if let Some(f) = opts.format {
         settings.format = f;
     }

@@ -72,11 +72,16 @@ pub enum SocketSource {
     Procfs,
 }
 
+/// Default sampling interval.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What the collectors sample and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `/proc` and `/sys` roots.
     pub paths: HostPaths,
+    /// How often the agent samples the device (the collectors themselves sample on demand).
+    pub sample_interval: Duration,
     /// Interface name globs to count (`glob::Pattern` syntax); empty = all.
     pub interfaces_include: Vec<String>,
     /// Interface name globs to leave out; wins over include. Default `["lo"]`.
@@ -91,6 +96,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             paths: HostPaths::default(),
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
             interfaces_include: Vec::new(),
             interfaces_exclude: vec!["lo".to_owned()],
             socket_source: SocketSource::Auto,

@@ -12,6 +12,7 @@
 //! - [`violation`]: ViolationEvent / ActiveViolation shapes and ids
 //! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
 //! - [`replay`]: JSON-lines replay driver
+//! - [`settings`]: the `[detect]` settings the daemon builds its engine from
 //!
 //! Topic filters are `crate::topic_filter`; the agent's cloud-side input is
 //! `crate::traffic::TrafficCounters` (see [`engine::TrafficWindows`]); replay keeps the
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod profile;
 pub mod query;
 pub mod replay;
+pub mod settings;
 pub mod validate;
 pub mod violation;
 pub mod window;
@@ -51,6 +53,7 @@ pub use profile::{
     ParseError, SecurityProfile,
 };
 pub use query::ApiError;
+pub use settings::{PushSettings, Settings};
 pub use validate::{
     validate_behaviors, validate_behaviors_json, validate_behaviors_text, Mode, ValidationContext,
     ValidationResult,

@@ -242,7 +242,7 @@ enum Failure {
 
 /// Region and account for ARNs: `[detect] region` / `account_id`, else the environment's
 /// `DEFENDER_AGENT_REGION` / `DEFENDER_AGENT_ACCOUNT`, else `local` / `000000000000`.
-pub fn arns_for(d: &crate::config::DetectConfig) -> Arns {
+pub fn arns_for(d: &crate::detect::Settings) -> Arns {
     let mut a = arns_from_env();
     if let Some(r) = &d.region {
         a.region = r.clone();

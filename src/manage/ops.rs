@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::files::{self, Dir, DirLock, FilesError};
 use super::*;
-use crate::config::DetectConfig;
 use crate::detect::profile::parse_json;
 
 /// Why an operation failed: the API's error (exit 2 / `rejected`) or the OS (exit 1).
@@ -227,7 +226,7 @@ impl Managed {
     }
 
     /// The directories of a `[detect]` section, or why they cannot be managed.
-    pub fn from_config(d: &DetectConfig) -> Result<Managed, String> {
+    pub fn from_config(d: &crate::detect::Settings) -> Result<Managed, String> {
         let first = |v: &[PathBuf], key: &str| {
             v.first()
                 .cloned()

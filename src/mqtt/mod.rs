@@ -44,7 +44,7 @@ pub use session::backoff;
 pub(crate) use session::jitter_unit;
 use session::{Disconnect, Failure, Session, SessionEvent};
 pub use tls::TlsError;
-pub use topics::{ReportFormat, ThingNameError};
+pub use topics::ThingNameError;
 
 /// Capacity of the agent → link command channel. Small on purpose: the agent keeps reports in its
 /// spool and offers one at a time; a full channel tells it the link is busy or offline.
@@ -77,9 +77,11 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_secs(1);
 /// Suggested reconnect delay cap.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(120);
+/// Suggested answer timeout.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything the link needs, already validated by `config` (and checked again by [`spawn`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Broker host name (or IP literal); also the TLS server name that is verified.
     pub endpoint: String,
@@ -99,8 +101,8 @@ pub struct Settings {
     pub client_id: String,
     /// Thing name used in the topics.
     pub thing_name: String,
-    /// Report encoding: picks the publish and answer topics.
-    pub format: ReportFormat,
+    /// Report encoding (`[report] format`): picks the publish and answer topics.
+    pub format: crate::report::Format,
     /// MQTT keep-alive; zero disables it, otherwise whole seconds ≥ 1.
     pub keep_alive: Duration,
     /// Ask the broker for a clean session (true) or resume a persistent one (false).
@@ -109,6 +111,9 @@ pub struct Settings {
     pub reconnect_min: Duration,
     /// Reconnect delay cap.
     pub reconnect_max: Duration,
+    /// A published report without an answer after this long is offered again on the next
+    /// connection (the agent's publishing rule; the link itself does not wait for answers).
+    pub answer_timeout: Duration,
     /// More topics to subscribe to (QoS 1, no wildcards); what arrives on them is a
     /// [`LinkEvent::Message`].
     pub subscriptions: Vec<String>,
@@ -763,11 +768,12 @@ mod tests {
             alpn: String::new(),
             client_id: "t".into(),
             thing_name: "t".into(),
-            format: ReportFormat::Json,
+            format: crate::report::Format::Json,
             keep_alive: DEFAULT_KEEP_ALIVE,
             clean_session: true,
             reconnect_min: DEFAULT_RECONNECT_MIN,
             reconnect_max: DEFAULT_RECONNECT_MAX,
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
             subscriptions: Vec::new(),
         }
     }
@@ -897,9 +903,9 @@ mod tests {
         let session = Session::new(session_options(&s)).unwrap();
         let (events, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let link = Link {
-            publish_topic: topics::publish_topic("t", ReportFormat::Json),
-            accepted_topic: topics::accepted_topic("t", ReportFormat::Json),
-            rejected_topic: topics::rejected_topic("t", ReportFormat::Json),
+            publish_topic: topics::publish_topic("t", crate::report::Format::Json),
+            accepted_topic: topics::accepted_topic("t", crate::report::Format::Json),
+            rejected_topic: topics::rejected_topic("t", crate::report::Format::Json),
             endpoint: "localhost:8883".into(),
             subscriptions: vec!["push/here".into()],
             client: session.client(),

@@ -7,34 +7,14 @@
 
 use thiserror::Error;
 
+use crate::report::Format;
+
 /// Longest thing name AWS accepts, in bytes of UTF-8 (spec: metrics-report.md A.1,
 /// `DEFENDER_THINGNAME_MAX_LENGTH`).
 pub const MAX_THING_NAME_BYTES: usize = 128;
 
 const PREFIX: &str = "$aws/things/";
 const METRICS: &str = "/defender/metrics/";
-
-/// The report encoding, which also picks the topic suffix and the answers' encoding.
-///
-/// A local copy of `report::Format` so this module does not depend on the report core; the agent
-/// maps one onto the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReportFormat {
-    /// JSON reports on `.../defender/metrics/json`, JSON answers.
-    Json,
-    /// CBOR reports on `.../defender/metrics/cbor`, CBOR answers.
-    Cbor,
-}
-
-impl ReportFormat {
-    /// The topic suffix: `json` or `cbor`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReportFormat::Json => "json",
-            ReportFormat::Cbor => "cbor",
-        }
-    }
-}
 
 /// Why a thing name cannot be used in a Device Defender topic.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -79,28 +59,28 @@ pub fn check_thing_name(name: &str) -> Result<(), ThingNameError> {
 }
 
 /// The topic reports are published on: `$aws/things/<thing>/defender/metrics/<fmt>`.
-pub fn publish_topic(thing: &str, fmt: ReportFormat) -> String {
+pub fn publish_topic(thing: &str, fmt: Format) -> String {
     format!("{PREFIX}{thing}{METRICS}{}", fmt.as_str())
 }
 
 /// The topic accepted answers arrive on: `<publish topic>/accepted`.
-pub fn accepted_topic(thing: &str, fmt: ReportFormat) -> String {
+pub fn accepted_topic(thing: &str, fmt: Format) -> String {
     format!("{}/accepted", publish_topic(thing, fmt))
 }
 
 /// The topic rejected answers arrive on: `<publish topic>/rejected`.
-pub fn rejected_topic(thing: &str, fmt: ReportFormat) -> String {
+pub fn rejected_topic(thing: &str, fmt: Format) -> String {
     format!("{}/rejected", publish_topic(thing, fmt))
 }
 
 /// Splits a publish topic into its thing name and format; `None` for any other topic (answer
 /// topics included). The inverse of [`publish_topic`], like DDLIB's `Defender_MatchTopic`.
-pub fn parse_publish_topic(topic: &str) -> Option<(&str, ReportFormat)> {
+pub fn parse_publish_topic(topic: &str) -> Option<(&str, Format)> {
     let rest = topic.strip_prefix(PREFIX)?;
     let (thing, fmt) = rest.rsplit_once(METRICS)?;
     let fmt = match fmt {
-        "json" => ReportFormat::Json,
-        "cbor" => ReportFormat::Cbor,
+        "json" => Format::Json,
+        "cbor" => Format::Cbor,
         _ => return None,
     };
     check_thing_name(thing).ok()?;
@@ -114,22 +94,22 @@ mod tests {
     #[test]
     fn topics_follow_the_documented_grammar() {
         assert_eq!(
-            publish_topic("dev1", ReportFormat::Json),
+            publish_topic("dev1", Format::Json),
             "$aws/things/dev1/defender/metrics/json"
         );
         assert_eq!(
-            accepted_topic("dev1", ReportFormat::Cbor),
+            accepted_topic("dev1", Format::Cbor),
             "$aws/things/dev1/defender/metrics/cbor/accepted"
         );
         assert_eq!(
-            rejected_topic("dev1", ReportFormat::Json),
+            rejected_topic("dev1", Format::Json),
             "$aws/things/dev1/defender/metrics/json/rejected"
         );
     }
 
     #[test]
     fn answer_topics_are_never_the_publish_topic() {
-        for fmt in [ReportFormat::Json, ReportFormat::Cbor] {
+        for fmt in [Format::Json, Format::Cbor] {
             let p = publish_topic("t", fmt);
             assert_ne!(accepted_topic("t", fmt), p);
             assert_ne!(rejected_topic("t", fmt), p);
@@ -179,11 +159,11 @@ mod tests {
     fn a_publish_topic_parses_back_into_thing_and_format() {
         assert_eq!(
             parse_publish_topic("$aws/things/dev-1/defender/metrics/cbor"),
-            Some(("dev-1", ReportFormat::Cbor))
+            Some(("dev-1", Format::Cbor))
         );
         assert_eq!(
-            parse_publish_topic(&publish_topic("t", ReportFormat::Json)),
-            Some(("t", ReportFormat::Json))
+            parse_publish_topic(&publish_topic("t", Format::Json)),
+            Some(("t", Format::Json))
         );
     }
 

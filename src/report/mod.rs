@@ -26,6 +26,7 @@ mod view;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,13 @@ pub const VERSION: &str = "1.0";
 
 /// Default cap on each list (ports, connections): PY samples to 50 (spec: metrics-report.md A.4).
 pub const DEFAULT_MAX_LIST_LEN: usize = 50;
+
+/// Default report interval: AWS throttles reports to one per 5 minutes per device
+/// (spec: metrics-report.md A.4).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Default random delay before the first report.
+pub const DEFAULT_STARTUP_JITTER: Duration = Duration::from_secs(30);
 
 /// AWS IoT Core's PUBLISH payload limit, 128 KB (spec: metrics-report.md A.1, A.4).
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
@@ -142,6 +150,11 @@ pub struct Settings {
     /// Longest port or connection list sent; `total` still carries the full count. Values below 1
     /// are treated as 1, because an empty list would mean "conforming" (spec: D.9).
     pub max_list_len: usize,
+    /// How often the agent builds and publishes a report (the builder itself takes no time).
+    pub interval: Duration,
+    /// Random delay before the agent's first report, so a fleet rebooting together does not
+    /// align.
+    pub startup_jitter: Duration,
 }
 
 impl Default for Settings {
@@ -150,6 +163,8 @@ impl Default for Settings {
             format: Format::Json,
             keys: KeySet::Long,
             max_list_len: DEFAULT_MAX_LIST_LEN,
+            interval: DEFAULT_INTERVAL,
+            startup_jitter: DEFAULT_STARTUP_JITTER,
         }
     }
 }

@@ -72,6 +72,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::Format;
+
 use record::{CorruptTail, Corruption, Record};
 
 /// Default for `[spool] max_reports`: about 3.5 days of reports at the 5-minute AWS cadence.
@@ -129,8 +131,8 @@ pub enum Backlog {
 pub struct Entry {
     /// Report id; strictly increasing across appends and restarts.
     pub id: u64,
-    /// Tag set by the caller (0 JSON, 1 CBOR); stored and returned verbatim.
-    pub format: u8,
+    /// The payload's encoding (stored as a one-byte tag: 0 JSON, 1 CBOR).
+    pub format: Format,
     /// The encoded report.
     pub payload: Vec<u8>,
 }
@@ -1071,7 +1073,7 @@ mod tests {
     fn entry(id: u64, len: usize) -> Entry {
         Entry {
             id,
-            format: 0,
+            format: Format::Json,
             payload: vec![b'x'; len],
         }
     }

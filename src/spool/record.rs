@@ -6,7 +6,7 @@
 //! frame  := len:u32le crc:u32le body[len]            crc = CRC-32 (IEEE) of len's 4 bytes then body
 //! body   := kind:u8 fields                           little-endian integers
 //!   1 Meta       flags:u8 last_id:u64 dropped_total:u64   (flags bit 0: last_id present)
-//!   2 Append     id:u64 format:u8 payload[..]
+//!   2 Append     id:u64 format:u8 payload[..]             (format 0 JSON, 1 CBOR)
 //!   3 Ack        id:u64
 //!   4 Drop       id:u64                                     (removed by the size bound)
 //!   5 Supersede  id:u64
@@ -22,6 +22,19 @@
 //! markers, and the state records after a hole (acks, rejections) may refer to entries inside it.
 
 use super::Entry;
+use crate::report::Format;
+
+/// The one-byte tag of an `Append`'s format.
+const FORMAT_JSON: u8 = 0;
+const FORMAT_CBOR: u8 = 1;
+
+/// The on-disk tag of a report format.
+fn format_tag(f: Format) -> u8 {
+    match f {
+        Format::Json => FORMAT_JSON,
+        Format::Cbor => FORMAT_CBOR,
+    }
+}
 
 /// First seven bytes of every spool file.
 pub const MAGIC: [u8; 7] = *b"DDSPOOL";
@@ -185,7 +198,7 @@ pub fn encode_append(entry: &Entry, out: &mut Vec<u8>) {
     frame(out, |b| {
         b.push(KIND_APPEND);
         b.extend_from_slice(&entry.id.to_le_bytes());
-        b.push(entry.format);
+        b.push(format_tag(entry.format));
         b.extend_from_slice(&entry.payload);
     });
 }
@@ -402,7 +415,11 @@ fn decode_body(body: &[u8]) -> Result<Record, Corruption> {
         }
         KIND_APPEND => {
             let id = f.u64("append id")?;
-            let format = f.u8("append format")?;
+            let format = match f.u8("append format")? {
+                FORMAT_JSON => Format::Json,
+                FORMAT_CBOR => Format::Cbor,
+                _ => return Err(Corruption::BadBody("append format")),
+            };
             let payload = f.rest.to_vec();
             f.rest = &[];
             Record::Append(Entry {
@@ -447,7 +464,11 @@ mod tests {
     fn entry(id: u64, len: usize) -> Entry {
         Entry {
             id,
-            format: (id % 2) as u8,
+            format: if id % 2 == 0 {
+                Format::Json
+            } else {
+                Format::Cbor
+            },
             payload: (0..len).map(|i| (i as u8).wrapping_mul(31)).collect(),
         }
     }
@@ -491,6 +512,33 @@ mod tests {
         assert_eq!(decoded.records, records);
         assert_eq!(decoded.valid_len, bytes.len());
         assert_eq!(decoded.tail, None);
+    }
+
+    #[test]
+    fn the_format_is_stored_as_its_one_byte_tag_and_an_unknown_tag_is_a_bad_body() {
+        for (format, tag) in [(Format::Json, 0u8), (Format::Cbor, 1)] {
+            let mut out = Vec::new();
+            encode_append(
+                &Entry {
+                    id: 7,
+                    format,
+                    payload: b"x".to_vec(),
+                },
+                &mut out,
+            );
+            // frame header (8), kind (1), id (8), then the tag.
+            assert_eq!(out[FRAME_HEADER_LEN + 1 + 8], tag);
+        }
+        let mut out = Vec::new();
+        frame(&mut out, |b| {
+            b.push(KIND_APPEND);
+            b.extend_from_slice(&7u64.to_le_bytes());
+            b.push(2);
+        });
+        assert_eq!(
+            decode_frame(&out).map(|(r, _)| r),
+            Err(Corruption::BadBody("append format"))
+        );
     }
 
     #[test]

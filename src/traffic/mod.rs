@@ -41,6 +41,7 @@
 //! [`MAX_SCOPES`] (filters at [`MAX_FILTERS_PER_SCOPE`] and [`MAX_TOTAL_FILTER_BYTES`]) and history
 //! at [`MAX_HISTORY_BUCKETS`]. Recording a publish allocates nothing.
 
+mod export;
 mod matcher;
 mod window;
 
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::metric::CustomValue;
 use crate::topic_filter::TopicFilter;
 
+pub use export::Export;
 use matcher::{ScopeBits, ScopeMatcher};
 use window::{Cell, Ring};
 

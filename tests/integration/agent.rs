@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use defender_agent::mqtt::topics::ReportFormat;
 use defender_agent::report::{self, validate};
 use defender_agent::spool::{self, EntryState, Spool};
 
@@ -18,12 +17,8 @@ use crate::support::endpoint::{DefenderEndpoint, Verdict};
 use crate::support::mosquitto::{Mosquitto, MosquittoOptions};
 
 /// Every report the agent publishes is checked with our own `validate`.
-fn validate_report(format: ReportFormat, bytes: &[u8]) -> Result<(), String> {
-    let f = match format {
-        ReportFormat::Json => report::Format::Json,
-        ReportFormat::Cbor => report::Format::Cbor,
-    };
-    let errors: Vec<String> = validate::validate(bytes, Some(f))
+fn validate_report(format: report::Format, bytes: &[u8]) -> Result<(), String> {
+    let errors: Vec<String> = validate::validate(bytes, Some(format))
         .into_iter()
         .filter(|p| p.is_error())
         .map(|p| format!("{}: {}", p.path, p.message))
@@ -217,9 +212,9 @@ async fn happy_path(format: &str, keys: &str) {
         assert_eq!(
             r.format,
             if format == "json" {
-                ReportFormat::Json
+                report::Format::Json
             } else {
-                ReportFormat::Cbor
+                report::Format::Cbor
             }
         );
         let id = r.report_id.expect("report id");

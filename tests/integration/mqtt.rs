@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use defender_agent::mqtt::{
     self, tls, AttemptFailure, AuthorizationFailure, LinkCommand, LinkEvent, LinkHandle,
-    LinkTraffic, ReportFormat, Settings,
+    LinkTraffic, Settings,
 };
+use defender_agent::report::Format as ReportFormat;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
@@ -39,6 +40,7 @@ fn settings(port: u16, pki_ca: &std::path::Path, client: &CertFiles, thing: &str
         clean_session: true,
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(400),
+        answer_timeout: mqtt::DEFAULT_ANSWER_TIMEOUT,
         subscriptions: Vec::new(),
     }
 }

@@ -29,7 +29,7 @@ fn fuzz_spool_open_meta_dropped_total_at_u64_max_then_a_drop_record_does_not_ove
             },
             Record::Append(Entry {
                 id: 1,
-                format: 0,
+                format: defender_agent::report::Format::Json,
                 payload: b"{}".to_vec(),
             }),
             Record::Drop { id: 1 },
@@ -55,7 +55,7 @@ fn fuzz_spool_open_meta_dropped_total_at_u64_max_then_bounded_appends_do_not_ove
     for id in 6..9 {
         let entry = Entry {
             id,
-            format: 0,
+            format: defender_agent::report::Format::Json,
             payload: b"{}".to_vec(),
         };
         spool.append(entry).unwrap();

@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use defender_agent::report::Format;
 use defender_agent::spool::{
     record, Backlog, Entry, EntryState, Error, IoCause, Settings, Spool, LOG_NAME, TMP_NAME,
 };
@@ -45,7 +46,11 @@ fn payload(id: u64, len: usize) -> Vec<u8> {
 fn entry(id: u64, len: usize) -> Entry {
     Entry {
         id,
-        format: (id % 2) as u8,
+        format: if id % 2 == 0 {
+            Format::Json
+        } else {
+            Format::Cbor
+        },
         payload: payload(id, len),
     }
 }

@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ciborium::Value as Cbor;
 use defender_agent::mqtt::tls;
-use defender_agent::mqtt::topics::{self, ReportFormat};
+use defender_agent::mqtt::topics;
+use defender_agent::report::Format as ReportFormat;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, watch};

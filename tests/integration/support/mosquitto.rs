@@ -207,11 +207,12 @@ impl Mosquitto {
             alpn: String::new(),
             client_id: thing.into(),
             thing_name: thing.into(),
-            format: defender_agent::mqtt::ReportFormat::Json,
+            format: defender_agent::report::Format::Json,
             keep_alive: Duration::from_secs(30),
             clean_session: true,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
+            answer_timeout: defender_agent::mqtt::DEFAULT_ANSWER_TIMEOUT,
             subscriptions: Vec::new(),
         }
     }
