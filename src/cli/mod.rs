@@ -133,3 +133,14 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<(crate::config::Config, bo
         None => Ok((crate::config::Config::builtin(), false)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        // clap's own checks (duplicate flags, bad defaults, …), which it runs only on use.
+        super::Cli::command().debug_assert();
+    }
+}

@@ -246,6 +246,70 @@ fn rfc3339(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        filters: ViolationFilters,
+    }
+
+    #[test]
+    fn both_list_verbs_take_the_same_seven_filters() {
+        let a = Args::try_parse_from([
+            "x",
+            "--config",
+            "c.toml",
+            "--thing-name",
+            "t",
+            "--security-profile-name",
+            "p",
+            "--behavior-criteria-type",
+            "STATIC",
+            "--list-suppressed-alerts",
+            "false",
+            "--verification-state",
+            "UNKNOWN",
+            "--max-results",
+            "7",
+            "--next-token",
+            "n",
+        ])
+        .unwrap();
+        let active = a.filters.request().unwrap();
+        assert_eq!(
+            active,
+            ListActiveViolationsRequest {
+                thing_name: Some("t".into()),
+                security_profile_name: Some("p".into()),
+                behavior_criteria_type: Some("STATIC".into()),
+                list_suppressed_alerts: Some(false),
+                verification_state: Some("UNKNOWN".into()),
+                next_token: Some("n".into()),
+                max_results: Some(7),
+            }
+        );
+        assert_eq!(
+            events_request(1.0, 2.0, active),
+            ListViolationEventsRequest {
+                start_time: 1.0,
+                end_time: 2.0,
+                thing_name: Some("t".into()),
+                security_profile_name: Some("p".into()),
+                behavior_criteria_type: Some("STATIC".into()),
+                list_suppressed_alerts: Some(false),
+                verification_state: Some("UNKNOWN".into()),
+                next_token: Some("n".into()),
+                max_results: Some(7),
+            }
+        );
+        let bad = Args::try_parse_from(["x", "--config", "c", "--list-suppressed-alerts", "yes"])
+            .unwrap();
+        assert_eq!(
+            bad.filters.request().unwrap_err(),
+            ApiError::InvalidRequest("listSuppressedAlerts yes should be true or false".into())
+        );
+    }
 
     #[test]
     fn times_are_epoch_seconds_or_rfc3339() {
@@ -298,6 +362,14 @@ mod tests {
             "inf",
             "NaN",
             "",
+            // Accepted by the hand-written parser before the `time` crate, not RFC 3339: a day
+            // past the month's end, a dot without digits, second 60 that is not a leap second,
+            // an offset beyond ±23:59.
+            "2025-02-31T00:00:00Z",
+            "2025-11-25T16:00:00.Z",
+            "2025-11-25T16:00:60Z",
+            "2025-11-25T16:00:00+24:00",
+            "2025-11-25T16:00:00+01:60",
         ] {
             let e = parse_time("startTime", s).unwrap_err();
             assert_eq!(

@@ -34,8 +34,8 @@ pub const VERIFICATION_FILE_NAME: &str = "violations-verification.json";
 const VERSION: u32 = 1;
 
 /// Retention the command line opens the store with when the configuration has no `[detect]`
-/// section (a store left by an earlier configuration): 14 days, the default of `[detect]
-/// retention_days` and the window of the cloud's ListViolationEvents.
+/// section (a store left by an earlier configuration): 14 days, as the default of `[detect]
+/// retention_days`.
 pub const FALLBACK_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 /// The event bound in the same case. The command line never records events and opening keeps
