@@ -26,6 +26,7 @@
 //! - edges: [`collect`], [`spool`], [`mqtt`], [`tap`], [`store`]
 //! - assembly and wiring: [`config`], [`agent`]
 //! - local management of profiles and dimensions (AWS verbs): [`manage`]
+//! - the command line, one file per verb family (`main.rs` only parses and dispatches): [`cli`]
 //!
 //! Reading order: [`sample`] and [`report`] (what goes out), [`collect`] (where it comes from),
 //! [`config`] (how it is set up), then the edges.
@@ -33,6 +34,7 @@
 
 pub mod agent;
 pub mod alarm;
+pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod detect;

@@ -273,7 +273,7 @@ fn push_outcome(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |t| (t.as_millis() as f64) / 1000.0);
-    match managed.apply_push(body, now, &crate::manage::cli::arns_for(d)) {
+    match managed.apply_push(body, now, &crate::manage::ops::arns_for(d)) {
         Ok(Ok(plan)) => Outcome::applied(&plan),
         Ok(Err(refused)) => Outcome::refused(&refused),
         Err(e) => {

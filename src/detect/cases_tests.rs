@@ -8,7 +8,7 @@ mod fixture;
 use fixture::{Case, Outcome};
 
 use super::replay::{replay, ReplayDocument};
-use super::{DetectEngine, EngineSettings, MlMode, Mode, StatMode};
+use super::Mode;
 
 /// The thing name `detect replay` uses by default.
 const THING: &str = "thing";
@@ -32,18 +32,14 @@ fn run_library(case: &Case) -> Outcome {
         Err(e) => return failed(e.to_string()),
     };
     let thing = case.arg("--thing-name").unwrap_or(THING);
-    // The same settings as main.rs `DetectCommand::Replay`.
-    let mut settings = EngineSettings::new(thing);
-    settings.source_ip_from_connection = true;
-    settings.disconnect_duration = case.arg("--disconnect-duration").is_some();
-    if case.arg("--statistical") == Some("local-history") {
-        settings.statistical = StatMode::LocalHistory;
-    }
-    if case.arg("--ml") == Some("local-baseline") {
-        settings.ml = MlMode::LocalBaseline;
-    }
-    let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
-    let engine = DetectEngine::new(settings, &profiles, &loaded.context());
+    // The engine `detect replay` builds, from the same flags.
+    let engine = crate::cli::detect::replay_engine(
+        &loaded,
+        thing,
+        case.arg("--disconnect-duration").is_some(),
+        case.arg("--statistical").unwrap_or("off"),
+        case.arg("--ml").unwrap_or("off"),
+    );
     match replay(&case.input_text(), engine, thing) {
         Ok(run) => {
             let doc: ReplayDocument = run.document(case.arg("--active").is_some());

@@ -2,19 +2,18 @@
 //! (Create/Describe/Update/List/Delete): request and response shapes, the rules, versioning,
 //! idempotency tokens and pagination. Pure: no I/O, no clock (`now` is an argument); the
 //! directory store is [`files`], the operations over it [`ops`] (also the JSON-only entry point
-//! for a remote channel), the command line [`cli`].
+//! for a remote channel); the command line is [`crate::cli::manage`].
 //!
 //! spec: detect.md §4 (STRICT validation), §5 (dimensions), §6.3 (deletes invalidate).
 //! Readings chosen where the API is silent:
 //! - ARNs use region `local` and account `000000000000` unless `DEFENDER_AGENT_REGION` /
-//!   `DEFENDER_AGENT_ACCOUNT` are set (read by [`cli`], passed in here as [`Arns`]);
+//!   `DEFENDER_AGENT_ACCOUNT` are set (read by [`ops::arns_for`], passed in here as [`Arns`]);
 //! - CreateSecurityProfile has no clientRequestToken in the API: repeating an identical request
 //!   is idempotent, any other request under an existing name is ResourceAlreadyExistsException;
 //! - CreateDimension: the same clientRequestToken with the same request is idempotent; a
 //!   dimension still used by a profile cannot be deleted (InvalidRequestException);
 //! - a hand-written file without `version` counts as version 1.
 
-pub mod cli;
 pub mod files;
 pub mod ops;
 pub mod push;

@@ -1,5 +1,5 @@
 //! The operations themselves over the managed directories, typed requests in, the API's
-//! response JSON out; shared by the command line ([`super::cli`]) and by [`execute`], the
+//! response JSON out; shared by the command line ([`crate::cli::manage`]) and by [`execute`], the
 //! JSON-only entry point for a remote channel (MQTT: see [`topic_verb`]).
 //!
 //! Each operation holds [`DirLock`] for its whole read-modify-write.
@@ -418,4 +418,34 @@ fn check_writable(dir: &Dir, name: &str, existing: Option<&std::path::Path>) -> 
             })
         }
     }
+}
+
+/// Region and account for ARNs: `[detect] region` / `account_id`, else the environment's
+/// `DEFENDER_AGENT_REGION` / `DEFENDER_AGENT_ACCOUNT`, else `local` / `000000000000`.
+pub fn arns_for(d: &crate::detect::Settings) -> Arns {
+    let mut a = arns_from_env();
+    if let Some(r) = &d.region {
+        a.region = r.clone();
+    }
+    if let Some(acct) = &d.account_id {
+        a.account = acct.clone();
+    }
+    a
+}
+
+/// Region and account for ARNs from the environment: `DEFENDER_AGENT_REGION` /
+/// `DEFENDER_AGENT_ACCOUNT`, else `local` / `000000000000`.
+pub fn arns_from_env() -> Arns {
+    let mut a = Arns::default();
+    if let Ok(r) = std::env::var("DEFENDER_AGENT_REGION") {
+        if !r.is_empty() {
+            a.region = r;
+        }
+    }
+    if let Ok(acct) = std::env::var("DEFENDER_AGENT_ACCOUNT") {
+        if !acct.is_empty() {
+            a.account = acct;
+        }
+    }
+    a
 }

@@ -33,6 +33,15 @@ pub const VERIFICATION_FILE_NAME: &str = "violations-verification.json";
 /// Version of the file layout.
 const VERSION: u32 = 1;
 
+/// Retention the command line opens the store with when the configuration has no `[detect]`
+/// section (a store left by an earlier configuration): 14 days, as the default of `[detect]
+/// retention_days`.
+pub const FALLBACK_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+
+/// The event bound in the same case. The command line never records events and opening keeps
+/// every stored event, so the bound drops nothing there.
+pub const FALLBACK_MAX_EVENTS: usize = 100_000;
+
 /// Why the store could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -12,16 +12,13 @@ use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::files::FilesError;
-use super::ops::{Managed, OpError, Reply};
-use super::*;
+use super::{EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::config::Config;
 use crate::detect::profile::parse_json;
-
-/// Exit code for bad input and API errors.
-const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code for an OS failure.
-const EXIT_FAILURE: u8 = 1;
+use crate::manage::files::FilesError;
+use crate::manage::ops::arns_for;
+use crate::manage::ops::{Managed, OpError, Reply};
+use crate::manage::{Arns, ManageError};
 
 /// Options every verb takes.
 #[derive(Debug, Clone, Args)]
@@ -238,36 +235,6 @@ enum Failure {
     Config(#[from] crate::config::Error),
     #[error("{0}")]
     Setup(String),
-}
-
-/// Region and account for ARNs: `[detect] region` / `account_id`, else the environment's
-/// `DEFENDER_AGENT_REGION` / `DEFENDER_AGENT_ACCOUNT`, else `local` / `000000000000`.
-pub fn arns_for(d: &crate::detect::Settings) -> Arns {
-    let mut a = arns_from_env();
-    if let Some(r) = &d.region {
-        a.region = r.clone();
-    }
-    if let Some(acct) = &d.account_id {
-        a.account = acct.clone();
-    }
-    a
-}
-
-/// Region and account for ARNs from the environment: `DEFENDER_AGENT_REGION` /
-/// `DEFENDER_AGENT_ACCOUNT`, else `local` / `000000000000`.
-pub fn arns_from_env() -> Arns {
-    let mut a = Arns::default();
-    if let Ok(r) = std::env::var("DEFENDER_AGENT_REGION") {
-        if !r.is_empty() {
-            a.region = r;
-        }
-    }
-    if let Ok(acct) = std::env::var("DEFENDER_AGENT_ACCOUNT") {
-        if !acct.is_empty() {
-            a.account = acct;
-        }
-    }
-    a
 }
 
 fn now_secs() -> f64 {
