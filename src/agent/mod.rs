@@ -31,11 +31,11 @@ use crate::mqtt::{self, LinkCommand, LinkEvent, LinkHandle};
 use crate::report::{self, outcome, EncodedReport, ReportBuilder};
 use crate::spool::{Entry, Spool};
 use crate::status::{self, LastAnswer, LastReport, LinkState, SpoolStatus, Status};
-use publisher::{Publisher, SampleGap};
 use crate::store::{self, ReportIdFile};
 use crate::traffic::{
     self, AuthFailureKind, Direction, TrafficCounters, TrafficEvent, TrafficMetric,
 };
+use publisher::{Publisher, SampleGap};
 
 /// Clocks before this (2025-01-01T00:00:00Z) are not plausible: a board without an RTC before NTP
 /// sync. No report is built then, because the report id would not be a usable timestamp
@@ -375,7 +375,8 @@ impl Parts {
         link_token: &CancellationToken,
         spawn_link: SpawnLink<'_>,
     ) -> Result<Parts, Error> {
-        let sampler: Arc<dyn Sampler> = Arc::new(Collectors::new(parts::collect_settings(&config))?);
+        let sampler: Arc<dyn Sampler> =
+            Arc::new(Collectors::new(parts::collect_settings(&config))?);
         let builder = ReportBuilder::new(&parts::report_settings(&config));
         let format = parts::format(config.report.format);
         let keys = parts::keys(config.report.keys);

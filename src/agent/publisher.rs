@@ -30,6 +30,10 @@ use crate::report::{self, outcome};
 use crate::spool::{self, Appended, Backlog, Entry, EntryState, Spool, Stats};
 use crate::status::SpoolStatus;
 
+/// The publisher logs as the agent loop did before it had its own module, so log lines keep
+/// their target (`defender_agent::agent`).
+const LOG_TARGET: &str = "defender_agent::agent";
+
 /// In-memory outbox used only while the spool cannot be written (disk full, read-only): the
 /// newest few reports, so the agent keeps reporting; oldest dropped first.
 pub const MEMORY_OUTBOX_CAPACITY: usize = 4;
@@ -199,17 +203,17 @@ impl<O: Outbox> Publisher<O> {
         let id = entry.id;
         match self.spool.as_mut().map(|s| s.append(entry.clone())) {
             Some(Ok(appended)) => {
-                info!(id, bytes = entry.payload.len(), "Report spooled.");
+                info!(target: LOG_TARGET, id, bytes = entry.payload.len(), "Report spooled.");
                 if appended.dropped_oldest > 0 {
                     self.dropped += appended.dropped_oldest as u64;
-                    warn!(
+                    warn!(target: LOG_TARGET,
                         dropped = appended.dropped_oldest,
                         pending_dropped = appended.dropped_pending,
                         "Spool full; oldest reports dropped."
                     );
                 }
                 if self.spool_error_logged.take().is_some() {
-                    info!("The spool is writable again.");
+                    info!(target: LOG_TARGET, "The spool is writable again.");
                 }
                 // Anything kept in memory while the disk failed goes to disk now.
                 self.flush_memory();
@@ -217,7 +221,7 @@ impl<O: Outbox> Publisher<O> {
             Some(Err(e)) => {
                 let cause = e.to_string();
                 if self.spool_error_logged.as_deref() != Some(cause.as_str()) {
-                    error!(error = %cause, "Cannot write the report to the spool; keeping it in memory and reporting on.");
+                    error!(target: LOG_TARGET, error = %cause, "Cannot write the report to the spool; keeping it in memory and reporting on.");
                     self.spool_error_logged = Some(cause);
                 }
                 self.keep_in_memory(entry);
@@ -284,14 +288,16 @@ impl<O: Outbox> Publisher<O> {
             if let Some(spool) = self.spool.as_mut() {
                 match spool.supersede_older_than(entry.id) {
                     Ok(n) => superseded = n,
-                    Err(e) => warn!(error = %e, "Cannot mark older reports superseded."),
+                    Err(e) => {
+                        warn!(target: LOG_TARGET, error = %e, "Cannot mark older reports superseded.")
+                    }
                 }
             }
             let before = self.memory.len();
             self.memory.retain(|e| e.id >= entry.id);
             superseded += before - self.memory.len();
             if superseded > 0 {
-                info!(superseded, newest = entry.id, "Publishing the newest report; older pending reports kept as superseded history.");
+                info!(target: LOG_TARGET, superseded, newest = entry.id, "Publishing the newest report; older pending reports kept as superseded history.");
             }
         }
         Some(entry)
@@ -314,7 +320,7 @@ impl<O: Outbox> Publisher<O> {
 
     /// The link took report `id` at `now`: it is in flight until its answer or the timeout.
     pub fn offered(&mut self, id: u64, now: Instant) {
-        debug!(id, "Report offered to the link.");
+        debug!(target: LOG_TARGET, id, "Report offered to the link.");
         self.in_flight = Some(InFlight {
             id,
             deadline: now + self.settings.answer_timeout,
@@ -333,7 +339,7 @@ impl<O: Outbox> Publisher<O> {
         let parsed = match outcome::parse(payload, self.settings.format) {
             Ok(o) => o,
             Err(e) => {
-                warn!(error = %e, "Unreadable answer from Device Defender; ignored.");
+                warn!(target: LOG_TARGET, error = %e, "Unreadable answer from Device Defender; ignored.");
                 return None;
             }
         };
@@ -346,28 +352,28 @@ impl<O: Outbox> Publisher<O> {
             }
         });
         let Some(id) = id else {
-            warn!("Accepted answer without reportId; ignored.");
+            warn!(target: LOG_TARGET, "Accepted answer without reportId; ignored.");
             return None;
         };
         match &parsed.status {
             outcome::Status::Accepted => {
-                debug!(id, "Report accepted.");
+                debug!(target: LOG_TARGET, id, "Report accepted.");
                 if let Some(s) = self.spool.as_mut() {
                     if let Err(e) = s.ack(id) {
-                        warn!(error = %e, id, "Cannot remove the accepted report from the spool.");
+                        warn!(target: LOG_TARGET, error = %e, id, "Cannot remove the accepted report from the spool.");
                     }
                 }
                 self.memory.retain(|e| e.id != id);
             }
             outcome::Status::Rejected { code, message } => {
                 if self.logged_rejections.insert(code.clone()) {
-                    error!(id, code = %code, message = %message, "Report rejected; kept in the spool for inspection, not retried.");
+                    error!(target: LOG_TARGET, id, code = %code, message = %message, "Report rejected; kept in the spool for inspection, not retried.");
                 } else {
-                    debug!(id, code = %code, "Report rejected again.");
+                    debug!(target: LOG_TARGET, id, code = %code, "Report rejected again.");
                 }
                 if let Some(s) = self.spool.as_mut() {
                     if let Err(e) = s.reject(id, code, message) {
-                        warn!(error = %e, id, "Cannot mark the rejected report in the spool.");
+                        warn!(target: LOG_TARGET, error = %e, id, "Cannot mark the rejected report in the spool.");
                     }
                 }
                 self.memory.retain(|e| e.id != id);
@@ -388,7 +394,7 @@ impl<O: Outbox> Publisher<O> {
     /// The answer deadline passed: the report in flight is held until the next connection.
     pub fn on_answer_timeout(&mut self) {
         if let Some(f) = self.in_flight.take() {
-            warn!(id = f.id, "No answer from Device Defender in time; the report is retried on the next connection.");
+            warn!(target: LOG_TARGET, id = f.id, "No answer from Device Defender in time; the report is retried on the next connection.");
             self.held.insert(f.id);
         }
     }
@@ -427,7 +433,8 @@ impl SampleGap {
     pub fn on_sample(&mut self, now: SystemTime) -> Option<Duration> {
         let rebaseline = self.last_sample_at.and_then(|prev| {
             let gap = now.duration_since(prev).unwrap_or(Duration::ZERO);
-            let limit = (self.sample_interval * 3).max(self.sample_interval + Duration::from_secs(60));
+            let limit =
+                (self.sample_interval * 3).max(self.sample_interval + Duration::from_secs(60));
             (gap > limit).then_some(gap)
         });
         self.last_sample_at = Some(now);
@@ -468,8 +475,7 @@ mod tests {
                 return Err(spool::Error::IdNotIncreasing { id: entry.id, last });
             }
             self.last_id = Some(entry.id);
-            self.entries
-                .insert(entry.id, (entry, EntryState::Pending));
+            self.entries.insert(entry.id, (entry, EntryState::Pending));
             Ok(Appended {
                 dropped_oldest: 0,
                 dropped_pending: 0,
@@ -513,7 +519,8 @@ mod tests {
             Box::new(self.entries.values().map(|(e, s)| (e, s)))
         }
         fn stats(&self) -> Stats {
-            let count = |f: fn(&EntryState) -> bool| self.entries.values().filter(|(_, s)| f(s)).count();
+            let count =
+                |f: fn(&EntryState) -> bool| self.entries.values().filter(|(_, s)| f(s)).count();
             Stats {
                 pending: count(|s| *s == EntryState::Pending),
                 superseded: count(|s| *s == EntryState::Superseded),
@@ -612,7 +619,11 @@ mod tests {
         }
         assert_eq!(p.spool_status().superseded, 3);
         p.on_answer(true, &accepted(5), now);
-        assert_eq!(p.next(now), None, "the superseded history is never published");
+        assert_eq!(
+            p.next(now),
+            None,
+            "the superseded history is never published"
+        );
         assert_eq!(p.pending(), 0);
     }
 
@@ -662,7 +673,11 @@ mod tests {
         let answered = p.on_answer(true, &accepted(2), now).unwrap();
         assert_eq!(answered.id, 2);
         assert_eq!(state(&p, 2), None, "report 2 left the spool");
-        assert_eq!(p.in_flight(), Some(1), "still waiting for report 1's answer");
+        assert_eq!(
+            p.in_flight(),
+            Some(1),
+            "still waiting for report 1's answer"
+        );
         assert_eq!(p.pace_deadline(), None);
         assert_eq!(p.next(now), None);
     }
@@ -699,7 +714,9 @@ mod tests {
         p.on_report(entry(1));
         p.on_connected();
         assert_eq!(publish(&mut p, now), Some(1));
-        let a = p.on_answer(false, &rejected(Some(1), "InvalidPayload"), now).unwrap();
+        let a = p
+            .on_answer(false, &rejected(Some(1), "InvalidPayload"), now)
+            .unwrap();
         assert_eq!(
             a.status,
             outcome::Status::Rejected {
@@ -707,7 +724,9 @@ mod tests {
                 message: "bad".into()
             }
         );
-        assert!(matches!(state(&p, 1), Some(EntryState::Rejected { code, .. }) if code == "InvalidPayload"));
+        assert!(
+            matches!(state(&p, 1), Some(EntryState::Rejected { code, .. }) if code == "InvalidPayload")
+        );
         assert_eq!(p.in_flight(), None);
         p.pace_elapsed();
         assert_eq!(p.next(now), None, "a rejected report is not retried");
@@ -722,7 +741,9 @@ mod tests {
         p.on_report(entry(7));
         p.on_connected();
         publish(&mut p, now);
-        let a = p.on_answer(false, &rejected(None, "InvalidJson"), now).unwrap();
+        let a = p
+            .on_answer(false, &rejected(None, "InvalidJson"), now)
+            .unwrap();
         assert_eq!(a.id, 7);
         assert!(matches!(state(&p, 7), Some(EntryState::Rejected { .. })));
         assert_eq!(p.in_flight(), None);
@@ -746,7 +767,9 @@ mod tests {
         // A duplicate rejection keeps the first code and is not an error twice.
         p.on_answer(false, &rejected(Some(2), "Throttled"), now);
         p.on_answer(false, &rejected(Some(2), "Other"), now);
-        assert!(matches!(state(&p, 2), Some(EntryState::Rejected { code, .. }) if code == "Throttled"));
+        assert!(
+            matches!(state(&p, 2), Some(EntryState::Rejected { code, .. }) if code == "Throttled")
+        );
     }
 
     #[test]
@@ -758,7 +781,11 @@ mod tests {
         publish(&mut p, now);
         p.on_answer_timeout();
         assert_eq!(p.in_flight(), None);
-        assert_eq!(p.next(now + TIMEOUT), None, "held until the next connection");
+        assert_eq!(
+            p.next(now + TIMEOUT),
+            None,
+            "held until the next connection"
+        );
         p.on_disconnected();
         p.on_connected();
         assert_eq!(publish(&mut p, now), Some(1));
@@ -773,7 +800,9 @@ mod tests {
         publish(&mut p, now);
         p.on_refused(Some(1), "too large");
         assert_eq!(p.in_flight(), None);
-        assert!(matches!(state(&p, 1), Some(EntryState::Rejected { code, .. }) if code == "LocalRefused"));
+        assert!(
+            matches!(state(&p, 1), Some(EntryState::Rejected { code, .. }) if code == "LocalRefused")
+        );
         assert_eq!(p.next(now), None);
     }
 
@@ -785,7 +814,10 @@ mod tests {
         for id in 1..=6 {
             p.on_report(entry(id));
         }
-        assert_eq!(p.memory.iter().map(|e| e.id).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+        assert_eq!(
+            p.memory.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
         assert_eq!(p.spool_status().dropped, 2);
         // Reports still go out from memory and leave it on their answer.
         p.on_connected();
@@ -797,9 +829,16 @@ mod tests {
         p.spool.as_mut().unwrap().fail_writes = false;
         p.on_report(entry(7));
         assert_eq!(state(&p, 7), Some(EntryState::Pending));
-        assert_eq!(p.memory.iter().map(|e| e.id).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(
+            p.memory.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
         p.pace_elapsed();
-        assert_eq!(publish(&mut p, now), Some(4), "memory and spool together, oldest first");
+        assert_eq!(
+            publish(&mut p, now),
+            Some(4),
+            "memory and spool together, oldest first"
+        );
     }
 
     #[test]
@@ -826,14 +865,14 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_outbox_is_flushed_to_the_spool_when_it_can_write_again() {
+    fn reports_kept_in_memory_stay_there_once_the_spool_writes_again_as_their_ids_are_older() {
         let mut p = publisher(Backlog::Latest);
         p.spool.as_mut().unwrap().fail_writes = true;
         p.on_report(entry(1));
         p.on_report(entry(2));
         p.spool.as_mut().unwrap().fail_writes = false;
-        // The spool's last id is still none: 3 goes first, then 1 and 2 are refused (ids must
-        // increase) and stay in memory — today's behaviour, kept.
+        // 3 is spooled first, then the flush of 1 and 2 is refused (ids must increase), so they
+        // stay in memory: today's behaviour, kept (the flush can only ever move newer ids).
         p.on_report(entry(3));
         assert_eq!(p.memory.len(), 2);
         assert_eq!(p.spool_error_logged, None);
