@@ -1125,6 +1125,14 @@ mod tests {
     }
 
     #[test]
+    fn the_backlog_rule_picks_the_newest_or_the_oldest_of_any_candidates_in_any_order() {
+        let candidates = [entry(5, 1), entry(2, 1), entry(9, 1), entry(7, 1)];
+        assert_eq!(Backlog::Latest.choose(&candidates).map(|e| e.id), Some(9));
+        assert_eq!(Backlog::All.choose(&candidates).map(|e| e.id), Some(2));
+        assert_eq!(Backlog::Latest.choose(&[]), None);
+    }
+
+    #[test]
     fn history_is_dropped_before_pending_entries() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = settings(dir.path());
