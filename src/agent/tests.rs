@@ -101,6 +101,11 @@ impl Harness {
     /// starts the agent loop. Logs of this test's thread (the whole current-thread runtime) are
     /// captured.
     fn start(backlog: &str) -> Harness {
+        Harness::start_with(backlog, |_| {})
+    }
+
+    /// [`Harness::start`], with a last change to the parts before the agent is assembled.
+    fn start_with(backlog: &str, adjust: impl FnOnce(&mut Parts)) -> Harness {
         let log = Log::default();
         let writer = log.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -124,6 +129,7 @@ impl Harness {
         })
         .unwrap();
         parts.sampler = Arc::new(Scripted::default());
+        adjust(&mut parts);
 
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -378,4 +384,35 @@ async fn an_answer_for_another_report_id_leaves_the_report_in_flight_waiting() {
     assert!(next > id);
     assert!(!h.pending().contains(&id));
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_spool_the_agent_keeps_reporting_from_the_memory_outbox() {
+    // The spool could not be opened (Parts::from_config logged it): reports live in memory.
+    let mut h = Harness::start_with("latest", |parts| parts.spool = None);
+    h.connect().await;
+    let mut accepted = Vec::new();
+    while accepted.len() < 6 {
+        let id = h.next_report(Duration::from_secs(5)).await.unwrap();
+        h.answer(id, true).await;
+        accepted.push(id);
+    }
+    for w in accepted.windows(2) {
+        assert!(w[0] < w[1], "{accepted:?}");
+    }
+    // An outage: the memory outbox keeps the newest four, the newest goes first after it.
+    h.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let status = h.status();
+    assert_eq!(status.spool.pending, 4, "{status:?}");
+    assert!(status.spool.dropped >= 2, "{status:?}");
+    let newest = status.last_report.map(|r| r.id).unwrap();
+    h.connect().await;
+    assert_eq!(
+        h.next_report(Duration::from_millis(100)).await,
+        Some(newest)
+    );
+    let (spool, log) = h.stop().await;
+    assert!(spool.entries.is_empty(), "nothing was written to disk");
+    assert!(!log.text().contains("Report spooled."));
 }
