@@ -5,19 +5,17 @@
 //! rumqttc's event loop; they talk through two bounded channels. Reports are written to the spool
 //! (fsynced) before they are offered to the link, and leave it only on an answer.
 //!
-//! Publishing rules (spec: metrics-report.md A.3, D.12, D.13):
-//! - one report in flight at a time; its answer (matched by `reportId`) acks or rejects it;
-//! - `backlog = "latest"`: the newest pending report is published and older pending ones become
-//!   superseded history; `"all"`: the oldest pending goes first, one per report interval;
-//! - a report without an answer after `answer_timeout_secs` is held until the next connection,
-//!   then offered again;
-//! - a rejected report is logged once per distinct `ErrorCode`, kept in the spool as history and
-//!   never published again.
+//! The publishing rules live in [`publisher`], a state machine without channels or clocks; this
+//! loop feeds it link events and time, and hands the report it returns to the link. The agent is
+//! assembled from [`Parts`] ([`Parts::from_config`] in the daemon), so tests build it with a
+//! scripted sampler and play the link by holding the other ends of its channels.
 
 pub mod detect;
 pub mod oneshot;
+pub mod publisher;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,21 +28,18 @@ use crate::collect::{self, Collectors, Episodes, Sampler};
 use crate::config::Config;
 use crate::mqtt::{self, LinkCommand, LinkEvent, LinkHandle};
 use crate::report::{self, outcome, EncodedReport, ReportBuilder};
-use crate::spool::{Backlog, Entry, EntryState, Spool};
+use crate::spool::{Entry, Spool};
 use crate::status::{self, LastAnswer, LastReport, LinkState, SpoolStatus, Status};
 use crate::store::{self, ReportIdFile};
 use crate::traffic::{
     self, AuthFailureKind, Direction, TrafficCounters, TrafficEvent, TrafficMetric,
 };
+use publisher::{Publisher, SampleGap};
 
 /// Clocks before this (2025-01-01T00:00:00Z) are not plausible: a board without an RTC before NTP
 /// sync. No report is built then, because the report id would not be a usable timestamp
 /// (spec: metrics-report.md D.1).
 pub const PLAUSIBLE_EPOCH_SECS: u64 = 1_735_689_600;
-
-/// In-memory outbox used only while the spool cannot be written (disk full, read-only): the
-/// newest few reports, so the agent keeps reporting; oldest dropped first.
-const MEMORY_OUTBOX_CAPACITY: usize = 4;
 
 /// Tap → agent event channel: room for a burst of local-broker traffic between two turns of the
 /// loop; when full the tap drops (and counts) events rather than stall its broker connection.
@@ -116,40 +111,64 @@ fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The report in flight: published, answer not yet received.
-struct InFlight {
-    id: u64,
-    deadline: Instant,
+/// What an agent is assembled from: every part built, every setting translated.
+/// [`Parts::from_config`] builds them for the daemon; tests build them with a scripted sampler,
+/// a link played by the test (the other ends of [`LinkHandle`]'s channels) and a spool in a
+/// temporary directory.
+pub(crate) struct Parts {
+    /// The configuration (timers, Detect, exports, reload comparison).
+    pub config: Config,
+    /// Print reports instead of publishing them.
+    pub dry_run: bool,
+    /// Takes the samples (in `spawn_blocking`).
+    pub sampler: Arc<dyn Sampler>,
+    /// Builds reports from samples.
+    pub builder: ReportBuilder,
+    /// The report format.
+    pub format: report::Format,
+    /// The report key set.
+    pub keys: report::KeySet,
+    /// Where the last report id is persisted.
+    pub id_file: ReportIdFile,
+    /// The last report id used (spool and id file).
+    pub last_id: Option<u64>,
+    /// The publisher's settings.
+    pub publisher: publisher::Settings,
+    /// The spool; `None` when it could not be opened (or in a dry run).
+    pub spool: Option<Spool>,
+    /// The link; `None` in a dry run.
+    pub link: Option<LinkHandle>,
+    /// Messages the tap saw on the local broker.
+    pub tap_events: Option<tokio::sync::mpsc::Receiver<TrafficEvent>>,
+    /// `[detect]`: the local Detect engine, its store and alarms.
+    pub detect: Option<detect::DetectPart>,
+    /// MQTT traffic counters, scoped by Detect's dimensions.
+    pub traffic: TrafficCounters,
 }
+
+/// Starts the link task (production: [`mqtt::spawn`]).
+pub(crate) type SpawnLink<'a> =
+    &'a mut dyn FnMut(mqtt::Settings) -> Result<LinkHandle, mqtt::Error>;
 
 struct Agent {
     config: Config,
     dry_run: bool,
-    sampler: Arc<Collectors>,
+    sampler: Arc<dyn Sampler>,
     episodes: Episodes,
     builder: ReportBuilder,
     format: report::Format,
     keys: report::KeySet,
     id_file: ReportIdFile,
     last_id: Option<u64>,
-    spool: Option<Spool>,
-    /// Reports that could not be spooled (disk full, read-only), newest last.
-    memory: VecDeque<Entry>,
+    /// The outbox and the publishing state: which report goes next, what answers do.
+    publisher: Publisher,
     link: Option<LinkHandle>,
     /// Messages the tap saw on the local broker.
     tap_events: Option<tokio::sync::mpsc::Receiver<TrafficEvent>>,
-    connected: bool,
-    in_flight: Option<InFlight>,
-    /// Ids whose answer timed out: not offered again before the next connection.
-    held: HashSet<u64>,
-    /// `backlog = "all"`: no publish before this instant.
-    next_publish_at: Option<Instant>,
-    last_sample_at: Option<SystemTime>,
-    logged_rejections: HashSet<String>,
-    spool_error_logged: Option<String>,
+    /// Re-baselines the counters after a long gap between samples.
+    gap: SampleGap,
     id_file_error_logged: bool,
     clock_warned: bool,
-    dropped: u64,
     /// MQTT traffic of the own link (and the tap), by TOPIC_FILTER scope.
     traffic: TrafficCounters,
     /// `[detect]`: the local Detect engine, its store and alarms.
@@ -164,7 +183,22 @@ async fn run_once(
     reload: &mut tokio::sync::mpsc::Receiver<()>,
 ) -> Result<Ended, Error> {
     let link_token = CancellationToken::new();
-    let mut agent = Agent::new(config, opts.dry_run, &link_token)?;
+    let token = link_token.clone();
+    let parts = Parts::from_config(config, opts.dry_run, &link_token, &mut |settings| {
+        mqtt::spawn(settings, token.clone()).map(|(handle, _join)| handle)
+    })?;
+    Ok(run_agent(Agent::new(parts), opts, shutdown, reload, link_token).await)
+}
+
+/// Runs one agent loop until shutdown or a reload, then shuts the agent down (the link is told to
+/// stop through `link_token`).
+async fn run_agent(
+    mut agent: Agent,
+    opts: &RunOptions,
+    shutdown: &CancellationToken,
+    reload: &mut tokio::sync::mpsc::Receiver<()>,
+    link_token: CancellationToken,
+) -> Ended {
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&agent.status_line()),
@@ -197,8 +231,8 @@ async fn run_once(
     agent.sample_and_observe().await;
 
     let ended = loop {
-        let in_flight_deadline = agent.in_flight.as_ref().map(|f| f.deadline);
-        let pace_at = agent.next_publish_at;
+        let in_flight_deadline = agent.publisher.answer_deadline();
+        let pace_at = agent.publisher.pace_deadline();
         tokio::select! {
             _ = shutdown.cancelled() => break Ended::Stopped,
             Some(()) = reload.recv() => {
@@ -231,7 +265,7 @@ async fn run_once(
             }
             _ = sleep_until_opt(in_flight_deadline) => agent.on_answer_timeout().await,
             _ = sleep_until_opt(pace_at) => {
-                agent.next_publish_at = None;
+                agent.publisher.pace_elapsed();
                 agent.pump().await;
             }
             _ = sleep_until_opt(detect_at) => {
@@ -243,7 +277,7 @@ async fn run_once(
     };
 
     agent.shutdown(link_token).await;
-    Ok(ended)
+    ended
 }
 
 /// Applies one push message (or refuses it) and says what happened.
@@ -329,20 +363,40 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-impl Agent {
-    fn new(config: Config, dry_run: bool, link_token: &CancellationToken) -> Result<Agent, Error> {
-        let sampler = Arc::new(Collectors::new(config.collect.clone())?);
+impl Parts {
+    /// Builds every part from `config`: the one place that translates the configuration into
+    /// the parts' settings. Opens the spool and the id file (failures are logged: the agent
+    /// keeps reports in memory), starts the link with `spawn_link` and the tap (stopped by
+    /// `link_token`), and loads Detect.
+    pub(crate) fn from_config(
+        config: Config,
+        dry_run: bool,
+        link_token: &CancellationToken,
+        spawn_link: SpawnLink<'_>,
+    ) -> Result<Parts, Error> {
+        let sampler: Arc<dyn Sampler> =
+            Arc::new(Collectors::new(config.collect.clone())?);
         let builder = ReportBuilder::new(&config.report);
         let format = config.report.format;
         let keys = config.report.keys;
         let id_file = ReportIdFile::new(&config.state_dir);
+        let spool_settings = config.spool.clone();
+        let publisher = publisher::Settings {
+            backlog: spool_settings.backlog,
+            pace: config.report.interval,
+            answer_timeout: config
+                .mqtt
+                .as_ref()
+                .map_or(Duration::from_secs(60), |m| m.answer_timeout),
+            format,
+        };
         let mut spool = None;
         let mut last_id = None;
         if !dry_run {
             if let Err(e) = store::ensure_dir(&config.state_dir) {
                 error!(error = %e, "Cannot create the state directory; reports are kept in memory only.");
             }
-            match Spool::open(config.spool.clone()) {
+            match Spool::open(spool_settings) {
                 Ok((s, recovery)) => {
                     info!(
                         pending = recovery.pending,
@@ -371,8 +425,7 @@ impl Agent {
             if !settings.tls {
                 warn!(endpoint = %settings.endpoint, "TLS is off (mqtt.tls = false): reports travel in plaintext. Use this only for a local broker.");
             }
-            let (handle, _join) = mqtt::spawn(settings, link_token.clone())?;
-            Some(handle)
+            Some(spawn_link(settings)?)
         };
         let tap_events = match config.tap.clone() {
             Some(settings) if !dry_run => {
@@ -388,6 +441,44 @@ impl Agent {
             .map_or_else(Vec::new, detect::DetectPart::traffic_scopes);
         let traffic = TrafficCounters::new(scopes, traffic::Settings::default())
             .map_err(|e| Error::Runtime(format!("traffic counters: {e}")))?;
+        Ok(Parts {
+            config,
+            dry_run,
+            sampler,
+            builder,
+            format,
+            keys,
+            id_file,
+            last_id,
+            publisher,
+            spool,
+            link,
+            tap_events,
+            detect,
+            traffic,
+        })
+    }
+}
+
+impl Agent {
+    /// Assembles the agent from its parts and writes the first status file.
+    fn new(parts: Parts) -> Agent {
+        let Parts {
+            config,
+            dry_run,
+            sampler,
+            builder,
+            format,
+            keys,
+            id_file,
+            last_id,
+            publisher,
+            spool,
+            link,
+            tap_events,
+            detect,
+            traffic,
+        } = parts;
         let now = epoch_secs(SystemTime::now());
         let status = Status {
             pid: std::process::id(),
@@ -406,6 +497,7 @@ impl Agent {
             traffic: None,
         };
         let mut agent = Agent {
+            gap: SampleGap::new(config.collect.sample_interval),
             config,
             dry_run,
             sampler,
@@ -415,26 +507,17 @@ impl Agent {
             keys,
             id_file,
             last_id,
-            spool,
-            memory: VecDeque::new(),
+            publisher: Publisher::new(publisher, spool),
             link,
             tap_events,
-            connected: false,
-            in_flight: None,
-            held: HashSet::new(),
-            next_publish_at: None,
-            last_sample_at: None,
-            logged_rejections: HashSet::new(),
-            spool_error_logged: None,
             id_file_error_logged: false,
             clock_warned: false,
-            dropped: 0,
             traffic,
             detect,
             status,
         };
         agent.write_status();
-        Ok(agent)
+        agent
     }
 
     fn status_line(&self) -> String {
@@ -445,10 +528,7 @@ impl Agent {
             LinkState::Disconnected => "disconnected, reconnecting",
             LinkState::Stopping | LinkState::Stopped => "stopping",
         };
-        let pending = self
-            .spool
-            .as_ref()
-            .map_or(self.memory.len(), |s| s.stats().pending);
+        let pending = self.publisher.pending();
         match &self.status.last_report {
             Some(r) => format!("{state}; last report {}; {pending} pending", r.id),
             None => format!("{state}; no report yet; {pending} pending"),
@@ -472,19 +552,13 @@ impl Agent {
             info!(collector = ?c, "Collector recovered.");
         }
         let now = SystemTime::now();
-        if let Some(prev) = self.last_sample_at {
-            let gap = now.duration_since(prev).unwrap_or(Duration::ZERO);
-            let limit = (self.config.collect.sample_interval * 3)
-                .max(self.config.collect.sample_interval + Duration::from_secs(60));
-            if gap > limit {
-                info!(
-                    gap_secs = gap.as_secs(),
-                    "Long gap between samples (suspend or stall); counters re-baselined."
-                );
-                self.builder.rebaseline();
-            }
+        if let Some(gap) = self.gap.on_sample(now) {
+            info!(
+                gap_secs = gap.as_secs(),
+                "Long gap between samples (suspend or stall); counters re-baselined."
+            );
+            self.builder.rebaseline();
         }
-        self.last_sample_at = Some(now);
         let mut sample = sample;
         self.add_traffic_exports(&mut sample, now);
         self.builder.observe(&sample);
@@ -574,130 +648,29 @@ impl Agent {
             format: encoded.format,
             payload: encoded.bytes,
         };
-        match self.spool.as_mut().map(|s| s.append(entry.clone())) {
-            Some(Ok(appended)) => {
-                info!(id, bytes = entry.payload.len(), "Report spooled.");
-                if appended.dropped_oldest > 0 {
-                    self.dropped += appended.dropped_oldest as u64;
-                    warn!(
-                        dropped = appended.dropped_oldest,
-                        pending_dropped = appended.dropped_pending,
-                        "Spool full; oldest reports dropped."
-                    );
-                }
-                if self.spool_error_logged.take().is_some() {
-                    info!("The spool is writable again.");
-                }
-                // Anything kept in memory while the disk failed goes to disk now.
-                self.flush_memory();
-            }
-            Some(Err(e)) => {
-                let cause = e.to_string();
-                if self.spool_error_logged.as_deref() != Some(cause.as_str()) {
-                    error!(error = %cause, "Cannot write the report to the spool; keeping it in memory and reporting on.");
-                    self.spool_error_logged = Some(cause);
-                }
-                self.keep_in_memory(entry);
-            }
-            None => self.keep_in_memory(entry),
-        }
+        self.publisher.on_report(entry);
         self.write_status();
-    }
-
-    fn keep_in_memory(&mut self, entry: Entry) {
-        if self.memory.len() >= MEMORY_OUTBOX_CAPACITY {
-            self.memory.pop_front();
-            self.dropped += 1;
-        }
-        self.memory.push_back(entry);
-    }
-
-    fn flush_memory(&mut self) {
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
-        while let Some(e) = self.memory.front() {
-            if self.in_flight.as_ref().is_some_and(|f| f.id == e.id) {
-                break;
-            }
-            match spool.append(e.clone()) {
-                Ok(_) => {
-                    self.memory.pop_front();
-                }
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// The next report to offer, by backlog policy, skipping held ids.
-    fn next_candidate(&mut self) -> Option<Entry> {
-        let latest = self.config.spool.backlog == Backlog::Latest;
-        let mut pending: Vec<&Entry> = self
-            .spool
-            .iter()
-            .flat_map(|s| s.entries())
-            .filter(|(_, st)| matches!(st, EntryState::Pending))
-            .map(|(e, _)| e)
-            .chain(self.memory.iter())
-            .filter(|e| !self.held.contains(&e.id))
-            .collect();
-        pending.sort_by_key(|e| e.id);
-        let chosen = if latest {
-            pending.last()
-        } else {
-            pending.first()
-        };
-        chosen.map(|e| (*e).clone())
     }
 
     /// Offers the next report to the link when connected and nothing is in flight.
     async fn pump(&mut self) {
-        if self.dry_run || !self.connected || self.in_flight.is_some() {
+        if self.dry_run {
             return;
         }
-        if let Some(at) = self.next_publish_at {
-            if Instant::now() < at {
-                return;
-            }
-        }
-        let Some(entry) = self.next_candidate() else {
+        let now = Instant::now();
+        let Some(entry) = self.publisher.next(now) else {
             return;
         };
-        if self.config.spool.backlog == Backlog::Latest {
-            let mut superseded = 0;
-            if let Some(spool) = self.spool.as_mut() {
-                match spool.supersede_older_than(entry.id) {
-                    Ok(n) => superseded = n,
-                    Err(e) => warn!(error = %e, "Cannot mark older reports superseded."),
-                }
-            }
-            let before = self.memory.len();
-            self.memory.retain(|e| e.id >= entry.id);
-            superseded += before - self.memory.len();
-            if superseded > 0 {
-                info!(superseded, newest = entry.id, "Publishing the newest report; older pending reports kept as superseded history.");
-            }
-        }
         let Some(link) = self.link.as_ref() else {
             return;
         };
+        let id = entry.id;
         let cmd = LinkCommand::PublishReport {
-            id: entry.id,
+            id,
             payload: entry.payload,
         };
         match link.commands.try_send(cmd) {
-            Ok(()) => {
-                debug!(id = entry.id, "Report offered to the link.");
-                self.in_flight = Some(InFlight {
-                    id: entry.id,
-                    deadline: Instant::now()
-                        + self
-                            .config
-                            .mqtt
-                            .as_ref()
-                            .map_or(Duration::from_secs(60), |m| m.answer_timeout),
-                });
-            }
+            Ok(()) => self.publisher.offered(id, now),
             Err(e) => debug!(error = %e, "Link busy; the report stays pending."),
         }
     }
@@ -706,8 +679,7 @@ impl Agent {
         match event {
             LinkEvent::Connected => {
                 info!("Connected.");
-                self.connected = true;
-                self.held.clear();
+                self.publisher.on_connected();
                 self.status.connection = LinkState::Connected;
                 self.status.last_error = None;
                 self.write_status();
@@ -719,8 +691,7 @@ impl Agent {
                 self.pump().await;
             }
             LinkEvent::Disconnected { cause } => {
-                self.connected = false;
-                self.in_flight = None;
+                self.publisher.on_disconnected();
                 self.status.connection = LinkState::Disconnected;
                 self.status.last_error = Some(cause);
                 self.write_status();
@@ -740,12 +711,7 @@ impl Agent {
                 reason,
             } => {
                 error!(?report_id, %topic, %reason, "The link refused to publish.");
-                if let (Some(id), Some(spool)) = (report_id, self.spool.as_mut()) {
-                    let _ = spool.reject(id, "LocalRefused", &reason);
-                }
-                if self.in_flight.as_ref().map(|f| f.id) == report_id {
-                    self.in_flight = None;
-                }
+                self.publisher.on_refused(report_id, &reason);
             }
             LinkEvent::Traffic(t) => {
                 if let mqtt::LinkTraffic::ConnectionAttempt { failure: Some(f) } = &t {
@@ -759,79 +725,36 @@ impl Agent {
     }
 
     async fn on_answer(&mut self, accepted_topic: bool, payload: &[u8]) {
-        let parsed = match outcome::parse(payload, self.format) {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(error = %e, "Unreadable answer from Device Defender; ignored.");
-                return;
-            }
-        };
-        // A rejection without reportId (malformed report) is for the report in flight.
-        let id = parsed.report_id.or_else(|| {
-            if accepted_topic {
-                None
-            } else {
-                self.in_flight.as_ref().map(|f| f.id)
-            }
-        });
-        let Some(id) = id else {
-            warn!("Accepted answer without reportId; ignored.");
+        let Some(answered) = self
+            .publisher
+            .on_answer(accepted_topic, payload, Instant::now())
+        else {
             return;
         };
         let now = epoch_secs(SystemTime::now());
-        match parsed.status {
-            outcome::Status::Accepted => {
-                debug!(id, "Report accepted.");
-                if let Some(s) = self.spool.as_mut() {
-                    if let Err(e) = s.ack(id) {
-                        warn!(error = %e, id, "Cannot remove the accepted report from the spool.");
-                    }
-                }
-                self.memory.retain(|e| e.id != id);
-                self.status.last_answer = Some(LastAnswer {
-                    id: Some(id),
-                    status: "accepted".into(),
-                    code: None,
-                    message: None,
-                    time: now,
-                });
-            }
-            outcome::Status::Rejected { code, message } => {
-                if self.logged_rejections.insert(code.clone()) {
-                    error!(id, code = %code, message = %message, "Report rejected; kept in the spool for inspection, not retried.");
-                } else {
-                    debug!(id, code = %code, "Report rejected again.");
-                }
-                if let Some(s) = self.spool.as_mut() {
-                    if let Err(e) = s.reject(id, &code, &message) {
-                        warn!(error = %e, id, "Cannot mark the rejected report in the spool.");
-                    }
-                }
-                self.memory.retain(|e| e.id != id);
-                self.status.last_answer = Some(LastAnswer {
-                    id: Some(id),
-                    status: "rejected".into(),
-                    code: Some(code),
-                    message: Some(message),
-                    time: now,
-                });
-            }
-        }
-        if self.in_flight.as_ref().is_some_and(|f| f.id == id) {
-            self.in_flight = None;
-            if self.config.spool.backlog == Backlog::All {
-                self.next_publish_at = Some(Instant::now() + self.config.report.interval);
-            }
-        }
+        let id = Some(answered.id);
+        self.status.last_answer = Some(match answered.status {
+            outcome::Status::Accepted => LastAnswer {
+                id,
+                status: "accepted".into(),
+                code: None,
+                message: None,
+                time: now,
+            },
+            outcome::Status::Rejected { code, message } => LastAnswer {
+                id,
+                status: "rejected".into(),
+                code: Some(code),
+                message: Some(message),
+                time: now,
+            },
+        });
         self.write_status();
         self.pump().await;
     }
 
     async fn on_answer_timeout(&mut self) {
-        if let Some(f) = self.in_flight.take() {
-            warn!(id = f.id, "No answer from Device Defender in time; the report is retried on the next connection.");
-            self.held.insert(f.id);
-        }
+        self.publisher.on_answer_timeout();
         self.pump().await;
     }
 
@@ -841,22 +764,7 @@ impl Agent {
         }
         let now = epoch_secs(SystemTime::now());
         self.status.updated_at = now;
-        if let Some(s) = &self.spool {
-            let st = s.stats();
-            self.status.spool = SpoolStatus {
-                pending: st.pending as u64,
-                superseded: st.superseded as u64,
-                rejected: st.rejected as u64,
-                dropped: self.dropped,
-                bytes: st.file_bytes,
-            };
-        } else {
-            self.status.spool = SpoolStatus {
-                pending: self.memory.len() as u64,
-                dropped: self.dropped,
-                ..SpoolStatus::default()
-            };
-        }
+        self.status.spool = self.publisher.spool_status();
         self.status.traffic = serde_json::to_value(self.traffic.totals()).ok();
         // Status is best effort: the spool error (same disk) is already logged once.
         let _ = status::write(&self.config.state_dir, &self.status);
@@ -905,7 +813,7 @@ impl Agent {
             self.reload_detect();
         }
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
-        let sent = match (&self.link, self.connected, self.dry_run) {
+        let sent = match (&self.link, self.publisher.is_connected(), self.dry_run) {
             (Some(link), true, false) => link
                 .commands
                 .try_send(LinkCommand::Publish {
@@ -966,7 +874,7 @@ impl Agent {
             return;
         };
         for a in alarms {
-            let sent = match (&self.link, self.connected) {
+            let sent = match (&self.link, self.publisher.is_connected()) {
                 (Some(link), true) => link
                     .commands
                     .try_send(LinkCommand::Publish {

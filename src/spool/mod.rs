@@ -126,6 +126,19 @@ pub enum Backlog {
     All,
 }
 
+impl Backlog {
+    /// The one backlog rule: of the pending `candidates`, the one to publish next — the newest
+    /// (highest id) under [`Backlog::Latest`], the oldest (lowest id) under [`Backlog::All`]. On
+    /// equal ids, the last candidate under `Latest`, the first under `All`.
+    pub fn choose<'a>(self, candidates: impl IntoIterator<Item = &'a Entry>) -> Option<&'a Entry> {
+        let candidates = candidates.into_iter();
+        match self {
+            Backlog::Latest => candidates.max_by_key(|e| e.id),
+            Backlog::All => candidates.min_by_key(|e| e.id),
+        }
+    }
+}
+
 /// One spooled report, opaque to the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -526,14 +539,15 @@ impl Spool {
     }
 
     /// The entry to publish next, if any: the newest pending one under [`Backlog::Latest`], the
-    /// oldest pending one under [`Backlog::All`].
+    /// oldest pending one under [`Backlog::All`] ([`Backlog::choose`]; the agent's publisher
+    /// applies the same rule over the spool and its memory outbox).
     pub fn next_to_publish(&self) -> Option<&Entry> {
-        let pending = |s: &&Slot| s.state == EntryState::Pending;
-        let slot = match self.settings.backlog {
-            Backlog::Latest => self.slots.iter().rev().find(pending),
-            Backlog::All => self.slots.iter().find(pending),
-        };
-        slot.map(|s| &s.entry)
+        let pending = self
+            .slots
+            .iter()
+            .filter(|s| s.state == EntryState::Pending)
+            .map(|s| &s.entry);
+        self.settings.backlog.choose(pending)
     }
 
     /// Marks every pending entry with an id below `id` as superseded history, durably; returns
@@ -1110,6 +1124,14 @@ mod tests {
             (Backlog::Latest, Backlog::All)
         );
         assert!(toml::from_str::<S>("backlog = \"Latest\"").is_err());
+    }
+
+    #[test]
+    fn the_backlog_rule_picks_the_newest_or_the_oldest_of_any_candidates_in_any_order() {
+        let candidates = [entry(5, 1), entry(2, 1), entry(9, 1), entry(7, 1)];
+        assert_eq!(Backlog::Latest.choose(&candidates).map(|e| e.id), Some(9));
+        assert_eq!(Backlog::All.choose(&candidates).map(|e| e.id), Some(2));
+        assert_eq!(Backlog::Latest.choose(&[]), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use defender_agent::spool::{self, EntryState, Spool};
 
 use crate::support::agent_bin;
 use crate::support::certs::Pki;
-use crate::support::endpoint::{DefenderEndpoint, Verdict};
+use crate::support::endpoint::DefenderEndpoint;
 use crate::support::mosquitto::{Mosquitto, MosquittoOptions};
 
 /// Every report the agent publishes is checked with our own `validate`.
@@ -304,146 +304,9 @@ async fn sigterm_disconnects_cleanly_and_exits_zero_within_the_timeout() {
     assert_eq!(st["connection"], "stopped");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejected_report_is_logged_with_its_code_kept_and_not_retried() {
-    let pki = Pki::new();
-    let broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
-    let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
-    endpoint.set_verdict(Verdict::Reject);
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let mut agent = Agent::start(
-        dir.path(),
-        &config_text(&broker, &pki, "gw-rej", &state, "", "all"),
-    );
-    let rejected = endpoint.next_report().await;
-    assert!(!rejected.accepted);
-    let rejected_id = rejected.report_id.unwrap();
-    agent.wait_log(
-        "Report rejected; kept in the spool",
-        1,
-        Duration::from_secs(10),
-    );
-    endpoint.set_verdict(Verdict::Accept);
-    // The next reports still flow, and the rejected one is never published again.
-    let mut seen = Vec::new();
-    while seen.len() < 3 {
-        let r = endpoint.next_report().await;
-        if r.accepted {
-            seen.push(r.report_id.unwrap());
-        }
-        assert_ne!(
-            r.report_id,
-            Some(rejected_id),
-            "rejected report was retried"
-        );
-    }
-    assert!(seen.iter().all(|id| *id > rejected_id));
-    let log = agent.log();
-    assert!(
-        log.contains("code=InvalidPayload") || log.contains("InvalidPayload"),
-        "{log}"
-    );
-    assert_eq!(
-        log.matches("Report rejected; kept in the spool").count(),
-        1,
-        "logged once per cause"
-    );
-    let st = status_json(&agent);
-    assert!(st["spool"]["rejected"].as_u64().unwrap() >= 1, "{st}");
-    assert!(agent.terminate(Duration::from_secs(10)).success());
-    let spool = open_spool(&state);
-    assert!(
-        matches!(spool.get(rejected_id), Some((_, EntryState::Rejected { code, .. })) if code == "InvalidPayload")
-    );
-}
-
-/// Stops the broker for a while so reports pile up, then restarts it.
-async fn outage(backlog: &str) -> (Vec<u64>, Vec<u64>, PathBuf, serde_json::Value) {
-    let pki = Pki::new();
-    let mut broker = Mosquitto::start(MosquittoOptions::mutual_tls(&pki));
-    let mut endpoint = DefenderEndpoint::start(&broker, &pki, validate_report).await;
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let mut agent = Agent::start(
-        dir.path(),
-        &config_text(&broker, &pki, "gw-out", &state, "", backlog),
-    );
-    let mut received = vec![endpoint.next_report().await.report_id.unwrap()];
-    agent.wait_log("Report accepted.", 1, Duration::from_secs(10));
-    broker.stop();
-    let before = spooled_ids(&agent.log()).len();
-    agent.wait_log("Report spooled.", before + 4, Duration::from_secs(20));
-    broker.restart();
-    let subs = endpoint.subscriptions();
-    endpoint.wait_subscribed(subs + 1).await;
-    // Let the agent reconnect and drain; then stop it cleanly.
-    agent.wait_log("Connected.", 2, Duration::from_secs(20));
-    let drain_until = Instant::now() + Duration::from_secs(if backlog == "all" { 12 } else { 4 });
-    while Instant::now() < drain_until {
-        if let Ok(r) =
-            tokio::time::timeout(Duration::from_millis(500), endpoint.next_report()).await
-        {
-            assert_eq!(r.invalid, None);
-            received.push(r.report_id.unwrap());
-        }
-    }
-    let st = status_json(&agent);
-    assert!(agent.terminate(Duration::from_secs(10)).success());
-    let spooled = spooled_ids(&agent.log());
-    let _keep = dir.keep();
-    (spooled, received, state, st)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_outage_backlog_all_delivers_every_report_in_order_exactly_once() {
-    let (spooled, received, state, _) = outage("all").await;
-    for w in received.windows(2) {
-        assert!(w[0] < w[1], "ids out of order or duplicated: {received:?}");
-    }
-    // None lost: every spooled report was received or is still pending in the spool.
-    let spool = open_spool(&state);
-    let pending: BTreeSet<u64> = spool
-        .entries()
-        .filter(|(_, s)| matches!(s, EntryState::Pending))
-        .map(|(e, _)| e.id)
-        .collect();
-    let got: BTreeSet<u64> = received.iter().copied().collect();
-    for id in &spooled {
-        assert!(
-            got.contains(id) || pending.contains(id),
-            "report {id} lost: received {received:?}, pending {pending:?}"
-        );
-    }
-    // The outage backlog (at least 4 reports) was published, not just the newest.
-    assert!(received.len() >= 5, "received {received:?}");
-    let _ = std::fs::remove_dir_all(state.parent().unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_outage_backlog_latest_publishes_the_newest_and_counts_the_rest_superseded() {
-    let (spooled, received, state, status) = outage("latest").await;
-    for w in received.windows(2) {
-        assert!(w[0] < w[1], "ids out of order or duplicated: {received:?}");
-    }
-    let superseded = status["spool"]["superseded"].as_u64().unwrap();
-    assert!(
-        superseded >= 3,
-        "superseded = {superseded}; status {status}"
-    );
-    // The first report after the outage is newer than every report spooled during it.
-    let first_after = received[1];
-    let during: Vec<u64> = spooled
-        .iter()
-        .copied()
-        .filter(|id| *id > received[0] && *id < first_after)
-        .collect();
-    assert!(
-        during.len() >= 3,
-        "spooled {spooled:?}, received {received:?}"
-    );
-    let _ = std::fs::remove_dir_all(state.parent().unwrap());
-}
+// Publisher behaviour (a rejected report, outages with backlog = "all" / "latest", answer
+// matching and timeouts) is tested in-process on tokio's paused clock: src/agent/tests.rs, and
+// the publisher's rules without any I/O in src/agent/publisher.rs.
 
 #[test]
 fn kill_9_at_random_moments_loses_no_spooled_report_and_ids_keep_increasing() {
