@@ -3,6 +3,8 @@
 use super::*;
 use crate::detect::profile::{CustomMetric, Dimension};
 use crate::detect::violation::ViolationEventType as T;
+use crate::detect::{TrafficLog, TrafficRecord};
+use crate::metric::CustomValue;
 
 const TICK: Millis = 300_000;
 

@@ -511,10 +511,11 @@ impl ViolationHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::engine::{DetectEngine, EngineSettings, TrafficLog, TrafficRecord};
+    use crate::detect::engine::{DetectEngine, EngineSettings};
     use crate::detect::profile::SecurityProfile;
     use crate::detect::validate::ValidationContext;
     use crate::detect::violation::ViolationEventType as T;
+    use crate::detect::{TrafficLog, TrafficRecord};
 
     fn engine(behaviors: &[&str]) -> DetectEngine {
         let p: SecurityProfile = serde_json::from_str(&format!(
