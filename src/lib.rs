@@ -36,7 +36,6 @@ pub mod alarm;
 pub mod collect;
 pub mod config;
 pub mod detect;
-pub mod detect_files;
 pub mod manage;
 pub mod metric;
 pub mod mqtt;
@@ -48,3 +47,7 @@ pub mod store;
 pub mod tap;
 pub mod topic_filter;
 pub mod traffic;
+
+/// The old path of [`store::definitions`], kept while `main.rs` still names it.
+#[doc(hidden)]
+pub use store::definitions as detect_files;

@@ -19,8 +19,8 @@ use crate::detect::engine::{
     PortList, StatMode,
 };
 use crate::detect::{Emitted, Mode};
-use crate::detect_files;
 use crate::report::{self, MetricsReport};
+use crate::store::definitions::{self, Validated};
 use crate::store::violations::ViolationStore;
 use crate::traffic::{self, TrafficCounters};
 
@@ -37,7 +37,7 @@ const SAVE_EVERY: Duration = Duration::from_secs(600);
 pub enum Error {
     /// A profile, dimension or custom metric file is unreadable or invalid.
     #[error("detect: {0}")]
-    Files(#[from] detect_files::Error),
+    Files(#[from] definitions::Error),
 }
 
 /// Detect inside the agent.
@@ -63,7 +63,7 @@ impl DetectPart {
     pub fn check(config: &Config) -> Result<(), Error> {
         if let Some(d) = &config.detect {
             prepare_push_dirs(d);
-            detect_files::load_all(
+            definitions::load_all(
                 &d.profiles,
                 &d.dimensions,
                 &d.custom_metrics,
@@ -76,12 +76,28 @@ impl DetectPart {
     /// Loads `[detect]` (None when absent), restores the stored state, and logs every load-time
     /// diagnostic once. Call inside the tokio runtime (alarm worker).
     pub fn start(config: &Config) -> Result<Option<DetectPart>, Error> {
+        DetectPart::start_with(config, None)
+    }
+
+    /// As [`DetectPart::start`] after an applied push: the managed directories are taken from
+    /// what the push validated and wrote (`pushed`, see `manage::ops::Managed::apply`) instead of
+    /// being read back; the other configured paths are read.
+    pub fn start_with(
+        config: &Config,
+        pushed: Option<&Validated>,
+    ) -> Result<Option<DetectPart>, Error> {
         let Some(d) = &config.detect else {
             return Ok(None);
         };
         let mode = mode_of(d.mode);
         prepare_push_dirs(d);
-        let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, mode)?;
+        let loaded = definitions::load_all_with(
+            &d.profiles,
+            &d.dimensions,
+            &d.custom_metrics,
+            mode,
+            pushed,
+        )?;
         let ctx = loaded.context();
         let mut settings = EngineSettings::new(&config.thing_name);
         if d.statistical == "local-history" {

@@ -143,6 +143,17 @@ pub fn load_profile(
     mode: Mode,
 ) -> Result<LoadedProfile, LoadError> {
     let profile: SecurityProfile = profile::parse_doc(text, source_name, format)?;
+    check_profile(profile, source_name, ctx, mode)
+}
+
+/// Checks a profile already parsed (from a document named `source_name`) as
+/// [`load_profile`] does after parsing.
+pub fn check_profile(
+    profile: SecurityProfile,
+    source_name: &str,
+    ctx: &ValidationContext,
+    mode: Mode,
+) -> Result<LoadedProfile, LoadError> {
     let check = validate::check_profile(&profile, ctx, mode);
     if !check.errors.is_empty() {
         return Err(LoadError::Invalid {
@@ -185,6 +196,11 @@ pub fn load_dimension(
     mode: Mode,
 ) -> Result<Dimension, LoadError> {
     let d: Dimension = profile::parse_doc(text, source_name, format)?;
+    check_dimension(d, source_name, mode)
+}
+
+/// Checks a dimension already parsed as [`load_dimension`] does after parsing.
+pub fn check_dimension(d: Dimension, source_name: &str, mode: Mode) -> Result<Dimension, LoadError> {
     let errors = validate::check_dimension(&d, mode);
     if errors.is_empty() {
         Ok(d)

@@ -4,6 +4,7 @@
 //!
 //! Each operation holds [`DirLock`] for its whole read-modify-write.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -13,6 +14,7 @@ use super::files::{self, Dir, DirLock, FilesError};
 use super::*;
 use crate::config::DetectConfig;
 use crate::detect::profile::parse_json;
+use crate::store::definitions::Validated;
 
 /// Why an operation failed: the API's error (exit 2 / `rejected`) or the OS (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,17 @@ pub struct Reply {
     pub json: String,
     /// Unreadable files skipped while listing or validating.
     pub warnings: Vec<String>,
+}
+
+/// An applied push: the plan (for the outcome) and what the managed directories now hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// What was created, updated or left.
+    pub plan: super::push::PushPlan,
+    /// The managed directories' records after the push, as validated (hand them to
+    /// `DetectPart::start_with`); `None` when the push skipped an unreadable file there, so
+    /// Detect must read the directories itself (and refuse them as it would at start).
+    pub validated: Option<Validated>,
 }
 
 /// The directories one agent manages: the first `detect.profiles` and `detect.dimensions`
@@ -155,9 +168,22 @@ impl Managed {
         now: f64,
         arns: &Arns,
     ) -> Result<Result<super::push::PushPlan, super::push::Refused>, FilesError> {
+        Ok(self.apply(body, now, arns)?.map(|a| a.plan))
+    }
+
+    /// As [`Managed::apply_push`], also returning what the managed directories hold after the
+    /// push, as validated, for Detect to load without reading it back.
+    pub fn apply(
+        &self,
+        body: &str,
+        now: f64,
+        arns: &Arns,
+    ) -> Result<Result<Applied, super::push::Refused>, FilesError> {
         let _lock = self.lock()?;
-        let (dims, _) = self.dimensions.read_all::<StoredDimension>()?;
-        let (profiles, _) = self.profiles.read_all::<StoredProfile>()?;
+        let (dims, dim_skipped) = self.dimensions.read_all::<StoredDimension>()?;
+        let (profiles, profile_skipped) = self.profiles.read_all::<StoredProfile>()?;
+        // A skipped file is one Detect would refuse: then it reads the directories itself.
+        let complete = dim_skipped.is_empty() && profile_skipped.is_empty();
         let (metrics, _) = files::custom_metrics(&self.custom_metrics);
         let dim_records: Vec<StoredDimension> = dims.iter().map(|e| e.record.clone()).collect();
         let profile_records: Vec<StoredProfile> =
@@ -205,7 +231,19 @@ impl Managed {
                 errors,
             }));
         }
+        let mut held_dims: BTreeMap<PathBuf, Dimension> = dims
+            .iter()
+            .map(|e| (e.path.clone(), e.record.dimension.clone()))
+            .collect();
+        let mut held_profiles: BTreeMap<PathBuf, SecurityProfile> = profiles
+            .iter()
+            .map(|e| (e.path.clone(), e.record.profile.clone()))
+            .collect();
         for (d, existing) in writes_dims {
+            let path = existing
+                .clone()
+                .unwrap_or_else(|| self.dimensions.path_for(&d.name));
+            held_dims.insert(path, d.record.dimension.clone());
             if let Err(e) = self.dimensions.write(&d.record, existing.as_deref())? {
                 // Invariant: check_writable above refused every case write() refuses.
                 return Ok(Err(super::push::Refused::one(
@@ -215,6 +253,10 @@ impl Managed {
             }
         }
         for (p, existing) in writes_profiles {
+            let path = existing
+                .clone()
+                .unwrap_or_else(|| self.profiles.path_for(&p.name));
+            held_profiles.insert(path, p.record.profile.clone());
             if let Err(e) = self.profiles.write(&p.record, existing.as_deref())? {
                 // Invariant: as above.
                 return Ok(Err(super::push::Refused::one(
@@ -223,7 +265,13 @@ impl Managed {
                 )));
             }
         }
-        Ok(Ok(plan))
+        let validated = complete.then(|| Validated {
+            profiles_dir: self.profiles.path.clone(),
+            profiles: held_profiles.into_iter().collect(),
+            dimensions_dir: self.dimensions.path.clone(),
+            dimensions: held_dims.into_iter().collect(),
+        });
+        Ok(Ok(Applied { plan, validated }))
     }
 
     /// The directories of a `[detect]` section, or why they cannot be managed.
