@@ -200,7 +200,11 @@ pub fn load_dimension(
 }
 
 /// Checks a dimension already parsed as [`load_dimension`] does after parsing.
-pub fn check_dimension(d: Dimension, source_name: &str, mode: Mode) -> Result<Dimension, LoadError> {
+pub fn check_dimension(
+    d: Dimension,
+    source_name: &str,
+    mode: Mode,
+) -> Result<Dimension, LoadError> {
     let errors = validate::check_dimension(&d, mode);
     if errors.is_empty() {
         Ok(d)

@@ -116,7 +116,11 @@ impl Dir {
     fn files_error(&self, e: definitions::Error) -> FilesError {
         match e {
             definitions::Error::Read { path, source } => FilesError::Io {
-                op: if path == self.path { "read directory" } else { "read" },
+                op: if path == self.path {
+                    "read directory"
+                } else {
+                    "read"
+                },
                 path,
                 source,
             },
@@ -265,11 +269,12 @@ pub fn custom_metrics(paths: &[PathBuf]) -> (Vec<crate::detect::CustomMetric>, V
     }
     for f in files {
         match definitions::read_doc(&f) {
-            Ok(doc) => match crate::detect::load_custom_metric(&doc.text, &doc.name(), doc.format)
-            {
-                Ok(m) => out.push(m),
-                Err(e) => warnings.push(format!("skipping custom metric: {e}")),
-            },
+            Ok(doc) => {
+                match crate::detect::load_custom_metric(&doc.text, &doc.name(), doc.format) {
+                    Ok(m) => out.push(m),
+                    Err(e) => warnings.push(format!("skipping custom metric: {e}")),
+                }
+            }
             // `<path>: <OS error>`, as before.
             Err(e @ definitions::Error::Read { .. }) => {
                 warnings.push(format!("skipping custom metric {e}"))

@@ -468,3 +468,69 @@ fn check_writable(dir: &Dir, name: &str, existing: Option<&std::path::Path>) -> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Mode;
+    use crate::store::definitions;
+
+    const PUSH: &str = r#"{"pushVersion":"v1",
+        "dimensions":[{"name":"Sensors","type":"TOPIC_FILTER","stringValues":["sensors/#"]}],
+        "securityProfiles":[{"securityProfileName":"P","behaviors":[{"name":"Few",
+            "metric":"aws:num-messages-sent","metricDimension":{"dimensionName":"Sensors"},
+            "criteria":{"comparisonOperator":"less-than","value":{"count":10},
+            "durationSeconds":300}}]}]}"#;
+
+    fn managed(root: &std::path::Path) -> Managed {
+        Managed {
+            profiles: Dir::new(root.join("profiles")),
+            dimensions: Dir::new(root.join("dimensions")),
+            custom_metrics: Vec::new(),
+        }
+    }
+
+    fn load(m: &Managed, held: Option<&Validated>) -> definitions::Loaded {
+        definitions::load_all_with(
+            std::slice::from_ref(&m.profiles.path),
+            std::slice::from_ref(&m.dimensions.path),
+            &[],
+            Mode::Load,
+            held,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_applied_push_hands_over_what_detect_would_read_back_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = managed(dir.path());
+        // A profile already there, which the push leaves alone.
+        let other = r#"{"securityProfileName":"A","behaviors":[]}"#;
+        crate::store::ensure_dir(&m.profiles.path).unwrap();
+        std::fs::write(m.profiles.path.join("A.json"), other).unwrap();
+        let applied = m.apply(PUSH, 1.0, &Arns::default()).unwrap().unwrap();
+        let held = applied.validated.expect("nothing was skipped");
+        let profiles = |l: &definitions::Loaded| {
+            l.profiles
+                .iter()
+                .map(|p| p.profile.clone())
+                .collect::<Vec<_>>()
+        };
+        let from_disk = load(&m, None);
+        let handed = load(&m, Some(&held));
+        assert_eq!(profiles(&handed), profiles(&from_disk));
+        assert_eq!(handed.dimensions, from_disk.dimensions);
+        assert_eq!(handed.profiles.len(), 2);
+    }
+
+    #[test]
+    fn a_push_that_skipped_an_unreadable_file_hands_over_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = managed(dir.path());
+        crate::store::ensure_dir(&m.profiles.path).unwrap();
+        std::fs::write(m.profiles.path.join("broken.json"), "{").unwrap();
+        let applied = m.apply(PUSH, 1.0, &Arns::default()).unwrap().unwrap();
+        assert!(applied.validated.is_none());
+    }
+}

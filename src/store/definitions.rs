@@ -97,7 +97,11 @@ pub fn is_definition_name(p: &Path) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with('.'));
-    !hidden && matches!(p.extension().and_then(|x| x.to_str()), Some("json" | "toml"))
+    !hidden
+        && matches!(
+            p.extension().and_then(|x| x.to_str()),
+            Some("json" | "toml")
+        )
 }
 
 /// The definition files of `dir`, sorted by name. A directory that cannot be listed is
@@ -242,7 +246,11 @@ fn sources<T: Clone>(
                     .iter()
                     .map(|(path, r)| Source::Held(path.clone(), r.clone())),
             ),
-            _ => out.extend(read_docs(std::slice::from_ref(p))?.into_iter().map(Source::Doc)),
+            _ => out.extend(
+                read_docs(std::slice::from_ref(p))?
+                    .into_iter()
+                    .map(Source::Doc),
+            ),
         }
     }
     Ok(out)
@@ -426,7 +434,10 @@ mod tests {
             Err(Error::TooManyFiles { .. })
         ));
         fs::remove_file(p.join("p0000.json")).unwrap();
-        assert_eq!(read_docs(std::slice::from_ref(&p)).unwrap().len(), MAX_DIR_FILES);
+        assert_eq!(
+            read_docs(std::slice::from_ref(&p)).unwrap().len(),
+            MAX_DIR_FILES
+        );
     }
 
     #[test]
@@ -447,7 +458,13 @@ mod tests {
     #[test]
     fn only_visible_json_and_toml_files_are_definitions() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["b.toml", "a.json", ".hidden.json", "a.json.tmp", "notes.txt"] {
+        for name in [
+            "b.toml",
+            "a.json",
+            ".hidden.json",
+            "a.json.tmp",
+            "notes.txt",
+        ] {
             fs::write(dir.path().join(name), PROFILE).unwrap();
         }
         fs::create_dir(dir.path().join("sub.json")).unwrap();
@@ -464,10 +481,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("absent");
         assert!(read_dir_reporting(&p).unwrap().0.is_empty());
-        assert!(matches!(
-            read_docs(&[p]),
-            Err(Error::Read { .. })
-        ));
+        assert!(matches!(read_docs(&[p]), Err(Error::Read { .. })));
     }
 
     #[test]
@@ -497,10 +511,9 @@ mod tests {
         assert_eq!(l.profiles.len(), 1);
         assert!(load_all(&[profiles], &[dimensions], &[], Mode::Load).is_err());
 
-        let twice: Dimension = serde_json::from_str(
-            r#"{"name":"D","type":"TOPIC_FILTER","stringValues":["a/#"]}"#,
-        )
-        .unwrap();
+        let twice: Dimension =
+            serde_json::from_str(r#"{"name":"D","type":"TOPIC_FILTER","stringValues":["a/#"]}"#)
+                .unwrap();
         let dup = Validated {
             dimensions: vec![
                 (held.dimensions_dir.join("a.json"), twice.clone()),
