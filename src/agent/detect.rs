@@ -369,7 +369,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::metric::CustomValue;
+    use crate::custom_metric::CustomValue;
     use crate::report::{ConnectionList, Metrics, NetworkStats};
     use crate::sample::{Connection, ListeningPort};
 

@@ -11,7 +11,7 @@ use super::input::*;
 use super::profile::Behavior;
 use super::validate::{self, criteria_type, CriteriaType, Mode, ValidationContext};
 use super::DiagnosticKind;
-use crate::metric::CustomMetricType;
+use crate::custom_metric::CustomMetricType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Source {

@@ -11,7 +11,7 @@ use super::criteria::{self, is_normal_u64, normalise};
 use super::engine::*;
 use super::profile::{Behavior, MetricValue};
 use super::violation::{ms_to_secs, AdditionalInfo, ViolationEvent, ViolationEventType};
-use crate::metric::{CustomMetricType, CustomValue};
+use crate::custom_metric::{CustomMetricType, CustomValue};
 
 const DAY_MS: Millis = 86_400_000;
 

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::engine::*;
-use crate::metric::CustomValue;
+use crate::custom_metric::CustomValue;
 
 /// Network counter deltas of one report (spec: detect.md §2.2 "Delta Metric").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
