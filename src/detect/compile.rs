@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use super::catalog::{BuiltIn, MetricInfo, Side, ValueKind};
 use super::criteria::{self, Cidr, NumOp, SetOp};
-use super::engine::*;
-use super::input::*;
+use super::engine::{EngineSettings, Millis, MlMode, StatMode};
+use super::input::{CloudMetric, Scope, ScopeOperator};
 use super::profile::Behavior;
 use super::validate::{self, criteria_type, CriteriaType, Mode, ValidationContext};
 use super::DiagnosticKind;

@@ -21,7 +21,9 @@ use super::{Diagnostic, DiagnosticKind};
 pub type Millis = i64;
 
 use super::compile::{compile, Check, Compiled, Source};
-use super::evaluate::*;
+use super::evaluate::{
+    additional_info, custom_value, device_value, evaluate, event, invalidated, Observed,
+};
 // The inputs and the state types keep their `detect::engine::…` paths.
 pub use super::input::*;
 pub use super::state::*;

@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::catalog::BuiltIn;
-use super::compile::*;
+use super::compile::{Check, Compiled};
 use super::criteria::{self, is_normal_u64, normalise};
-use super::engine::*;
+use super::engine::{Millis, StatMode};
+use super::input::{DeviceReport, PortList};
 use super::profile::{Behavior, MetricValue};
+use super::state::{Baseline, BehaviorState, Emitted, ModelStatus};
 use super::violation::{ms_to_secs, AdditionalInfo, ViolationEvent, ViolationEventType};
 use crate::custom_metric::{CustomMetricType, CustomValue};
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::*;
+use super::engine::Millis;
 use crate::custom_metric::CustomValue;
 
 /// Network counter deltas of one report (spec: detect.md §2.2 "Delta Metric").

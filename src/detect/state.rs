@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::*;
+use super::engine::{EngineSettings, Millis};
 use super::profile::{Behavior, MetricValue};
 use super::violation::ViolationEvent;
 use super::window::TimeWindow;
@@ -115,7 +115,8 @@ impl BehaviorState {
     }
 }
 
-/// The whole engine state (persist it with serde; restore with [`DetectEngine::with_state`]).
+/// The whole engine state (persist it with serde; restore with
+/// [`DetectEngine::with_state`](super::engine::DetectEngine::with_state)).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
     /// Violation-id sequence.

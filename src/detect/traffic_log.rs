@@ -1,7 +1,8 @@
 //! A millisecond-exact [`TrafficWindows`] over recorded events, for the tests and the benches
 //! (the agent's real input is `crate::traffic::TrafficCounters`).
 
-use super::engine::*;
+use super::engine::Millis;
+use super::input::{CloudMetric, Scope, TrafficWindows, WindowValue};
 
 /// One traffic event of the synthetic [`TrafficLog`].
 #[derive(Debug, Clone, PartialEq, Eq)]
