@@ -14,7 +14,11 @@
 //!   name); for the manage verbs and the push ([`read_dir_reporting`]) a missing directory is an
 //!   empty one, a directory or file the OS will not read and a directory over the file bound are
 //!   errors, and a document over the size bound or malformed is reported and skipped (so one bad
-//!   hand-placed file does not block managing the others).
+//!   hand-placed file does not block managing the others); the custom metrics a verb validates
+//!   against are read-only context, so every problem with them is reported, none is an error
+//!   (`manage::files::custom_metrics`);
+//! - an applied push hands Detect the records it validated ([`Validated`], [`load_all_with`]):
+//!   they pass the same checks as a file read, and are not read back from disk.
 //!
 //! spec: detect.md §4 (LOAD / STRICT).
 
