@@ -4,12 +4,12 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use defender_agent::custom_metric::CustomValue;
 use defender_agent::detect::engine::BehaviorState;
 use defender_agent::detect::{
     replay, CustomMetric, DetectEngine, DeviceReport, EngineSettings, Established, NetworkDeltas,
     PortList, SecurityProfile, TrafficLog, TrafficRecord, ValidationContext,
 };
-use defender_agent::metric::CustomValue;
 
 const TICK: i64 = 300_000;
 

@@ -21,7 +21,7 @@
 //!   └───────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! - vocabulary: [`metric`], [`sample`], [`topic_filter`]
+//! - vocabulary: [`custom_metric`], [`sample`], [`topic_filter`], [`hex`]
 //! - cores: [`report`], [`traffic`], [`detect`]
 //! - edges: [`collect`], [`spool`], [`mqtt`], [`tap`], [`store`]
 //! - assembly and wiring: [`config`], [`agent`]
@@ -37,10 +37,10 @@ pub mod alarm;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod custom_metric;
 pub mod detect;
-pub mod detect_files;
+pub mod hex;
 pub mod manage;
-pub mod metric;
 pub mod mqtt;
 pub mod report;
 pub mod sample;
@@ -50,3 +50,10 @@ pub mod store;
 pub mod tap;
 pub mod topic_filter;
 pub mod traffic;
+
+/// The old path of [`custom_metric`], kept while the modules outside `detect` still name it.
+#[doc(hidden)]
+pub use custom_metric as metric;
+/// The old path of [`store::definitions`], kept while `main.rs` still names it.
+#[doc(hidden)]
+pub use store::definitions as detect_files;

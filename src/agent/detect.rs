@@ -18,8 +18,8 @@ use crate::detect::engine::{
     DetectEngine, DeviceReport, Established, Millis, NetworkDeltas, PortList,
 };
 use crate::detect::Emitted;
-use crate::detect_files;
 use crate::report::{self, MetricsReport};
+use crate::store::definitions::{self, Validated};
 use crate::store::violations::ViolationStore;
 use crate::traffic::{self, TrafficCounters};
 
@@ -36,7 +36,7 @@ const SAVE_EVERY: Duration = Duration::from_secs(600);
 pub enum Error {
     /// A profile, dimension or custom metric file is unreadable or invalid.
     #[error("detect: {0}")]
-    Files(#[from] detect_files::Error),
+    Files(#[from] definitions::Error),
 }
 
 /// Detect inside the agent.
@@ -62,7 +62,7 @@ impl DetectPart {
     pub fn check(config: &Config) -> Result<(), Error> {
         if let Some(d) = &config.detect {
             prepare_push_dirs(d);
-            detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, d.mode)?;
+            definitions::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, d.mode)?;
         }
         Ok(())
     }
@@ -70,11 +70,27 @@ impl DetectPart {
     /// Loads `[detect]` (None when absent), restores the stored state, and logs every load-time
     /// diagnostic once. Call inside the tokio runtime (alarm worker).
     pub fn start(config: &Config) -> Result<Option<DetectPart>, Error> {
+        DetectPart::start_with(config, None)
+    }
+
+    /// As [`DetectPart::start`] after an applied push: the managed directories are taken from
+    /// what the push validated and wrote (`pushed`, see `manage::ops::Managed::apply`) instead of
+    /// being read back; the other configured paths are read.
+    pub fn start_with(
+        config: &Config,
+        pushed: Option<&Validated>,
+    ) -> Result<Option<DetectPart>, Error> {
         let Some(d) = &config.detect else {
             return Ok(None);
         };
         prepare_push_dirs(d);
-        let loaded = detect_files::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, d.mode)?;
+        let loaded = definitions::load_all_with(
+            &d.profiles,
+            &d.dimensions,
+            &d.custom_metrics,
+            d.mode,
+            pushed,
+        )?;
         let ctx = loaded.context();
         let settings = d.engine_settings(&config.thing_name);
         let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
@@ -331,7 +347,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::metric::CustomValue;
+    use crate::custom_metric::CustomValue;
     use crate::report::{ConnectionList, Metrics, NetworkStats};
     use crate::sample::{Connection, ListeningPort};
 

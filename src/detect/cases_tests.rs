@@ -22,7 +22,7 @@ fn run_library(case: &Case) -> Outcome {
         Some("load") => Mode::Load,
         _ => Mode::Strict,
     };
-    let loaded = match crate::detect_files::load_all(
+    let loaded = match crate::store::definitions::load_all(
         &case.profiles,
         &case.dimensions,
         &case.custom_metrics,

@@ -3,7 +3,7 @@
 //!
 //! spec: detect.md §2.1 (summary table), §3.3 (aggregation).
 
-use crate::metric::CustomMetricType;
+use crate::custom_metric::CustomMetricType;
 
 /// Which field of `MetricValue` a metric uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,8 +1,10 @@
 //! Worked cases of detect.md §9 as table tests through the engine API.
 
 use super::*;
+use crate::custom_metric::CustomValue;
 use crate::detect::profile::{CustomMetric, Dimension};
 use crate::detect::violation::ViolationEventType as T;
+use crate::detect::{TrafficLog, TrafficRecord};
 
 const TICK: Millis = 300_000;
 

@@ -8,15 +8,18 @@
 //! - [`validate`]: V1–V18, LOAD vs STRICT, the ValidateSecurityProfileBehaviors emulation
 //! - [`criteria`]: operators, CIDRs, percentiles, robust z
 //! - [`window`]: bounded time-series windows
-//! - [`engine`]: datapoints, the CDA/CDC state machine, invalidation, serialisable state
+//! - [`engine`]: `DetectEngine`, its settings, the CDA/CDC state machine and invalidation;
+//!   `input.rs` what it reads (reports, cloud metrics, scopes, the `TrafficWindows` seam),
+//!   `compile.rs` behaviors into checks, `state.rs` its serialisable state, `evaluate.rs` one
+//!   datapoint against one check and the events it gives
 //! - [`violation`]: ViolationEvent / ActiveViolation shapes and ids
 //! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
 //! - [`replay`]: JSON-lines replay driver
 //! - [`settings`]: the `[detect]` settings the daemon builds its engine from
 //!
 //! Topic filters are `crate::topic_filter`; the agent's cloud-side input is
-//! `crate::traffic::TrafficCounters` (see [`engine::TrafficWindows`]); replay keeps the
-//! millisecond-exact [`engine::TrafficLog`].
+//! `crate::traffic::TrafficCounters` (see [`engine::TrafficWindows`]); the tests and benches use
+//! the millisecond-exact [`traffic_log::TrafficLog`].
 //!
 //! Readings chosen where the spec is silent (beyond its own CHOICE tags):
 //! - statistical thresholds and ML default to off (not evaluable, with a diagnostic);
@@ -30,23 +33,28 @@
 //!   `EngineSettings::disconnect_duration` (the unverified reconstruction of §2.3).
 
 pub mod catalog;
+mod compile;
 pub mod criteria;
 pub mod engine;
+mod evaluate;
+mod input;
 pub mod profile;
 pub mod query;
 pub mod replay;
 pub mod settings;
+mod state;
 pub mod validate;
 pub mod violation;
 pub mod window;
 
 #[cfg(test)]
 mod cases_tests;
+pub mod traffic_log;
 
 pub use engine::{
     traffic_scope_name, CloudMetric, DetectEngine, DeviceReport, Emitted, EngineSettings,
     EngineState, Established, Millis, MlMode, NetworkDeltas, PortList, Scope, ScopeOperator,
-    StatMode, TrafficLog, TrafficRecord, TrafficWindows, WindowValue,
+    StatMode, TrafficWindows, WindowValue,
 };
 pub use profile::{
     Behavior, BehaviorCriteria, CustomMetric, Dimension, Format, MetricDimension, MetricValue,
@@ -54,6 +62,7 @@ pub use profile::{
 };
 pub use query::ApiError;
 pub use settings::{PushSettings, Settings};
+pub use traffic_log::{TrafficLog, TrafficRecord};
 pub use validate::{
     validate_behaviors, validate_behaviors_json, validate_behaviors_text, Mode, ValidationContext,
     ValidationResult,
@@ -137,6 +146,17 @@ pub fn load_profile(
     mode: Mode,
 ) -> Result<LoadedProfile, LoadError> {
     let profile: SecurityProfile = profile::parse_doc(text, source_name, format)?;
+    check_profile(profile, source_name, ctx, mode)
+}
+
+/// Checks a profile already parsed (from a document named `source_name`) as
+/// [`load_profile`] does after parsing.
+pub fn check_profile(
+    profile: SecurityProfile,
+    source_name: &str,
+    ctx: &ValidationContext,
+    mode: Mode,
+) -> Result<LoadedProfile, LoadError> {
     let check = validate::check_profile(&profile, ctx, mode);
     if !check.errors.is_empty() {
         return Err(LoadError::Invalid {
@@ -179,6 +199,15 @@ pub fn load_dimension(
     mode: Mode,
 ) -> Result<Dimension, LoadError> {
     let d: Dimension = profile::parse_doc(text, source_name, format)?;
+    check_dimension(d, source_name, mode)
+}
+
+/// Checks a dimension already parsed as [`load_dimension`] does after parsing.
+pub fn check_dimension(
+    d: Dimension,
+    source_name: &str,
+    mode: Mode,
+) -> Result<Dimension, LoadError> {
     let errors = validate::check_dimension(&d, mode);
     if errors.is_empty() {
         Ok(d)

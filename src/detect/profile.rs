@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::metric::CustomMetricType;
+use crate::custom_metric::CustomMetricType;
 
 /// The output of `aws iot describe-security-profile`, field order as the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::engine::Emitted;
 use super::validate::{criteria_type, CriteriaType};
-use super::violation::{hex, ActiveViolation, VerificationState, ViolationEvent};
+use super::violation::{ActiveViolation, VerificationState, ViolationEvent};
+use crate::hex;
 
 /// An API error, serialised as `{"__type":"InvalidRequestException","message":"…"}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,24 +184,18 @@ fn parse_vstate(s: Option<&str>) -> Result<Option<VerificationState>, ApiError> 
 /// First 8 bytes of SHA-256 over the canonical filter text.
 fn filter_hash(canonical: &str) -> String {
     // Invariant: a SHA-256 digest is 32 bytes.
-    hex(&Sha256::digest(canonical.as_bytes())[..8])
+    hex::encode(&Sha256::digest(canonical.as_bytes())[..8])
 }
 
 /// Token = hex("v1|<time bits>|<key>|<filter hash>"): opaque, encodes position and filters.
 fn make_token(time: f64, key: &str, hash: &str) -> String {
-    hex(format!("v1|{}|{key}|{hash}", time.to_bits()).as_bytes())
+    hex::encode(format!("v1|{}|{key}|{hash}", time.to_bits()).as_bytes())
 }
 
 fn read_token(token: &str, hash: &str) -> Result<(f64, String), ApiError> {
     let bad = || invalid("nextToken is invalid");
-    if token.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes: Result<Vec<u8>, _> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect();
-    let text = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
+    let bytes = hex::decode(token).ok_or_else(bad)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let parts: Vec<&str> = text.splitn(4, '|').collect();
     let [v, bits, key, h] = parts.as_slice() else {
         return Err(bad());
@@ -511,10 +506,11 @@ impl ViolationHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::engine::{DetectEngine, EngineSettings, TrafficLog, TrafficRecord};
+    use crate::detect::engine::{DetectEngine, EngineSettings};
     use crate::detect::profile::SecurityProfile;
     use crate::detect::validate::ValidationContext;
     use crate::detect::violation::ViolationEventType as T;
+    use crate::detect::{TrafficLog, TrafficRecord};
 
     fn engine(behaviors: &[&str]) -> DetectEngine {
         let p: SecurityProfile = serde_json::from_str(&format!(

@@ -19,7 +19,7 @@ use super::engine::{
     DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList,
 };
 use super::violation::{ActiveViolation, ViolationEvent};
-use crate::metric::{check_value, CustomValue};
+use crate::custom_metric::{check_value, CustomValue};
 use crate::traffic::{AuthFailureKind, Direction, TrafficCounters, TrafficEvent};
 
 const TICK_MS: Millis = 300_000;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{self, MetricInfo, ValueKind};
 use super::criteria::{z_threshold, Cidr};
 use super::profile::{self, Behavior, CustomMetric, Dimension, ParseError, SecurityProfile};
-use crate::metric::{check_custom_metric_name, CustomMetricType};
+use crate::custom_metric::{check_custom_metric_name, CustomMetricType};
 
 /// Which rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

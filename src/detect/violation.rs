@@ -128,19 +128,7 @@ pub fn violation_id(thing: &str, profile: &str, behavior: &str, start_ms: i64, s
     let digest =
         Sha256::digest(format!("{thing}|{profile}|{behavior}|{start_ms}|{seq}").as_bytes());
     // Invariant: a SHA-256 digest is 32 bytes.
-    hex(&digest[..16])
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Invariant: both indexes are 4-bit values, < 16.
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    s
+    crate::hex::encode(&digest[..16])
 }
 
 #[cfg(test)]

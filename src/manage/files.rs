@@ -4,7 +4,8 @@
 //! crash leaves the old or the new file, never half of one.
 //!
 //! Files placed by hand (JSON or TOML, any file name) are found by the name inside them; a TOML
-//! resource can be read and listed but not rewritten (we would lose its comments).
+//! resource can be read and listed but not rewritten (we would lose its comments). Which files
+//! count and the bounds are [`crate::store::definitions`]'s, the same as the daemon's.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{ManageError, StoredDimension, StoredProfile};
-use crate::detect::profile::{parse_doc, Format};
+use crate::detect::profile::parse_doc;
 use crate::detect::SecurityProfile;
+use crate::store::definitions;
 
 /// A store operation that failed on the OS side (exit 1, not an API error).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum FilesError {
     /// An atomic write or directory sync.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// A directory over the definitions store's file bound.
+    #[error(transparent)]
+    Definitions(definitions::Error),
     /// The record could not be encoded (never write an empty file instead).
     #[error("encode {path}: {source}")]
     Encode {
@@ -78,65 +83,49 @@ pub struct Dir {
     pub path: PathBuf,
 }
 
-fn is_resource_file(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("json") | Some("toml")
-    )
-}
-
 impl Dir {
     /// A store over `path` (it need not exist yet).
     pub fn new(path: impl Into<PathBuf>) -> Dir {
         Dir { path: path.into() }
     }
 
-    /// Every readable resource, sorted by file name, and a warning for each unreadable file
-    /// (bounded by the directory's size; there is no other bound on files a user drops in).
+    /// Every readable resource, sorted by file name, and a warning for each file skipped
+    /// (malformed, or over the store's size bound). A missing directory is empty.
     pub fn read_all<T: DeserializeOwned + Named>(
         &self,
     ) -> Result<(Vec<Entry<T>>, Vec<String>), FilesError> {
-        let rd = match fs::read_dir(&self.path) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((Vec::new(), Vec::new()))
-            }
-            Err(source) => {
-                return Err(FilesError::Io {
-                    op: "read directory",
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        let mut paths: Vec<PathBuf> = Vec::new();
-        for e in rd {
-            let e = e.map_err(|source| FilesError::Io {
-                op: "read directory",
-                path: self.path.clone(),
-                source,
-            })?;
-            let p = e.path();
-            if p.is_file() && is_resource_file(&p) {
-                paths.push(p);
-            }
-        }
-        paths.sort();
+        let (docs, skipped) =
+            definitions::read_dir_reporting(&self.path).map_err(|e| self.files_error(e))?;
         let mut out = Vec::new();
-        let mut warnings = Vec::new();
-        for p in paths {
-            let text = fs::read_to_string(&p).map_err(|source| FilesError::Io {
-                op: "read",
-                path: p.clone(),
-                source,
-            })?;
-            let name = p.display().to_string();
-            match parse_doc::<T>(&text, &name, Format::from_name(&name)) {
-                Ok(record) => out.push(Entry { path: p, record }),
+        let mut warnings: Vec<String> = skipped
+            .iter()
+            .map(|e| format!("skipping unreadable file: {e}"))
+            .collect();
+        for doc in docs {
+            match parse_doc::<T>(&doc.text, &doc.name(), doc.format) {
+                Ok(record) => out.push(Entry {
+                    path: doc.path,
+                    record,
+                }),
                 Err(e) => warnings.push(format!("skipping unreadable file: {e}")),
             }
         }
         Ok((out, warnings))
+    }
+
+    fn files_error(&self, e: definitions::Error) -> FilesError {
+        match e {
+            definitions::Error::Read { path, source } => FilesError::Io {
+                op: if path == self.path {
+                    "read directory"
+                } else {
+                    "read"
+                },
+                path,
+                source,
+            },
+            e => FilesError::Definitions(e),
+        }
     }
 
     /// The resource named `name`, if any.
@@ -266,28 +255,31 @@ pub fn custom_metrics(paths: &[PathBuf]) -> (Vec<crate::detect::CustomMetric>, V
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            if let Ok(rd) = fs::read_dir(p) {
-                let mut v: Vec<PathBuf> = rd
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.is_file() && is_resource_file(f))
-                    .collect();
-                v.sort();
-                files.extend(v);
+            match definitions::list_dir(p) {
+                Ok(v) => files.extend(v),
+                Err(e @ definitions::Error::TooManyFiles { .. }) => {
+                    warnings.push(format!("skipping custom metrics: {e}"))
+                }
+                // As before the store: a directory that cannot be listed contributes nothing.
+                Err(_) => {}
             }
         } else if p.is_file() {
             files.push(p.clone());
         }
     }
     for f in files {
-        let name = f.display().to_string();
-        match fs::read_to_string(&f) {
-            Ok(text) => {
-                match crate::detect::load_custom_metric(&text, &name, Format::from_name(&name)) {
+        match definitions::read_doc(&f) {
+            Ok(doc) => {
+                match crate::detect::load_custom_metric(&doc.text, &doc.name(), doc.format) {
                     Ok(m) => out.push(m),
                     Err(e) => warnings.push(format!("skipping custom metric: {e}")),
                 }
             }
-            Err(e) => warnings.push(format!("skipping custom metric {name}: {e}")),
+            // `<path>: <OS error>`, as before.
+            Err(e @ definitions::Error::Read { .. }) => {
+                warnings.push(format!("skipping custom metric {e}"))
+            }
+            Err(e) => warnings.push(format!("skipping custom metric: {e}")),
         }
     }
     (out, warnings)

@@ -462,20 +462,6 @@ pub fn check_delete_dimension(
 
 // ---------------------------------------------------------------- pagination
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
-}
-
 /// One page of sorted `names` after the token's position. The token is opaque (hex of the
 /// filter and the last name returned); a token reused with other filters is an error.
 pub fn paginate(
@@ -498,7 +484,7 @@ pub fn paginate(
     let start = match next_token {
         None => 0,
         Some(t) => {
-            let text = unhex(t)
+            let text = crate::hex::decode(t)
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| invalid("nextToken is not a token this command issued"))?;
             let (f, last) = text
@@ -513,7 +499,7 @@ pub fn paginate(
     let page: Vec<String> = names.iter().skip(start).take(max).cloned().collect();
     let more = start + page.len() < names.len();
     let token = match (more, page.last()) {
-        (true, Some(last)) => Some(hex(format!("{filter}\n{last}").as_bytes())),
+        (true, Some(last)) => Some(crate::hex::encode(format!("{filter}\n{last}").as_bytes())),
         _ => None,
     };
     Ok((page, token))

@@ -4,6 +4,7 @@
 //!
 //! Each operation holds [`DirLock`] for its whole read-modify-write.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use super::files::{self, Dir, DirLock, FilesError};
 use super::*;
 use crate::detect::profile::parse_json;
+use crate::store::definitions::Validated;
 
 /// Why an operation failed: the API's error (exit 2 / `rejected`) or the OS (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,17 @@ pub struct Reply {
     pub json: String,
     /// Unreadable files skipped while listing or validating.
     pub warnings: Vec<String>,
+}
+
+/// An applied push: the plan (for the outcome) and what the managed directories now hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// What was created, updated or left.
+    pub plan: super::push::PushPlan,
+    /// The managed directories' records after the push, as validated (hand them to
+    /// `DetectPart::start_with`); `None` when the push skipped an unreadable file there, so
+    /// Detect must read the directories itself (and refuse them as it would at start).
+    pub validated: Option<Validated>,
 }
 
 /// The directories one agent manages: the first `detect.profiles` and `detect.dimensions`
@@ -154,9 +167,22 @@ impl Managed {
         now: f64,
         arns: &Arns,
     ) -> Result<Result<super::push::PushPlan, super::push::Refused>, FilesError> {
+        Ok(self.apply(body, now, arns)?.map(|a| a.plan))
+    }
+
+    /// As [`Managed::apply_push`], also returning what the managed directories hold after the
+    /// push, as validated, for Detect to load without reading it back.
+    pub fn apply(
+        &self,
+        body: &str,
+        now: f64,
+        arns: &Arns,
+    ) -> Result<Result<Applied, super::push::Refused>, FilesError> {
         let _lock = self.lock()?;
-        let (dims, _) = self.dimensions.read_all::<StoredDimension>()?;
-        let (profiles, _) = self.profiles.read_all::<StoredProfile>()?;
+        let (dims, dim_skipped) = self.dimensions.read_all::<StoredDimension>()?;
+        let (profiles, profile_skipped) = self.profiles.read_all::<StoredProfile>()?;
+        // A skipped file is one Detect would refuse: then it reads the directories itself.
+        let complete = dim_skipped.is_empty() && profile_skipped.is_empty();
         let (metrics, _) = files::custom_metrics(&self.custom_metrics);
         let dim_records: Vec<StoredDimension> = dims.iter().map(|e| e.record.clone()).collect();
         let profile_records: Vec<StoredProfile> =
@@ -204,7 +230,19 @@ impl Managed {
                 errors,
             }));
         }
+        let mut held_dims: BTreeMap<PathBuf, Dimension> = dims
+            .iter()
+            .map(|e| (e.path.clone(), e.record.dimension.clone()))
+            .collect();
+        let mut held_profiles: BTreeMap<PathBuf, SecurityProfile> = profiles
+            .iter()
+            .map(|e| (e.path.clone(), e.record.profile.clone()))
+            .collect();
         for (d, existing) in writes_dims {
+            let path = existing
+                .clone()
+                .unwrap_or_else(|| self.dimensions.path_for(&d.name));
+            held_dims.insert(path, d.record.dimension.clone());
             if let Err(e) = self.dimensions.write(&d.record, existing.as_deref())? {
                 // Invariant: check_writable above refused every case write() refuses.
                 return Ok(Err(super::push::Refused::one(
@@ -214,6 +252,10 @@ impl Managed {
             }
         }
         for (p, existing) in writes_profiles {
+            let path = existing
+                .clone()
+                .unwrap_or_else(|| self.profiles.path_for(&p.name));
+            held_profiles.insert(path, p.record.profile.clone());
             if let Err(e) = self.profiles.write(&p.record, existing.as_deref())? {
                 // Invariant: as above.
                 return Ok(Err(super::push::Refused::one(
@@ -222,7 +264,13 @@ impl Managed {
                 )));
             }
         }
-        Ok(Ok(plan))
+        let validated = complete.then(|| Validated {
+            profiles_dir: self.profiles.path.clone(),
+            profiles: held_profiles.into_iter().collect(),
+            dimensions_dir: self.dimensions.path.clone(),
+            dimensions: held_dims.into_iter().collect(),
+        });
+        Ok(Ok(Applied { plan, validated }))
     }
 
     /// The directories of a `[detect]` section, or why they cannot be managed.
@@ -448,4 +496,70 @@ pub fn arns_from_env() -> Arns {
         }
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Mode;
+    use crate::store::definitions;
+
+    const PUSH: &str = r#"{"pushVersion":"v1",
+        "dimensions":[{"name":"Sensors","type":"TOPIC_FILTER","stringValues":["sensors/#"]}],
+        "securityProfiles":[{"securityProfileName":"P","behaviors":[{"name":"Few",
+            "metric":"aws:num-messages-sent","metricDimension":{"dimensionName":"Sensors"},
+            "criteria":{"comparisonOperator":"less-than","value":{"count":10},
+            "durationSeconds":300}}]}]}"#;
+
+    fn managed(root: &std::path::Path) -> Managed {
+        Managed {
+            profiles: Dir::new(root.join("profiles")),
+            dimensions: Dir::new(root.join("dimensions")),
+            custom_metrics: Vec::new(),
+        }
+    }
+
+    fn load(m: &Managed, held: Option<&Validated>) -> definitions::Loaded {
+        definitions::load_all_with(
+            std::slice::from_ref(&m.profiles.path),
+            std::slice::from_ref(&m.dimensions.path),
+            &[],
+            Mode::Load,
+            held,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_applied_push_hands_over_what_detect_would_read_back_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = managed(dir.path());
+        // A profile already there, which the push leaves alone.
+        let other = r#"{"securityProfileName":"A","behaviors":[]}"#;
+        crate::store::ensure_dir(&m.profiles.path).unwrap();
+        std::fs::write(m.profiles.path.join("A.json"), other).unwrap();
+        let applied = m.apply(PUSH, 1.0, &Arns::default()).unwrap().unwrap();
+        let held = applied.validated.expect("nothing was skipped");
+        let profiles = |l: &definitions::Loaded| {
+            l.profiles
+                .iter()
+                .map(|p| p.profile.clone())
+                .collect::<Vec<_>>()
+        };
+        let from_disk = load(&m, None);
+        let handed = load(&m, Some(&held));
+        assert_eq!(profiles(&handed), profiles(&from_disk));
+        assert_eq!(handed.dimensions, from_disk.dimensions);
+        assert_eq!(handed.profiles.len(), 2);
+    }
+
+    #[test]
+    fn a_push_that_skipped_an_unreadable_file_hands_over_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = managed(dir.path());
+        crate::store::ensure_dir(&m.profiles.path).unwrap();
+        std::fs::write(m.profiles.path.join("broken.json"), "{").unwrap();
+        let applied = m.apply(PUSH, 1.0, &Arns::default()).unwrap().unwrap();
+        assert!(applied.validated.is_none());
+    }
 }

@@ -479,10 +479,7 @@ mod tests {
             "01",
             "ff"
         );
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-            .collect();
+        let bytes = crate::hex::decode(hex).expect("hex");
         let p = validate(&bytes, None);
         expect_warning(&p, "", "indefinite");
     }
@@ -506,10 +503,7 @@ mod tests {
             "666e756d626572",
             "fb7ff8000000000000"
         );
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-            .collect();
+        let bytes = crate::hex::decode(hex).expect("hex");
         let p = validate(&bytes, Some(Format::Cbor));
         expect_warning(&p, "cmet.x[0].number", "not a finite number");
     }

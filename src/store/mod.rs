@@ -1,9 +1,12 @@
-//! Durable local state in the state directory: the last report id, and atomic file writes.
+//! Durable local state: the last report id, the violation store ([`violations`]), the
+//! definitions directories ([`definitions`]: profiles, dimensions, custom metrics), and atomic
+//! file writes.
 //!
 //! Small state files are replaced atomically (write a temporary file, fsync it, rename it over the
 //! old one, fsync the directory), so a crash or `kill -9` leaves either the old or the new content,
 //! never half of one.
 
+pub mod definitions;
 pub mod violations;
 
 use std::fs::{self, File, OpenOptions};

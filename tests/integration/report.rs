@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use defender_agent::hex::encode as hex;
 use defender_agent::metric::CustomValue;
 use defender_agent::report::validate::{self, Severity};
 use defender_agent::report::{
@@ -17,18 +18,8 @@ const SHORT_CBOR_HEX: &str = include_str!("../golden/spec-example-short.cbor.hex
 const LONG_CBOR_HEX: &str = include_str!("../golden/spec-example-long.cbor.hex");
 
 fn unhex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let s = std::str::from_utf8(pair).unwrap_or("");
-            u8::from_str_radix(s, 16).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}"))
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let digits: String = text.split_whitespace().collect();
+    defender_agent::hex::decode(&digits).unwrap_or_else(|| panic!("bad hex {digits:?}"))
 }
 
 fn iface(

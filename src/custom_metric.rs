@@ -1,4 +1,5 @@
-//! The AWS metric vocabulary: custom metric types and values, as Device Defender defines them.
+//! Custom metrics as Device Defender defines them: the four types, their values, and the rules
+//! a name and a value must follow (shared by the collectors, the report reader and Detect).
 //!
 //! spec: metrics-report.md A.2 (custom metrics), detect.md §2.1 (metric catalogue).
 
