@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
-use defender_agent::metric::CustomValue;
+use defender_agent::custom_metric::CustomValue;
 use defender_agent::report::{decode, encode, Format, KeySet, ReportBuilder, Settings};
 use defender_agent::sample::{Connection, InterfaceCounters, ListeningPort, Sample};
 

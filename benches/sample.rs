@@ -11,7 +11,7 @@ use defender_agent::collect::{
     parse_net_dev, Builtin, Collectors, CustomMetricSettings, CustomSource, HostPaths, Sampler,
     Settings, SocketSource,
 };
-use defender_agent::metric::CustomMetricType;
+use defender_agent::custom_metric::CustomMetricType;
 
 const LISTENERS: usize = 5_000;
 const CONNECTIONS: usize = 1_000;

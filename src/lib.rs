@@ -50,10 +50,3 @@ pub mod store;
 pub mod tap;
 pub mod topic_filter;
 pub mod traffic;
-
-/// The old path of [`custom_metric`], kept while the modules outside `detect` still name it.
-#[doc(hidden)]
-pub use custom_metric as metric;
-/// The old path of [`store::definitions`], kept while `main.rs` still names it.
-#[doc(hidden)]
-pub use store::definitions as detect_files;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use defender_agent::cli::{self, Cli, Command};
-use defender_agent::{config, detect, detect_files};
+use defender_agent::store::definitions;
+use defender_agent::{config, detect};
 
 fn main() -> ExitCode {
     tune_malloc();
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<config::Error>().is_some()
-            || c.downcast_ref::<detect_files::Error>().is_some()
+            || c.downcast_ref::<definitions::Error>().is_some()
             || c.downcast_ref::<detect::replay::ReplayError>().is_some()
             || c.downcast_ref::<detect::ParseError>().is_some()
     });

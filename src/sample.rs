@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use crate::metric::CustomValue;
+use crate::custom_metric::CustomValue;
 
 /// Cumulative kernel counters of one network interface (from `/proc/net/dev`), 64-bit.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 #![no_main]
 
 use defender_agent::collect::parse_custom_value;
-use defender_agent::metric::{check_value, CustomMetricType};
+use defender_agent::custom_metric::{check_value, CustomMetricType};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -285,10 +285,13 @@ fn push_outcome(
     d: &crate::detect::Settings,
     p: &crate::detect::PushSettings,
     payload: &[u8],
-) -> crate::manage::push::Outcome {
+) -> (
+    crate::manage::push::Outcome,
+    Option<crate::store::definitions::Validated>,
+) {
     use crate::manage::push::{Outcome, Refused};
     if payload.len() > p.max_bytes {
-        return Outcome::refused(&Refused::one(
+        let refused = Outcome::refused(&Refused::one(
             None,
             format!(
                 "the message has {} bytes, more than detect.push.max_bytes ({}); it was not read",
@@ -296,23 +299,26 @@ fn push_outcome(
                 p.max_bytes
             ),
         ));
+        return (refused, None);
     }
     let Ok(body) = std::str::from_utf8(payload) else {
-        return Outcome::refused(&Refused::one(None, "the message is not UTF-8 JSON"));
+        let refused = Outcome::refused(&Refused::one(None, "the message is not UTF-8 JSON"));
+        return (refused, None);
     };
     let managed = match crate::manage::ops::Managed::from_config(d) {
         Ok(m) => m,
-        Err(e) => return Outcome::refused(&Refused::one(None, e)),
+        Err(e) => return (Outcome::refused(&Refused::one(None, e)), None),
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |t| (t.as_millis() as f64) / 1000.0);
-    match managed.apply_push(body, now, &crate::manage::ops::arns_for(d)) {
-        Ok(Ok(plan)) => Outcome::applied(&plan),
-        Ok(Err(refused)) => Outcome::refused(&refused),
+    match managed.apply(body, now, &crate::manage::ops::arns_for(d)) {
+        Ok(Ok(applied)) => (Outcome::applied(&applied.plan), applied.validated),
+        Ok(Err(refused)) => (Outcome::refused(&refused), None),
         Err(e) => {
             error!(error = %e, "Cannot apply a push to the profile directories.");
-            Outcome::refused(&Refused::one(None, format!("not applied: {e}")))
+            let refused = Outcome::refused(&Refused::one(None, format!("not applied: {e}")));
+            (refused, None)
         }
     }
 }
@@ -374,8 +380,7 @@ impl Parts {
         link_token: &CancellationToken,
         spawn_link: SpawnLink<'_>,
     ) -> Result<Parts, Error> {
-        let sampler: Arc<dyn Sampler> =
-            Arc::new(Collectors::new(config.collect.clone())?);
+        let sampler: Arc<dyn Sampler> = Arc::new(Collectors::new(config.collect.clone())?);
         let builder = ReportBuilder::new(&config.report);
         let format = config.report.format;
         let keys = config.report.keys;
@@ -790,7 +795,7 @@ impl Agent {
             debug!(%topic, "Empty push message (a cleared retained message); nothing to do.");
             return;
         }
-        let outcome = push_outcome(&d, &p, payload);
+        let (outcome, validated) = push_outcome(&d, &p, payload);
         let changed = outcome
             .dimensions
             .iter()
@@ -810,7 +815,7 @@ impl Agent {
         }
         // A refusal lists no resources, so `changed` is 0 then.
         if changed > 0 {
-            self.reload_detect();
+            self.reload_detect_with(validated.as_ref());
         }
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
         let sent = match (&self.link, self.publisher.is_connected(), self.dry_run) {
@@ -834,12 +839,18 @@ impl Agent {
     /// restored, so unchanged behaviors keep their violations and ids; the traffic scopes follow
     /// the dimensions, keeping the history of every scope that did not change.
     fn reload_detect(&mut self) {
+        self.reload_detect_with(None);
+    }
+
+    /// As [`Agent::reload_detect`], with the managed directories as an applied push validated
+    /// them (not read back from disk).
+    fn reload_detect_with(&mut self, pushed: Option<&crate::store::definitions::Validated>) {
         let mut pending = Vec::new();
         if let Some(old) = self.detect.as_mut() {
             old.save();
             pending = old.take_pending();
         }
-        match detect::DetectPart::start(&self.config) {
+        match detect::DetectPart::start_with(&self.config, pushed) {
             Ok(Some(mut new)) => {
                 if let Err(e) = self.traffic.replace_scopes(new.traffic_scopes()) {
                     warn!(error = %e, "Traffic scopes unchanged after the reload.");
@@ -974,12 +985,7 @@ fn print_report(r: &EncodedReport) {
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    crate::hex::encode(bytes)
 }
 
 /// The state directory used by commands run without `--config`: a per-user temporary directory.

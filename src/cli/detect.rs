@@ -10,7 +10,7 @@ use clap::Subcommand;
 use super::EXIT_BAD_INPUT;
 use crate::detect::replay::ReplayDocument;
 use crate::detect::{self, replay, validate_behaviors_text, DetectEngine, Mode, ValidationContext};
-use crate::detect_files;
+use crate::store::definitions;
 
 /// The `detect` verbs.
 #[derive(Subcommand)]
@@ -76,12 +76,12 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<ExitCode> {
             custom_metric,
         } => {
             let ctx = ValidationContext::new(
-                detect_files::load_dimensions(&dimension, Mode::Strict)?,
-                detect_files::load_custom_metrics(&custom_metric)?,
+                definitions::load_dimensions(&dimension, Mode::Strict)?,
+                definitions::load_custom_metrics(&custom_metric)?,
             );
             let mut all_valid = true;
             for f in &files {
-                let doc = detect_files::read_doc(f)?;
+                let doc = definitions::read_doc(f)?;
                 let r = validate_behaviors_text(&doc.text, &doc.name(), doc.format, &ctx)?;
                 all_valid &= r.valid;
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -109,7 +109,7 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<ExitCode> {
             } else {
                 Mode::Strict
             };
-            let loaded = detect_files::load_all(&profile, &dimension, &custom_metric, mode)?;
+            let loaded = definitions::load_all(&profile, &dimension, &custom_metric, mode)?;
             let engine =
                 replay_engine(&loaded, &thing_name, disconnect_duration, &statistical, &ml);
             for d in loaded
@@ -148,7 +148,7 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<ExitCode> {
 /// and ML modes of the flags (as `[detect] statistical` / `ml`). The one place the CLI sets up a
 /// Detect engine.
 pub fn replay_engine(
-    loaded: &detect_files::Loaded,
+    loaded: &definitions::Loaded,
     thing_name: &str,
     disconnect_duration: bool,
     statistical: &str,

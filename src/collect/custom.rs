@@ -1,6 +1,6 @@
 //! Custom metrics collector: built-ins (sysinfo), commands (argv, no shell, timeout) and files.
 //!
-//! Every value goes through [`parse_custom_value`] (text sources) and `metric::check_value` before
+//! Every value goes through [`parse_custom_value`] (text sources) and `custom_metric::check_value` before
 //! it enters the sample; a metric that fails is left out and yields an [`Error::Custom`].
 
 use std::fmt;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sysinfo::{Components, DiskRefreshKind, Disks, System};
 
 use super::{read_bounded, Builtin, CustomMetricSettings, CustomSource, Error};
-use crate::metric::{check_value, CustomMetricType, CustomRuleError, CustomValue};
+use crate::custom_metric::{check_value, CustomMetricType, CustomRuleError, CustomValue};
 
 /// Most bytes of stdout (or of a file) a custom metric may produce; more is an error, not a
 /// truncation, so a runaway command cannot grow the agent.
@@ -380,7 +380,8 @@ impl CustomCollector {
                 metric: m.name.clone(),
                 reason,
             };
-            crate::metric::check_custom_metric_name(&m.name).map_err(|e| invalid(e.to_string()))?;
+            crate::custom_metric::check_custom_metric_name(&m.name)
+                .map_err(|e| invalid(e.to_string()))?;
             if !seen.insert(m.name.as_str()) {
                 return Err(invalid("defined twice".into()));
             }
@@ -709,7 +710,7 @@ mod tests {
     #[test]
     fn builtin_values_are_rounded_to_two_decimals() {
         assert_eq!(round2(12.345_678_9), 12.35);
-        assert!(crate::metric::check_number(round2(100.0 / 3.0)).is_ok());
+        assert!(crate::custom_metric::check_number(round2(100.0 / 3.0)).is_ok());
     }
 
     #[test]

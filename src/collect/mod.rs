@@ -36,7 +36,7 @@ pub use procfs_net::{
 };
 pub use sockets::{classify_tcp, classify_udp};
 
-use crate::metric::{CustomMetricType, CustomValue};
+use crate::custom_metric::{CustomMetricType, CustomValue};
 use crate::sample::Sample;
 
 /// Roots of the host's pseudo file systems; overridable for fixtures and containers that mount

@@ -6,7 +6,7 @@ use serde_spanned::Spanned;
 
 use super::{file, Validator};
 use crate::collect::{self, Builtin, CustomMetricSettings, CustomSource, SocketSource};
-use crate::metric::{check_custom_metric_name, CustomMetricType};
+use crate::custom_metric::{check_custom_metric_name, CustomMetricType};
 
 impl Validator<'_> {
     /// `[collect]`; the custom metrics are [`Validator::custom_metrics`]'s.

@@ -3,7 +3,7 @@
 use serde_spanned::Spanned;
 
 use super::{file, Validator};
-use crate::metric::check_custom_metric_name;
+use crate::custom_metric::check_custom_metric_name;
 use crate::traffic;
 
 impl Validator<'_> {

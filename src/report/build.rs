@@ -26,7 +26,7 @@ use std::cmp::Ordering;
 use std::net::SocketAddr;
 
 use super::{ConnectionList, Metrics, MetricsReport, NetworkStats, PortList, Settings, VERSION};
-use crate::metric::{self, CustomRuleError, CustomValue};
+use crate::custom_metric::{self, CustomRuleError, CustomValue};
 use crate::sample::{Connection, InterfaceCounters, ListeningPort, Sample};
 
 /// A report plus the custom metrics left out of it.
@@ -122,8 +122,8 @@ impl ReportBuilder {
         let mut custom_metrics = Vec::new();
         let mut dropped = Vec::new();
         for (name, value) in std::mem::take(&mut self.custom) {
-            let checked =
-                metric::check_custom_metric_name(&name).and_then(|()| metric::check_value(&value));
+            let checked = custom_metric::check_custom_metric_name(&name)
+                .and_then(|()| custom_metric::check_value(&value));
             match checked {
                 Ok(()) => custom_metrics.push((name, value)),
                 Err(e) => dropped.push((name, e)),

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metric::CustomValue;
+use crate::custom_metric::CustomValue;
 use crate::sample::{Connection, ListeningPort};
 
 pub use build::{Built, ReportBuilder};

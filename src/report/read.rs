@@ -11,7 +11,7 @@ use super::keys::{Keys, CUSTOM_VALUE_KEYS};
 use super::tree::Node;
 use super::validate::Problem;
 use super::{ConnectionList, Format, KeySet, Metrics, MetricsReport, NetworkStats, PortList};
-use crate::metric::{self, CustomValue};
+use crate::custom_metric::{self, CustomValue};
 use crate::sample::{Connection, ListeningPort};
 
 /// What a reading found.
@@ -535,7 +535,7 @@ impl Reader {
                 self.error(&here, "duplicate key");
                 continue;
             }
-            if let Err(e) = metric::check_custom_metric_name(name) {
+            if let Err(e) = custom_metric::check_custom_metric_name(name) {
                 self.error(&here, e.to_string());
                 continue;
             }
@@ -648,7 +648,7 @@ impl Reader {
                 return None;
             }
         };
-        match metric::check_number(v) {
+        match custom_metric::check_number(v) {
             Ok(()) => Some(v),
             Err(e) => {
                 self.warn(path, format!("{e} (AWS drops such values silently)"));
@@ -659,7 +659,7 @@ impl Reader {
 
     fn string(&mut self, path: &str, node: &Node) -> Option<String> {
         let s = self.text(path, node)?;
-        match metric::check_string(s) {
+        match custom_metric::check_string(s) {
             Ok(()) => Some(s.to_owned()),
             Err(e) => {
                 self.warn(path, format!("{e} (AWS drops such values silently)"));

@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 
 use super::keys::Keys;
 use super::{ConnectionList, KeySet, Metrics, MetricsReport, NetworkStats, PortList};
-use crate::metric::CustomValue;
+use crate::custom_metric::CustomValue;
 use crate::sample::{Connection, ListeningPort};
 
 /// Largest magnitude written as an integer: beyond 2^53 an f64 no longer holds every integer.

@@ -51,7 +51,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::metric::CustomValue;
+use crate::custom_metric::CustomValue;
 use crate::topic_filter::TopicFilter;
 
 pub use export::Export;

@@ -9,7 +9,7 @@ use defender_agent::collect::{
     Builtin, CollectorId, Collectors, CustomError, CustomMetricSettings, CustomSource, Error,
     HostPaths, ParseFault, Sampler, Settings, SocketSource,
 };
-use defender_agent::metric::{CustomMetricType, CustomValue};
+use defender_agent::custom_metric::{CustomMetricType, CustomValue};
 use defender_agent::sample::{Connection, InterfaceCounters, ListeningPort, Sample};
 
 use crate::support::fixture;

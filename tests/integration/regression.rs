@@ -122,7 +122,7 @@ fn fuzz_detect_replay_a_time_beyond_year_9999_is_refused_instead_of_overflowing(
 /// has 16 significant digits, so the re-decoded report dropped the metric: decode(encode(r)) ≠ r.
 #[test]
 fn fuzz_validate_json_an_exponent_form_number_decodes_to_the_float_it_was_encoded_from() {
-    use defender_agent::metric::CustomValue;
+    use defender_agent::custom_metric::CustomValue;
     use defender_agent::report::{self, Format, KeySet};
     for number in [
         "9e64",

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
+use defender_agent::custom_metric::CustomValue;
 use defender_agent::hex::encode as hex;
-use defender_agent::metric::CustomValue;
 use defender_agent::report::validate::{self, Severity};
 use defender_agent::report::{
     decode, encode, Format, KeySet, MetricsReport, ReportBuilder, Settings,
