@@ -131,7 +131,7 @@ for t in "${all_targets[@]}"; do
     agent::reports_in_json_with_long_keys_arrive_validate_and_are_accepted \
     agent::reports_in_cbor_with_short_keys_arrive_validate_and_are_accepted \
     agent::sigterm_disconnects_cleanly_and_exits_zero_within_the_timeout \
-    agent::a_rejected_report_is_logged_with_its_code_kept_and_not_retried
+    agent::sd_notify_says_ready_status_watchdog_and_stopping
 done
 
 step "Debian packages: amd64 (native release build), arm64, armhf (Thumb-2 NEON; the binaries above)"
