@@ -22,14 +22,20 @@
 //! ```
 //!
 //! - vocabulary: [`custom_metric`], [`sample`], [`topic_filter`], [`hex`]
-//! - cores: [`report`], [`traffic`], [`detect`]
-//! - edges: [`collect`], [`spool`], [`mqtt`], [`tap`], [`store`]
-//! - assembly and wiring: [`config`], [`agent`]
+//! - cores: [`report`], [`traffic`], [`detect`] (the engine split into input, compile, state and
+//!   evaluate; [`detect::Settings`] is the `[detect]` section)
+//! - edges: [`collect`], [`spool`] (the durable outbox and the one backlog policy), [`mqtt`]
+//!   ([`mqtt::session`]: the one MQTT connection loop, used by the link, the [`tap`] and the local
+//!   alarm connection), [`store`] (violations, the report id, and [`store::definitions`]: the one
+//!   directory store for profiles, dimensions and custom metrics), [`alarm`], [`status`]
+//! - assembly and wiring: each module owns its `Settings`; [`config`] turns each TOML section into
+//!   them; [`agent`] builds its parts from the config and runs the loop, and
+//!   [`agent::publisher`] is the pure publishing state machine
 //! - local management of profiles and dimensions (AWS verbs): [`manage`]
 //! - the command line, one file per verb family (`main.rs` only parses and dispatches): [`cli`]
 //!
 //! Reading order: [`sample`] and [`report`] (what goes out), [`collect`] (where it comes from),
-//! [`config`] (how it is set up), then the edges.
+//! [`config`] (how it is set up), [`agent::publisher`] (what goes out when), then the edges.
 #![warn(missing_docs)]
 
 pub mod agent;

@@ -7,7 +7,7 @@
 //!
 //! The publishing rules live in [`publisher`], a state machine without channels or clocks; this
 //! loop feeds it link events and time, and hands the report it returns to the link. The agent is
-//! assembled from [`Parts`] ([`Parts::from_config`] in the daemon), so tests build it with a
+//! assembled from `Parts` (`Parts::from_config` in the daemon), so tests build it with a
 //! scripted sampler and play the link by holding the other ends of its channels.
 
 pub mod detect;

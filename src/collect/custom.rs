@@ -34,7 +34,7 @@ pub enum CustomError {
     /// The program could not be started.
     #[error("cannot run {program:?}: {source}")]
     Spawn {
-        /// argv[0]
+        /// `argv[0]`
         program: String,
         /// The OS error.
         source: io::Error,
@@ -42,7 +42,7 @@ pub enum CustomError {
     /// The program ran past its timeout and was killed (with its process group) and reaped.
     #[error("{program:?} did not finish within {timeout:?}; killed")]
     Timeout {
-        /// argv[0]
+        /// `argv[0]`
         program: String,
         /// The configured timeout.
         timeout: Duration,
@@ -50,7 +50,7 @@ pub enum CustomError {
     /// The program exited unsuccessfully.
     #[error("{program:?} exited with {status}; stderr: {stderr:?}")]
     Exit {
-        /// argv[0]
+        /// `argv[0]`
         program: String,
         /// Exit status (code or signal).
         status: ExitStatus,
@@ -60,7 +60,7 @@ pub enum CustomError {
     /// Talking to the child failed (poll/read/wait).
     #[error("i/o with {program:?} failed: {source}")]
     Io {
-        /// argv[0]
+        /// `argv[0]`
         program: String,
         /// The OS error.
         source: io::Error,
