@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use defender_agent::detect::query::{
-    self, ListActiveViolationsRequest, ListViolationEventsRequest, RecordedEvent,
-    VerificationMap,
+    self, ListActiveViolationsRequest, ListViolationEventsRequest, RecordedEvent, VerificationMap,
 };
 use defender_agent::detect::{ActiveViolation, EngineState, ViolationEvent};
 use defender_fleet::store::{
@@ -145,11 +144,20 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) 
     s.close().await;
     let err = Store::open(e.settings.clone()).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::SchemaTooNew { found: 99, known: 1 }),
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 99,
+                known: 1
+            }
+        ),
         "{err:?}"
     );
     let msg = err.to_string();
-    assert!(msg.contains("version 99") && msg.contains("upgrade defender-fleet"), "{msg}");
+    assert!(
+        msg.contains("version 99") && msg.contains("upgrade defender-fleet"),
+        "{msg}"
+    );
 }
 both!(migrations_are_idempotent_and_a_newer_schema_is_refused);
 
@@ -204,7 +212,10 @@ async fn racing_writers_one_wins_the_other_conflicts_and_retries(e: TestEngine) 
     outcomes.sort_by_key(|o| format!("{o:?}"));
     assert_eq!(
         outcomes,
-        vec![RecordOutcome::Conflict, RecordOutcome::Recorded { version: 1 }]
+        vec![
+            RecordOutcome::Conflict,
+            RecordOutcome::Recorded { version: 1 }
+        ]
     );
     // The loser's report was not kept: it can retry after reloading.
     assert_eq!(s.counts().await.unwrap().reports_retained, 1);
@@ -221,7 +232,10 @@ async fn racing_writers_one_wins_the_other_conflicts_and_retries(e: TestEngine) 
             let mut conflicts = 0;
             loop {
                 let v = s.load_thing("t1").await.unwrap().map_or(0, |t| t.version);
-                match record(&s, "t1", 2000 + i as i64, v, &[], None, &[]).await.unwrap() {
+                match record(&s, "t1", 2000 + i as i64, v, &[], None, &[])
+                    .await
+                    .unwrap()
+                {
                     RecordOutcome::Recorded { .. } => return conflicts,
                     RecordOutcome::Conflict => conflicts += 1,
                     RecordOutcome::Duplicate => panic!("not a duplicate"),
@@ -236,7 +250,10 @@ async fn racing_writers_one_wins_the_other_conflicts_and_retries(e: TestEngine) 
     let t = s.load_thing("t1").await.unwrap().unwrap();
     assert_eq!(t.version, 1 + n as i64);
     let c = s.counts().await.unwrap();
-    assert_eq!((c.reports_total, c.reports_retained), (1 + n as i64, 1 + n as i64));
+    assert_eq!(
+        (c.reports_total, c.reports_retained),
+        (1 + n as i64, 1 + n as i64)
+    );
     eprintln!("{}: {conflicts} conflicts among {n} racing writers", e.name);
 }
 both!(racing_writers_one_wins_the_other_conflicts_and_retries);
@@ -254,7 +271,14 @@ fn sample_events() -> Vec<ViolationEvent> {
         let etype = ["in-alarm", "alarm-cleared", "alarm-invalidated"][i % 3];
         // Ties: two events per time.
         let time = 1_700_000_000.0 + (i / 2) as f64 * 300.0;
-        out.push(event(&format!("v{:02}", i % 12), &thing, profile, &b, etype, time));
+        out.push(event(
+            &format!("v{:02}", i % 12),
+            &thing,
+            profile,
+            &b,
+            etype,
+            time,
+        ));
     }
     out
 }
@@ -282,9 +306,17 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
     let mut version = std::collections::BTreeMap::<String, i64>::new();
     for (i, ev) in events.iter().enumerate() {
         let v = version.entry(ev.thing_name.clone()).or_insert(0);
-        let r = record(&s, &ev.thing_name, 1000 + i as i64, *v, std::slice::from_ref(ev), None, &[])
-            .await
-            .unwrap();
+        let r = record(
+            &s,
+            &ev.thing_name,
+            1000 + i as i64,
+            *v,
+            std::slice::from_ref(ev),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
         assert!(matches!(r, RecordOutcome::Recorded { .. }));
         *v += 1;
         model.push(RecordedEvent {
@@ -293,10 +325,15 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
         });
     }
     for thing in ["thing-0", "thing-1", "thing-2"] {
-        let mine: Vec<ActiveViolation> =
-            act.iter().filter(|a| a.thing_name == thing).cloned().collect();
+        let mine: Vec<ActiveViolation> = act
+            .iter()
+            .filter(|a| a.thing_name == thing)
+            .cloned()
+            .collect();
         let v = version[thing];
-        let r = record(&s, thing, 5000, v, &[], Some(&mine), &[]).await.unwrap();
+        let r = record(&s, thing, 5000, v, &[], Some(&mine), &[])
+            .await
+            .unwrap();
         assert_eq!(r, RecordOutcome::Recorded { version: v + 1 });
     }
     // Verification states, through the store and in the model.
@@ -324,8 +361,14 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
     let event_requests = vec![
         all(0.0, 2e9),
         all(1_700_000_600.0, 1_700_002_400.0),
-        ListViolationEventsRequest { thing_name: Some("thing-1".into()), ..all(0.0, 2e9) },
-        ListViolationEventsRequest { security_profile_name: Some("P2".into()), ..all(0.0, 2e9) },
+        ListViolationEventsRequest {
+            thing_name: Some("thing-1".into()),
+            ..all(0.0, 2e9)
+        },
+        ListViolationEventsRequest {
+            security_profile_name: Some("P2".into()),
+            ..all(0.0, 2e9)
+        },
         ListViolationEventsRequest {
             behavior_criteria_type: Some("STATISTICAL".into()),
             ..all(0.0, 2e9)
@@ -335,7 +378,10 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
             list_suppressed_alerts: Some(false),
             ..all(0.0, 2e9)
         },
-        ListViolationEventsRequest { list_suppressed_alerts: Some(true), ..all(0.0, 2e9) },
+        ListViolationEventsRequest {
+            list_suppressed_alerts: Some(true),
+            ..all(0.0, 2e9)
+        },
         ListViolationEventsRequest {
             verification_state: Some("UNKNOWN".into()),
             ..all(0.0, 2e9)
@@ -344,11 +390,17 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
             verification_state: Some("TRUE_POSITIVE".into()),
             ..all(0.0, 2e9)
         },
-        ListViolationEventsRequest { thing_name: Some("nobody".into()), ..all(0.0, 2e9) },
+        ListViolationEventsRequest {
+            thing_name: Some("nobody".into()),
+            ..all(0.0, 2e9)
+        },
     ];
     for base in event_requests {
         for page in [1, 4, 250] {
-            let mut req = ListViolationEventsRequest { max_results: Some(page), ..base.clone() };
+            let mut req = ListViolationEventsRequest {
+                max_results: Some(page),
+                ..base.clone()
+            };
             let mut pages = 0;
             let mut seen = 0;
             loop {
@@ -366,7 +418,11 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
             let total = query::list_violation_events(
                 &model,
                 &vmap,
-                &ListViolationEventsRequest { max_results: None, next_token: None, ..base.clone() },
+                &ListViolationEventsRequest {
+                    max_results: None,
+                    next_token: None,
+                    ..base.clone()
+                },
             )
             .unwrap()
             .violation_events
@@ -377,13 +433,19 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
 
     let active_requests = vec![
         ListActiveViolationsRequest::default(),
-        ListActiveViolationsRequest { thing_name: Some("thing-2".into()), ..Default::default() },
+        ListActiveViolationsRequest {
+            thing_name: Some("thing-2".into()),
+            ..Default::default()
+        },
         ListActiveViolationsRequest {
             security_profile_name: Some("P1".into()),
             behavior_criteria_type: Some("STATIC".into()),
             ..Default::default()
         },
-        ListActiveViolationsRequest { list_suppressed_alerts: Some(true), ..Default::default() },
+        ListActiveViolationsRequest {
+            list_suppressed_alerts: Some(true),
+            ..Default::default()
+        },
         ListActiveViolationsRequest {
             verification_state: Some("BENIGN_POSITIVE".into()),
             ..Default::default()
@@ -395,7 +457,10 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
     ];
     for base in active_requests {
         for page in [1, 3, 250] {
-            let mut req = ListActiveViolationsRequest { max_results: Some(page), ..base.clone() };
+            let mut req = ListActiveViolationsRequest {
+                max_results: Some(page),
+                ..base.clone()
+            };
             let mut pages = 0;
             loop {
                 let want = query::list_active_violations(&act, &profiles, &vmap, &req).unwrap();
@@ -413,7 +478,10 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
 
     // The agent's errors, unchanged.
     let p1 = s
-        .list_violation_events(&ListViolationEventsRequest { max_results: Some(2), ..all(0.0, 2e9) })
+        .list_violation_events(&ListViolationEventsRequest {
+            max_results: Some(2),
+            ..all(0.0, 2e9)
+        })
         .await
         .unwrap();
     let tok = p1.next_token.unwrap();
@@ -422,12 +490,30 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
         thing_name: Some("thing-0".into()),
         ..all(0.0, 2e9)
     };
-    assert_eq!(code(s.list_violation_events(&reused).await), "InvalidRequestException");
-    let bad_token = ListViolationEventsRequest { next_token: Some("zz".into()), ..all(0.0, 2e9) };
-    assert_eq!(code(s.list_violation_events(&bad_token).await), "InvalidRequestException");
-    assert_eq!(code(s.list_violation_events(&all(10.0, 5.0)).await), "InvalidRequestException");
-    let too_many = ListViolationEventsRequest { max_results: Some(251), ..all(0.0, 1.0) };
-    assert_eq!(code(s.list_violation_events(&too_many).await), "InvalidRequestException");
+    assert_eq!(
+        code(s.list_violation_events(&reused).await),
+        "InvalidRequestException"
+    );
+    let bad_token = ListViolationEventsRequest {
+        next_token: Some("zz".into()),
+        ..all(0.0, 2e9)
+    };
+    assert_eq!(
+        code(s.list_violation_events(&bad_token).await),
+        "InvalidRequestException"
+    );
+    assert_eq!(
+        code(s.list_violation_events(&all(10.0, 5.0)).await),
+        "InvalidRequestException"
+    );
+    let too_many = ListViolationEventsRequest {
+        max_results: Some(251),
+        ..all(0.0, 1.0)
+    };
+    assert_eq!(
+        code(s.list_violation_events(&too_many).await),
+        "InvalidRequestException"
+    );
     let unknown = ListActiveViolationsRequest {
         security_profile_name: Some("Nope".into()),
         ..Default::default()
@@ -437,7 +523,10 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
         "ResourceNotFoundException"
     );
     assert_eq!(
-        code(s.put_verification_state("nope", "TRUE_POSITIVE", None).await),
+        code(
+            s.put_verification_state("nope", "TRUE_POSITIVE", None)
+                .await
+        ),
         "InvalidRequestException"
     );
     assert_eq!(
@@ -445,7 +534,9 @@ async fn violation_lists_match_the_agents_queries_across_pages(e: TestEngine) {
         "InvalidRequestException"
     );
     // Omitting the description removes it.
-    s.put_verification_state("v01", "TRUE_POSITIVE", None).await.unwrap();
+    s.put_verification_state("v01", "TRUE_POSITIVE", None)
+        .await
+        .unwrap();
     let got = s
         .list_violation_events(&ListViolationEventsRequest {
             verification_state: Some("TRUE_POSITIVE".into()),
@@ -464,7 +555,10 @@ both!(violation_lists_match_the_agents_queries_across_pages);
 async fn active_violations_are_replaced_per_thing(e: TestEngine) {
     let s = open(&e).await;
     let b = behavior("B", "STATIC", false);
-    let a1 = [active("x1", "t1", "P", &b, 1000.0), active("x2", "t1", "P", &b, 1300.0)];
+    let a1 = [
+        active("x1", "t1", "P", &b, 1000.0),
+        active("x2", "t1", "P", &b, 1300.0),
+    ];
     let a2 = [active("y1", "t2", "P", &b, 1000.0)];
     record(&s, "t1", 1, 0, &[], Some(&a1), &[]).await.unwrap();
     record(&s, "t2", 1, 0, &[], Some(&a2), &[]).await.unwrap();
@@ -472,15 +566,29 @@ async fn active_violations_are_replaced_per_thing(e: TestEngine) {
     record(&s, "t1", 2, 1, &[], None, &[]).await.unwrap();
     let profiles: BTreeSet<String> = ["P".to_string()].into();
     let ids = |r: defender_agent::detect::query::ListActiveViolationsResponse| -> Vec<String> {
-        r.active_violations.into_iter().map(|a| a.violation_id).collect()
+        r.active_violations
+            .into_iter()
+            .map(|a| a.violation_id)
+            .collect()
     };
     let req = ListActiveViolationsRequest::default();
-    assert_eq!(ids(s.list_active_violations(&profiles, &req).await.unwrap()), ["x2", "y1", "x1"]);
+    assert_eq!(
+        ids(s.list_active_violations(&profiles, &req).await.unwrap()),
+        ["x2", "y1", "x1"]
+    );
     // Some(list): replaces t1's, t2's untouched.
-    record(&s, "t1", 3, 2, &[], Some(&a1[1..]), &[]).await.unwrap();
-    assert_eq!(ids(s.list_active_violations(&profiles, &req).await.unwrap()), ["x2", "y1"]);
+    record(&s, "t1", 3, 2, &[], Some(&a1[1..]), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(s.list_active_violations(&profiles, &req).await.unwrap()),
+        ["x2", "y1"]
+    );
     record(&s, "t1", 4, 3, &[], Some(&[]), &[]).await.unwrap();
-    assert_eq!(ids(s.list_active_violations(&profiles, &req).await.unwrap()), ["y1"]);
+    assert_eq!(
+        ids(s.list_active_violations(&profiles, &req).await.unwrap()),
+        ["y1"]
+    );
     assert_eq!(s.counts().await.unwrap().active_violations, 1);
 }
 both!(active_violations_are_replaced_per_thing);
@@ -488,21 +596,48 @@ both!(active_violations_are_replaced_per_thing);
 async fn one_lease_holder_per_period(e: TestEngine) {
     let s = open(&e).await;
     let ttl = 300_000;
-    assert!(s.try_lease("thresholds", "a", 1_000_000, ttl).await.unwrap());
-    assert!(!s.try_lease("thresholds", "b", 1_000_000, ttl).await.unwrap());
-    assert!(!s.try_lease("thresholds", "b", 1_299_999, ttl).await.unwrap());
+    assert!(s
+        .try_lease("thresholds", "a", 1_000_000, ttl)
+        .await
+        .unwrap());
+    assert!(!s
+        .try_lease("thresholds", "b", 1_000_000, ttl)
+        .await
+        .unwrap());
+    assert!(!s
+        .try_lease("thresholds", "b", 1_299_999, ttl)
+        .await
+        .unwrap());
     // The holder renews; another job is independent.
-    assert!(s.try_lease("thresholds", "a", 1_100_000, ttl).await.unwrap());
+    assert!(s
+        .try_lease("thresholds", "a", 1_100_000, ttl)
+        .await
+        .unwrap());
     assert!(s.try_lease("retention", "b", 1_100_000, ttl).await.unwrap());
-    assert!(!s.try_lease("thresholds", "b", 1_399_999, ttl).await.unwrap());
+    assert!(!s
+        .try_lease("thresholds", "b", 1_399_999, ttl)
+        .await
+        .unwrap());
     // Expired: the next comer takes it, the old holder no longer has it.
-    assert!(s.try_lease("thresholds", "b", 1_400_000, ttl).await.unwrap());
-    assert!(!s.try_lease("thresholds", "a", 1_400_001, ttl).await.unwrap());
+    assert!(s
+        .try_lease("thresholds", "b", 1_400_000, ttl)
+        .await
+        .unwrap());
+    assert!(!s
+        .try_lease("thresholds", "a", 1_400_001, ttl)
+        .await
+        .unwrap());
     // Released: free at once (only by its holder).
     s.release_lease("thresholds", "a").await.unwrap();
-    assert!(!s.try_lease("thresholds", "a", 1_400_002, ttl).await.unwrap());
+    assert!(!s
+        .try_lease("thresholds", "a", 1_400_002, ttl)
+        .await
+        .unwrap());
     s.release_lease("thresholds", "b").await.unwrap();
-    assert!(s.try_lease("thresholds", "a", 1_400_003, ttl).await.unwrap());
+    assert!(s
+        .try_lease("thresholds", "a", 1_400_003, ttl)
+        .await
+        .unwrap());
 
     // Ten instances racing for a fresh period, each with its own store (own pool): one wins.
     let mut stores = Vec::new();
@@ -516,7 +651,9 @@ async fn one_lease_holder_per_period(e: TestEngine) {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            s.try_lease("race", &format!("holder-{i}"), 5_000_000, ttl).await.unwrap()
+            s.try_lease("race", &format!("holder-{i}"), 5_000_000, ttl)
+                .await
+                .unwrap()
         }));
     }
     let mut winners = 0;
@@ -531,55 +668,109 @@ async fn retention_purges_old_rows_in_batches(e: TestEngine) {
     let s = open(&e).await;
     let b = behavior("B", "STATIC", false);
     // Reports 1000..1009 s (old) and 2000..2004 s (new); one event per report at its time.
-    let mut v = 0;
-    for id in (1000..1010).chain(2000..2005) {
-        let ev = [event(&format!("v{id}"), "t1", "P", &b, "in-alarm", id as f64)];
-        let r = record(&s, "t1", id, v, &ev, None, &[dp("P", "B", 1.0)]).await.unwrap();
+    for (v, id) in (1000..1010).chain(2000..2005).enumerate() {
+        let ev = [event(
+            &format!("v{id}"),
+            "t1",
+            "P",
+            &b,
+            "in-alarm",
+            id as f64,
+        )];
+        let r = record(&s, "t1", id, v as i64, &ev, None, &[dp("P", "B", 1.0)])
+            .await
+            .unwrap();
         assert!(matches!(r, RecordOutcome::Recorded { .. }));
-        v += 1;
     }
-    record(&s, "t2", 1005, 0, &[], None, &[dp("P", "B", 2.0)]).await.unwrap();
-    s.put_verification_state("v1001", "TRUE_POSITIVE", Some("old")).await.unwrap();
-    s.put_verification_state("v2001", "TRUE_POSITIVE", Some("new")).await.unwrap();
+    record(&s, "t2", 1005, 0, &[], None, &[dp("P", "B", 2.0)])
+        .await
+        .unwrap();
+    s.put_verification_state("v1001", "TRUE_POSITIVE", Some("old"))
+        .await
+        .unwrap();
+    s.put_verification_state("v2001", "TRUE_POSITIVE", Some("new"))
+        .await
+        .unwrap();
     let before = s.counts().await.unwrap();
     assert_eq!((before.reports_retained, before.violation_events), (16, 15));
 
     let p = s.purge_older_than(1_500_000, 3).await.unwrap();
-    assert_eq!((p.events, p.reports, p.datapoints, p.verifications), (10, 11, 1, 1));
+    assert_eq!(
+        (p.events, p.reports, p.datapoints, p.verifications),
+        (10, 11, 1, 1)
+    );
     let after = s.counts().await.unwrap();
     assert_eq!((after.reports_retained, after.violation_events), (5, 5));
     // Totals and things stay; the newest datapoint of t1 stays, t2's old one went.
     assert_eq!((after.things, after.reports_total), (2, 16));
-    assert_eq!(s.population("P", "B", 0).await.unwrap(), vec![("t1".to_string(), 1.0)]);
-    let all = ListViolationEventsRequest { start_time: 0.0, end_time: 1e10, ..Default::default() };
-    let left = s.list_violation_events(&all).await.unwrap().violation_events;
+    assert_eq!(
+        s.population("P", "B", 0).await.unwrap(),
+        vec![("t1".to_string(), 1.0)]
+    );
+    let all = ListViolationEventsRequest {
+        start_time: 0.0,
+        end_time: 1e10,
+        ..Default::default()
+    };
+    let left = s
+        .list_violation_events(&all)
+        .await
+        .unwrap()
+        .violation_events;
     assert_eq!(left.len(), 5);
     assert!(left.iter().all(|e| e.violation_event_time >= 1500.0));
     assert!(left
         .iter()
         .any(|e| e.verification_state_description.as_deref() == Some("new")));
     // Nothing left to purge.
-    assert_eq!(s.purge_older_than(1_500_000, 3).await.unwrap(), Default::default());
+    assert_eq!(
+        s.purge_older_than(1_500_000, 3).await.unwrap(),
+        Default::default()
+    );
     // Retention from the settings (14 days by default) keeps everything recent.
-    assert_eq!(s.purge_expired(2_010_000).await.unwrap(), Default::default());
+    assert_eq!(
+        s.purge_expired(2_010_000).await.unwrap(),
+        Default::default()
+    );
 }
 both!(retention_purges_old_rows_in_batches);
 
 async fn thresholds_population_and_counts(e: TestEngine) {
     let s = open(&e).await;
     for (i, thing) in ["a", "b", "c"].iter().enumerate() {
-        record(&s, thing, 1000, 0, &[], None, &[dp("P", "S", i as f64), dp("P", "T", 9.0)])
-            .await
-            .unwrap();
+        record(
+            &s,
+            thing,
+            1000,
+            0,
+            &[],
+            None,
+            &[dp("P", "S", i as f64), dp("P", "T", 9.0)],
+        )
+        .await
+        .unwrap();
     }
     // A late (older) report never replaces a newer datapoint; a newer one does.
-    record(&s, "a", 900, 1, &[], None, &[dp("P", "S", 100.0)]).await.unwrap();
-    record(&s, "b", 1100, 1, &[], None, &[dp("P", "S", 7.0)]).await.unwrap();
+    record(&s, "a", 900, 1, &[], None, &[dp("P", "S", 100.0)])
+        .await
+        .unwrap();
+    record(&s, "b", 1100, 1, &[], None, &[dp("P", "S", 7.0)])
+        .await
+        .unwrap();
     let pop = s.population("P", "S", 0).await.unwrap();
-    assert_eq!(pop, vec![("a".into(), 0.0), ("b".into(), 7.0), ("c".into(), 2.0)]);
-    assert_eq!(s.population("P", "S", 1_050_000).await.unwrap(), vec![("b".into(), 7.0)]);
+    assert_eq!(
+        pop,
+        vec![("a".into(), 0.0), ("b".into(), 7.0), ("c".into(), 2.0)]
+    );
+    assert_eq!(
+        s.population("P", "S", 1_050_000).await.unwrap(),
+        vec![("b".into(), 7.0)]
+    );
     // last_report_ms keeps the latest report time, not the latest arrival.
-    assert_eq!(s.load_thing("a").await.unwrap().unwrap().last_report_ms, Some(1_000_000));
+    assert_eq!(
+        s.load_thing("a").await.unwrap().unwrap().last_report_ms,
+        Some(1_000_000)
+    );
 
     let t = |behavior: &str, value: Option<f64>, population: i64, at: i64| FleetThreshold {
         profile: "P".into(),
@@ -590,7 +781,9 @@ async fn thresholds_population_and_counts(e: TestEngine) {
     };
     s.upsert_threshold(&t("S", Some(7.0), 3, 10)).await.unwrap();
     s.upsert_threshold(&t("T", None, 3, 10)).await.unwrap();
-    s.upsert_threshold(&t("S", Some(2.5), 12, 20)).await.unwrap();
+    s.upsert_threshold(&t("S", Some(2.5), 12, 20))
+        .await
+        .unwrap();
     assert_eq!(
         s.thresholds().await.unwrap(),
         vec![t("S", Some(2.5), 12, 20), t("T", None, 3, 10)]
@@ -604,7 +797,9 @@ both!(thresholds_population_and_counts);
 
 async fn a_corrupt_state_is_an_error_naming_the_thing(e: TestEngine) {
     let s = open(&e).await;
-    record(&s, "sensor-7", 1000, 0, &[], None, &[]).await.unwrap();
+    record(&s, "sensor-7", 1000, 0, &[], None, &[])
+        .await
+        .unwrap();
     sqlx::query("UPDATE things SET state = '{not json' WHERE thing = 'sensor-7'")
         .execute(s.pool())
         .await
@@ -623,7 +818,11 @@ async fn a_corrupt_state_is_an_error_naming_the_thing(e: TestEngine) {
         .execute(s.pool())
         .await
         .unwrap();
-    let all = ListViolationEventsRequest { start_time: 0.0, end_time: 1e10, ..Default::default() };
+    let all = ListViolationEventsRequest {
+        start_time: 0.0,
+        end_time: 1e10,
+        ..Default::default()
+    };
     let err = s.list_violation_events(&all).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
@@ -631,8 +830,7 @@ both!(a_corrupt_state_is_an_error_naming_the_thing);
 
 async fn the_engine_state_round_trips(e: TestEngine) {
     use defender_agent::detect::{
-        DetectEngine, EngineSettings, SecurityProfile, TrafficLog, TrafficRecord,
-        ValidationContext,
+        DetectEngine, EngineSettings, SecurityProfile, TrafficLog, TrafficRecord, ValidationContext,
     };
     let s = open(&e).await;
     let profile: SecurityProfile = serde_json::from_value(json!({
@@ -643,10 +841,20 @@ async fn the_engine_state_round_trips(e: TestEngine) {
     }))
     .unwrap();
     let ctx = ValidationContext::default();
-    let mut engine = DetectEngine::new(EngineSettings::new("t1"), &[profile.clone()], &ctx);
+    let mut engine = DetectEngine::new(
+        EngineSettings::new("t1"),
+        std::slice::from_ref(&profile),
+        &ctx,
+    );
     let mut log = TrafficLog::new("c");
     for _ in 0..15 {
-        log.record(299_000, TrafficRecord::Publish { topic: "x".into(), bytes: 1 });
+        log.record(
+            299_000,
+            TrafficRecord::Publish {
+                topic: "x".into(),
+                bytes: 1,
+            },
+        );
     }
     let emitted = engine.evaluate_cloud(&log, 300_000);
     let events: Vec<ViolationEvent> = emitted.iter().map(|e| e.event.clone()).collect();
@@ -670,8 +878,13 @@ async fn the_engine_state_round_trips(e: TestEngine) {
     assert_eq!(r, RecordOutcome::Recorded { version: 1 });
     let loaded = s.load_thing("t1").await.unwrap().unwrap();
     assert_eq!(&loaded.state, engine.state());
-    let (restored, invalidated) =
-        DetectEngine::with_state(EngineSettings::new("t1"), &[profile], &ctx, loaded.state, 300_100);
+    let (restored, invalidated) = DetectEngine::with_state(
+        EngineSettings::new("t1"),
+        &[profile],
+        &ctx,
+        loaded.state,
+        300_100,
+    );
     assert!(invalidated.is_empty());
     assert_eq!(restored.active_violations(), act);
     let profiles: BTreeSet<String> = ["P".to_string()].into();
@@ -726,7 +939,10 @@ async fn sqlite_locked_past_the_busy_timeout_is_unavailable() {
     let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
     let err = record(&s, "t1", 1001, 1, &[], None, &[]).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     // Readers still read (WAL).
@@ -741,9 +957,11 @@ async fn sqlite_locked_past_the_busy_timeout_is_unavailable() {
 #[tokio::test]
 async fn bad_settings_are_config_errors() {
     use defender_fleet::store::{Engine, Settings};
-    let err = Store::open(Settings::new(Engine::Postgres { url: "mysql://x".into() }))
-        .await
-        .unwrap_err();
+    let err = Store::open(Settings::new(Engine::Postgres {
+        url: "mysql://x".into(),
+    }))
+    .await
+    .unwrap_err();
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     let err = Store::open(Settings::new(Engine::Sqlite { path: "".into() }))
         .await

@@ -716,8 +716,7 @@ impl Store {
     pub async fn purge_older_than(&self, cutoff_ms: i64, batch: i64) -> Result<Purged> {
         let batch = batch.max(1);
         let cutoff_secs = defender_agent::detect::violation::ms_to_secs(cutoff_ms);
-        let mut p = Purged::default();
-        p.events = self
+        let events = self
             .purge_loop(
                 "DELETE FROM violation_events WHERE seq IN (SELECT seq FROM violation_events \
                  WHERE event_time < $1 LIMIT $2)",
@@ -725,7 +724,7 @@ impl Store {
                 batch,
             )
             .await?;
-        p.reports = self
+        let reports = self
             .purge_loop(
                 "DELETE FROM reports WHERE id IN (SELECT id FROM reports \
                  WHERE report_time_ms < $1 LIMIT $2)",
@@ -733,7 +732,7 @@ impl Store {
                 batch,
             )
             .await?;
-        p.datapoints = self
+        let datapoints = self
             .purge_loop(
                 "DELETE FROM datapoints WHERE (profile, behavior, thing) IN (SELECT profile, \
                  behavior, thing FROM datapoints WHERE time_ms < $1 LIMIT $2)",
@@ -741,7 +740,7 @@ impl Store {
                 batch,
             )
             .await?;
-        p.verifications = self
+        let verifications = self
             .purge_loop(
                 "DELETE FROM verification WHERE violation_id IN (SELECT v.violation_id FROM \
                  verification v \
@@ -753,7 +752,12 @@ impl Store {
                 batch,
             )
             .await?;
-        Ok(p)
+        Ok(Purged {
+            events,
+            reports,
+            datapoints,
+            verifications,
+        })
     }
 
     async fn purge_loop(&self, sql: &'static str, bound: Bound, batch: i64) -> Result<u64> {

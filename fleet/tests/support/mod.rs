@@ -81,7 +81,11 @@ impl PgServer {
                 .arg(&dir)
                 .output()
                 .expect("chown");
-            assert!(out.status.success(), "chown nobody {}: {out:?}", dir.display());
+            assert!(
+                out.status.success(),
+                "chown nobody {}: {out:?}",
+                dir.display()
+            );
         }
         let mut server = PgServer {
             dir,
@@ -269,7 +273,13 @@ pub fn db_name(test: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let clean: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     format!("t{}_{clean}", N.fetch_add(1, Ordering::Relaxed))
