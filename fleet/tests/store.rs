@@ -161,6 +161,24 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) 
 }
 both!(migrations_are_idempotent_and_a_newer_schema_is_refused);
 
+async fn instances_starting_together_migrate_once(e: TestEngine) {
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let settings = e.settings.clone();
+        tasks.push(tokio::spawn(async move { Store::open(settings).await }));
+    }
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap().unwrap_or_else(|err| panic!("open: {err}")));
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+        .fetch_one(stores[0].pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+both!(instances_starting_together_migrate_once);
+
 async fn a_redelivered_report_is_a_duplicate_and_writes_nothing(e: TestEngine) {
     let s = open(&e).await;
     let b = behavior("B", "STATIC", false);
@@ -185,11 +203,17 @@ async fn a_redelivered_report_is_a_duplicate_and_writes_nothing(e: TestEngine) {
     // The same report id for another thing is another report.
     let r4 = record(&s, "t2", 1000, 0, &[], None, &[]).await;
     assert_eq!(r4.unwrap(), RecordOutcome::Recorded { version: 1 });
-    let seen = s.things().await.unwrap();
+    let seen = s.things(None, 100).await.unwrap();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].thing, "t1");
     assert_eq!(seen[0].report_count, 1);
     assert_eq!(seen[0].first_seen_ms, 1_000_250);
+    // Pages by name.
+    let first = s.things(None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let second = s.things(Some(&first[0].thing), 1).await.unwrap();
+    assert_eq!(second[0].thing, "t2");
+    assert!(s.things(Some("t2"), 1).await.unwrap().is_empty());
 }
 both!(a_redelivered_report_is_a_duplicate_and_writes_nothing);
 
@@ -967,4 +991,14 @@ async fn bad_settings_are_config_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    let err = Store::open(Settings::new(Engine::Sqlite {
+        path: "/nonexistent-dir/fleet.db".into(),
+    }))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("/nonexistent-dir/fleet.db"),
+        "{err}"
+    );
 }

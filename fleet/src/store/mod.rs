@@ -266,6 +266,16 @@ impl Store {
                 if path.as_os_str().is_empty() {
                     return Err(StoreError::Config("the SQLite path is empty".into()));
                 }
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    return Err(StoreError::Config(format!(
+                        "the directory of the SQLite file {} does not exist",
+                        path.display()
+                    )));
+                }
                 let opts = sqlx::sqlite::SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true);
@@ -581,12 +591,15 @@ impl Store {
         Ok(RecordOutcome::Recorded { version })
     }
 
-    /// Things seen, by name.
-    pub async fn things(&self) -> Result<Vec<ThingSeen>> {
+    /// Things seen, by name (byte order), at most `limit` after the name `after` (a page: pass
+    /// the last name of the previous page).
+    pub async fn things(&self, after: Option<&str>, limit: i64) -> Result<Vec<ThingSeen>> {
         let rows = sqlx::query(
             "SELECT thing, first_seen_ms, last_seen_ms, last_report_ms, report_count \
-             FROM things ORDER BY thing",
+             FROM things WHERE ($1 IS NULL OR thing > $1) ORDER BY thing LIMIT $2",
         )
+        .bind(after)
+        .bind(limit.max(0))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
