@@ -5,7 +5,7 @@
 //! periodic jobs, retention.
 //!
 //! One code path for both engines (sqlx's Any driver, `$n` parameters on both), one schema
-//! ([`schema`]) migrated at [`Store::open`]. Correctness with several instances comes from the
+//! (`schema.rs`) migrated at [`Store::open`]. Correctness with several instances comes from the
 //! database: a unique key per report, `UPDATE … WHERE version = expected` for the engine state,
 //! and an upsert with a condition for leases. Every write of one report is one transaction.
 //!
