@@ -282,6 +282,59 @@ async fn racing_writers_one_wins_the_other_conflicts_and_retries(e: TestEngine) 
 }
 both!(racing_writers_one_wins_the_other_conflicts_and_retries);
 
+async fn a_batch_commits_once_and_keeps_each_outcome(e: TestEngine) {
+    fn rec<'a>(
+        state: &'a EngineState,
+        thing: &'a str,
+        report_id: i64,
+        expected_version: i64,
+        events: &'a [ViolationEvent],
+    ) -> ReportRecord<'a> {
+        ReportRecord {
+            thing,
+            report_id,
+            report_time_ms: report_id * 1000,
+            received_ms: report_id * 1000,
+            payload_bytes: 1,
+            expected_version,
+            state,
+            events,
+            active: None,
+            datapoints: &[],
+        }
+    }
+    let s = open(&e).await;
+    record(&s, "old", 1000, 0, &[], None, &[]).await.unwrap();
+    let st = EngineState::default();
+    let b = behavior("B", "STATIC", false);
+    let ev = [event("v1", "a", "P", &b, "in-alarm", 1000.0)];
+    let batch = [
+        rec(&st, "a", 1000, 0, &ev),   // new thing
+        rec(&st, "old", 1000, 1, &[]), // redelivery
+        rec(&st, "old", 1001, 0, &[]), // stale version
+        rec(&st, "a", 1001, 1, &[]),   // the same thing again, after the first
+        rec(&st, "b", 1000, 0, &[]),
+    ];
+    let out = s.record_reports(&batch).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            RecordOutcome::Recorded { version: 1 },
+            RecordOutcome::Duplicate,
+            RecordOutcome::Conflict,
+            RecordOutcome::Recorded { version: 2 },
+            RecordOutcome::Recorded { version: 1 },
+        ]
+    );
+    let c = s.counts().await.unwrap();
+    // old: 1 report; a: 2; b: 1. The conflicting report left nothing behind.
+    assert_eq!((c.things, c.reports_total, c.reports_retained), (3, 4, 4));
+    assert_eq!(c.violation_events, 1);
+    assert_eq!(s.load_thing("old").await.unwrap().unwrap().version, 1);
+    assert!(s.record_reports(&[]).await.unwrap().is_empty());
+}
+both!(a_batch_commits_once_and_keeps_each_outcome);
+
 /// Events for the list tests, in record order (times with ties, three things, two profiles,
 /// every criteria type, suppressed or not).
 fn sample_events() -> Vec<ViolationEvent> {

@@ -27,7 +27,9 @@ use defender_agent::detect::validate::{criteria_type, CriteriaType};
 use defender_agent::detect::{ActiveViolation, Behavior, EngineState, ViolationEvent};
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction};
+use sqlx::{
+    Acquire, Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
+};
 
 /// The store's result.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -451,144 +453,38 @@ impl Store {
     /// and the datapoints. When this returns `Recorded`, it is committed (SQLite: synchronous
     /// FULL; PostgreSQL: its `synchronous_commit`).
     pub async fn record_report(&self, r: &ReportRecord<'_>) -> Result<RecordOutcome> {
-        let state = to_json("engine state", r.state)?;
-        let events: Vec<(String, &ViolationEvent)> = r
-            .events
-            .iter()
-            .map(|e| {
-                let mut bare = e.clone();
-                bare.verification_state = None;
-                bare.verification_state_description = None;
-                to_json("violation event", &bare).map(|j| (j, e))
-            })
-            .collect::<Result<_>>()?;
-        let active: Option<Vec<(String, &ActiveViolation)>> = match r.active {
-            None => None,
-            Some(list) => Some(
-                list.iter()
-                    .map(|a| {
-                        let mut bare = a.clone();
-                        bare.verification_state = None;
-                        bare.verification_state_description = None;
-                        to_json("active violation", &bare).map(|j| (j, a))
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-        };
-
+        let p = prepare(r)?;
         let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, payload_bytes) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (thing, report_id) DO NOTHING",
-        )
-        .bind(r.thing)
-        .bind(r.report_id)
-        .bind(r.report_time_ms)
-        .bind(r.received_ms)
-        .bind(r.payload_bytes)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            let _ = tx.rollback().await;
-            return Ok(RecordOutcome::Duplicate);
-        }
-        let version = if r.expected_version == 0 {
-            let n = sqlx::query(
-                "INSERT INTO things (thing, state, version, first_seen_ms, last_seen_ms, \
-                 last_report_ms, report_count) VALUES ($1, $2, 1, $3, $3, $4, 1) \
-                 ON CONFLICT (thing) DO NOTHING",
-            )
-            .bind(r.thing)
-            .bind(&state)
-            .bind(r.received_ms)
-            .bind(r.report_time_ms)
-            .execute(&mut *tx)
-            .await?;
-            if n.rows_affected() == 0 {
-                let _ = tx.rollback().await;
-                return Ok(RecordOutcome::Conflict);
-            }
-            1
+        let outcome = write_report(&mut tx, r, &p).await?;
+        if let RecordOutcome::Recorded { .. } = outcome {
+            tx.commit().await?;
         } else {
-            let n = sqlx::query(
-                "UPDATE things SET state = $2, version = version + 1, \
-                 last_seen_ms = CASE WHEN last_seen_ms > $3 THEN last_seen_ms ELSE $3 END, \
-                 last_report_ms = CASE WHEN last_report_ms IS NULL OR last_report_ms < $4 \
-                 THEN $4 ELSE last_report_ms END, \
-                 report_count = report_count + 1 \
-                 WHERE thing = $1 AND version = $5",
-            )
-            .bind(r.thing)
-            .bind(&state)
-            .bind(r.received_ms)
-            .bind(r.report_time_ms)
-            .bind(r.expected_version)
-            .execute(&mut *tx)
-            .await?;
-            if n.rows_affected() == 0 {
-                let _ = tx.rollback().await;
-                return Ok(RecordOutcome::Conflict);
-            }
-            r.expected_version + 1
-        };
-        for (json, e) in &events {
-            sqlx::query(
-                "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
-                 criteria_type, suppressed, event_type, event_time, event) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(e.violation_id.as_str())
-            .bind(e.thing_name.as_str())
-            .bind(e.security_profile_name.as_str())
-            .bind(e.behavior.name.as_str())
-            .bind(criteria_text(&e.behavior))
-            .bind(suppressed(&e.behavior))
-            .bind(event_type_text(e))
-            .bind(e.violation_event_time)
-            .bind(json.as_str())
-            .execute(&mut *tx)
-            .await?;
+            let _ = tx.rollback().await;
         }
-        if let Some(active) = &active {
-            sqlx::query("DELETE FROM active_violations WHERE thing = $1")
-                .bind(r.thing)
-                .execute(&mut *tx)
-                .await?;
-            for (json, a) in active {
-                sqlx::query(
-                    "INSERT INTO active_violations (violation_id, thing, profile, behavior, \
-                     criteria_type, suppressed, start_time, violation) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(a.violation_id.as_str())
-                .bind(a.thing_name.as_str())
-                .bind(a.security_profile_name.as_str())
-                .bind(a.behavior.name.as_str())
-                .bind(criteria_text(&a.behavior))
-                .bind(suppressed(&a.behavior))
-                .bind(a.violation_start_time)
-                .bind(json.as_str())
-                .execute(&mut *tx)
-                .await?;
+        Ok(outcome)
+    }
+
+    /// [`Self::record_report`] for several reports in one transaction (group commit: one disk
+    /// flush for the batch), each in a savepoint of its own, so a duplicate or a conflict
+    /// leaves the others in. The outcomes, in order, hold only once this returns `Ok`: on an
+    /// error nothing of the batch is committed. Two reports of one thing in a batch: the second
+    /// expects the version the first gets.
+    pub async fn record_reports(&self, batch: &[ReportRecord<'_>]) -> Result<Vec<RecordOutcome>> {
+        let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>>>()?;
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (r, p) in batch.iter().zip(&prepared) {
+            let mut sp = tx.begin().await?;
+            let outcome = write_report(&mut sp, r, p).await?;
+            if let RecordOutcome::Recorded { .. } = outcome {
+                sp.commit().await?;
+            } else {
+                sp.rollback().await?;
             }
-        }
-        for d in r.datapoints {
-            sqlx::query(
-                "INSERT INTO datapoints (profile, behavior, thing, time_ms, value) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile, behavior, thing) DO UPDATE \
-                 SET time_ms = excluded.time_ms, value = excluded.value \
-                 WHERE excluded.time_ms >= datapoints.time_ms",
-            )
-            .bind(d.profile.as_str())
-            .bind(d.behavior.as_str())
-            .bind(r.thing)
-            .bind(r.report_time_ms)
-            .bind(d.value)
-            .execute(&mut *tx)
-            .await?;
+            out.push(outcome);
         }
         tx.commit().await?;
-        Ok(RecordOutcome::Recorded { version })
+        Ok(out)
     }
 
     /// Things seen, by name (byte order), at most `limit` after the name `after` (a page: pass
@@ -831,6 +727,163 @@ impl Store {
             size_bytes,
         })
     }
+}
+
+/// A report's JSON, encoded before the transaction.
+struct Prepared<'a> {
+    state: String,
+    events: Vec<(String, &'a ViolationEvent)>,
+    active: Option<Vec<(String, &'a ActiveViolation)>>,
+}
+
+fn prepare<'a>(r: &ReportRecord<'a>) -> Result<Prepared<'a>> {
+    let state = to_json("engine state", r.state)?;
+    let events: Vec<(String, &ViolationEvent)> = r
+        .events
+        .iter()
+        .map(|e| {
+            let mut bare = e.clone();
+            bare.verification_state = None;
+            bare.verification_state_description = None;
+            to_json("violation event", &bare).map(|j| (j, e))
+        })
+        .collect::<Result<_>>()?;
+    let active: Option<Vec<(String, &ActiveViolation)>> = match r.active {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|a| {
+                    let mut bare = a.clone();
+                    bare.verification_state = None;
+                    bare.verification_state_description = None;
+                    to_json("active violation", &bare).map(|j| (j, a))
+                })
+                .collect::<Result<_>>()?,
+        ),
+    };
+
+    Ok(Prepared {
+        state,
+        events,
+        active,
+    })
+}
+
+/// The writes of one report on `conn` (a transaction or a savepoint). Duplicate or Conflict:
+/// the caller rolls back what was written.
+async fn write_report(
+    conn: &mut AnyConnection,
+    r: &ReportRecord<'_>,
+    p: &Prepared<'_>,
+) -> Result<RecordOutcome> {
+    let inserted = sqlx::query(
+        "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, payload_bytes) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (thing, report_id) DO NOTHING",
+    )
+    .bind(r.thing)
+    .bind(r.report_id)
+    .bind(r.report_time_ms)
+    .bind(r.received_ms)
+    .bind(r.payload_bytes)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(RecordOutcome::Duplicate);
+    }
+    let version = if r.expected_version == 0 {
+        let n = sqlx::query(
+            "INSERT INTO things (thing, state, version, first_seen_ms, last_seen_ms, \
+             last_report_ms, report_count) VALUES ($1, $2, 1, $3, $3, $4, 1) \
+             ON CONFLICT (thing) DO NOTHING",
+        )
+        .bind(r.thing)
+        .bind(&p.state)
+        .bind(r.received_ms)
+        .bind(r.report_time_ms)
+        .execute(&mut *conn)
+        .await?;
+        if n.rows_affected() == 0 {
+            return Ok(RecordOutcome::Conflict);
+        }
+        1
+    } else {
+        let n = sqlx::query(
+            "UPDATE things SET state = $2, version = version + 1, \
+             last_seen_ms = CASE WHEN last_seen_ms > $3 THEN last_seen_ms ELSE $3 END, \
+             last_report_ms = CASE WHEN last_report_ms IS NULL OR last_report_ms < $4 \
+             THEN $4 ELSE last_report_ms END, \
+             report_count = report_count + 1 \
+             WHERE thing = $1 AND version = $5",
+        )
+        .bind(r.thing)
+        .bind(&p.state)
+        .bind(r.received_ms)
+        .bind(r.report_time_ms)
+        .bind(r.expected_version)
+        .execute(&mut *conn)
+        .await?;
+        if n.rows_affected() == 0 {
+            return Ok(RecordOutcome::Conflict);
+        }
+        r.expected_version + 1
+    };
+    for (json, e) in &p.events {
+        sqlx::query(
+            "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
+             criteria_type, suppressed, event_type, event_time, event) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(e.violation_id.as_str())
+        .bind(e.thing_name.as_str())
+        .bind(e.security_profile_name.as_str())
+        .bind(e.behavior.name.as_str())
+        .bind(criteria_text(&e.behavior))
+        .bind(suppressed(&e.behavior))
+        .bind(event_type_text(e))
+        .bind(e.violation_event_time)
+        .bind(json.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(active) = &p.active {
+        sqlx::query("DELETE FROM active_violations WHERE thing = $1")
+            .bind(r.thing)
+            .execute(&mut *conn)
+            .await?;
+        for (json, a) in active {
+            sqlx::query(
+                "INSERT INTO active_violations (violation_id, thing, profile, behavior, \
+                 criteria_type, suppressed, start_time, violation) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(a.violation_id.as_str())
+            .bind(a.thing_name.as_str())
+            .bind(a.security_profile_name.as_str())
+            .bind(a.behavior.name.as_str())
+            .bind(criteria_text(&a.behavior))
+            .bind(suppressed(&a.behavior))
+            .bind(a.violation_start_time)
+            .bind(json.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    for d in r.datapoints {
+        sqlx::query(
+            "INSERT INTO datapoints (profile, behavior, thing, time_ms, value) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile, behavior, thing) DO UPDATE \
+             SET time_ms = excluded.time_ms, value = excluded.value \
+             WHERE excluded.time_ms >= datapoints.time_ms",
+        )
+        .bind(d.profile.as_str())
+        .bind(d.behavior.as_str())
+        .bind(r.thing)
+        .bind(r.report_time_ms)
+        .bind(d.value)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(RecordOutcome::Recorded { version })
 }
 
 #[derive(Clone, Copy)]
