@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The test command (README): installs what cargo does not bring (Debian's mosquitto), then runs
-# every test. Tests that need a broker start their own on a free loopback port.
+# The test command (README): installs what cargo does not bring (Debian's mosquitto and
+# tinyproxy), then runs every test. Tests that need a broker (or a proxy) start their own on a
+# free loopback port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "tests/run.sh: installing ${need[*]} (needed by the broker tests)" >&2
+  echo "tests/run.sh: installing ${need[*]} (needed by the broker and proxy tests)" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

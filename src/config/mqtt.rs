@@ -186,9 +186,11 @@ pub(crate) fn parse_proxy_url(url: &str) -> Result<mqtt::Proxy, String> {
     match scheme.to_ascii_lowercase().as_str() {
         "http" => {}
         "https" => {
-            return Err("https:// proxies (TLS to the proxy) are not supported: use http:// \
+            return Err(
+                "https:// proxies (TLS to the proxy) are not supported: use http:// \
                         (the MQTT session inside the tunnel is TLS either way)"
-                .to_owned())
+                    .to_owned(),
+            )
         }
         s if s.starts_with("socks") => {
             return Err(format!(
@@ -210,9 +212,7 @@ pub(crate) fn parse_proxy_url(url: &str) -> Result<mqtt::Proxy, String> {
     let (credentials, host_port) = match authority.rsplit_once('@') {
         Some((userinfo, host_port)) => {
             let Some((user, password)) = userinfo.split_once(':') else {
-                return Err(format!(
-                    "credentials must be user:password ({FORM})"
-                ));
+                return Err(format!("credentials must be user:password ({FORM})"));
             };
             let decode = |part: &str, what: &str| {
                 percent_decode(part).ok_or_else(|| {
@@ -307,8 +307,14 @@ mod tests {
     #[test]
     fn proxy_urls_of_the_documented_form_parse() {
         let cases = [
-            ("http://proxy.example:3128", proxy("proxy.example", 3128, None)),
-            ("http://proxy.example:3128/", proxy("proxy.example", 3128, None)),
+            (
+                "http://proxy.example:3128",
+                proxy("proxy.example", 3128, None),
+            ),
+            (
+                "http://proxy.example:3128/",
+                proxy("proxy.example", 3128, None),
+            ),
             ("HTTP://10.0.0.1:8080", proxy("10.0.0.1", 8080, None)),
             ("http://[::1]:3128", proxy("::1", 3128, None)),
             (
@@ -323,7 +329,10 @@ mod tests {
                 "http://bob:p@ss@proxy:3128",
                 proxy("proxy", 3128, Some(("bob", "p@ss"))),
             ),
-            ("http://bob:@proxy:3128", proxy("proxy", 3128, Some(("bob", "")))),
+            (
+                "http://bob:@proxy:3128",
+                proxy("proxy", 3128, Some(("bob", ""))),
+            ),
             (
                 "http://b%C3%A9a:%E2%82%AC@proxy:3128",
                 proxy("proxy", 3128, Some(("béa", "€"))),
@@ -339,8 +348,14 @@ mod tests {
         let cases = [
             ("proxy.example:3128", "must be a URL"),
             ("https://proxy.example:3128", "https:// proxies"),
-            ("socks5://proxy.example:1080", "SOCKS proxies are not supported"),
-            ("socks5h://proxy.example:1080", "SOCKS proxies are not supported"),
+            (
+                "socks5://proxy.example:1080",
+                "SOCKS proxies are not supported",
+            ),
+            (
+                "socks5h://proxy.example:1080",
+                "SOCKS proxies are not supported",
+            ),
             ("ftp://proxy.example:21", "the scheme must be http://"),
             ("http://:3128", "has no host"),
             ("http://user:pw@:3128", "has no host"),
@@ -352,10 +367,19 @@ mod tests {
             ("http://proxy.example:+80", "between 1 and 65535"),
             ("http://proxy.example:3128/path", "must not have a path"),
             ("http://proxy.example:3128?x=1", "must not have a path"),
-            ("http://user@proxy.example:3128", "credentials must be user:password"),
+            (
+                "http://user@proxy.example:3128",
+                "credentials must be user:password",
+            ),
             ("http://:pw@proxy.example:3128", "the user name is empty"),
-            ("http://u:p%zz@proxy.example:3128", "the password has an invalid"),
-            ("http://u:p%C3@proxy.example:3128", "the password has an invalid"),
+            (
+                "http://u:p%zz@proxy.example:3128",
+                "the password has an invalid",
+            ),
+            (
+                "http://u:p%C3@proxy.example:3128",
+                "the password has an invalid",
+            ),
             ("http://u%2:p@proxy.example:3128", "the user has an invalid"),
             ("http://[::1:3128", "closing ']'"),
             ("http://[proxy]:3128", "not an IPv6 address"),

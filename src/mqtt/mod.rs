@@ -40,8 +40,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use session::{backoff, Proxy, ProxyCredentials};
 pub(crate) use session::jitter_unit;
+pub use session::{backoff, Proxy, ProxyCredentials};
 use session::{Disconnect, Failure, Session, SessionEvent};
 pub use tls::TlsError;
 pub use topics::ThingNameError;

@@ -575,7 +575,7 @@ fn describe_http(proxy: &str, err: &async_http_proxy::HttpError) -> String {
     match err {
         HttpError::HttpCode200(code) => {
             let status = status_line(*code);
-            if *code == 407 {
+            if matches!(code, 401 | 407) {
                 format!("proxy {proxy} refused the tunnel: {status} (check the user and password in mqtt.proxy)")
             } else {
                 format!("proxy {proxy} refused the tunnel: {status}")
