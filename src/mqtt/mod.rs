@@ -20,7 +20,9 @@
 //!
 //! The connection itself (TLS, reconnects with exponential backoff and jitter capped at
 //! `reconnect_max`, failure causes) is the shared [`session::Session`]; the backoff starts over
-//! after every accepted connection. Each distinct cause is logged at warn once per outage.
+//! after every accepted connection. Each distinct cause is logged at warn once per outage. With
+//! [`Settings::proxy`] the session reaches the broker through an HTTP CONNECT tunnel (TLS inside
+//! it, with the broker's name); a proxy's refusal is a cause like any other, naming the proxy.
 
 pub mod session;
 pub mod tls;
@@ -793,6 +795,29 @@ mod tests {
             answer_timeout: DEFAULT_ANSWER_TIMEOUT,
             subscriptions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_proxy_reaches_the_session_and_debug_output_hides_its_password() {
+        let mut s = settings();
+        s.proxy = Some(Proxy {
+            host: "proxy.example".into(),
+            port: 3128,
+            credentials: Some(ProxyCredentials {
+                user: "u".into(),
+                password: "hunter2".into(),
+            }),
+        });
+        let options = session_options(&s);
+        assert_eq!(options.proxy, s.proxy);
+        let shown = format!("{s:?} {options:?}");
+        assert!(shown.contains("http://u:***@proxy.example:3128"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        s.proxy.as_mut().unwrap().port = 0;
+        assert!(matches!(
+            check_settings(&s),
+            Err(Error::Setting { field: "proxy", .. })
+        ));
     }
 
     #[test]

@@ -341,7 +341,12 @@ impl Session {
                         username: c.user.clone(),
                         password: c.password.clone(),
                     }),
-                addr: p.host.clone(),
+                // rumqttc connects to "{addr}:{port}": an IPv6 address needs its brackets.
+                addr: if p.host.contains(':') {
+                    format!("[{}]", p.host)
+                } else {
+                    p.host.clone()
+                },
                 port: p.port,
             });
         }

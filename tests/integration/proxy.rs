@@ -404,8 +404,21 @@ async fn a_proxy_that_is_down_or_answers_garbage_is_a_clear_error() {
             let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
         }
     });
+    // The same on IPv6 loopback: the agent reaches a proxy written as [::1]:port.
+    let garbage6 = TcpListener::bind("[::1]:0").expect("IPv6 loopback");
+    let garbage6_port = garbage6.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in garbage6.incoming().flatten() {
+            let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
+        }
+    });
     let down = format!("127.0.0.1:{}", free_port());
+    let garbage6_addr = format!("[::1]:{garbage6_port}");
     let cases = [
+        (
+            garbage6_addr.clone(),
+            format!("cause=proxy {garbage6_addr}: not an HTTP proxy answer (HTTP parse error: invalid HTTP version)"),
+        ),
         (down.clone(), format!("cause=proxy {down}: connection refused")),
         (
             garbage_addr.clone(),
