@@ -28,6 +28,7 @@ fn settings(port: u16, pki_ca: &std::path::Path, client: &CertFiles, thing: &str
     Settings {
         endpoint: "localhost".into(),
         port,
+        proxy: None,
         tls: true,
         ca_file: pki_ca.to_path_buf(),
         cert_file: client.cert.clone(),
