@@ -193,6 +193,23 @@ fn make_token(time: f64, key: &str, hash: &str) -> String {
 }
 
 fn read_token(token: &str, hash: &str) -> Result<(f64, String), ApiError> {
+    let (time, key, h) = decode_token(token)?;
+    if h != hash {
+        return Err(invalid(
+            "nextToken was issued for a request with different filters",
+        ));
+    }
+    Ok((time, key))
+}
+
+/// The position a page token holds: the time and key of the last item of the page before it.
+/// For a store that pages in its own queries after the request was checked by
+/// [`list_violation_events`] / [`list_active_violations`] (which also check the token's filters).
+pub fn token_position(token: &str) -> Result<(f64, String), ApiError> {
+    decode_token(token).map(|(time, key, _)| (time, key))
+}
+
+fn decode_token(token: &str) -> Result<(f64, String, String), ApiError> {
     let bad = || invalid("nextToken is invalid");
     let bytes = hex::decode(token).ok_or_else(bad)?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
@@ -203,13 +220,8 @@ fn read_token(token: &str, hash: &str) -> Result<(f64, String), ApiError> {
     if *v != "v1" {
         return Err(bad());
     }
-    if *h != hash {
-        return Err(invalid(
-            "nextToken was issued for a request with different filters",
-        ));
-    }
     let bits: u64 = bits.parse().map_err(|_| bad())?;
-    Ok((f64::from_bits(bits), (*key).to_owned()))
+    Ok((f64::from_bits(bits), (*key).to_owned(), (*h).to_owned()))
 }
 
 fn suppressed(b: &super::profile::Behavior) -> bool {

@@ -20,29 +20,10 @@ use sqlx::Row;
 
 use super::{Result, Store, StoreError};
 
-/// The page token's position. Format (the agent's, `detect::query`): hex of
-/// `v1|<f64 bits of the time>|<key>|<filter hash>`; the agent has already checked it and its
-/// filter hash when this runs. TODO(lead): expose the agent's `read_token` instead.
+/// The page token's position, read by the agent's own decoder (the agent's query functions have
+/// already checked the token and its filter binding when this runs).
 fn token_position(token: &str) -> Result<(f64, String)> {
-    let bad = || StoreError::Api(ApiError::InvalidRequest("nextToken is invalid".into()));
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| {
-            token
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let mut parts = text.splitn(4, '|');
-    let (Some("v1"), Some(bits), Some(key), Some(_hash)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let bits: u64 = bits.parse().map_err(|_| bad())?;
-    Ok((f64::from_bits(bits), key.to_owned()))
+    query::token_position(token).map_err(StoreError::Api)
 }
 
 fn vstate_text(s: VerificationState) -> &'static str {
@@ -249,11 +230,11 @@ mod tests {
     #[test]
     fn token_positions_come_from_the_agents_tokens() {
         let text = format!("v1|{}|42|abcd", 1500.5f64.to_bits());
-        let tok = defender_agent::detect::violation::hex(text.as_bytes());
+        let tok = defender_agent::hex::encode(text.as_bytes());
         let (t, k) = token_position(&tok).unwrap();
         assert_eq!((t, k.as_str()), (1500.5, "42"));
         assert!(token_position("zz").is_err());
         assert!(token_position("abc").is_err());
-        assert!(token_position(&defender_agent::detect::violation::hex(b"v2|1|2|3")).is_err());
+        assert!(token_position(&defender_agent::hex::encode(b"v2|1|2|3")).is_err());
     }
 }
