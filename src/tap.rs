@@ -233,6 +233,7 @@ pub fn session_options(settings: &Settings, client_id: &str) -> session::Options
         client_id: client_id.to_owned(),
         host: settings.host.clone(),
         port: settings.port,
+        proxy: None, // [mqtt] proxy is for the AWS link only: the local broker is reached directly.
         tls: settings.tls.then(|| session::Tls {
             ca_file: settings.ca_file.clone(),
             cert_file: settings.cert_file.clone(),

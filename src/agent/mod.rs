@@ -397,10 +397,12 @@ impl Parts {
         };
         let mut spool = None;
         let mut last_id = None;
+        // A dry run keeps its report id there too (the built-in configuration's state directory
+        // under $TMPDIR does not exist on a fresh machine).
+        if let Err(e) = store::ensure_state_dir(&config.state_dir) {
+            error!(error = %e, "Cannot create the state directory; reports are kept in memory only.");
+        }
         if !dry_run {
-            if let Err(e) = store::ensure_dir(&config.state_dir) {
-                error!(error = %e, "Cannot create the state directory; reports are kept in memory only.");
-            }
             match Spool::open(spool_settings) {
                 Ok((s, recovery)) => {
                     info!(

@@ -105,6 +105,8 @@ pub struct Mqtt {
     pub endpoint: Option<Spanned<String>>,
     /// `port`.
     pub port: Option<Spanned<u64>>,
+    /// `proxy`: `http://[user:password@]host:port`.
+    pub proxy: Option<Spanned<String>>,
     /// `tls`.
     pub tls: Option<Spanned<bool>>,
     /// `ca_file`.

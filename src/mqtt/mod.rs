@@ -23,6 +23,9 @@
 //! after a connection that lasted [`STABLE_CONNECTION`]. Each kind of cause is logged at warn
 //! once per outage; so is a packet above the link's limit (with its size: rumqttc does not tell
 //! its topic) and a suspected client id clash, after which the link retries at `reconnect_max`.
+//! With [`Settings::proxy`] the session reaches the broker through an HTTP CONNECT tunnel (TLS
+//! inside it, with the broker's name); a proxy's refusal is a cause like any other, naming the
+//! proxy.
 
 pub mod session;
 pub mod tls;
@@ -42,8 +45,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use session::backoff;
 pub(crate) use session::jitter_unit;
+pub use session::{backoff, Proxy, ProxyCredentials};
 use session::{Disconnect, Failure, Session, SessionEvent};
 pub use tls::TlsError;
 pub use topics::ThingNameError;
@@ -97,6 +100,9 @@ pub struct Settings {
     pub endpoint: String,
     /// Broker port: 8883 for MQTT over TLS, 443 with ALPN.
     pub port: u16,
+    /// HTTP CONNECT proxy the connection is tunnelled through (`[mqtt] proxy`); `None` connects
+    /// directly. TLS runs inside the tunnel with the broker's name.
+    pub proxy: Option<Proxy>,
     /// Use TLS. `false` only for a local broker, and only when the config says so explicitly.
     pub tls: bool,
     /// PEM file with the CA certificate(s) that sign the broker's certificate.
@@ -307,6 +313,10 @@ pub fn spawn(
             "MQTT without TLS (tls = false): traffic and identity are unprotected; use only with a local broker."
         );
     }
+    if let Some(proxy) = &settings.proxy {
+        // Display hides the password.
+        info!(%proxy, endpoint = %settings.endpoint, "MQTT tunnelled through an HTTP CONNECT proxy.");
+    }
     let session = Session::new(session_options(&settings))?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
@@ -342,6 +352,7 @@ fn session_options(settings: &Settings) -> session::Options {
         client_id: settings.client_id.clone(),
         host: settings.endpoint.clone(),
         port: settings.port,
+        proxy: settings.proxy.clone(),
         tls: settings.tls.then(|| session::Tls {
             ca_file: settings.ca_file.clone(),
             cert_file: settings.cert_file.clone(),
@@ -407,6 +418,14 @@ fn check_settings(s: &Settings) -> Result<(), Error> {
     }
     if s.port == 0 {
         return Err(setting("port", "must not be 0"));
+    }
+    if let Some(p) = &s.proxy {
+        if p.host.is_empty() {
+            return Err(setting("proxy", "has no host"));
+        }
+        if p.port == 0 {
+            return Err(setting("proxy", "port must not be 0"));
+        }
     }
     if s.client_id.chars().any(char::is_control) {
         return Err(setting("client_id", "contains control characters"));
@@ -804,6 +823,7 @@ mod tests {
         Settings {
             endpoint: "localhost".into(),
             port: 8883,
+            proxy: None,
             tls: true,
             ca_file: "/ca".into(),
             cert_file: "/c".into(),
@@ -819,6 +839,29 @@ mod tests {
             answer_timeout: DEFAULT_ANSWER_TIMEOUT,
             subscriptions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_proxy_reaches_the_session_and_debug_output_hides_its_password() {
+        let mut s = settings();
+        s.proxy = Some(Proxy {
+            host: "proxy.example".into(),
+            port: 3128,
+            credentials: Some(ProxyCredentials {
+                user: "u".into(),
+                password: "hunter2".into(),
+            }),
+        });
+        let options = session_options(&s);
+        assert_eq!(options.proxy, s.proxy);
+        let shown = format!("{s:?} {options:?}");
+        assert!(shown.contains("http://u:***@proxy.example:3128"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        s.proxy.as_mut().unwrap().port = 0;
+        assert!(matches!(
+            check_settings(&s),
+            Err(Error::Setting { field: "proxy", .. })
+        ));
     }
 
     #[test]
@@ -1290,6 +1333,9 @@ mod tests {
             link.link.on_failure(failure, &closed).await;
         }
         assert_eq!(clashes, 1);
-        assert!(last >= Duration::from_secs(5), "reconnect_max 10 s: {last:?}");
+        assert!(
+            last >= Duration::from_secs(5),
+            "reconnect_max 10 s: {last:?}"
+        );
     }
 }

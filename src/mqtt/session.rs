@@ -2,6 +2,9 @@
 //! the alarm connection on the local broker): builds rumqttc's options (TLS on ring with ALPN,
 //! keep-alive, clean session, packet limits), polls the connection, reconnects with jittered
 //! backoff, describes failures in a few stable words, and disconnects cleanly on shutdown.
+//! Optionally through an HTTP CONNECT proxy ([`Proxy`], rumqttc's `proxy` feature): the TCP
+//! connection goes to the proxy, which opens a tunnel to the broker; TLS (SNI, certificate check,
+//! ALPN) then runs inside the tunnel with the broker's name, as without a proxy.
 //!
 //! The session has no protocol of its own. It owns rumqttc's `EventLoop`, hands out the
 //! [`AsyncClient`] handle ([`Session::client`]) and yields [`SessionEvent`]s from
@@ -35,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
-    StateError, TlsConfiguration, Transport,
+    ProxyAuth, ProxyType, StateError, TlsConfiguration, Transport,
 };
 use tracing::warn;
 
@@ -62,6 +65,8 @@ pub struct Options {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// The HTTP CONNECT proxy to tunnel through, or `None` to connect directly.
+    pub proxy: Option<Proxy>,
     /// Mutual TLS, or `None` for plain MQTT.
     pub tls: Option<Tls>,
     /// MQTT keep-alive; zero disables it, otherwise at least 1 s (rumqttc panics below).
@@ -94,6 +99,63 @@ pub struct Tls {
     pub alpn: Vec<Vec<u8>>,
     /// How the key-permission warning names the key (`Private key`, `Local broker private key`).
     pub key_label: &'static str,
+}
+
+/// An HTTP CONNECT proxy (`http://[user:password@]host:port`). Its `Debug` and `Display` never
+/// show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// Proxy host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    /// Proxy port.
+    pub port: u16,
+    /// Basic authentication, or `None`.
+    pub credentials: Option<ProxyCredentials>,
+}
+
+/// The user and password of a proxy's basic authentication (already percent-decoded).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyCredentials {
+    /// User name.
+    pub user: String,
+    /// Password (never logged: see [`Proxy`]'s `Display`).
+    pub password: String,
+}
+
+impl Proxy {
+    /// `host:port`, with brackets around an IPv6 address: how causes and logs name the proxy.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `http://user:***@host:port` (the password replaced), or `http://host:port`.
+impl std::fmt::Display for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.credentials {
+            Some(c) => write!(f, "http://{}:***@{}", c.user, self.address()),
+            None => write!(f, "http://{}", self.address()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proxy({self})")
+    }
+}
+
+impl std::fmt::Debug for ProxyCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyCredentials")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 /// Largest packets accepted from the broker and written to it.
@@ -297,6 +359,8 @@ pub struct Session {
     client: AsyncClient,
     reconnect: Reconnect,
     describe: fn(&ConnectionError) -> String,
+    /// The proxy's `host:port`, naming it in the causes of proxy failures.
+    proxy: Option<String>,
     wait: Wait,
 }
 
@@ -324,6 +388,25 @@ impl Session {
         if let Some(inflight) = options.inflight {
             mqtt.set_inflight(inflight);
         }
+        if let Some(p) = &options.proxy {
+            mqtt.set_proxy(rumqttc::Proxy {
+                ty: ProxyType::Http,
+                auth: p
+                    .credentials
+                    .as_ref()
+                    .map_or(ProxyAuth::None, |c| ProxyAuth::Basic {
+                        username: c.user.clone(),
+                        password: c.password.clone(),
+                    }),
+                // rumqttc connects to "{addr}:{port}": an IPv6 address needs its brackets.
+                addr: if p.host.contains(':') {
+                    format!("[{}]", p.host)
+                } else {
+                    p.host.clone()
+                },
+                port: p.port,
+            });
+        }
         if let Some(t) = &options.tls {
             tls::install_ring_provider();
             if let Some(mode) = tls::check_key_permissions(&t.key_file)? {
@@ -345,6 +428,7 @@ impl Session {
             client,
             reconnect: Reconnect::new(options.reconnect),
             describe: options.describe,
+            proxy: options.proxy.as_ref().map(Proxy::address),
             wait: Wait::None,
         })
     }
@@ -413,7 +497,10 @@ impl Session {
     /// A failed poll at `now`: describes it, applies the reconnect rule and makes the next
     /// [`Session::next`] wait the delay first.
     pub fn failed(&mut self, error: &ConnectionError, now: Instant) -> Failure {
-        let cause = (self.describe)(error);
+        let cause = match (error, &self.proxy) {
+            (ConnectionError::Proxy(e), Some(proxy)) => describe_proxy(proxy, e),
+            _ => (self.describe)(error),
+        };
         let failure = self
             .reconnect
             .failed(CauseKind::of(error), cause, now, jitter_unit());
@@ -539,6 +626,11 @@ pub enum CauseKind {
     TlsAlert(rustls::AlertDescription),
     /// Another TLS failure.
     Tls,
+    /// The HTTP proxy refused the tunnel with this status.
+    ProxyStatus(u16),
+    /// The HTTP proxy could not be used otherwise (socket error, not an HTTP answer), by the
+    /// socket error's kind when there is one.
+    Proxy(Option<std::io::ErrorKind>),
     /// The endpoint's name did not resolve.
     Dns,
     /// The TCP connection was refused.
@@ -570,6 +662,9 @@ impl CauseKind {
     /// source chain first, then rumqttc's own variants, then the socket error's kind).
     pub fn of(err: &ConnectionError) -> CauseKind {
         use rustls::CertificateError as C;
+        if let ConnectionError::Proxy(e) = err {
+            return CauseKind::of_proxy(e);
+        }
         let mut source: Option<&(dyn StdError + 'static)> = Some(err);
         let mut io = None;
         while let Some(e) = source {
@@ -625,6 +720,25 @@ impl CauseKind {
         }
     }
 
+    /// The kind of a failed tunnel (see [`describe_proxy`]).
+    fn of_proxy(err: &(dyn StdError + 'static)) -> CauseKind {
+        use async_http_proxy::HttpError;
+        let mut source = Some(err);
+        while let Some(e) = source {
+            match e.downcast_ref::<HttpError>() {
+                Some(HttpError::HttpCode200(code)) => return CauseKind::ProxyStatus(*code),
+                Some(HttpError::IoError(io)) => return CauseKind::Proxy(Some(io.kind())),
+                Some(_) => return CauseKind::Proxy(None),
+                None => {}
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return CauseKind::Proxy(Some(io.kind()));
+            }
+            source = e.source();
+        }
+        CauseKind::Proxy(None)
+    }
+
     /// Whether the broker ended an established connection: closed it, reset it, or went away
     /// without a TLS close_notify (what a broker does to the older of two clients with one id).
     pub fn is_closed_by_the_broker(self) -> bool {
@@ -632,6 +746,83 @@ impl CauseKind {
             self,
             CauseKind::ClosedByBroker | CauseKind::ClosedByPeer | CauseKind::Reset
         )
+    }
+}
+
+/// The cause of a failed tunnel through the proxy at `proxy` (`host:port`): the proxy's
+/// status line for a refusal, the socket error, or why the answer is not HTTP. Never the
+/// credentials (the errors do not carry them). `err` is rumqttc's proxy error (a type rumqttc
+/// does not export) or anything whose source chain holds async-http-proxy's or the socket's error.
+pub fn describe_proxy(proxy: &str, err: &(dyn StdError + 'static)) -> String {
+    use async_http_proxy::HttpError;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            return describe_http(proxy, http);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return describe_io(proxy, io);
+        }
+        source = e.source();
+    }
+    format!("proxy {proxy}: {err}")
+}
+
+fn describe_io(proxy: &str, io: &std::io::Error) -> String {
+    match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!("proxy {proxy}: connection refused"),
+        std::io::ErrorKind::ConnectionReset => format!("proxy {proxy}: connection reset by peer"),
+        _ => format!("proxy {proxy}: I/O: {io}"),
+    }
+}
+
+fn describe_http(proxy: &str, err: &async_http_proxy::HttpError) -> String {
+    use async_http_proxy::HttpError;
+    match err {
+        HttpError::HttpCode200(code) => {
+            let status = status_line(*code);
+            if matches!(code, 401 | 407) {
+                format!("proxy {proxy} refused the tunnel: {status} (check the user and password in mqtt.proxy)")
+            } else {
+                format!("proxy {proxy} refused the tunnel: {status}")
+            }
+        }
+        HttpError::EndOfFile => {
+            format!("proxy {proxy} closed the connection before answering CONNECT")
+        }
+        HttpError::IoError(io) => describe_io(proxy, io),
+        // Its text would quote the whole answer.
+        HttpError::MaximumResponseHeaderLengthExceeded(_) => format!(
+            "proxy {proxy}: not an HTTP proxy answer (header longer than {} bytes)",
+            async_http_proxy::MAXIMUM_RESPONSE_HEADER_LENGTH
+        ),
+        // The other answers that are not HTTP (a parse error, no status code).
+        e => format!("proxy {proxy}: not an HTTP proxy answer ({e})"),
+    }
+}
+
+/// `HTTP <code> <reason>` with the standard reason phrase of the codes proxies answer CONNECT
+/// with (the proxy's own phrase is not kept by async-http-proxy).
+fn status_line(code: u16) -> String {
+    let reason = match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    };
+    if reason.is_empty() {
+        format!("HTTP {code}")
+    } else {
+        format!("HTTP {code} {reason}")
     }
 }
 
@@ -712,6 +903,68 @@ mod tests {
         );
         let na = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
         assert!(describe(&na).contains("NotAuthorized"));
+    }
+
+    #[test]
+    fn proxy_failures_name_the_proxy_and_its_status_line() {
+        use async_http_proxy::HttpError;
+        let p = "proxy.example:3128";
+        let cases: [(Box<dyn StdError>, &str); 6] = [
+            (
+                Box::new(HttpError::HttpCode200(407)),
+                "proxy proxy.example:3128 refused the tunnel: HTTP 407 Proxy Authentication Required (check the user and password in mqtt.proxy)",
+            ),
+            (
+                Box::new(HttpError::HttpCode200(403)),
+                "proxy proxy.example:3128 refused the tunnel: HTTP 403 Forbidden",
+            ),
+            (
+                Box::new(HttpError::HttpCode200(599)),
+                "proxy proxy.example:3128 refused the tunnel: HTTP 599",
+            ),
+            (
+                Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                "proxy proxy.example:3128: connection refused",
+            ),
+            (
+                Box::new(HttpError::EndOfFile),
+                "proxy proxy.example:3128 closed the connection before answering CONNECT",
+            ),
+            (
+                Box::new(HttpError::MaximumResponseHeaderLengthExceeded("x".repeat(5000))),
+                "proxy proxy.example:3128: not an HTTP proxy answer (header longer than 4096 bytes)",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(describe_proxy(p, err.as_ref()), want);
+        }
+    }
+
+    /// async-http-proxy's answer to `reply` (an in-memory proxy), described.
+    async fn described_reply(reply: &'static [u8]) -> String {
+        use tokio::io::AsyncWriteExt;
+        let (mut agent, mut proxy) = tokio::io::duplex(1024);
+        let answer = tokio::spawn(async move {
+            proxy.write_all(reply).await.unwrap();
+            proxy // kept open until the handshake is over
+        });
+        let err = async_http_proxy::http_connect_tokio(&mut agent, "broker.example", 8883)
+            .await
+            .unwrap_err();
+        drop(answer.await);
+        describe_proxy("p:3128", &err)
+    }
+
+    #[tokio::test]
+    async fn a_real_handshake_with_a_refusing_or_garbled_proxy_is_described() {
+        assert_eq!(
+            described_reply(b"HTTP/1.1 403 Access violation\r\nServer: x\r\n\r\n").await,
+            "proxy p:3128 refused the tunnel: HTTP 403 Forbidden"
+        );
+        assert_eq!(
+            described_reply(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await,
+            "proxy p:3128: not an HTTP proxy answer (HTTP parse error: invalid HTTP version)"
+        );
     }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -837,8 +1090,7 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_server_certificate_is_one_cause_although_its_text_names_the_verification_time()
-    {
+    fn an_expired_server_certificate_is_one_cause_although_its_text_names_the_verification_time() {
         let (first, second) = (expired_at(2_000_000_000), expired_at(2_000_000_007));
         assert_ne!(describe(&first), describe(&second), "the texts differ");
         assert_eq!(CauseKind::of(&first), CauseKind::TlsCertificateExpired);
@@ -863,7 +1115,10 @@ mod tests {
         ));
         let cases = [
             (tls_error(C::Expired), CauseKind::TlsCertificateExpired),
-            (tls_error(C::NotValidYet), CauseKind::TlsCertificateNotValidYet),
+            (
+                tls_error(C::NotValidYet),
+                CauseKind::TlsCertificateNotValidYet,
+            ),
             (tls_error(C::UnknownIssuer), CauseKind::TlsUnknownIssuer),
             (tls_error(C::NotValidForName), CauseKind::TlsNameMismatch),
             (tls_error(C::BadSignature), CauseKind::TlsCertificateInvalid),
@@ -875,9 +1130,15 @@ mod tests {
                 CauseKind::TlsAlert(rustls::AlertDescription::UnknownCA),
             ),
             (dns, CauseKind::Dns),
-            (io(std::io::ErrorKind::ConnectionRefused), CauseKind::Refused),
+            (
+                io(std::io::ErrorKind::ConnectionRefused),
+                CauseKind::Refused,
+            ),
             (io(std::io::ErrorKind::ConnectionReset), CauseKind::Reset),
-            (io(std::io::ErrorKind::UnexpectedEof), CauseKind::ClosedByPeer),
+            (
+                io(std::io::ErrorKind::UnexpectedEof),
+                CauseKind::ClosedByPeer,
+            ),
             (
                 io(std::io::ErrorKind::PermissionDenied),
                 CauseKind::Io(std::io::ErrorKind::PermissionDenied),
@@ -912,6 +1173,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_proxy_refusal_is_kept_apart_by_status_and_other_proxy_failures_by_socket_error() {
+        use async_http_proxy::HttpError;
+        // rumqttc's ProxyError is not exported; its source chain is what `of_proxy` reads.
+        assert_eq!(
+            CauseKind::of_proxy(&HttpError::HttpCode200(407)),
+            CauseKind::ProxyStatus(407)
+        );
+        assert_eq!(
+            CauseKind::of_proxy(&HttpError::HttpCode200(403)),
+            CauseKind::ProxyStatus(403)
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            CauseKind::of_proxy(&refused),
+            CauseKind::Proxy(Some(std::io::ErrorKind::ConnectionRefused))
+        );
+        assert_eq!(
+            CauseKind::of_proxy(&HttpError::EndOfFile),
+            CauseKind::Proxy(None)
+        );
+    }
+
     /// Connects at `at` and is closed by the broker `after` later.
     fn closed_after(r: &mut Reconnect, at: Instant, after: Duration) -> Failure {
         r.connected(at);
@@ -934,7 +1218,11 @@ mod tests {
         let again = closed_after(&mut r, t0, S(2));
         assert!(!again.client_id_clash, "said once");
         assert!(!again.new_cause);
-        assert_eq!(r.failed(CauseKind::ClosedByBroker, "x".into(), t0, 1.0).retry_in, S(60));
+        assert_eq!(
+            r.failed(CauseKind::ClosedByBroker, "x".into(), t0, 1.0)
+                .retry_in,
+            S(60)
+        );
         // In a clash a connection lasts as long as the rival's delay, up to max: not stable.
         let rival_waited = closed_after(&mut r, t0, S(60));
         assert_eq!(rival_waited.retry_in, S(30), "still capped");
@@ -979,6 +1267,7 @@ mod tests {
             client_id: "s".into(),
             host: "localhost".into(),
             port: 1883,
+            proxy: None,
             tls: None,
             keep_alive: S(30),
             clean_session: true,

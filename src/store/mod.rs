@@ -69,9 +69,21 @@ pub fn sync_dir(dir: &Path) -> Result<(), Error> {
         .map_err(err("fsync directory", dir))
 }
 
-/// Creates the state directory (and parents) if it is missing.
+/// Creates a directory (and parents) if it is missing.
 pub fn ensure_dir(dir: &Path) -> Result<(), Error> {
     fs::create_dir_all(dir).map_err(err("create directory", dir))
+}
+
+/// Creates the state directory (and missing parents) if it is missing, private to the agent's
+/// user (0700: it holds the spool, the report id and the violation history). An existing
+/// directory keeps its mode (systemd's `StateDirectory=` or the operator chose it).
+pub fn ensure_state_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err("create directory", dir))
 }
 
 /// The last report id sent, persisted so ids keep increasing across restarts and reboots

@@ -867,3 +867,55 @@ async fn a_refused_subscription_counts_under_the_dimension_that_scopes_its_topic
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Issue 15 item 3: the README's first command on a fresh machine. The built-in configuration's
+/// state directory (under $TMPDIR) does not exist yet: it is created private (0700), and the first
+/// seconds of output (a report and a few samples) hold no ERROR or WARN line.
+#[test]
+fn the_first_run_dry_run_on_a_fresh_machine_logs_no_error_or_warning_and_creates_a_private_state_dir(
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(agent_bin())
+        .args(["run", "--dry-run"])
+        .env("TMPDIR", tmp.path())
+        .env_remove("DEFENDER_AGENT_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut newlines = 0;
+    // Two reports (one JSON document per line): the first at start, the second a report
+    // interval later, with the samples between them and the report id persisted twice.
+    while newlines < 2 {
+        assert!(Instant::now() < deadline, "no second report within 30 s");
+        if stdout.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        newlines += usize::from(byte[0] == b'\n');
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(bad.is_empty(), "the first run logged:\n{}", bad.join("\n"));
+    let state = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("defender-agent-"))
+        })
+        .expect("the state directory was created");
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", state.display());
+    assert!(state.join("last-report-id").exists());
+}

@@ -8,6 +8,7 @@ mod detect_agent;
 mod detect_cases;
 mod manage;
 mod mqtt;
+mod proxy;
 mod push;
 mod regression;
 mod report;

@@ -30,6 +30,7 @@ fn settings(port: u16, pki_ca: &std::path::Path, client: &CertFiles, thing: &str
     Settings {
         endpoint: "localhost".into(),
         port,
+        proxy: None,
         tls: true,
         ca_file: pki_ca.to_path_buf(),
         cert_file: client.cert.clone(),
@@ -811,8 +812,18 @@ async fn two_links_with_one_client_id_say_so_once_each_and_retry_at_the_cap() {
     );
     assert!(a.len() <= 3 && b.len() <= 3, "{a:?} {b:?}");
     assert!(a.len() + b.len() >= 1, "they still try");
-    assert_eq!(logs.lines_with_all(&[clash, "127.0.0.1"]), 1, "{}", logs.text());
-    assert_eq!(logs.lines_with_all(&[clash, "localhost"]), 1, "{}", logs.text());
+    assert_eq!(
+        logs.lines_with_all(&[clash, "127.0.0.1"]),
+        1,
+        "{}",
+        logs.text()
+    );
+    assert_eq!(
+        logs.lines_with_all(&[clash, "localhost"]),
+        1,
+        "{}",
+        logs.text()
+    );
 }
 
 #[tokio::test]

@@ -200,6 +200,7 @@ impl Mosquitto {
         defender_agent::mqtt::Settings {
             endpoint: "localhost".into(),
             port: self.port,
+            proxy: None,
             tls: true,
             ca_file: pki.ca_file().to_path_buf(),
             cert_file: client.cert,

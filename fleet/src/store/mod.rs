@@ -1,0 +1,910 @@
+//! The fleet's durable state, on SQLite (one file, WAL) or PostgreSQL (shared by N instances):
+//! per-thing engine state with optimistic versions, recorded reports (duplicates recognised by
+//! `(thing, report_id)`), violation events and active violations for all things with the agent's
+//! list/verify semantics, the latest datapoints and the computed fleet thresholds, leases for
+//! periodic jobs, retention.
+//!
+//! One code path for both engines (sqlx's Any driver, `$n` parameters on both), one schema
+//! (`schema.rs`) migrated at [`Store::open`]. Correctness with several instances comes from the
+//! database: a unique key per report, `UPDATE … WHERE version = expected` for the engine state,
+//! and an upsert with a condition for leases. Every write of one report is one transaction.
+//!
+//! Errors: [`StoreError::Unavailable`] means "not now" (database down, full, busy): the ingest
+//! withholds `accepted` and retries. Bad data in the database is [`StoreError::Corrupt`], never a
+//! panic.
+
+mod error;
+mod schema;
+mod violations;
+
+pub use error::StoreError;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use defender_agent::detect::validate::{criteria_type, CriteriaType};
+use defender_agent::detect::{ActiveViolation, Behavior, EngineState, ViolationEvent};
+use serde::Serialize;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{
+    Acquire, Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
+};
+
+/// The store's result.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engine {
+    /// One file (created when missing), WAL journal.
+    Sqlite {
+        /// The database file; its `-wal` and `-shm` files live beside it.
+        path: PathBuf,
+    },
+    /// A PostgreSQL server (plain TCP or a Unix socket: `?host=/dir`).
+    Postgres {
+        /// `postgresql://user@host:port/db`.
+        url: String,
+    },
+}
+
+impl Engine {
+    /// The SQLite file's name in `state_dir`.
+    pub const SQLITE_FILE: &'static str = "fleet.db";
+
+    /// SQLite in `state_dir/fleet.db`.
+    pub fn sqlite_in(state_dir: &Path) -> Engine {
+        Engine::Sqlite {
+            path: state_dir.join(Self::SQLITE_FILE),
+        }
+    }
+
+    /// "sqlite" or "postgres" (the config's `[store] engine`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Sqlite { .. } => "sqlite",
+            Engine::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The database.
+    pub engine: Engine,
+    /// How long events, reports and datapoints are kept ([`Store::purge_expired`]).
+    pub retention: Duration,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long an operation waits for a connection before it is [`StoreError::Unavailable`]
+    /// (with PostgreSQL down, this is how long a call takes to fail).
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for the file lock.
+    pub busy_timeout: Duration,
+}
+
+impl Settings {
+    /// Default retention (the issue's `retention_days = 14`).
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+
+    /// Defaults for `engine`.
+    pub fn new(engine: Engine) -> Settings {
+        let max_connections = match engine {
+            Engine::Sqlite { .. } => 4,
+            Engine::Postgres { .. } => 8,
+        };
+        Settings {
+            engine,
+            retention: Self::DEFAULT_RETENTION,
+            max_connections,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A report to record with its evaluation (see [`Store::record_report`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReportRecord<'a> {
+    /// The thing.
+    pub thing: &'a str,
+    /// The report's `reportId` (with `thing`, the unique key).
+    pub report_id: i64,
+    /// The report's time (epoch ms): its id when that is a plausible epoch second, else arrival.
+    pub report_time_ms: i64,
+    /// Arrival time (epoch ms).
+    pub received_ms: i64,
+    /// Size of the payload as received.
+    pub payload_bytes: i64,
+    /// The version read with [`Store::load_thing`]; 0 for a thing without a row.
+    pub expected_version: i64,
+    /// The engine state after evaluating this report.
+    pub state: &'a EngineState,
+    /// Events the evaluation emitted.
+    pub events: &'a [ViolationEvent],
+    /// The thing's active violations after the evaluation (all of them, replacing the stored
+    /// ones), or `None` when unchanged.
+    pub active: Option<&'a [ActiveViolation]>,
+    /// Datapoints at `report_time_ms` worth keeping for the fleet thresholds (the latest per
+    /// (profile, behavior, thing) is kept; an older one never replaces a newer one).
+    pub datapoints: &'a [Datapoint],
+}
+
+/// One behavior's datapoint value for one thing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Datapoint {
+    /// Profile.
+    pub profile: String,
+    /// Behavior.
+    pub behavior: String,
+    /// The value the engine computed.
+    pub value: f64,
+}
+
+/// What [`Store::record_report`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Committed; the thing's state now has this version.
+    Recorded {
+        /// The new version.
+        version: i64,
+    },
+    /// `(thing, report_id)` was recorded before: nothing was written.
+    Duplicate,
+    /// The thing's version is not `expected_version` (another writer won): nothing was
+    /// written; reload and evaluate again.
+    Conflict,
+}
+
+/// A thing's stored engine state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThingState {
+    /// The engine state.
+    pub state: EngineState,
+    /// Pass as `expected_version` with the next report.
+    pub version: i64,
+    /// Latest report time recorded (epoch ms).
+    pub last_report_ms: Option<i64>,
+}
+
+/// A thing seen by the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThingSeen {
+    /// Thing name.
+    pub thing: String,
+    /// Arrival of its first report (epoch ms).
+    pub first_seen_ms: i64,
+    /// Latest arrival (epoch ms).
+    pub last_seen_ms: i64,
+    /// Latest report time (epoch ms).
+    pub last_report_ms: Option<i64>,
+    /// Reports recorded (duplicates not counted).
+    pub report_count: i64,
+}
+
+/// A computed fleet threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetThreshold {
+    /// Profile.
+    pub profile: String,
+    /// Behavior (a STATISTICAL one).
+    pub behavior: String,
+    /// The percentile over the population; `None` when the population was too small.
+    pub value: Option<f64>,
+    /// How many things contributed.
+    pub population: i64,
+    /// When it was computed (epoch ms).
+    pub computed_at_ms: i64,
+}
+
+/// What a purge deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    /// Violation events.
+    pub events: u64,
+    /// Report rows (their ids are no longer recognised as duplicates).
+    pub reports: u64,
+    /// Datapoints.
+    pub datapoints: u64,
+    /// Verification states left without an event or active violation.
+    pub verifications: u64,
+}
+
+/// Counts for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Things seen.
+    pub things: i64,
+    /// Reports recorded since the start (duplicates not counted).
+    pub reports_total: i64,
+    /// Report rows kept (within retention).
+    pub reports_retained: i64,
+    /// Violation events kept.
+    pub violation_events: i64,
+    /// Active violations.
+    pub active_violations: i64,
+    /// Bytes on disk: the SQLite file with its WAL, or the PostgreSQL database.
+    pub size_bytes: i64,
+}
+
+/// The store. Cheap to clone (a shared pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    postgres: bool,
+    sqlite_path: Option<PathBuf>,
+    retention: Duration,
+}
+
+/// Key of the PostgreSQL advisory lock that serialises migrations between instances.
+const MIGRATION_LOCK: i64 = 0x6465_6665_6e64;
+
+fn criteria_text(b: &Behavior) -> Option<&'static str> {
+    criteria_type(b).map(|c| match c {
+        CriteriaType::Static => "STATIC",
+        CriteriaType::Statistical => "STATISTICAL",
+        CriteriaType::MachineLearning => "MACHINE_LEARNING",
+    })
+}
+
+fn suppressed(b: &Behavior) -> i64 {
+    i64::from(b.suppress_alerts == Some(true))
+}
+
+fn to_json<T: Serialize>(what: &str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Database(format!("encoding {what}: {e}")))
+}
+
+impl Store {
+    /// Connects, sets SQLite up (WAL, synchronous FULL, busy timeout) and applies the
+    /// migrations this build knows. A database migrated by a newer build is refused
+    /// ([`StoreError::SchemaTooNew`]). Opening an up-to-date store changes nothing.
+    pub async fn open(settings: Settings) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (url, postgres, sqlite_path) = match &settings.engine {
+            Engine::Sqlite { path } => {
+                if path.as_os_str().is_empty() {
+                    return Err(StoreError::Config("the SQLite path is empty".into()));
+                }
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    return Err(StoreError::Config(format!(
+                        "the directory of the SQLite file {} does not exist",
+                        path.display()
+                    )));
+                }
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true);
+                (opts.to_url_lossy().to_string(), false, Some(path.clone()))
+            }
+            Engine::Postgres { url } => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(StoreError::Config(format!(
+                        "url {url:?} should start with postgresql://"
+                    )));
+                }
+                (url.clone(), true, None)
+            }
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Config(format!("{}: {e}", settings.engine.name())))?;
+        let busy_ms = settings.busy_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if !postgres {
+                        // FULL: with WAL, a commit is on disk before record_report returns,
+                        // which is what lets the ingest send `accepted` after it.
+                        conn.execute(AssertSqlSafe(format!(
+                            "PRAGMA busy_timeout = {busy_ms}; PRAGMA synchronous = FULL"
+                        )))
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if !postgres {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                .fetch_one(&pool)
+                .await?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Config(format!(
+                    "SQLite refused the WAL journal (journal_mode is {mode})"
+                )));
+            }
+        }
+        let store = Store {
+            pool,
+            postgres,
+            sqlite_path,
+            retention: settings.retention,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn engine_name(&self) -> &'static str {
+        if self.postgres {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// The retention from the settings.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// The pool, for tests and diagnostics (not for the service's own queries).
+    #[doc(hidden)]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pool (waits for connections in use to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A write transaction. SQLite: `BEGIN IMMEDIATE` takes the write lock at once (waiting up
+    /// to the busy timeout) so a transaction never fails half-way on a lock upgrade.
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        Ok(if self.postgres {
+            self.pool.begin().await?
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        if self.postgres {
+            // Instances starting together: one migrates, the others wait and find it done.
+            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let found: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let known = schema::known_version();
+        if found > known {
+            let _ = tx.rollback().await;
+            return Err(StoreError::SchemaTooNew { found, known });
+        }
+        let now = now_ms();
+        for m in schema::MIGRATIONS.iter().filter(|m| m.version > found) {
+            for stmt in schema::statements(m, self.postgres) {
+                sqlx::raw_sql(AssertSqlSafe(stmt)).execute(&mut *tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, description, applied_at_ms) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.description)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The schema version in the database.
+    pub async fn schema_version(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// A thing's engine state, version and latest report time; `None` for a thing never
+    /// recorded. A state that does not decode is [`StoreError::Corrupt`] naming the thing.
+    pub async fn load_thing(&self, thing: &str) -> Result<Option<ThingState>> {
+        let Some(row) =
+            sqlx::query("SELECT state, version, last_report_ms FROM things WHERE thing = $1")
+                .bind(thing)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let what = || format!("engine state of thing {thing:?}");
+        let text: String = row.try_get(0).map_err(|e| StoreError::corrupt(what(), e))?;
+        let version: i64 = row.try_get(1).map_err(|e| StoreError::corrupt(what(), e))?;
+        let last_report_ms: Option<i64> =
+            row.try_get(2).map_err(|e| StoreError::corrupt(what(), e))?;
+        let state: EngineState =
+            serde_json::from_str(&text).map_err(|e| StoreError::corrupt(what(), e))?;
+        Ok(Some(ThingState {
+            state,
+            version,
+            last_report_ms,
+        }))
+    }
+
+    /// Records a report and everything its evaluation produced in ONE transaction: the report
+    /// row (unique per `(thing, report_id)`: a redelivery is [`RecordOutcome::Duplicate`] and
+    /// writes nothing), the engine state if the stored version is still `expected_version`
+    /// (else [`RecordOutcome::Conflict`], nothing written), the events, the active violations
+    /// and the datapoints. When this returns `Recorded`, it is committed (SQLite: synchronous
+    /// FULL; PostgreSQL: its `synchronous_commit`).
+    pub async fn record_report(&self, r: &ReportRecord<'_>) -> Result<RecordOutcome> {
+        let p = prepare(r)?;
+        let mut tx = self.begin().await?;
+        let outcome = write_report(&mut tx, r, &p).await?;
+        if let RecordOutcome::Recorded { .. } = outcome {
+            tx.commit().await?;
+        } else {
+            let _ = tx.rollback().await;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Self::record_report`] for several reports in one transaction (group commit: one disk
+    /// flush for the batch), each in a savepoint of its own, so a duplicate or a conflict
+    /// leaves the others in. The outcomes, in order, hold only once this returns `Ok`: on an
+    /// error nothing of the batch is committed. Two reports of one thing in a batch: the second
+    /// expects the version the first gets.
+    pub async fn record_reports(&self, batch: &[ReportRecord<'_>]) -> Result<Vec<RecordOutcome>> {
+        let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>>>()?;
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (r, p) in batch.iter().zip(&prepared) {
+            let mut sp = tx.begin().await?;
+            let outcome = write_report(&mut sp, r, p).await?;
+            if let RecordOutcome::Recorded { .. } = outcome {
+                sp.commit().await?;
+            } else {
+                sp.rollback().await?;
+            }
+            out.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Things seen, by name (byte order), at most `limit` after the name `after` (a page: pass
+    /// the last name of the previous page).
+    pub async fn things(&self, after: Option<&str>, limit: i64) -> Result<Vec<ThingSeen>> {
+        let rows = sqlx::query(
+            "SELECT thing, first_seen_ms, last_seen_ms, last_report_ms, report_count \
+             FROM things WHERE ($1 IS NULL OR thing > $1) ORDER BY thing LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ThingSeen {
+                    thing: row.try_get(0)?,
+                    first_seen_ms: row.try_get(1)?,
+                    last_seen_ms: row.try_get(2)?,
+                    last_report_ms: row.try_get(3)?,
+                    report_count: row.try_get(4)?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(|e| StoreError::corrupt("things", e))
+    }
+
+    /// The population of a fleet threshold: the latest datapoint of each thing for
+    /// (profile, behavior) at or after `since_ms`, by thing name.
+    pub async fn population(
+        &self,
+        profile: &str,
+        behavior: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(String, f64)>> {
+        let rows = sqlx::query(
+            "SELECT thing, value FROM datapoints WHERE profile = $1 AND behavior = $2 \
+             AND time_ms >= $3 ORDER BY thing",
+        )
+        .bind(profile)
+        .bind(behavior)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(|e| StoreError::corrupt("datapoints", e))
+    }
+
+    /// Stores (or replaces) a computed threshold.
+    pub async fn upsert_threshold(&self, t: &FleetThreshold) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO fleet_thresholds (profile, behavior, value, population, computed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile, behavior) DO UPDATE \
+             SET value = excluded.value, population = excluded.population, \
+             computed_at_ms = excluded.computed_at_ms",
+        )
+        .bind(t.profile.as_str())
+        .bind(t.behavior.as_str())
+        .bind(t.value)
+        .bind(t.population)
+        .bind(t.computed_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every stored threshold, by profile then behavior.
+    pub async fn thresholds(&self) -> Result<Vec<FleetThreshold>> {
+        let rows = sqlx::query(
+            "SELECT profile, behavior, value, population, computed_at_ms FROM fleet_thresholds \
+             ORDER BY profile, behavior",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FleetThreshold {
+                    profile: row.try_get(0)?,
+                    behavior: row.try_get(1)?,
+                    value: row.try_get(2)?,
+                    population: row.try_get(3)?,
+                    computed_at_ms: row.try_get(4)?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(|e| StoreError::corrupt("fleet_thresholds", e))
+    }
+
+    /// Takes or renews the lease of `job` until `now_ms + ttl_ms`: true when `holder` has it
+    /// (it was free, expired, or already `holder`'s), false while another holder's lease runs.
+    /// One statement (an upsert with a condition), so two instances racing on PostgreSQL or
+    /// SQLite cannot both get it. Run a periodic job with `ttl` = its period: whoever gets the
+    /// lease runs it; the others try again next period. Times come from the callers' clocks.
+    pub async fn try_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO leases (job, holder, expires_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
+             expires_ms = excluded.expires_ms \
+             WHERE leases.expires_ms <= $4 OR leases.holder = excluded.holder",
+        )
+        .bind(job)
+        .bind(holder)
+        .bind(now_ms.saturating_add(ttl_ms.max(0)))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    /// Gives a lease back early (e.g. on shutdown); a lease held by another is untouched.
+    pub async fn release_lease(&self, job: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE job = $1 AND holder = $2")
+            .bind(job)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// [`Self::purge_older_than`] with the settings' retention before `now_ms`.
+    pub async fn purge_expired(&self, now_ms: i64) -> Result<Purged> {
+        let keep = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        self.purge_older_than(now_ms.saturating_sub(keep), 1000)
+            .await
+    }
+
+    /// Deletes violation events, report rows and datapoints older than `cutoff_ms`, then the
+    /// verification states nothing refers to any more, `batch` rows per statement (each its own
+    /// transaction, so writers are never held up for long).
+    pub async fn purge_older_than(&self, cutoff_ms: i64, batch: i64) -> Result<Purged> {
+        let batch = batch.max(1);
+        let cutoff_secs = defender_agent::detect::violation::ms_to_secs(cutoff_ms);
+        let events = self
+            .purge_loop(
+                "DELETE FROM violation_events WHERE seq IN (SELECT seq FROM violation_events \
+                 WHERE event_time < $1 LIMIT $2)",
+                Bound::F(cutoff_secs),
+                batch,
+            )
+            .await?;
+        let reports = self
+            .purge_loop(
+                "DELETE FROM reports WHERE id IN (SELECT id FROM reports \
+                 WHERE report_time_ms < $1 LIMIT $2)",
+                Bound::I(cutoff_ms),
+                batch,
+            )
+            .await?;
+        let datapoints = self
+            .purge_loop(
+                "DELETE FROM datapoints WHERE (profile, behavior, thing) IN (SELECT profile, \
+                 behavior, thing FROM datapoints WHERE time_ms < $1 LIMIT $2)",
+                Bound::I(cutoff_ms),
+                batch,
+            )
+            .await?;
+        let verifications = self
+            .purge_loop(
+                "DELETE FROM verification WHERE violation_id IN (SELECT v.violation_id FROM \
+                 verification v \
+                 WHERE NOT EXISTS (SELECT 1 FROM violation_events e \
+                 WHERE e.violation_id = v.violation_id) \
+                 AND NOT EXISTS (SELECT 1 FROM active_violations a \
+                 WHERE a.violation_id = v.violation_id) LIMIT $1)",
+                Bound::None,
+                batch,
+            )
+            .await?;
+        Ok(Purged {
+            events,
+            reports,
+            datapoints,
+            verifications,
+        })
+    }
+
+    async fn purge_loop(&self, sql: &'static str, bound: Bound, batch: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let q = sqlx::query(sql);
+            let q = match bound {
+                Bound::I(v) => q.bind(v),
+                Bound::F(v) => q.bind(v),
+                Bound::None => q,
+            };
+            let n = q.bind(batch).execute(&self.pool).await?.rows_affected();
+            total += n;
+            if n < u64::try_from(batch).unwrap_or(u64::MAX) {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Counts for `status`.
+    pub async fn counts(&self) -> Result<Counts> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM things), \
+             (SELECT CAST(COALESCE(SUM(report_count), 0) AS BIGINT) FROM things), \
+             (SELECT COUNT(*) FROM reports), \
+             (SELECT COUNT(*) FROM violation_events), \
+             (SELECT COUNT(*) FROM active_violations)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let get = |i: usize| -> Result<i64> {
+            row.try_get::<i64, _>(i)
+                .map_err(|e| StoreError::corrupt("counts", e))
+        };
+        let size_bytes = match &self.sqlite_path {
+            Some(path) => ["", "-wal", "-shm"]
+                .iter()
+                .filter_map(|suffix| {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    std::fs::metadata(p).ok()
+                })
+                .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
+                .sum(),
+            None => {
+                sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        Ok(Counts {
+            things: get(0)?,
+            reports_total: get(1)?,
+            reports_retained: get(2)?,
+            violation_events: get(3)?,
+            active_violations: get(4)?,
+            size_bytes,
+        })
+    }
+}
+
+/// A report's JSON, encoded before the transaction.
+struct Prepared<'a> {
+    state: String,
+    events: Vec<(String, &'a ViolationEvent)>,
+    active: Option<Vec<(String, &'a ActiveViolation)>>,
+}
+
+fn prepare<'a>(r: &ReportRecord<'a>) -> Result<Prepared<'a>> {
+    let state = to_json("engine state", r.state)?;
+    let events: Vec<(String, &ViolationEvent)> = r
+        .events
+        .iter()
+        .map(|e| {
+            let mut bare = e.clone();
+            bare.verification_state = None;
+            bare.verification_state_description = None;
+            to_json("violation event", &bare).map(|j| (j, e))
+        })
+        .collect::<Result<_>>()?;
+    let active: Option<Vec<(String, &ActiveViolation)>> = match r.active {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|a| {
+                    let mut bare = a.clone();
+                    bare.verification_state = None;
+                    bare.verification_state_description = None;
+                    to_json("active violation", &bare).map(|j| (j, a))
+                })
+                .collect::<Result<_>>()?,
+        ),
+    };
+
+    Ok(Prepared {
+        state,
+        events,
+        active,
+    })
+}
+
+/// The writes of one report on `conn` (a transaction or a savepoint). Duplicate or Conflict:
+/// the caller rolls back what was written.
+async fn write_report(
+    conn: &mut AnyConnection,
+    r: &ReportRecord<'_>,
+    p: &Prepared<'_>,
+) -> Result<RecordOutcome> {
+    let inserted = sqlx::query(
+        "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, payload_bytes) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (thing, report_id) DO NOTHING",
+    )
+    .bind(r.thing)
+    .bind(r.report_id)
+    .bind(r.report_time_ms)
+    .bind(r.received_ms)
+    .bind(r.payload_bytes)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(RecordOutcome::Duplicate);
+    }
+    let version = if r.expected_version == 0 {
+        let n = sqlx::query(
+            "INSERT INTO things (thing, state, version, first_seen_ms, last_seen_ms, \
+             last_report_ms, report_count) VALUES ($1, $2, 1, $3, $3, $4, 1) \
+             ON CONFLICT (thing) DO NOTHING",
+        )
+        .bind(r.thing)
+        .bind(&p.state)
+        .bind(r.received_ms)
+        .bind(r.report_time_ms)
+        .execute(&mut *conn)
+        .await?;
+        if n.rows_affected() == 0 {
+            return Ok(RecordOutcome::Conflict);
+        }
+        1
+    } else {
+        let n = sqlx::query(
+            "UPDATE things SET state = $2, version = version + 1, \
+             last_seen_ms = CASE WHEN last_seen_ms > $3 THEN last_seen_ms ELSE $3 END, \
+             last_report_ms = CASE WHEN last_report_ms IS NULL OR last_report_ms < $4 \
+             THEN $4 ELSE last_report_ms END, \
+             report_count = report_count + 1 \
+             WHERE thing = $1 AND version = $5",
+        )
+        .bind(r.thing)
+        .bind(&p.state)
+        .bind(r.received_ms)
+        .bind(r.report_time_ms)
+        .bind(r.expected_version)
+        .execute(&mut *conn)
+        .await?;
+        if n.rows_affected() == 0 {
+            return Ok(RecordOutcome::Conflict);
+        }
+        r.expected_version + 1
+    };
+    for (json, e) in &p.events {
+        sqlx::query(
+            "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
+             criteria_type, suppressed, event_type, event_time, event) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(e.violation_id.as_str())
+        .bind(e.thing_name.as_str())
+        .bind(e.security_profile_name.as_str())
+        .bind(e.behavior.name.as_str())
+        .bind(criteria_text(&e.behavior))
+        .bind(suppressed(&e.behavior))
+        .bind(event_type_text(e))
+        .bind(e.violation_event_time)
+        .bind(json.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(active) = &p.active {
+        sqlx::query("DELETE FROM active_violations WHERE thing = $1")
+            .bind(r.thing)
+            .execute(&mut *conn)
+            .await?;
+        for (json, a) in active {
+            sqlx::query(
+                "INSERT INTO active_violations (violation_id, thing, profile, behavior, \
+                 criteria_type, suppressed, start_time, violation) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(a.violation_id.as_str())
+            .bind(a.thing_name.as_str())
+            .bind(a.security_profile_name.as_str())
+            .bind(a.behavior.name.as_str())
+            .bind(criteria_text(&a.behavior))
+            .bind(suppressed(&a.behavior))
+            .bind(a.violation_start_time)
+            .bind(json.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    for d in r.datapoints {
+        sqlx::query(
+            "INSERT INTO datapoints (profile, behavior, thing, time_ms, value) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile, behavior, thing) DO UPDATE \
+             SET time_ms = excluded.time_ms, value = excluded.value \
+             WHERE excluded.time_ms >= datapoints.time_ms",
+        )
+        .bind(d.profile.as_str())
+        .bind(d.behavior.as_str())
+        .bind(r.thing)
+        .bind(r.report_time_ms)
+        .bind(d.value)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(RecordOutcome::Recorded { version })
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    I(i64),
+    F(f64),
+    None,
+}
+
+fn event_type_text(e: &ViolationEvent) -> &'static str {
+    use defender_agent::detect::violation::ViolationEventType as T;
+    match e.violation_event_type {
+        T::InAlarm => "in-alarm",
+        T::AlarmCleared => "alarm-cleared",
+        T::AlarmInvalidated => "alarm-invalidated",
+    }
+}
+
+/// Wall clock in epoch ms (only for `applied_at_ms`; everything else takes time as an argument).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
