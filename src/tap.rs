@@ -598,6 +598,7 @@ impl Tap {
             retry_in,
             new_cause,
             lasted,
+            ..
         } = failure;
         match (lasted, new_cause) {
             (Some(lasted), true) if lasted < STABLE_CONNECTION => {

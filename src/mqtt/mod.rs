@@ -20,9 +20,12 @@
 //!
 //! The connection itself (TLS, reconnects with exponential backoff and jitter capped at
 //! `reconnect_max`, failure causes) is the shared [`session::Session`]; the backoff starts over
-//! after every accepted connection. Each distinct cause is logged at warn once per outage. With
-//! [`Settings::proxy`] the session reaches the broker through an HTTP CONNECT tunnel (TLS inside
-//! it, with the broker's name); a proxy's refusal is a cause like any other, naming the proxy.
+//! after a connection that lasted [`STABLE_CONNECTION`]. Each kind of cause is logged at warn
+//! once per outage; so is a packet above the link's limit (with its size: rumqttc does not tell
+//! its topic) and a suspected client id clash, after which the link retries at `reconnect_max`.
+//! With [`Settings::proxy`] the session reaches the broker through an HTTP CONNECT tunnel (TLS
+//! inside it, with the broker's name); a proxy's refusal is a cause like any other, naming the
+//! proxy.
 
 pub mod session;
 pub mod tls;
@@ -33,8 +36,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Outgoing, Packet, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, Outgoing, Packet, QoS, StateError,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -69,6 +72,14 @@ pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 /// Packet size limit given to rumqttc, both ways: the payload plus fixed header, topic and packet
 /// id, with room to spare.
 const MAX_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 4 * 1024;
+
+/// How long a connection must last before its loss starts the backoff over. A poison message (a
+/// retained or queued answer above [`MAX_PACKET_BYTES`], sent again at every connection) ends a
+/// connection within a second of the CONNACK, and a rival with the same client id after its own
+/// backoff delay; a healthy AWS IoT connection lasts hours. 30 s is well above the first and far
+/// below the last, so a loop keeps backing off and a real outage after a good connection is
+/// retried at once.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 /// rumqttc's request channel: every unacknowledged publish, one SUBSCRIBE, one DISCONNECT, spare.
 const REQUEST_CHANNEL_CAPACITY: usize = MAX_INFLIGHT as usize + 4;
@@ -314,6 +325,7 @@ pub fn spawn(
         accepted_topic: topics::accepted_topic(&settings.thing_name, settings.format),
         rejected_topic: topics::rejected_topic(&settings.thing_name, settings.format),
         endpoint: format!("{}:{}", settings.endpoint, settings.port),
+        client_id: settings.client_id.clone(),
         subscriptions: settings.subscriptions.clone(),
         client: session.client(),
         events: event_tx,
@@ -334,7 +346,7 @@ pub fn spawn(
 
 /// The session of the link: the settings' broker, TLS files and ALPN, keep-alive, clean session
 /// and reconnect delays; [`MAX_PACKET_BYTES`] both ways, [`MAX_INFLIGHT`] publishes in flight;
-/// the backoff starts over after every accepted connection.
+/// the backoff starts over after a connection that lasted [`STABLE_CONNECTION`].
 fn session_options(settings: &Settings) -> session::Options {
     session::Options {
         client_id: settings.client_id.clone(),
@@ -359,9 +371,30 @@ fn session_options(settings: &Settings) -> session::Options {
         reconnect: session::ReconnectPolicy {
             min: settings.reconnect_min,
             max: settings.reconnect_max,
-            stable_after: Duration::ZERO,
+            stable_after: STABLE_CONNECTION,
         },
-        describe: session::describe,
+        describe,
+    }
+}
+
+/// The cause of a connection failure: the session's words, plus the link's packet limit.
+fn describe(err: &ConnectionError) -> String {
+    match oversize(err) {
+        Some(len) => format!(
+            "an incoming packet of {len} bytes exceeds the link's {MAX_PACKET_BYTES}-byte limit"
+        ),
+        None => session::describe(err),
+    }
+}
+
+/// The size rumqttc gives for an incoming packet above the limit (the remaining length of its
+/// fixed header; rumqttc refuses it before reading further, so the topic is not known).
+fn oversize(err: &ConnectionError) -> Option<usize> {
+    match err {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(len),
+        )) => Some(*len),
+        _ => None,
     }
 }
 
@@ -462,6 +495,8 @@ struct Link {
     accepted_topic: String,
     rejected_topic: String,
     endpoint: String,
+    /// The MQTT client id (named when a clash is suspected).
+    client_id: String,
     subscriptions: Vec<String>,
     /// The session's client handle.
     client: AsyncClient,
@@ -717,13 +752,22 @@ impl Link {
             cause,
             retry_in,
             new_cause,
+            client_id_clash,
             ..
         } = failure;
         let repeated = !new_cause;
+        if client_id_clash {
+            warn!(endpoint = %self.endpoint, client_id = %self.client_id, closed = session::CLASH_AFTER, ?retry_in,
+                "The broker closed the connection soon after each CONNACK: another client may be using client id {}; retrying at reconnect_max instead of fighting it.",
+                self.client_id);
+        }
         if self.connected {
             self.connected = false;
             if repeated {
                 debug!(%cause, ?retry_in, "MQTT connection lost.");
+            } else if let Some(size) = oversize(err) {
+                warn!(endpoint = %self.endpoint, size, limit = MAX_PACKET_BYTES, ?retry_in,
+                    "The broker sent a packet above the link's limit; the connection was dropped. Its topic is not known (rumqttc refuses a packet on its size before reading it). A retained or queued message (clean_session = false) comes again at every connection: remove it at the broker.");
             } else {
                 warn!(endpoint = %self.endpoint, %cause, ?retry_in, "MQTT connection lost.");
             }
@@ -949,6 +993,7 @@ mod tests {
             accepted_topic: topics::accepted_topic("t", crate::report::Format::Json),
             rejected_topic: topics::rejected_topic("t", crate::report::Format::Json),
             endpoint: "localhost:8883".into(),
+            client_id: "t".into(),
             subscriptions: vec!["push/here".into()],
             client: session.client(),
             events,
@@ -1237,5 +1282,60 @@ mod tests {
             &events[1],
             LinkEvent::Traffic(LinkTraffic::ConnectionAttempt { failure: Some(f) }) if f.cause.contains("NotAuthorized")
         ));
+    }
+
+    #[tokio::test]
+    async fn a_poison_answer_that_ends_every_connection_keeps_the_backoff_growing_and_is_described_once(
+    ) {
+        let (mut link, mut rx) = test_link();
+        let poison = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(200_000),
+        ));
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            link.on_event(connack(false)).await;
+            let failure = link.session.failed(&poison, Instant::now());
+            assert!(failure.lasted.unwrap() < STABLE_CONNECTION);
+            assert!(!failure.client_id_clash, "not the broker closing it");
+            delays.push((failure.retry_in, failure.new_cause));
+            link.link.on_failure(failure, &poison).await;
+        }
+        // reconnect_min 10 ms: the delays double (jittered) instead of staying at the minimum.
+        assert!(delays[5].0 >= Duration::from_millis(320), "{delays:?}");
+        assert!(delays.windows(2).all(|w| w[0].0 <= w[1].0), "{delays:?}");
+        let new: Vec<bool> = delays.iter().map(|d| d.1).collect();
+        assert_eq!(new, [true, false, false, false, false, false]);
+        let causes: Vec<String> = drain(&mut rx)
+            .into_iter()
+            .filter_map(|e| match e {
+                LinkEvent::Disconnected { cause } => Some(cause),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(causes.len(), 6);
+        assert_eq!(
+            causes[0],
+            "an incoming packet of 200000 bytes exceeds the link's 135168-byte limit"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_link_backs_off_to_the_cap_when_the_broker_keeps_closing_fresh_connections() {
+        let (mut link, _rx) = test_link();
+        let closed = ConnectionError::MqttState(StateError::ConnectionAborted);
+        let mut clashes = 0;
+        let mut last = Duration::ZERO;
+        for _ in 0..session::CLASH_AFTER + 2 {
+            link.on_event(connack(true)).await;
+            let failure = link.session.failed(&closed, Instant::now());
+            clashes += usize::from(failure.client_id_clash);
+            last = failure.retry_in;
+            link.link.on_failure(failure, &closed).await;
+        }
+        assert_eq!(clashes, 1);
+        assert!(
+            last >= Duration::from_secs(5),
+            "reconnect_max 10 s: {last:?}"
+        );
     }
 }

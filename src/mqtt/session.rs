@@ -15,12 +15,18 @@
 //! - failed attempt `n` (counted since the last stable connection, 0 first) waits
 //!   [`backoff`]`(n, min, max, jitter)`;
 //! - a connection is stable once it lasted [`ReconnectPolicy::stable_after`] (zero: as soon as
-//!   the CONNACK came); only the loss of a stable connection starts the count over, so two
-//!   clients pushing each other off a broker (a shared client id) keep backing off;
-//! - a cause ([`Options::describe`]) is new the first time it is seen since the last stable
-//!   connection ([`Failure::new_cause`]), so users log it at warn once and at debug after. At
-//!   most [`MAX_LOGGED_CAUSES`] are remembered; the oldest is forgotten when more appear (it
-//!   would then be logged again, which is harmless).
+//!   the CONNACK came); only the loss of a stable connection starts the count over, so a
+//!   connection that a poison message or a rival client ends at once keeps backing off;
+//! - when the broker closes [`CLASH_AFTER`] unstable connections in a row, another client is
+//!   probably using the same client id (the broker drops the older of two): the failure says so
+//!   once ([`Failure::client_id_clash`]) and every delay is the capped one until a connection
+//!   outlives [`Reconnect::clash_cleared_after`] (the delays of both rivals, so a clash cannot
+//!   pass for stable);
+//! - a cause is new the first time its [`CauseKind`] is seen since the last stable connection
+//!   ([`Failure::new_cause`]), so users log it at warn once and at debug after; kinds, not
+//!   texts, because a text may change at every attempt (an expired certificate names the
+//!   verification time). At most [`MAX_LOGGED_CAUSES`] are remembered; the oldest is forgotten
+//!   when more appear (it would then be logged again, which is harmless).
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -40,6 +46,11 @@ use super::tls::{self, TlsError};
 
 /// Distinct failure causes remembered per outage, each logged at warn once.
 pub const MAX_LOGGED_CAUSES: usize = 8;
+
+/// Unstable connections in a row closed by the broker ([`CauseKind::is_closed_by_the_broker`])
+/// after which a client id clash is suspected. Three: one or two can be a broker restart or a
+/// network change; a clash repeats at every connection.
+pub const CLASH_AFTER: u32 = 3;
 
 /// How long [`Session::disconnect`] waits for the DISCONNECT packet to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -195,6 +206,8 @@ pub enum SessionEvent {
 pub struct Failure {
     /// The cause in a few stable words ([`Options::describe`]).
     pub cause: String,
+    /// The cause's kind, which the once-per-cause rule goes by.
+    pub kind: CauseKind,
     /// The backoff delay before the next attempt.
     pub retry_in: Duration,
     /// First time this cause is seen since the last stable connection: log it at warn.
@@ -202,6 +215,9 @@ pub struct Failure {
     /// How long the connection lasted when an established one was lost; `None` when a
     /// connection attempt failed.
     pub lasted: Option<Duration>,
+    /// This failure completed the pattern of a client id clash ([`CLASH_AFTER`] connections in a
+    /// row closed soon after the CONNACK): log the likely cause, once; `retry_in` is capped.
+    pub client_id_clash: bool,
 }
 
 /// How [`Session::disconnect`] went.
@@ -223,10 +239,15 @@ pub struct Reconnect {
     policy: ReconnectPolicy,
     /// Failed attempts and unstable connections since the last stable one (backoff exponent).
     pub(crate) failed_attempts: u32,
-    /// Causes seen since the last stable connection (≤ [`MAX_LOGGED_CAUSES`]).
-    pub(crate) logged_causes: VecDeque<String>,
+    /// Cause kinds seen since the last stable connection (≤ [`MAX_LOGGED_CAUSES`]).
+    pub(crate) logged_causes: VecDeque<CauseKind>,
     /// When the current connection was accepted; `None` while disconnected.
     pub(crate) connected_since: Option<Instant>,
+    /// Unstable connections in a row that the broker closed.
+    pub(crate) broker_closes: u32,
+    /// A client id clash is suspected (since [`CLASH_AFTER`] such closes; until a stable
+    /// connection).
+    pub(crate) clash_suspected: bool,
 }
 
 impl Reconnect {
@@ -237,6 +258,8 @@ impl Reconnect {
             failed_attempts: 0,
             logged_causes: VecDeque::new(),
             connected_since: None,
+            broker_closes: 0,
+            clash_suspected: false,
         }
     }
 
@@ -250,37 +273,71 @@ impl Reconnect {
         self.connected_since.is_some()
     }
 
+    /// How long a connection must last to clear a suspected clash: the stability period, but at
+    /// least two capped delays. In a clash each connection lasts as long as the rival waits
+    /// before its next attempt (at most `max` once both back off), so only a connection that
+    /// outlived that is not the clash.
+    pub fn clash_cleared_after(&self) -> Duration {
+        self.policy
+            .stable_after
+            .max(self.policy.max.saturating_mul(2))
+    }
+
     /// A connection attempt failed, or the connection was lost, at `now`: applies the stability
-    /// rule, picks the delay (`jitter_unit` in `[0, 1]`, see [`backoff`]) and tells whether the
-    /// cause is new.
-    pub fn failed(&mut self, cause: String, now: Instant, jitter_unit: f64) -> Failure {
+    /// rule and the clash rule, picks the delay (`jitter_unit` in `[0, 1]`, see [`backoff`]) and
+    /// tells whether the cause's `kind` is new (`cause` is its text, for the log).
+    pub fn failed(
+        &mut self,
+        kind: CauseKind,
+        cause: String,
+        now: Instant,
+        jitter_unit: f64,
+    ) -> Failure {
         let lasted = self
             .connected_since
             .take()
             .map(|since| now.saturating_duration_since(since));
-        if lasted.is_some_and(|d| d >= self.policy.stable_after) {
-            self.failed_attempts = 0;
-            self.logged_causes.clear();
+        let stable_after = if self.clash_suspected {
+            self.clash_cleared_after()
+        } else {
+            self.policy.stable_after
+        };
+        match lasted {
+            Some(d) if d >= stable_after => {
+                self.failed_attempts = 0;
+                self.logged_causes.clear();
+                self.broker_closes = 0;
+                self.clash_suspected = false;
+            }
+            Some(_) if kind.is_closed_by_the_broker() => {
+                self.broker_closes = self.broker_closes.saturating_add(1);
+            }
+            // A failed attempt or another cause breaks the row.
+            _ => self.broker_closes = 0,
         }
-        let retry_in = backoff(
-            self.failed_attempts,
-            self.policy.min,
-            self.policy.max,
-            jitter_unit,
-        );
+        let client_id_clash = !self.clash_suspected && self.broker_closes >= CLASH_AFTER;
+        self.clash_suspected |= client_id_clash;
+        let attempt = if self.clash_suspected {
+            u32::MAX // the capped delay
+        } else {
+            self.failed_attempts
+        };
+        let retry_in = backoff(attempt, self.policy.min, self.policy.max, jitter_unit);
         self.failed_attempts = self.failed_attempts.saturating_add(1);
-        let new_cause = !self.logged_causes.contains(&cause);
+        let new_cause = !self.logged_causes.contains(&kind);
         if new_cause {
             if self.logged_causes.len() == MAX_LOGGED_CAUSES {
                 self.logged_causes.pop_front();
             }
-            self.logged_causes.push_back(cause.clone());
+            self.logged_causes.push_back(kind);
         }
         Failure {
             cause,
+            kind,
             retry_in,
             new_cause,
             lasted,
+            client_id_clash,
         }
     }
 }
@@ -444,7 +501,9 @@ impl Session {
             (ConnectionError::Proxy(e), Some(proxy)) => describe_proxy(proxy, e),
             _ => (self.describe)(error),
         };
-        let failure = self.reconnect.failed(cause, now, jitter_unit());
+        let failure = self
+            .reconnect
+            .failed(CauseKind::of(error), cause, now, jitter_unit());
         self.wait = Wait::For(failure.retry_in);
         failure
     }
@@ -545,6 +604,148 @@ pub fn describe(err: &ConnectionError) -> String {
             Some((_, text)) => format!("I/O: {text}"),
             None => err.to_string(),
         },
+    }
+}
+
+/// What kind of failure a connection error is: the key of the once-per-cause rule (see the
+/// module docs), stable across attempts where the error's text is not (an expired certificate's
+/// text names the verification time, a socket error may name an address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CauseKind {
+    /// The broker's certificate has expired.
+    TlsCertificateExpired,
+    /// The broker's certificate is not valid yet (often a wrong clock).
+    TlsCertificateNotValidYet,
+    /// The broker's certificate is not signed by the configured CA.
+    TlsUnknownIssuer,
+    /// The broker's certificate is not valid for the endpoint's name.
+    TlsNameMismatch,
+    /// Another problem with the broker's certificate.
+    TlsCertificateInvalid,
+    /// The broker sent a TLS alert (it refused our certificate, say), by alert.
+    TlsAlert(rustls::AlertDescription),
+    /// Another TLS failure.
+    Tls,
+    /// The HTTP proxy refused the tunnel with this status.
+    ProxyStatus(u16),
+    /// The HTTP proxy could not be used otherwise (socket error, not an HTTP answer), by the
+    /// socket error's kind when there is one.
+    Proxy(Option<std::io::ErrorKind>),
+    /// The endpoint's name did not resolve.
+    Dns,
+    /// The TCP connection was refused.
+    Refused,
+    /// The connection was reset.
+    Reset,
+    /// The peer closed the socket (end of file).
+    ClosedByPeer,
+    /// The broker closed the connection (rumqttc read end of stream).
+    ClosedByBroker,
+    /// No answer to the connection attempt in time.
+    Timeout,
+    /// A write did not finish in time.
+    WriteTimeout,
+    /// The broker did not answer a PINGREQ within the keep-alive.
+    NoPingResp,
+    /// The broker refused the CONNECT (CONNACK return code).
+    MqttRefused(rumqttc::ConnectReturnCode),
+    /// An incoming packet exceeded the session's incoming packet limit.
+    PacketTooLarge,
+    /// Another socket error, by its kind.
+    Io(std::io::ErrorKind),
+    /// Any other MQTT protocol or state error.
+    Other,
+}
+
+impl CauseKind {
+    /// The kind of `err`, found the way [`describe`] finds its words (TLS errors anywhere in the
+    /// source chain first, then rumqttc's own variants, then the socket error's kind).
+    pub fn of(err: &ConnectionError) -> CauseKind {
+        use rustls::CertificateError as C;
+        if let ConnectionError::Proxy(e) = err {
+            return CauseKind::of_proxy(e);
+        }
+        let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+        let mut io = None;
+        while let Some(e) = source {
+            let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+                // rustls reports through io::Error; its inner error is not exposed as a source.
+                e.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if let Some(tls) = tls {
+                return match tls {
+                    rustls::Error::InvalidCertificate(c) => match c {
+                        C::Expired | C::ExpiredContext { .. } => CauseKind::TlsCertificateExpired,
+                        C::NotValidYet | C::NotValidYetContext { .. } => {
+                            CauseKind::TlsCertificateNotValidYet
+                        }
+                        C::UnknownIssuer => CauseKind::TlsUnknownIssuer,
+                        C::NotValidForName | C::NotValidForNameContext { .. } => {
+                            CauseKind::TlsNameMismatch
+                        }
+                        _ => CauseKind::TlsCertificateInvalid,
+                    },
+                    rustls::Error::AlertReceived(alert) => CauseKind::TlsAlert(*alert),
+                    _ => CauseKind::Tls,
+                };
+            }
+            if let Some(e) = e.downcast_ref::<std::io::Error>() {
+                io.get_or_insert(e);
+            }
+            source = e.source();
+        }
+        match err {
+            ConnectionError::ConnectionRefused(code) => CauseKind::MqttRefused(*code),
+            ConnectionError::NetworkTimeout => CauseKind::Timeout,
+            ConnectionError::FlushTimeout => CauseKind::WriteTimeout,
+            ConnectionError::MqttState(StateError::ConnectionAborted) => CauseKind::ClosedByBroker,
+            ConnectionError::MqttState(StateError::AwaitPingResp) => CauseKind::NoPingResp,
+            ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::Error::PayloadSizeLimitExceeded(_),
+            )) => CauseKind::PacketTooLarge,
+            _ => match io {
+                // std's resolver error has no stable kind; its text is std's own.
+                Some(e) if e.to_string().contains("failed to lookup address") => CauseKind::Dns,
+                Some(e) => match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => CauseKind::Refused,
+                    std::io::ErrorKind::ConnectionReset => CauseKind::Reset,
+                    std::io::ErrorKind::UnexpectedEof => CauseKind::ClosedByPeer,
+                    std::io::ErrorKind::TimedOut => CauseKind::Timeout,
+                    kind => CauseKind::Io(kind),
+                },
+                None => CauseKind::Other,
+            },
+        }
+    }
+
+    /// The kind of a failed tunnel (see [`describe_proxy`]).
+    fn of_proxy(err: &(dyn StdError + 'static)) -> CauseKind {
+        use async_http_proxy::HttpError;
+        let mut source = Some(err);
+        while let Some(e) = source {
+            match e.downcast_ref::<HttpError>() {
+                Some(HttpError::HttpCode200(code)) => return CauseKind::ProxyStatus(*code),
+                Some(HttpError::IoError(io)) => return CauseKind::Proxy(Some(io.kind())),
+                Some(_) => return CauseKind::Proxy(None),
+                None => {}
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return CauseKind::Proxy(Some(io.kind()));
+            }
+            source = e.source();
+        }
+        CauseKind::Proxy(None)
+    }
+
+    /// Whether the broker ended an established connection: closed it, reset it, or went away
+    /// without a TLS close_notify (what a broker does to the older of two clients with one id).
+    pub fn is_closed_by_the_broker(self) -> bool {
+        matches!(
+            self,
+            CauseKind::ClosedByBroker | CauseKind::ClosedByPeer | CauseKind::Reset
+        )
     }
 }
 
@@ -782,11 +983,11 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Reconnect::new(policy(Duration::ZERO));
         let delays: Vec<Duration> = (0..3)
-            .map(|_| r.failed("connection refused".into(), t0, 0.0).retry_in)
+            .map(|_| fail(&mut r, CauseKind::Refused, t0).retry_in)
             .collect();
         assert_eq!(delays, vec![S(1), S(2), S(4)]);
         r.connected(t0);
-        let lost = r.failed("connection reset by peer".into(), t0, 0.0);
+        let lost = fail(&mut r, CauseKind::Reset, t0);
         assert_eq!(lost.retry_in, S(1));
         assert_eq!(lost.lasted, Some(Duration::ZERO));
         assert!(lost.new_cause);
@@ -799,16 +1000,16 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Reconnect::new(policy(S(30)));
         for _ in 0..3 {
-            r.failed("connection refused".into(), t0, 0.0);
+            fail(&mut r, CauseKind::Refused, t0);
         }
         r.connected(t0);
-        let short = r.failed("connection closed by the broker".into(), t0 + S(29), 0.0);
+        let short = fail(&mut r, CauseKind::ClosedByBroker, t0 + S(29));
         assert_eq!(short.lasted, Some(S(29)));
         assert_eq!(short.retry_in, S(8), "attempt 3, not 0");
         assert_eq!(r.failed_attempts, 4);
         assert_eq!(r.logged_causes.len(), 2);
         r.connected(t0);
-        let stable = r.failed("connection closed by the broker".into(), t0 + S(30), 0.0);
+        let stable = fail(&mut r, CauseKind::ClosedByBroker, t0 + S(30));
         assert_eq!(stable.retry_in, S(1));
         assert!(
             stable.new_cause,
@@ -821,12 +1022,12 @@ mod tests {
     fn a_cause_is_new_once_per_outage_and_a_failed_attempt_has_no_duration() {
         let t0 = Instant::now();
         let mut r = Reconnect::new(policy(Duration::ZERO));
-        let first = r.failed("connection refused".into(), t0, 0.5);
+        let first = fail(&mut r, CauseKind::Refused, t0);
         assert!(first.new_cause);
         assert_eq!(first.lasted, None);
-        assert!(!r.failed("connection refused".into(), t0, 0.5).new_cause);
-        assert!(r.failed("TLS: bad".into(), t0, 0.5).new_cause);
-        assert!(!r.failed("connection refused".into(), t0, 0.5).new_cause);
+        assert!(!fail(&mut r, CauseKind::Refused, t0).new_cause);
+        assert!(fail(&mut r, CauseKind::Tls, t0).new_cause);
+        assert!(!fail(&mut r, CauseKind::Refused, t0).new_cause);
         assert!(!r.is_connected());
     }
 
@@ -834,16 +1035,25 @@ mod tests {
     fn at_most_max_logged_causes_are_remembered_and_the_oldest_is_forgotten_first() {
         let t0 = Instant::now();
         let mut r = Reconnect::new(policy(Duration::ZERO));
-        for i in 0..=MAX_LOGGED_CAUSES {
-            assert!(r.failed(format!("cause {i}"), t0, 0.0).new_cause);
+        let kinds = [
+            CauseKind::Refused,
+            CauseKind::Reset,
+            CauseKind::ClosedByPeer,
+            CauseKind::ClosedByBroker,
+            CauseKind::Timeout,
+            CauseKind::WriteTimeout,
+            CauseKind::NoPingResp,
+            CauseKind::Dns,
+            CauseKind::Tls,
+        ];
+        assert_eq!(kinds.len(), MAX_LOGGED_CAUSES + 1);
+        for kind in kinds {
+            assert!(fail(&mut r, kind, t0).new_cause);
         }
         assert_eq!(r.logged_causes.len(), MAX_LOGGED_CAUSES);
+        assert!(!fail(&mut r, kinds[MAX_LOGGED_CAUSES], t0).new_cause);
         assert!(
-            !r.failed(format!("cause {MAX_LOGGED_CAUSES}"), t0, 0.0)
-                .new_cause
-        );
-        assert!(
-            r.failed("cause 0".into(), t0, 0.0).new_cause,
+            fail(&mut r, kinds[0], t0).new_cause,
             "forgotten, so new again"
         );
     }
@@ -853,7 +1063,203 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Reconnect::new(policy(MS(10)));
         r.connected(t0 + S(5));
-        assert_eq!(r.failed("x".into(), t0, 0.0).lasted, Some(Duration::ZERO));
+        assert_eq!(
+            fail(&mut r, CauseKind::Other, t0).lasted,
+            Some(Duration::ZERO)
+        );
+    }
+
+    /// One failure of `kind` at `now`, jitter 0, the kind's name as its text.
+    fn fail(r: &mut Reconnect, kind: CauseKind, now: Instant) -> Failure {
+        r.failed(kind, format!("{kind:?}"), now, 0.0)
+    }
+
+    fn tls_error(e: rustls::CertificateError) -> ConnectionError {
+        ConnectionError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(e),
+        ))
+    }
+
+    fn expired_at(now_secs: u64) -> ConnectionError {
+        use rustls::pki_types::UnixTime;
+        tls_error(rustls::CertificateError::ExpiredContext {
+            time: UnixTime::since_unix_epoch(S(now_secs)),
+            not_after: UnixTime::since_unix_epoch(S(1_000)),
+        })
+    }
+
+    #[test]
+    fn an_expired_server_certificate_is_one_cause_although_its_text_names_the_verification_time() {
+        let (first, second) = (expired_at(2_000_000_000), expired_at(2_000_000_007));
+        assert_ne!(describe(&first), describe(&second), "the texts differ");
+        assert_eq!(CauseKind::of(&first), CauseKind::TlsCertificateExpired);
+        assert_eq!(CauseKind::of(&second), CauseKind::TlsCertificateExpired);
+        let mut s = test_session(Duration::ZERO);
+        let t0 = Instant::now();
+        assert!(s.failed(&first, t0).new_cause);
+        for i in 1..20 {
+            let later = expired_at(2_000_000_000 + i);
+            let failure = s.failed(&later, t0 + S(i));
+            assert!(!failure.new_cause, "attempt {i}: {}", failure.cause);
+        }
+        assert_eq!(s.reconnect().logged_causes.len(), 1);
+    }
+
+    #[test]
+    fn cause_kinds_tell_tls_dns_socket_and_mqtt_failures_apart() {
+        use rustls::CertificateError as C;
+        let io = |kind| ConnectionError::Io(std::io::Error::from(kind));
+        let dns = ConnectionError::Io(std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        ));
+        let cases = [
+            (tls_error(C::Expired), CauseKind::TlsCertificateExpired),
+            (
+                tls_error(C::NotValidYet),
+                CauseKind::TlsCertificateNotValidYet,
+            ),
+            (tls_error(C::UnknownIssuer), CauseKind::TlsUnknownIssuer),
+            (tls_error(C::NotValidForName), CauseKind::TlsNameMismatch),
+            (tls_error(C::BadSignature), CauseKind::TlsCertificateInvalid),
+            (
+                ConnectionError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+                )),
+                CauseKind::TlsAlert(rustls::AlertDescription::UnknownCA),
+            ),
+            (dns, CauseKind::Dns),
+            (
+                io(std::io::ErrorKind::ConnectionRefused),
+                CauseKind::Refused,
+            ),
+            (io(std::io::ErrorKind::ConnectionReset), CauseKind::Reset),
+            (
+                io(std::io::ErrorKind::UnexpectedEof),
+                CauseKind::ClosedByPeer,
+            ),
+            (
+                io(std::io::ErrorKind::PermissionDenied),
+                CauseKind::Io(std::io::ErrorKind::PermissionDenied),
+            ),
+            (ConnectionError::NetworkTimeout, CauseKind::Timeout),
+            (ConnectionError::FlushTimeout, CauseKind::WriteTimeout),
+            (
+                ConnectionError::MqttState(StateError::ConnectionAborted),
+                CauseKind::ClosedByBroker,
+            ),
+            (
+                ConnectionError::MqttState(StateError::AwaitPingResp),
+                CauseKind::NoPingResp,
+            ),
+            (
+                ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::Error::PayloadSizeLimitExceeded(200_000),
+                )),
+                CauseKind::PacketTooLarge,
+            ),
+            (
+                ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
+                CauseKind::MqttRefused(ConnectReturnCode::NotAuthorized),
+            ),
+            (
+                ConnectionError::MqttState(StateError::WrongPacket),
+                CauseKind::Other,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(CauseKind::of(&err), kind, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_proxy_refusal_is_kept_apart_by_status_and_other_proxy_failures_by_socket_error() {
+        use async_http_proxy::HttpError;
+        // rumqttc's ProxyError is not exported; its source chain is what `of_proxy` reads.
+        assert_eq!(
+            CauseKind::of_proxy(&HttpError::HttpCode200(407)),
+            CauseKind::ProxyStatus(407)
+        );
+        assert_eq!(
+            CauseKind::of_proxy(&HttpError::HttpCode200(403)),
+            CauseKind::ProxyStatus(403)
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            CauseKind::of_proxy(&refused),
+            CauseKind::Proxy(Some(std::io::ErrorKind::ConnectionRefused))
+        );
+        assert_eq!(
+            CauseKind::of_proxy(&HttpError::EndOfFile),
+            CauseKind::Proxy(None)
+        );
+    }
+
+    /// Connects at `at` and is closed by the broker `after` later.
+    fn closed_after(r: &mut Reconnect, at: Instant, after: Duration) -> Failure {
+        r.connected(at);
+        fail(r, CauseKind::ClosedByBroker, at + after)
+    }
+
+    #[test]
+    fn a_broker_closing_each_connection_soon_after_the_connack_is_a_client_id_clash_said_once_and_retried_at_the_cap(
+    ) {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(S(30)));
+        let first: Vec<Failure> = (0..CLASH_AFTER - 1)
+            .map(|_| closed_after(&mut r, t0, S(2)))
+            .collect();
+        assert!(first.iter().all(|f| !f.client_id_clash));
+        assert_eq!(first[1].retry_in, S(2), "still the growing backoff");
+        let clash = closed_after(&mut r, t0, S(2));
+        assert!(clash.client_id_clash);
+        assert_eq!(clash.retry_in, S(30), "the capped range [max/2, max]");
+        let again = closed_after(&mut r, t0, S(2));
+        assert!(!again.client_id_clash, "said once");
+        assert!(!again.new_cause);
+        assert_eq!(
+            r.failed(CauseKind::ClosedByBroker, "x".into(), t0, 1.0)
+                .retry_in,
+            S(60)
+        );
+        // In a clash a connection lasts as long as the rival's delay, up to max: not stable.
+        let rival_waited = closed_after(&mut r, t0, S(60));
+        assert_eq!(rival_waited.retry_in, S(30), "still capped");
+        assert!(r.clash_suspected);
+        // One that outlived two capped delays was not the clash: the backoff starts over.
+        assert_eq!(r.clash_cleared_after(), S(120));
+        let lasted = closed_after(&mut r, t0, S(120));
+        assert_eq!(lasted.retry_in, S(1));
+        assert!(lasted.new_cause);
+        assert!(!r.clash_suspected);
+    }
+
+    #[test]
+    fn other_failures_break_the_row_of_broker_closes() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(S(30)));
+        for _ in 0..3 {
+            for _ in 0..CLASH_AFTER - 1 {
+                assert!(!closed_after(&mut r, t0, S(1)).client_id_clash);
+            }
+            fail(&mut r, CauseKind::Refused, t0); // the broker was down in between
+        }
+        r.connected(t0);
+        fail(&mut r, CauseKind::PacketTooLarge, t0 + S(1));
+        assert!(!closed_after(&mut r, t0, S(1)).client_id_clash);
+        assert_eq!(r.broker_closes, 1);
+    }
+
+    #[test]
+    fn without_a_stability_period_no_clash_is_suspected() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(policy(Duration::ZERO));
+        for _ in 0..10 {
+            let f = closed_after(&mut r, t0, Duration::ZERO);
+            assert!(!f.client_id_clash);
+            assert_eq!(f.retry_in, S(1));
+        }
     }
 
     fn test_session(stable_after: Duration) -> Session {

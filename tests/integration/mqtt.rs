@@ -1,6 +1,7 @@
 //! The MQTT link against a real mosquitto over mutual TLS: publishing and answers in both
 //! encodings, certificate and hostname failures with backoff, ALPN, broker outages, ACL
-//! refusals and shutdown.
+//! refusals and shutdown; reconnect loops (an oversize retained answer, two links with one
+//! client id) and an expired server certificate logged once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::certs::{CertFiles, Pki, TestCa};
 use crate::support::endpoint::{accept_any_report, DefenderEndpoint, Verdict};
+use crate::support::logs::Logs;
 use crate::support::mosquitto::{Mosquitto, MosquittoOptions};
 
 /// Bound on every wait for an event (never a timing assertion: tests pass as soon as it comes).
@@ -705,4 +707,161 @@ fn the_support_config_snippet_is_valid_toml_naming_the_broker() {
     assert_eq!(mqtt["port"].as_integer(), Some(i64::from(broker.port())));
     assert_eq!(mqtt["endpoint"].as_str(), Some("localhost"));
     assert!(std::path::Path::new(mqtt["key_file"].as_str().unwrap()).is_file());
+}
+
+/// Plain-MQTT link settings for `broker` on 127.0.0.1 (no certificates needed).
+fn plain_settings(broker: &Mosquitto, thing: &str) -> Settings {
+    let none = CertFiles {
+        cert: "/nonexistent".into(),
+        key: "/nonexistent".into(),
+    };
+    let mut s = settings(broker.port(), "/nonexistent".as_ref(), &none, thing);
+    s.tls = false;
+    s.endpoint = "127.0.0.1".into();
+    s
+}
+
+/// Publishes a retained QoS 1 message on a plain broker and waits for its PUBACK.
+async fn publish_retained(port: u16, topic: &str, payload: Vec<u8>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new("poisoner", "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 4);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("retained publish failed: {other:?}"),
+        }
+    }
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+}
+
+/// The `LinkEvent::Connected` instants within `window` from now.
+async fn connects_within(events: &mut mpsc::Receiver<LinkEvent>, window: Duration) -> Vec<Instant> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if event == LinkEvent::Connected {
+            seen.push(Instant::now());
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn an_oversize_retained_answer_does_not_make_a_reconnect_loop_and_is_logged_once() {
+    let logs = Logs::capture();
+    let broker = Mosquitto::start(MosquittoOptions::plain());
+    let accepted = mqtt::topics::accepted_topic("dev21", ReportFormat::Json);
+    publish_retained(broker.port(), &accepted, vec![b'x'; 200 * 1024]).await;
+    let mut s = plain_settings(&broker, "dev21");
+    s.clean_session = false;
+    s.reconnect_min = Duration::from_millis(250);
+    s.reconnect_max = Duration::from_secs(10);
+    let mut run = start(s).await;
+    // Without the stability rule every connection is retried after 250–500 ms: 10 or more in
+    // 5 s. With it the delays double: at most 0 + 0.25 + 0.5 + 1 + 2 s fit.
+    let connects = connects_within(&mut run.link.events, Duration::from_secs(5)).await;
+    assert!(connects.len() >= 2, "the link reconnects: {connects:?}");
+    assert!(connects.len() <= 5, "{} connects in 5 s", connects.len());
+    assert_eq!(
+        logs.lines_with_all(&["packet above the link's limit", "size=204", "limit=135168"]),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn two_links_with_one_client_id_say_so_once_each_and_retry_at_the_cap() {
+    let logs = Logs::capture();
+    let broker = Mosquitto::start(MosquittoOptions::plain());
+    let twin = |endpoint: &str| {
+        let mut s = plain_settings(&broker, "twin");
+        s.endpoint = endpoint.into();
+        s.reconnect_min = Duration::from_millis(100);
+        s.reconnect_max = Duration::from_secs(2);
+        s
+    };
+    let mut first = start(twin("127.0.0.1")).await;
+    connected(&mut first.link.events).await;
+    let mut second = start(twin("localhost")).await;
+    let clash = "another client may be using client id twin";
+    let deadline = Instant::now() + WAIT;
+    let both_said = |logs: &Logs| {
+        logs.lines_with_all(&[clash, "127.0.0.1"]) >= 1
+            && logs.lines_with_all(&[clash, "localhost"]) >= 1
+    };
+    while !both_said(&logs) {
+        assert!(Instant::now() < deadline, "no clash line:\n{}", logs.text());
+        // Keep the event channels drained while the links fight.
+        let _ = tokio::time::timeout(Duration::from_millis(50), first.link.events.recv()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(50), second.link.events.recv()).await;
+    }
+    // Events of the fight so far are not part of the count.
+    while first.link.events.try_recv().is_ok() || second.link.events.try_recv().is_ok() {}
+    // Both now wait 1–2 s (reconnect_max 2 s) before each attempt, and each stays connected
+    // until the rival's wait ends: connects of one link are at least 2 s apart, so at most 3
+    // in 4 s (without the rule it would be one every 100–400 ms).
+    let (a, b) = tokio::join!(
+        connects_within(&mut first.link.events, Duration::from_secs(4)),
+        connects_within(&mut second.link.events, Duration::from_secs(4)),
+    );
+    assert!(a.len() <= 3 && b.len() <= 3, "{a:?} {b:?}");
+    assert!(a.len() + b.len() >= 1, "they still try");
+    assert_eq!(
+        logs.lines_with_all(&[clash, "127.0.0.1"]),
+        1,
+        "{}",
+        logs.text()
+    );
+    assert_eq!(
+        logs.lines_with_all(&[clash, "localhost"]),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn an_expired_server_certificate_is_one_warning_for_many_attempts() {
+    let logs = Logs::capture();
+    let pki = Pki::new();
+    let expired = pki
+        .ca
+        .expired_server_cert("expired", &crate::support::certs::SERVER_NAMES);
+    let mut options = MosquittoOptions::mutual_tls(&pki);
+    let tls_files = options.tls.as_mut().unwrap();
+    tls_files.certfile = expired.cert;
+    tls_files.keyfile = expired.key;
+    let broker = Mosquitto::start(options);
+    let mut run = start(settings(
+        broker.port(),
+        pki.ca_file(),
+        &pki.client("dev22"),
+        "dev22",
+    ))
+    .await;
+    // 50 ms doubling to 400 ms: 10 attempts span about 3 s, so the verification time in the
+    // error's text changes several times.
+    let attempts = failed_attempts(&mut run.link.events, 10).await;
+    let texts: std::collections::BTreeSet<&str> =
+        attempts.iter().map(|(_, f)| f.cause.as_str()).collect();
+    assert!(
+        attempts.iter().all(|(_, f)| f.cause.contains("expired")),
+        "{texts:?}"
+    );
+    assert_eq!(
+        logs.lines_with_all(&["WARN", "MQTT connection attempt failed"]),
+        1,
+        "{} distinct texts:\n{}",
+        texts.len(),
+        logs.text()
+    );
 }

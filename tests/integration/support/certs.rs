@@ -78,6 +78,23 @@ impl TestCa {
         self.leaf(stem, names, &cn, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A server certificate for `names` like [`TestCa::server_cert`] whose validity ended in
+    /// 2021 (not_before 2020-01-01, not_after 2021-01-01).
+    pub fn expired_server_cert(&self, stem: &str, names: &[&str]) -> CertFiles {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cn = names.first().cloned().unwrap_or_else(|| stem.to_string());
+        self.leaf_valid(
+            stem,
+            names,
+            &cn,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            |params| {
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            },
+        )
+    }
+
     /// A client certificate (clientAuth) with CN = `client_id` (mosquitto's
     /// `use_identity_as_username` turns it into the user name), signed by this CA.
     pub fn client_cert(&self, client_id: &str) -> CertFiles {
@@ -97,6 +114,18 @@ impl TestCa {
         cn: &str,
         usage: ExtendedKeyUsagePurpose,
     ) -> CertFiles {
+        self.leaf_valid(stem, names, cn, usage, |_| {})
+    }
+
+    /// [`TestCa::leaf`] with a last change to the parameters (e.g. the validity period).
+    fn leaf_valid(
+        &self,
+        stem: &str,
+        names: Vec<String>,
+        cn: &str,
+        usage: ExtendedKeyUsagePurpose,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> CertFiles {
         let mut params = CertificateParams::new(names).expect("valid subject alt names");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.use_authority_key_identifier_extension = true;
@@ -105,6 +134,7 @@ impl TestCa {
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![usage];
+        adjust(&mut params);
         let key = KeyPair::generate().expect("leaf key");
         let cert = params
             .signed_by(&key, &self.issuer)

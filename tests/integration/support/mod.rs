@@ -3,11 +3,13 @@
 //! - [`certs`]: CA, server and client certificates generated with rcgen (`Pki::new()`).
 //! - [`mosquitto`]: a real broker per test (`Mosquitto::start`, `stop`, `restart`, `log`).
 //! - [`endpoint`]: a stand-in Device Defender that answers reports on accepted/rejected.
+//! - [`logs`]: the tracing output of a test's thread, to count log lines.
 //! - [`netns`]: a test body in a network namespace of its own (exact listening-port sets).
 #![allow(dead_code)]
 
 pub mod certs;
 pub mod endpoint;
+pub mod logs;
 pub mod mosquitto;
 pub mod netns;
 
