@@ -46,6 +46,13 @@ impl Validator<'_> {
                 Backlog::Latest,
                 &[("latest", Backlog::Latest), ("all", Backlog::All)],
             ),
+            drain_interval: self.secs(
+                "spool.drain_interval_secs",
+                &s.drain_interval_secs,
+                spool::DEFAULT_DRAIN_INTERVAL.as_secs(),
+                0,
+                3600,
+            ),
         }
     }
 }
