@@ -590,7 +590,9 @@ impl SampleGap {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -1227,5 +1229,180 @@ mod tests {
         slow.on_sample(t0);
         assert_eq!(slow.on_sample(t0 + Duration::from_secs(900)), None);
         assert!(slow.on_sample(t0 + Duration::from_secs(1801)).is_some());
+    }
+
+    #[test]
+    fn rejection_codes_are_remembered_up_to_a_bound_and_the_rest_only_counted() {
+        // Regression (issue 16, defect 5): every distinct ErrorCode was kept, whole.
+        let now = Instant::now();
+        let mut p = publisher(Backlog::All);
+        p.on_connected();
+        let n = MAX_LOGGED_REJECTION_CODES as u64 + 10;
+        for id in 1..=n {
+            p.on_report(entry(id));
+            assert_eq!(publish(&mut p, now), Some(id));
+            let code = format!("Code{id}{}", "x".repeat(10_000));
+            let a = p.on_answer(false, &rejected(Some(id), &code), now).unwrap();
+            let outcome::Status::Rejected { code, .. } = a.status else {
+                panic!("{a:?}")
+            };
+            assert!(code.len() <= record::MAX_CODE_BYTES);
+        }
+        assert_eq!(p.logged_rejections.len(), MAX_LOGGED_REJECTION_CODES);
+        assert!(p
+            .logged_rejections
+            .iter()
+            .all(|c| c.len() < crate::text::MAX_LOGGED_CHARS + 32));
+        assert_eq!(p.other_rejection_codes, 10);
+        assert_eq!(p.spool_status().rejected, n);
+    }
+
+    /// One step of a hostile run: the link and Device Defender's stand-in misbehaving.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Report,
+        Connect,
+        Disconnect,
+        Publish,
+        Timeout,
+        /// An answer on the accepted or rejected topic naming `target`.
+        Answer {
+            accepted_topic: bool,
+            accepted: bool,
+            target: Target,
+            code: String,
+        },
+        /// Bytes that are no JSON answer: CBOR on the JSON topic, garbage.
+        Raw(Vec<u8>),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Target {
+        InFlight,
+        /// The n-th pending report (modulo their number).
+        Pending(usize),
+        Unknown(u64),
+        Missing,
+    }
+
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z]{1,12}",
+            any::<String>(),
+            Just("Bad\nINFO Report accepted. id=424242 FORGED\r\u{1b}[2J\u{202e}".to_string()),
+            (any::<String>(), 1usize..3000).prop_map(|(s, n)| s
+                .repeat(n)
+                .chars()
+                .take(20_000)
+                .collect()),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let target = prop_oneof![
+            Just(Target::InFlight),
+            (0usize..8).prop_map(Target::Pending),
+            any::<u64>().prop_map(Target::Unknown),
+            Just(Target::Missing),
+        ];
+        // {"reportId": 5, "status": "ACCEPTED"} as CBOR.
+        let cbor = vec![
+            0xa2, 0x68, b'r', b'e', b'p', b'o', b'r', b't', b'I', b'd', 0x05, 0x66, b's', b't',
+            b'a', b't', b'u', b's', 0x68, b'A', b'C', b'C', b'E', b'P', b'T', b'E', b'D',
+        ];
+        prop_oneof![
+            3 => Just(Step::Report),
+            1 => Just(Step::Connect),
+            1 => Just(Step::Disconnect),
+            3 => Just(Step::Publish),
+            1 => Just(Step::Timeout),
+            4 => (any::<bool>(), any::<bool>(), target, hostile_text()).prop_map(
+                |(accepted_topic, accepted, target, code)| Step::Answer { accepted_topic, accepted, target, code }
+            ),
+            1 => prop_oneof![Just(cbor), proptest::collection::vec(any::<u8>(), 0..64)].prop_map(Step::Raw),
+        ]
+    }
+
+    fn pending_ids(p: &Publisher<FakeSpool>) -> BTreeSet<u64> {
+        p.candidates()
+            .map(|e| e.id)
+            .chain(p.held.iter().copied())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn hostile_answers_settle_only_reports_offered_on_their_connection(
+            steps in proptest::collection::vec(step(), 1..60),
+            all in any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let mut p = publisher(if all { Backlog::All } else { Backlog::Latest });
+            let mut next_id = 1;
+            // Every id offered on the current connection (the publisher remembers a bounded part).
+            let mut offered = BTreeSet::new();
+            for step in steps {
+                let before = pending_ids(&p);
+                let in_flight = p.in_flight();
+                let mut answered = false;
+                match step {
+                    Step::Report => {
+                        p.on_report(entry(next_id));
+                        next_id += 1;
+                    }
+                    Step::Connect => {
+                        p.on_connected();
+                        offered.clear();
+                    }
+                    Step::Disconnect => p.on_disconnected(),
+                    Step::Publish => {
+                        p.drain_elapsed();
+                        if let Some(id) = publish(&mut p, now) {
+                            offered.insert(id);
+                        }
+                    }
+                    Step::Timeout => p.on_answer_timeout(),
+                    Step::Answer { accepted_topic, accepted, target, code } => {
+                        answered = true;
+                        let id = match target {
+                            Target::InFlight => in_flight,
+                            Target::Pending(n) => before.iter().nth(n % before.len().max(1)).copied(),
+                            Target::Unknown(id) => Some(id),
+                            Target::Missing => None,
+                        };
+                        let id = id.map_or(String::new(), |id| format!(r#""reportId":{id},"#));
+                        let body = if accepted {
+                            format!(r#"{{{id}"status":"ACCEPTED"}}"#)
+                        } else {
+                            let details = serde_json::json!({"ErrorCode": code, "ErrorMessage": code});
+                            format!(r#"{{{id}"status":"REJECTED","statusDetails":{details}}}"#)
+                        };
+                        if let Some(a) = p.on_answer(accepted_topic, body.as_bytes(), now) {
+                            if let outcome::Status::Rejected { code, message } = &a.status {
+                                prop_assert!(code.len() <= record::MAX_CODE_BYTES);
+                                prop_assert!(message.len() <= record::MAX_MESSAGE_BYTES);
+                            }
+                        }
+                    }
+                    Step::Raw(bytes) => {
+                        answered = true;
+                        prop_assert_eq!(p.on_answer(false, &bytes, now), None);
+                    }
+                }
+                if answered {
+                    let after = pending_ids(&p);
+                    for id in before.difference(&after) {
+                        prop_assert!(
+                            offered.contains(id) || in_flight == Some(*id),
+                            "report {} settled without being offered on this connection", id
+                        );
+                    }
+                }
+                prop_assert!(p.logged_rejections.len() <= MAX_LOGGED_REJECTION_CODES);
+                prop_assert!(p.memory.len() <= MEMORY_OUTBOX_CAPACITY);
+                prop_assert!(p.offered.len() <= OFFERED_REMEMBERED);
+            }
+        }
     }
 }
