@@ -1,9 +1,10 @@
 //! Text from outside the agent (Device Defender's answers, topics, pushed documents, a broker's
 //! words) as it may go into a log line: [`untrusted`] escapes the characters that would forge or
 //! hide log content — control characters (`\n`, `\r`, ESC, DEL, C1), the line and paragraph
-//! separators and the bidirectional overrides — and the backslash, so one value stays one stretch
-//! of one line and reads as it is; and it cuts the value at a bound with a marker, so a hostile
-//! value cannot fill the log.
+//! separators and the bidirectional overrides — so one value stays one stretch of one line and
+//! reads as it is; and it cuts the value at a bound with a marker, so a hostile value cannot fill
+//! the log. A backslash is left as it is, so text that is already escaped (a `{:?}` rendering, a
+//! JSON document) reads the same.
 //!
 //! Pure vocabulary: no I/O, nothing logged here.
 
@@ -58,7 +59,7 @@ impl fmt::Display for Untrusted<'_> {
 enum Escaped {
     /// Printed as it is.
     Plain(char),
-    /// A backslash and a letter (`\\`, `\n`, `\r`, `\t`).
+    /// A backslash and a letter (`\n`, `\r`, `\t`).
     Short(char),
     /// `\u{…}` with the code point in hex.
     Code(u32),
@@ -67,7 +68,6 @@ enum Escaped {
 impl Escaped {
     fn of(c: char) -> Escaped {
         match c {
-            '\\' => Escaped::Short('\\'),
             '\n' => Escaped::Short('n'),
             '\r' => Escaped::Short('r'),
             '\t' => Escaped::Short('t'),
@@ -126,9 +126,11 @@ mod tests {
     #[test]
     fn control_and_bidirectional_override_characters_are_escaped() {
         assert_eq!(
-            untrusted("a\u{1b}[31mb\u{7f}\u{85}\u{202e}c\u{2066}\\").to_string(),
-            r"a\u{1b}[31mb\u{7f}\u{85}\u{202e}c\u{2066}\\"
+            untrusted("a\u{1b}[31mb\u{7f}\u{85}\u{202e}c\u{2066}").to_string(),
+            r"a\u{1b}[31mb\u{7f}\u{85}\u{202e}c\u{2066}"
         );
+        // Already escaped text reads the same.
+        assert_eq!(untrusted(r#"["a \"b\""]"#).to_string(), r#"["a \"b\""]"#);
         assert_eq!(untrusted("\0\t").to_string(), r"\u{0}\t");
     }
 

@@ -809,8 +809,8 @@ mod tests {
 
     #[test]
     fn backlog_all_drains_at_the_drain_interval_not_at_the_report_interval() {
-        // Regression (issue 16, defect 3): the next backlog report waited a whole report interval
-        // after each answer, so a backlog never shrank. Now one per drain interval.
+        // The next backlog report waits the drain interval after an answer, not a whole report
+        // interval (issue 16, defect 3; the in-process regression test is in agent::tests).
         let start = Instant::now();
         let mut p = publisher(Backlog::All);
         for id in 1..=40 {
