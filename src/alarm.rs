@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::detect::ViolationEvent;
 use crate::tap;
+use crate::text::{untrusted, MAX_LOGGED_CHARS};
 
 /// Capacity of the worker queue and of the pending-publish queue.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -34,6 +35,13 @@ pub const ATTEMPTS: u32 = 3;
 
 /// Pause before the second try (doubled for the next).
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
+
+/// Most characters of a violation event's JSON in the "Detect alarm." log line (the whole event
+/// is in the violation store and the file output).
+const EVENT_LOGGED_CHARS: usize = 16 * MAX_LOGGED_CHARS;
+
+/// Most characters of the local broker connection's error in a log line (it may quote the broker).
+const ERROR_LOGGED_CHARS: usize = 4 * MAX_LOGGED_CHARS;
 
 /// Where an MQTT alarm output publishes (`via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,11 +181,12 @@ impl Alarms {
                 return Vec::new();
             }
         };
+        // Names and values may come from a pushed profile or a device's data: escaped, bounded.
         info!(
             violation_id = %event.violation_id,
-            profile = %event.security_profile_name,
-            behavior = %event.behavior.name,
-            event = %String::from_utf8_lossy(&json),
+            profile = %untrusted(&event.security_profile_name),
+            behavior = %untrusted(&event.behavior.name),
+            event = %untrusted(&String::from_utf8_lossy(&json)).max_chars(EVENT_LOGGED_CHARS),
             "Detect alarm."
         );
         if let Some(tx) = &self.worker {
@@ -287,6 +296,7 @@ async fn run_local(
                     failing = false;
                 }
                 SessionEvent::Failed { error, .. } if !failing => {
+                    let error = untrusted(&error.to_string()).max_chars(ERROR_LOGGED_CHARS).to_string();
                     warn!(client_id = %client_id, error = %error, "Cannot reach the local broker for alarms; retrying (events stay in the violation store).");
                     failing = true;
                 }

@@ -21,7 +21,8 @@
 //!   └───────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! - vocabulary: [`custom_metric`], [`sample`], [`topic_filter`], [`hex`]
+//! - vocabulary: [`custom_metric`], [`sample`], [`topic_filter`], [`hex`], [`text`] (untrusted
+//!   text as it may be logged)
 //! - cores: [`report`], [`traffic`], [`detect`] (the engine split into input, compile, state and
 //!   evaluate; [`detect::Settings`] is the `[detect]` section)
 //! - edges: [`collect`], [`spool`] (the durable outbox and the one backlog policy), [`mqtt`]
@@ -54,5 +55,6 @@ pub mod spool;
 pub mod status;
 pub mod store;
 pub mod tap;
+pub mod text;
 pub mod topic_filter;
 pub mod traffic;

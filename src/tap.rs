@@ -548,7 +548,7 @@ impl Tap {
                     }
                 }
                 let Some(direction) = self.classifier.classify(&publish.topic) else {
-                    debug!(topic = %publish.topic, "Tap ignores a message outside its lists.");
+                    debug!(topic = %crate::text::untrusted(&publish.topic), "Tap ignores a message outside its lists.");
                     self.seen.unmatched += 1;
                     return;
                 };
@@ -600,6 +600,8 @@ impl Tap {
             lasted,
             ..
         } = failure;
+        // A broker's or a certificate's words may be in the cause: escaped and bounded.
+        let cause = crate::text::untrusted(&cause).max_chars(CAUSE_LOGGED_CHARS);
         match (lasted, new_cause) {
             (Some(lasted), true) if lasted < STABLE_CONNECTION => {
                 warn!(endpoint = %self.endpoint, %cause, ?lasted, ?retry_in, client_id = %self.client_id,
@@ -615,6 +617,9 @@ impl Tap {
         }
     }
 }
+
+/// Most characters of a connection failure's cause in a log line (it may quote the broker).
+const CAUSE_LOGGED_CHARS: usize = 4 * crate::text::MAX_LOGGED_CHARS;
 
 /// The cause of a connection failure: the link's wording, plus the tap's own packet limit.
 fn describe(err: &ConnectionError) -> String {

@@ -232,7 +232,7 @@ async fn run_agent(
 
     let ended = loop {
         let in_flight_deadline = agent.publisher.answer_deadline();
-        let pace_at = agent.publisher.pace_deadline();
+        let drain_at = agent.publisher.drain_deadline();
         tokio::select! {
             _ = shutdown.cancelled() => break Ended::Stopped,
             Some(()) = reload.recv() => {
@@ -264,8 +264,8 @@ async fn run_agent(
                 agent.traffic.record(&event, SystemTime::now());
             }
             _ = sleep_until_opt(in_flight_deadline) => agent.on_answer_timeout().await,
-            _ = sleep_until_opt(pace_at) => {
-                agent.publisher.pace_elapsed();
+            _ = sleep_until_opt(drain_at) => {
+                agent.publisher.drain_elapsed();
                 agent.pump().await;
             }
             _ = sleep_until_opt(detect_at) => {
@@ -388,7 +388,7 @@ impl Parts {
         let spool_settings = config.spool.clone();
         let publisher = publisher::Settings {
             backlog: spool_settings.backlog,
-            pace: config.report.interval,
+            drain_interval: spool_settings.drain_interval,
             answer_timeout: config
                 .mqtt
                 .as_ref()
@@ -418,7 +418,15 @@ impl Parts {
                     error!(error = %e, "Cannot open the spool; reports are kept in memory only until it can be written.")
                 }
             }
-            match id_file.load() {
+            // An implausible stored id is not trusted (ids continue from the clock); a clock that
+            // is not set yet cannot judge one.
+            let now = epoch_secs(SystemTime::now());
+            let stored = if now >= PLAUSIBLE_EPOCH_SECS {
+                id_file.load_plausible(now)
+            } else {
+                id_file.load()
+            };
+            match stored {
                 Ok(id) => last_id = last_id.max(id),
                 Err(e) => {
                     warn!(error = %e, "Cannot read the last report id; report ids continue from the clock.")
@@ -804,14 +812,25 @@ impl Agent {
             .chain(&outcome.security_profiles)
             .filter(|e| e.change != crate::manage::push::Change::Unchanged)
             .count();
+        // The push version and the errors quote the pushed message: escaped and bounded.
+        let push_version = format!("{:?}", outcome.push_version);
+        let push_version = crate::text::untrusted(&push_version);
         if outcome.status == "applied" {
-            info!(%topic, retained, push_version = ?outcome.push_version, changed, "Push applied.");
+            info!(%topic, retained, %push_version, changed, "Push applied.");
         } else {
+            let errors = format!(
+                "{:?}",
+                outcome
+                    .validation_errors
+                    .iter()
+                    .map(|e| &e.error_message)
+                    .collect::<Vec<_>>()
+            );
             warn!(
                 %topic,
                 retained,
-                push_version = ?outcome.push_version,
-                errors = ?outcome.validation_errors.iter().map(|e| &e.error_message).collect::<Vec<_>>(),
+                %push_version,
+                errors = %crate::text::untrusted(&errors).max_chars(crate::text::MAX_LOGGED_CHARS * 8),
                 "Push refused; the running profiles are kept."
             );
         }

@@ -9,13 +9,21 @@
 //! [`Spool::next_to_publish`].
 //!
 //! Publishing rules (spec: metrics-report.md A.3, D.12, D.13):
-//! - one report in flight at a time; its answer (matched by `reportId`) acks or rejects it;
+//! - one report in flight at a time; its answer (matched by `reportId`) acks or rejects it. Only
+//!   the report in flight, or one already offered on this connection, can be settled: an answer
+//!   naming any other report (another pending one, an unknown id) is ignored and counted;
 //! - `backlog = "latest"`: the newest pending report is published and older pending ones become
-//!   superseded history; `"all"`: the oldest pending goes first, one per report interval;
-//! - a report without an answer after `answer_timeout_secs` is held until the next connection,
-//!   then offered again;
-//! - a rejected report is logged once per distinct `ErrorCode`, kept in the spool as history and
-//!   never published again.
+//!   superseded history; `"all"`: the backlog goes oldest first, one per `drain_interval`
+//!   (`[spool] drain_interval_secs`), and a report made while connected goes out when it is made,
+//!   ahead of the backlog;
+//! - a report without an answer after `answer_timeout_secs` is published again on the same
+//!   connection, at most [`MAX_ANSWER_RETRIES`] times; then it is held until the next connection;
+//! - a rejected report is logged once per distinct `ErrorCode` (at most
+//!   [`MAX_LOGGED_REJECTION_CODES`] codes; further new codes are counted), kept in the spool as
+//!   history and never published again;
+//! - reports the spool could not take wait in the memory outbox; once the spool writes again,
+//!   they go to it first, in order, then the new report;
+//! - every string from an answer is escaped and bounded ([`crate::text`]) before it is logged.
 //!
 //! Besides the publisher, [`SampleGap`] decides when counters are re-baselined after an outage of
 //! the agent itself (suspend, stall): a long gap between two samples.
@@ -27,8 +35,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::report::{self, outcome};
-use crate::spool::{self, Appended, Backlog, Entry, EntryState, Spool, Stats};
+use crate::spool::{self, record, Appended, Backlog, Entry, EntryState, Spool, Stats};
 use crate::status::SpoolStatus;
+use crate::text::untrusted;
 
 /// The publisher logs as the agent loop did before it had its own module, so log lines keep
 /// their target (`defender_agent::agent`).
@@ -37,6 +46,19 @@ const LOG_TARGET: &str = "defender_agent::agent";
 /// In-memory outbox used only while the spool cannot be written (disk full, read-only): the
 /// newest few reports, so the agent keeps reporting; oldest dropped first.
 pub const MEMORY_OUTBOX_CAPACITY: usize = 4;
+
+/// Distinct rejection `ErrorCode`s remembered, each logged once as an error; a further new code
+/// is counted and logged once as "another code". Bounds what a stream of hostile answers with
+/// ever new codes can take in memory and in the log.
+pub const MAX_LOGGED_REJECTION_CODES: usize = 16;
+
+/// Ids offered on the current connection that an answer may settle, the newest kept: a late
+/// answer for a report published a few reports ago (after a timeout) still counts.
+pub const OFFERED_REMEMBERED: usize = 16;
+
+/// How often a report whose answer did not come in time is published again on the same
+/// connection before it is held until the next one (4 publishes in all).
+pub const MAX_ANSWER_RETRIES: u32 = 3;
 
 /// What the publisher needs of the durable outbox. [`Spool`] is the real one; every method has
 /// the meaning of the `Spool` method of the same name.
@@ -76,14 +98,15 @@ impl Outbox for Spool {
     }
 }
 
-/// How the publisher behaves (from `[spool]`, `[report]` and `[mqtt]`).
+/// How the publisher behaves (from `[spool]` and `[mqtt]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     /// Which pending report goes first after an outage.
     pub backlog: Backlog,
-    /// `backlog = "all"`: at most one publish per this interval (the report interval).
-    pub pace: Duration,
-    /// How long an answer may take before the report is held until the next connection.
+    /// `backlog = "all"`: the pause between two reports of the backlog (a new report made while
+    /// connected does not wait for it).
+    pub drain_interval: Duration,
+    /// How long an answer may take before the report is published again.
     pub answer_timeout: Duration,
     /// The format answers arrive in (the report format).
     pub format: report::Format,
@@ -94,6 +117,9 @@ pub struct Settings {
 struct InFlight {
     id: u64,
     deadline: Instant,
+    /// Made while connected and published at once (not a backlog report): its answer does not
+    /// start the backlog's drain pause.
+    fresh: bool,
 }
 
 /// What an answer did, for the status file.
@@ -101,7 +127,8 @@ struct InFlight {
 pub struct Answered {
     /// The report it was for.
     pub id: u64,
-    /// Accepted, or rejected with the broker's code and message.
+    /// Accepted, or rejected with the broker's code and message (cut to the spool's bounds,
+    /// [`record::MAX_CODE_BYTES`] and [`record::MAX_MESSAGE_BYTES`]).
     pub status: outcome::Status,
 }
 
@@ -115,12 +142,26 @@ pub struct Publisher<O = Spool> {
     memory: VecDeque<Entry>,
     connected: bool,
     in_flight: Option<InFlight>,
-    /// Ids whose answer timed out: not offered again before the next connection.
+    /// Ids offered on this connection, newest last (at most [`OFFERED_REMEMBERED`]): with the
+    /// report in flight, the only reports an answer may settle.
+    offered: VecDeque<u64>,
+    /// The newest report, made while connected and not yet offered: it goes out on time, ahead
+    /// of a backlog and past its drain pause (`backlog = "all"`).
+    fresh: Option<u64>,
+    /// The report whose answer timed out last on this connection, and how often in a row.
+    timeouts: Option<(u64, u32)>,
+    /// Ids whose answer timed out more than [`MAX_ANSWER_RETRIES`] times: not offered again
+    /// before the next connection.
     held: HashSet<u64>,
-    /// `backlog = "all"`: no publish before this instant.
-    next_publish_at: Option<Instant>,
-    /// `ErrorCode`s already logged as an error (later ones are debug lines).
+    /// `backlog = "all"`: no backlog report before this instant.
+    next_drain_at: Option<Instant>,
+    /// `ErrorCode`s already logged as an error, escaped and bounded (later ones are debug lines);
+    /// at most [`MAX_LOGGED_REJECTION_CODES`].
     logged_rejections: HashSet<String>,
+    /// Rejections with a new code once `logged_rejections` was full.
+    other_rejection_codes: u64,
+    /// Answers for reports that were neither in flight nor offered on this connection.
+    ignored_answers: u64,
     /// The spool write error last logged, so one cause is logged once.
     spool_error_logged: Option<String>,
     /// Reports dropped by the bounds (spool and memory outbox).
@@ -136,9 +177,14 @@ impl<O: Outbox> Publisher<O> {
             memory: VecDeque::new(),
             connected: false,
             in_flight: None,
+            offered: VecDeque::new(),
+            fresh: None,
+            timeouts: None,
             held: HashSet::new(),
-            next_publish_at: None,
+            next_drain_at: None,
             logged_rejections: HashSet::new(),
+            other_rejection_codes: 0,
+            ignored_answers: 0,
             spool_error_logged: None,
             dropped: 0,
         }
@@ -164,9 +210,16 @@ impl<O: Outbox> Publisher<O> {
         self.in_flight.map(|f| f.deadline)
     }
 
-    /// `backlog = "all"`: when the next publish may go (call [`Publisher::pace_elapsed`] then).
-    pub fn pace_deadline(&self) -> Option<Instant> {
-        self.next_publish_at
+    /// `backlog = "all"`: when the next backlog report may go (call
+    /// [`Publisher::drain_elapsed`] then).
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        self.next_drain_at
+    }
+
+    /// Answers ignored so far because they named a report neither in flight nor offered on
+    /// their connection.
+    pub fn ignored_answers(&self) -> u64 {
+        self.ignored_answers
     }
 
     /// Reports waiting: the spool's pending ones, or the memory outbox without a spool.
@@ -198,12 +251,24 @@ impl<O: Outbox> Publisher<O> {
     }
 
     /// A new report: into the spool, or into the memory outbox when the spool cannot be written.
-    /// A successful append first moves what the memory outbox holds to the spool.
+    /// What the memory outbox holds goes to the spool first, in order (the spool takes only
+    /// increasing ids), then the new report.
     pub fn on_report(&mut self, entry: Entry) {
-        let id = entry.id;
-        match self.spool.as_mut().map(|s| s.append(entry.clone())) {
-            Some(Ok(appended)) => {
-                info!(target: LOG_TARGET, id, bytes = entry.payload.len(), "Report spooled.");
+        // Made while connected: it goes out on time, ahead of a backlog being drained.
+        self.fresh = self.connected.then_some(entry.id);
+        let Some(spool) = self.spool.as_mut() else {
+            self.keep_in_memory(entry);
+            return;
+        };
+        let mut flushed = Vec::new();
+        let appended = flush_memory(spool, &mut self.memory, &mut flushed)
+            .and_then(|()| spool.append(entry.clone()));
+        for (id, bytes) in flushed {
+            info!(target: LOG_TARGET, id, bytes, "Report spooled.");
+        }
+        match appended {
+            Ok(appended) => {
+                info!(target: LOG_TARGET, id = entry.id, bytes = entry.payload.len(), "Report spooled.");
                 if appended.dropped_oldest > 0 {
                     self.dropped += appended.dropped_oldest as u64;
                     warn!(target: LOG_TARGET,
@@ -215,10 +280,8 @@ impl<O: Outbox> Publisher<O> {
                 if self.spool_error_logged.take().is_some() {
                     info!(target: LOG_TARGET, "The spool is writable again.");
                 }
-                // Anything kept in memory while the disk failed goes to disk now.
-                self.flush_memory();
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 let cause = e.to_string();
                 if self.spool_error_logged.as_deref() != Some(cause.as_str()) {
                     error!(target: LOG_TARGET, error = %cause, "Cannot write the report to the spool; keeping it in memory and reporting on.");
@@ -226,7 +289,6 @@ impl<O: Outbox> Publisher<O> {
                 }
                 self.keep_in_memory(entry);
             }
-            None => self.keep_in_memory(entry),
         }
     }
 
@@ -238,51 +300,45 @@ impl<O: Outbox> Publisher<O> {
         self.memory.push_back(entry);
     }
 
-    fn flush_memory(&mut self) {
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
-        while let Some(e) = self.memory.front() {
-            if self.in_flight.is_some_and(|f| f.id == e.id) {
-                break;
-            }
-            match spool.append(e.clone()) {
-                Ok(_) => {
-                    self.memory.pop_front();
-                }
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// The link is up: held reports may go again.
+    /// The link is up: held reports may go again, and only reports offered on this connection
+    /// can be settled by an answer.
     pub fn on_connected(&mut self) {
         self.connected = true;
         self.held.clear();
+        self.offered.clear();
+        self.timeouts = None;
+        self.next_drain_at = None;
     }
 
     /// The link is down: the report in flight is forgotten (it stays pending and goes again).
     pub fn on_disconnected(&mut self) {
         self.connected = false;
         self.in_flight = None;
+        self.fresh = None;
     }
 
-    /// `backlog = "all"`: the pace deadline has passed.
-    pub fn pace_elapsed(&mut self) {
-        self.next_publish_at = None;
+    /// `backlog = "all"`: the drain deadline has passed.
+    pub fn drain_elapsed(&mut self) {
+        self.next_drain_at = None;
     }
 
-    /// The report to hand to the link now, if any: connected, nothing in flight, not paced, and
-    /// a pending report not held, chosen by the backlog policy. Under `latest`, older pending
-    /// reports become superseded history here. Call [`Publisher::offered`] when the link took it.
+    /// The report to hand to the link now, if any: connected, nothing in flight, and a pending
+    /// report not held, chosen by the backlog policy — under `all`, a report made while connected
+    /// first, else the oldest once the drain pause is over. Under `latest`, older pending reports
+    /// become superseded history here. Call [`Publisher::offered`] when the link took it.
     pub fn next(&mut self, now: Instant) -> Option<Entry> {
         if !self.connected || self.in_flight.is_some() {
             return None;
         }
-        if self.next_publish_at.is_some_and(|at| now < at) {
-            return None;
-        }
-        let entry = self.next_candidate()?;
+        let fresh = match self.settings.backlog {
+            Backlog::All => self.fresh_entry(),
+            Backlog::Latest => None,
+        };
+        let entry = match fresh {
+            Some(e) => e,
+            None if self.next_drain_at.is_some_and(|at| now < at) => return None,
+            None => self.next_candidate()?,
+        };
         if self.settings.backlog == Backlog::Latest {
             let mut superseded = 0;
             if let Some(spool) = self.spool.as_mut() {
@@ -303,33 +359,61 @@ impl<O: Outbox> Publisher<O> {
         Some(entry)
     }
 
-    /// The next report to offer, by backlog policy, over the spool's pending reports and the
-    /// memory outbox, skipping held ids.
-    fn next_candidate(&self) -> Option<Entry> {
+    /// The reports that may be offered: the spool's pending ones and the memory outbox, without
+    /// the held ids.
+    fn candidates(&self) -> impl Iterator<Item = &Entry> + '_ {
         let spooled = self
             .spool
             .iter()
             .flat_map(|s| s.entries())
             .filter(|(_, st)| matches!(st, EntryState::Pending))
             .map(|(e, _)| e);
-        let candidates = spooled
+        spooled
             .chain(self.memory.iter())
-            .filter(|e| !self.held.contains(&e.id));
-        self.settings.backlog.choose(candidates).cloned()
+            .filter(|e| !self.held.contains(&e.id))
+    }
+
+    /// The next report to offer, by backlog policy.
+    fn next_candidate(&self) -> Option<Entry> {
+        self.settings.backlog.choose(self.candidates()).cloned()
+    }
+
+    /// The report made while connected, when it is still to be offered.
+    fn fresh_entry(&self) -> Option<Entry> {
+        let id = self.fresh?;
+        self.candidates().find(|e| e.id == id).cloned()
     }
 
     /// The link took report `id` at `now`: it is in flight until its answer or the timeout.
     pub fn offered(&mut self, id: u64, now: Instant) {
         debug!(target: LOG_TARGET, id, "Report offered to the link.");
+        let fresh = self.fresh == Some(id);
+        if fresh {
+            self.fresh = None;
+        }
         self.in_flight = Some(InFlight {
             id,
             deadline: now + self.settings.answer_timeout,
+            fresh,
         });
+        if !self.offered.contains(&id) {
+            if self.offered.len() >= OFFERED_REMEMBERED {
+                self.offered.pop_front();
+            }
+            self.offered.push_back(id);
+        }
+    }
+
+    /// Whether an answer for `id` may settle it: the report in flight, or one offered on this
+    /// connection.
+    fn may_settle(&self, id: u64) -> bool {
+        self.in_flight() == Some(id) || self.offered.contains(&id)
     }
 
     /// An answer on the accepted (`accepted_topic`) or rejected topic: acks or rejects the report
-    /// it names (a rejection without `reportId` is for the report in flight). `None` when the
-    /// answer is unreadable or names no report: nothing changed.
+    /// it names (a rejection without `reportId` is for the report in flight) when that report is
+    /// in flight or was offered on this connection. `None` when the answer is unreadable, names
+    /// no report or another report: nothing changed.
     pub fn on_answer(
         &mut self,
         accepted_topic: bool,
@@ -339,7 +423,7 @@ impl<O: Outbox> Publisher<O> {
         let parsed = match outcome::parse(payload, self.settings.format) {
             Ok(o) => o,
             Err(e) => {
-                warn!(target: LOG_TARGET, error = %e, "Unreadable answer from Device Defender; ignored.");
+                warn!(target: LOG_TARGET, error = %untrusted(&e.to_string()), "Unreadable answer from Device Defender; ignored.");
                 return None;
             }
         };
@@ -355,7 +439,16 @@ impl<O: Outbox> Publisher<O> {
             warn!(target: LOG_TARGET, "Accepted answer without reportId; ignored.");
             return None;
         };
-        match &parsed.status {
+        if !self.may_settle(id) {
+            self.ignored_answers += 1;
+            if self.ignored_answers == 1 {
+                warn!(target: LOG_TARGET, id, "Answer for a report that is not in flight on this connection; ignored. Further ones are counted, not logged.");
+            } else {
+                debug!(target: LOG_TARGET, id, ignored = self.ignored_answers, "Answer for a report not in flight; ignored.");
+            }
+            return None;
+        }
+        let status = match parsed.status {
             outcome::Status::Accepted => {
                 debug!(target: LOG_TARGET, id, "Report accepted.");
                 if let Some(s) = self.spool.as_mut() {
@@ -364,37 +457,75 @@ impl<O: Outbox> Publisher<O> {
                     }
                 }
                 self.memory.retain(|e| e.id != id);
+                outcome::Status::Accepted
             }
             outcome::Status::Rejected { code, message } => {
-                if self.logged_rejections.insert(code.clone()) {
-                    error!(target: LOG_TARGET, id, code = %code, message = %message, "Report rejected; kept in the spool for inspection, not retried.");
-                } else {
-                    debug!(target: LOG_TARGET, id, code = %code, "Report rejected again.");
-                }
+                self.log_rejection(id, &code, &message);
                 if let Some(s) = self.spool.as_mut() {
-                    if let Err(e) = s.reject(id, code, message) {
+                    if let Err(e) = s.reject(id, &code, &message) {
                         warn!(target: LOG_TARGET, error = %e, id, "Cannot mark the rejected report in the spool.");
                     }
                 }
                 self.memory.retain(|e| e.id != id);
+                outcome::Status::Rejected {
+                    code: record::truncate_utf8(&code, record::MAX_CODE_BYTES).to_owned(),
+                    message: record::truncate_utf8(&message, record::MAX_MESSAGE_BYTES).to_owned(),
+                }
             }
-        }
-        if self.in_flight.is_some_and(|f| f.id == id) {
+        };
+        if let Some(f) = self.in_flight.filter(|f| f.id == id) {
             self.in_flight = None;
-            if self.settings.backlog == Backlog::All {
-                self.next_publish_at = Some(now + self.settings.pace);
+            if self.timeouts.is_some_and(|(t, _)| t == id) {
+                self.timeouts = None;
+            }
+            if self.settings.backlog == Backlog::All && !f.fresh {
+                self.next_drain_at = Some(now + self.settings.drain_interval);
             }
         }
-        Some(Answered {
-            id,
-            status: parsed.status,
-        })
+        Some(Answered { id, status })
     }
 
-    /// The answer deadline passed: the report in flight is held until the next connection.
+    /// Logs a rejection: an error once per distinct code (at most
+    /// [`MAX_LOGGED_REJECTION_CODES`] of them, then once for any other), debug lines after.
+    fn log_rejection(&mut self, id: u64, code: &str, message: &str) {
+        let code = untrusted(code).to_string();
+        if self.logged_rejections.contains(&code) {
+            debug!(target: LOG_TARGET, id, code = %code, "Report rejected again.");
+        } else if self.logged_rejections.len() < MAX_LOGGED_REJECTION_CODES {
+            error!(target: LOG_TARGET, id, code = %code, message = %untrusted(message), "Report rejected; kept in the spool for inspection, not retried.");
+            self.logged_rejections.insert(code);
+        } else {
+            self.other_rejection_codes += 1;
+            if self.other_rejection_codes == 1 {
+                error!(target: LOG_TARGET, id, code = %code, message = %untrusted(message), codes = MAX_LOGGED_REJECTION_CODES,
+                    "Report rejected with yet another code; kept in the spool, not retried. Further new codes are counted, not logged.");
+            } else {
+                debug!(target: LOG_TARGET, id, code = %code, other_codes = self.other_rejection_codes, "Report rejected with another code.");
+            }
+        }
+    }
+
+    /// The answer deadline passed: the report in flight is published again (at most
+    /// [`MAX_ANSWER_RETRIES`] times in a row on this connection), then held until the next
+    /// connection.
     pub fn on_answer_timeout(&mut self) {
-        if let Some(f) = self.in_flight.take() {
+        let Some(f) = self.in_flight.take() else {
+            return;
+        };
+        let timeouts = match self.timeouts {
+            Some((id, n)) if id == f.id => n + 1,
+            _ => 1,
+        };
+        if timeouts <= MAX_ANSWER_RETRIES {
+            warn!(target: LOG_TARGET, id = f.id, retry = timeouts, of = MAX_ANSWER_RETRIES, "No answer from Device Defender in time; publishing the report again.");
+            self.timeouts = Some((f.id, timeouts));
+            // A report made while connected stays on time; a backlog one goes on as the oldest.
+            if f.fresh && self.fresh.is_none() {
+                self.fresh = Some(f.id);
+            }
+        } else {
             warn!(target: LOG_TARGET, id = f.id, "No answer from Device Defender in time; the report is retried on the next connection.");
+            self.timeouts = None;
             self.held.insert(f.id);
         }
     }
@@ -409,6 +540,21 @@ impl<O: Outbox> Publisher<O> {
             self.in_flight = None;
         }
     }
+}
+
+/// Moves what the memory outbox holds to `spool`, oldest first; stops at the first failure (the
+/// rest stays in memory, in order). `moved` gets the ids and sizes moved.
+fn flush_memory<O: Outbox>(
+    spool: &mut O,
+    memory: &mut VecDeque<Entry>,
+    moved: &mut Vec<(u64, usize)>,
+) -> Result<(), spool::Error> {
+    while let Some(e) = memory.front() {
+        spool.append(e.clone())?;
+        moved.push((e.id, e.payload.len()));
+        memory.pop_front();
+    }
+    Ok(())
 }
 
 /// Re-baselines counters after a long gap between samples (suspend or stall), so that deltas
@@ -444,7 +590,9 @@ impl SampleGap {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -455,6 +603,8 @@ mod tests {
         entries: BTreeMap<u64, (Entry, EntryState)>,
         last_id: Option<u64>,
         fail_writes: bool,
+        /// Appends that still succeed before every append fails (a disk filling up again).
+        fail_after: Option<usize>,
     }
 
     fn disk_full() -> spool::Error {
@@ -468,8 +618,11 @@ mod tests {
 
     impl Outbox for FakeSpool {
         fn append(&mut self, entry: Entry) -> Result<Appended, spool::Error> {
-            if self.fail_writes {
+            if self.fail_writes || self.fail_after == Some(0) {
                 return Err(disk_full());
+            }
+            if let Some(n) = self.fail_after.as_mut() {
+                *n -= 1;
             }
             if let Some(last) = self.last_id.filter(|&l| entry.id <= l) {
                 return Err(spool::Error::IdNotIncreasing { id: entry.id, last });
@@ -539,14 +692,14 @@ mod tests {
         }
     }
 
-    const PACE: Duration = Duration::from_secs(300);
+    const DRAIN: Duration = Duration::from_secs(1);
     const TIMEOUT: Duration = Duration::from_secs(60);
 
     fn publisher(backlog: Backlog) -> Publisher<FakeSpool> {
         Publisher::new(
             Settings {
                 backlog,
-                pace: PACE,
+                drain_interval: DRAIN,
                 answer_timeout: TIMEOUT,
                 format: report::Format::Json,
             },
@@ -628,7 +781,8 @@ mod tests {
     }
 
     #[test]
-    fn after_an_outage_backlog_all_publishes_every_report_oldest_first_paced_by_the_interval() {
+    fn after_an_outage_backlog_all_publishes_every_report_oldest_first_paced_by_the_drain_interval()
+    {
         let start = Instant::now();
         let mut p = publisher(Backlog::All);
         for id in 1..=4 {
@@ -640,13 +794,80 @@ mod tests {
         while let Some(id) = publish(&mut p, now) {
             sent.push(id);
             p.on_answer(true, &accepted(id), now);
-            assert_eq!(p.next(now), None, "paced: no publish before the interval");
-            assert_eq!(p.pace_deadline(), Some(now + PACE));
-            now += PACE;
-            p.pace_elapsed();
+            assert_eq!(
+                p.next(now),
+                None,
+                "paced: no publish before the drain interval"
+            );
+            assert_eq!(p.drain_deadline(), Some(now + DRAIN));
+            now += DRAIN;
+            p.drain_elapsed();
         }
         assert_eq!(sent, vec![1, 2, 3, 4]);
         assert_eq!(p.spool_status().superseded, 0);
+    }
+
+    #[test]
+    fn backlog_all_drains_at_the_drain_interval_not_at_the_report_interval() {
+        // The next backlog report waits the drain interval after an answer, not a whole report
+        // interval (issue 16, defect 3; the in-process regression test is in agent::tests).
+        let start = Instant::now();
+        let mut p = publisher(Backlog::All);
+        for id in 1..=40 {
+            p.on_report(entry(id));
+        }
+        p.on_connected();
+        let mut now = start;
+        let mut sent = 0;
+        while let Some(id) = publish(&mut p, now) {
+            p.on_answer(true, &accepted(id), now + Duration::from_millis(200));
+            sent += 1;
+            now = p.drain_deadline().unwrap();
+            p.drain_elapsed();
+        }
+        assert_eq!(sent, 40);
+        assert_eq!(p.pending(), 0);
+        assert!(
+            now - start <= Duration::from_secs(48),
+            "drained in {:?}",
+            now - start
+        );
+    }
+
+    #[test]
+    fn backlog_all_publishes_a_new_report_on_time_ahead_of_the_backlog_and_its_pause() {
+        let start = Instant::now();
+        let mut p = publisher(Backlog::All);
+        for id in 1..=3 {
+            p.on_report(entry(id));
+        }
+        p.on_connected();
+        assert_eq!(publish(&mut p, start), Some(1));
+        // A new report while the backlog's first report is in flight: next after its answer,
+        // without the drain pause, ahead of the older ones.
+        p.on_report(entry(10));
+        p.on_answer(true, &accepted(1), start);
+        assert_eq!(p.drain_deadline(), Some(start + DRAIN));
+        assert_eq!(
+            publish(&mut p, start),
+            Some(10),
+            "the new report goes out on time"
+        );
+        // Its answer does not delay the backlog further; the backlog goes on oldest first.
+        p.on_answer(true, &accepted(10), start);
+        assert_eq!(p.drain_deadline(), Some(start + DRAIN));
+        assert_eq!(p.next(start), None);
+        p.drain_elapsed();
+        assert_eq!(publish(&mut p, start + DRAIN), Some(2));
+        p.on_answer(true, &accepted(2), start + DRAIN);
+        // A report made while the link is down joins the backlog in order.
+        p.on_disconnected();
+        p.on_report(entry(11));
+        p.on_connected();
+        assert_eq!(publish(&mut p, start + DRAIN), Some(3));
+        p.on_answer(true, &accepted(3), start + DRAIN);
+        p.drain_elapsed();
+        assert_eq!(publish(&mut p, start + DRAIN * 2), Some(11));
     }
 
     #[test]
@@ -663,33 +884,76 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_for_another_report_id_acks_that_report_and_leaves_the_one_in_flight() {
+    fn an_answer_for_another_pending_report_does_not_settle_it() {
+        // Regression (issue 16, defect 1): an answer naming another pending report acked it
+        // although it had never been published.
+        let now = Instant::now();
+        let mut p = publisher(Backlog::All);
+        for id in 1..=4 {
+            p.on_report(entry(id));
+        }
+        p.on_connected();
+        assert_eq!(publish(&mut p, now), Some(1));
+        assert_eq!(p.on_answer(true, &accepted(2), now), None);
+        assert_eq!(p.on_answer(false, &rejected(Some(3), "Forged"), now), None);
+        assert_eq!(
+            state(&p, 2),
+            Some(EntryState::Pending),
+            "report 2 is still pending"
+        );
+        assert_eq!(
+            state(&p, 3),
+            Some(EntryState::Pending),
+            "report 3 is still pending"
+        );
+        assert_eq!(p.ignored_answers(), 2);
+        assert_eq!(
+            p.in_flight(),
+            Some(1),
+            "still waiting for report 1's answer"
+        );
+        assert_eq!(p.drain_deadline(), None);
+        assert_eq!(p.next(now), None);
+        // The report in flight is settled by its own answer; then the next one goes.
+        assert!(p.on_answer(true, &accepted(1), now).is_some());
+        p.drain_elapsed();
+        assert_eq!(publish(&mut p, now), Some(2));
+    }
+
+    #[test]
+    fn an_answer_for_a_report_offered_on_a_previous_connection_does_not_settle_it() {
         let now = Instant::now();
         let mut p = publisher(Backlog::All);
         p.on_report(entry(1));
         p.on_report(entry(2));
         p.on_connected();
         assert_eq!(publish(&mut p, now), Some(1));
-        let answered = p.on_answer(true, &accepted(2), now).unwrap();
-        assert_eq!(answered.id, 2);
-        assert_eq!(state(&p, 2), None, "report 2 left the spool");
-        assert_eq!(
-            p.in_flight(),
-            Some(1),
-            "still waiting for report 1's answer"
-        );
-        assert_eq!(p.pace_deadline(), None);
-        assert_eq!(p.next(now), None);
+        p.on_disconnected();
+        p.on_connected();
+        assert_eq!(publish(&mut p, now), Some(1));
+        p.on_answer(true, &accepted(1), now);
+        p.drain_elapsed();
+        assert_eq!(publish(&mut p, now), Some(2));
+        p.on_disconnected();
+        p.on_connected();
+        // 2 was offered on the previous connection only: a late answer is not trusted, 2 goes
+        // again and its answer on this connection settles it.
+        assert_eq!(p.on_answer(true, &accepted(2), now), None);
+        assert_eq!(state(&p, 2), Some(EntryState::Pending));
+        assert_eq!(publish(&mut p, now), Some(2));
+        assert!(p.on_answer(true, &accepted(2), now).is_some());
+        assert_eq!(p.pending(), 0);
     }
 
     #[test]
-    fn an_answer_for_an_unknown_report_id_changes_nothing_in_the_spool() {
+    fn an_answer_for_an_unknown_report_id_changes_nothing_and_is_counted() {
         let now = Instant::now();
         let mut p = publisher(Backlog::Latest);
         p.on_report(entry(1));
         p.on_connected();
         assert_eq!(publish(&mut p, now), Some(1));
-        assert!(p.on_answer(true, &accepted(99), now).is_some());
+        assert_eq!(p.on_answer(true, &accepted(99), now), None);
+        assert_eq!(p.ignored_answers(), 1);
         assert_eq!(p.in_flight(), Some(1));
         assert_eq!(state(&p, 1), Some(EntryState::Pending));
     }
@@ -728,7 +992,7 @@ mod tests {
             matches!(state(&p, 1), Some(EntryState::Rejected { code, .. }) if code == "InvalidPayload")
         );
         assert_eq!(p.in_flight(), None);
-        p.pace_elapsed();
+        p.drain_elapsed();
         assert_eq!(p.next(now), None, "a rejected report is not retried");
         p.on_report(entry(2));
         assert_eq!(publish(&mut p, now), Some(2));
@@ -773,12 +1037,37 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_timeout_holds_the_report_until_the_next_connection() {
+    fn an_answer_timeout_publishes_the_report_again_on_the_same_connection() {
+        // Regression (issue 16, defect 9): a report whose answer never came waited for the next
+        // connection.
+        let now = Instant::now();
+        let mut p = publisher(Backlog::All);
+        p.on_report(entry(1));
+        p.on_connected();
+        assert_eq!(publish(&mut p, now), Some(1));
+        p.on_answer_timeout();
+        assert_eq!(p.in_flight(), None);
+        assert_eq!(
+            publish(&mut p, now + TIMEOUT),
+            Some(1),
+            "published again on the same connection"
+        );
+        // Its late first answer (or the new one) settles it.
+        assert!(p.on_answer(true, &accepted(1), now + TIMEOUT).is_some());
+        assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn a_report_whose_answers_keep_timing_out_is_held_until_the_next_connection() {
         let now = Instant::now();
         let mut p = publisher(Backlog::Latest);
         p.on_report(entry(1));
         p.on_connected();
         publish(&mut p, now);
+        for _ in 0..MAX_ANSWER_RETRIES {
+            p.on_answer_timeout();
+            assert_eq!(publish(&mut p, now), Some(1));
+        }
         p.on_answer_timeout();
         assert_eq!(p.in_flight(), None);
         assert_eq!(
@@ -789,6 +1078,21 @@ mod tests {
         p.on_disconnected();
         p.on_connected();
         assert_eq!(publish(&mut p, now), Some(1));
+    }
+
+    #[test]
+    fn a_new_report_whose_answer_timed_out_goes_again_past_the_backlog_pause() {
+        let now = Instant::now();
+        let mut p = publisher(Backlog::All);
+        p.on_report(entry(1));
+        p.on_report(entry(2));
+        p.on_connected();
+        assert_eq!(publish(&mut p, now), Some(1));
+        p.on_report(entry(5));
+        p.on_answer(true, &accepted(1), now);
+        assert_eq!(publish(&mut p, now), Some(5));
+        p.on_answer_timeout();
+        assert_eq!(publish(&mut p, now + TIMEOUT / 2), Some(5));
     }
 
     #[test]
@@ -824,20 +1128,21 @@ mod tests {
         assert_eq!(publish(&mut p, now), Some(3));
         p.on_answer(true, &accepted(3), now);
         assert_eq!(p.memory.len(), 3);
-        // Once the disk takes writes again, a new report is spooled; the memory outbox is
-        // flushed only while ids keep increasing (today's rule: older ids stay in memory).
+        // Once the disk takes writes again, the memory outbox goes to the spool first, in
+        // order, then the new report.
         p.spool.as_mut().unwrap().fail_writes = false;
         p.on_report(entry(7));
-        assert_eq!(state(&p, 7), Some(EntryState::Pending));
-        assert_eq!(
-            p.memory.iter().map(|e| e.id).collect::<Vec<_>>(),
-            vec![4, 5, 6]
-        );
-        p.pace_elapsed();
+        for id in 4..=7 {
+            assert_eq!(state(&p, id), Some(EntryState::Pending), "report {id}");
+        }
+        assert!(p.memory.is_empty());
+        assert_eq!(publish(&mut p, now), Some(7), "the new report on time");
+        p.on_answer(true, &accepted(7), now);
+        p.drain_elapsed();
         assert_eq!(
             publish(&mut p, now),
             Some(4),
-            "memory and spool together, oldest first"
+            "then the backlog, oldest first"
         );
     }
 
@@ -847,7 +1152,7 @@ mod tests {
         let mut p: Publisher<FakeSpool> = Publisher::new(
             Settings {
                 backlog: Backlog::Latest,
-                pace: PACE,
+                drain_interval: DRAIN,
                 answer_timeout: TIMEOUT,
                 format: report::Format::Json,
             },
@@ -865,17 +1170,45 @@ mod tests {
     }
 
     #[test]
-    fn reports_kept_in_memory_stay_there_once_the_spool_writes_again_as_their_ids_are_older() {
+    fn reports_kept_in_memory_are_spooled_first_in_order_once_the_spool_writes_again() {
+        // Regression (issue 16, defect 6): the new report was spooled first, and the older ones
+        // in memory were then refused as not increasing and lost.
         let mut p = publisher(Backlog::Latest);
         p.spool.as_mut().unwrap().fail_writes = true;
         p.on_report(entry(1));
         p.on_report(entry(2));
         p.spool.as_mut().unwrap().fail_writes = false;
-        // 3 is spooled first, then the flush of 1 and 2 is refused (ids must increase), so they
-        // stay in memory: today's behaviour, kept (the flush can only ever move newer ids).
         p.on_report(entry(3));
-        assert_eq!(p.memory.len(), 2);
+        assert!(p.memory.is_empty());
+        let spooled: Vec<u64> = p.spool().unwrap().entries.keys().copied().collect();
+        assert_eq!(spooled, vec![1, 2, 3]);
         assert_eq!(p.spool_error_logged, None);
+        assert_eq!(p.spool_status().dropped, 0);
+    }
+
+    #[test]
+    fn a_flush_that_fails_again_keeps_the_memory_outbox_in_order_with_the_new_report_last() {
+        let mut p = publisher(Backlog::All);
+        p.spool.as_mut().unwrap().fail_writes = true;
+        p.on_report(entry(1));
+        p.on_report(entry(2));
+        p.on_report(entry(3));
+        assert_eq!(
+            p.memory.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        p.spool.as_mut().unwrap().fail_after = Some(1);
+        p.spool.as_mut().unwrap().fail_writes = false;
+        p.on_report(entry(4));
+        assert_eq!(state(&p, 1), Some(EntryState::Pending));
+        assert_eq!(
+            p.memory.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        p.spool.as_mut().unwrap().fail_after = None;
+        p.on_report(entry(5));
+        let spooled: Vec<u64> = p.spool().unwrap().entries.keys().copied().collect();
+        assert_eq!(spooled, vec![1, 2, 3, 4, 5]);
     }
 
     #[test]
@@ -896,5 +1229,180 @@ mod tests {
         slow.on_sample(t0);
         assert_eq!(slow.on_sample(t0 + Duration::from_secs(900)), None);
         assert!(slow.on_sample(t0 + Duration::from_secs(1801)).is_some());
+    }
+
+    #[test]
+    fn rejection_codes_are_remembered_up_to_a_bound_and_the_rest_only_counted() {
+        // Regression (issue 16, defect 5): every distinct ErrorCode was kept, whole.
+        let now = Instant::now();
+        let mut p = publisher(Backlog::All);
+        p.on_connected();
+        let n = MAX_LOGGED_REJECTION_CODES as u64 + 10;
+        for id in 1..=n {
+            p.on_report(entry(id));
+            assert_eq!(publish(&mut p, now), Some(id));
+            let code = format!("Code{id}{}", "x".repeat(10_000));
+            let a = p.on_answer(false, &rejected(Some(id), &code), now).unwrap();
+            let outcome::Status::Rejected { code, .. } = a.status else {
+                panic!("{a:?}")
+            };
+            assert!(code.len() <= record::MAX_CODE_BYTES);
+        }
+        assert_eq!(p.logged_rejections.len(), MAX_LOGGED_REJECTION_CODES);
+        assert!(p
+            .logged_rejections
+            .iter()
+            .all(|c| c.len() < crate::text::MAX_LOGGED_CHARS + 32));
+        assert_eq!(p.other_rejection_codes, 10);
+        assert_eq!(p.spool_status().rejected, n);
+    }
+
+    /// One step of a hostile run: the link and Device Defender's stand-in misbehaving.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Report,
+        Connect,
+        Disconnect,
+        Publish,
+        Timeout,
+        /// An answer on the accepted or rejected topic naming `target`.
+        Answer {
+            accepted_topic: bool,
+            accepted: bool,
+            target: Target,
+            code: String,
+        },
+        /// Bytes that are no JSON answer: CBOR on the JSON topic, garbage.
+        Raw(Vec<u8>),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Target {
+        InFlight,
+        /// The n-th pending report (modulo their number).
+        Pending(usize),
+        Unknown(u64),
+        Missing,
+    }
+
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z]{1,12}",
+            any::<String>(),
+            Just("Bad\nINFO Report accepted. id=424242 FORGED\r\u{1b}[2J\u{202e}".to_string()),
+            (any::<String>(), 1usize..3000).prop_map(|(s, n)| s
+                .repeat(n)
+                .chars()
+                .take(20_000)
+                .collect()),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let target = prop_oneof![
+            Just(Target::InFlight),
+            (0usize..8).prop_map(Target::Pending),
+            any::<u64>().prop_map(Target::Unknown),
+            Just(Target::Missing),
+        ];
+        // {"reportId": 5, "status": "ACCEPTED"} as CBOR.
+        let cbor = vec![
+            0xa2, 0x68, b'r', b'e', b'p', b'o', b'r', b't', b'I', b'd', 0x05, 0x66, b's', b't',
+            b'a', b't', b'u', b's', 0x68, b'A', b'C', b'C', b'E', b'P', b'T', b'E', b'D',
+        ];
+        prop_oneof![
+            3 => Just(Step::Report),
+            1 => Just(Step::Connect),
+            1 => Just(Step::Disconnect),
+            3 => Just(Step::Publish),
+            1 => Just(Step::Timeout),
+            4 => (any::<bool>(), any::<bool>(), target, hostile_text()).prop_map(
+                |(accepted_topic, accepted, target, code)| Step::Answer { accepted_topic, accepted, target, code }
+            ),
+            1 => prop_oneof![Just(cbor), proptest::collection::vec(any::<u8>(), 0..64)].prop_map(Step::Raw),
+        ]
+    }
+
+    fn pending_ids(p: &Publisher<FakeSpool>) -> BTreeSet<u64> {
+        p.candidates()
+            .map(|e| e.id)
+            .chain(p.held.iter().copied())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn hostile_answers_settle_only_reports_offered_on_their_connection(
+            steps in proptest::collection::vec(step(), 1..60),
+            all in any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let mut p = publisher(if all { Backlog::All } else { Backlog::Latest });
+            let mut next_id = 1;
+            // Every id offered on the current connection (the publisher remembers a bounded part).
+            let mut offered = BTreeSet::new();
+            for step in steps {
+                let before = pending_ids(&p);
+                let in_flight = p.in_flight();
+                let mut answered = false;
+                match step {
+                    Step::Report => {
+                        p.on_report(entry(next_id));
+                        next_id += 1;
+                    }
+                    Step::Connect => {
+                        p.on_connected();
+                        offered.clear();
+                    }
+                    Step::Disconnect => p.on_disconnected(),
+                    Step::Publish => {
+                        p.drain_elapsed();
+                        if let Some(id) = publish(&mut p, now) {
+                            offered.insert(id);
+                        }
+                    }
+                    Step::Timeout => p.on_answer_timeout(),
+                    Step::Answer { accepted_topic, accepted, target, code } => {
+                        answered = true;
+                        let id = match target {
+                            Target::InFlight => in_flight,
+                            Target::Pending(n) => before.iter().nth(n % before.len().max(1)).copied(),
+                            Target::Unknown(id) => Some(id),
+                            Target::Missing => None,
+                        };
+                        let id = id.map_or(String::new(), |id| format!(r#""reportId":{id},"#));
+                        let body = if accepted {
+                            format!(r#"{{{id}"status":"ACCEPTED"}}"#)
+                        } else {
+                            let details = serde_json::json!({"ErrorCode": code, "ErrorMessage": code});
+                            format!(r#"{{{id}"status":"REJECTED","statusDetails":{details}}}"#)
+                        };
+                        if let Some(a) = p.on_answer(accepted_topic, body.as_bytes(), now) {
+                            if let outcome::Status::Rejected { code, message } = &a.status {
+                                prop_assert!(code.len() <= record::MAX_CODE_BYTES);
+                                prop_assert!(message.len() <= record::MAX_MESSAGE_BYTES);
+                            }
+                        }
+                    }
+                    Step::Raw(bytes) => {
+                        answered = true;
+                        prop_assert_eq!(p.on_answer(false, &bytes, now), None);
+                    }
+                }
+                if answered {
+                    let after = pending_ids(&p);
+                    for id in before.difference(&after) {
+                        prop_assert!(
+                            offered.contains(id) || in_flight == Some(*id),
+                            "report {} settled without being offered on this connection", id
+                        );
+                    }
+                }
+                prop_assert!(p.logged_rejections.len() <= MAX_LOGGED_REJECTION_CODES);
+                prop_assert!(p.memory.len() <= MEMORY_OUTBOX_CAPACITY);
+                prop_assert!(p.offered.len() <= OFFERED_REMEMBERED);
+            }
+        }
     }
 }

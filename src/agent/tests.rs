@@ -86,10 +86,16 @@ struct Harness {
 
 /// Reports every second, answers due within 3 s: the daemon tests' configuration.
 fn config_text(state: &std::path::Path, backlog: &str) -> String {
+    config_with(state, 1, backlog)
+}
+
+/// [`config_text`] with reports (and samples) every `report_secs`; more `[spool]` keys may be
+/// appended (it is the last table).
+fn config_with(state: &std::path::Path, report_secs: u64, backlog: &str) -> String {
     format!(
         "thing_name = \"gw-inproc\"\nstate_dir = {state:?}\nshutdown_timeout_secs = 5\n\
-         [collect]\nsample_interval_secs = 1\n\
-         [report]\ninterval_secs = 1\nstartup_jitter_secs = 0\n\
+         [collect]\nsample_interval_secs = {report_secs}\n\
+         [report]\ninterval_secs = {report_secs}\nstartup_jitter_secs = 0\n\
          [mqtt]\nendpoint = \"localhost\"\ntls = false\nanswer_timeout_secs = 3\n\
          [spool]\nbacklog = \"{backlog}\"\n",
         state = state.display().to_string(),
@@ -106,6 +112,16 @@ impl Harness {
 
     /// [`Harness::start`], with a last change to the parts before the agent is assembled.
     fn start_with(backlog: &str, adjust: impl FnOnce(&mut Parts)) -> Harness {
+        Harness::launch(|state| config_text(state, backlog), |_| {}, adjust)
+    }
+
+    /// The agent with the config `config(state_dir)`; `prepare(state_dir)` runs before the
+    /// parts are built (state files as a previous run left them), `adjust` after.
+    fn launch(
+        config: impl FnOnce(&std::path::Path) -> String,
+        prepare: impl FnOnce(&std::path::Path),
+        adjust: impl FnOnce(&mut Parts),
+    ) -> Harness {
         let log = Log::default();
         let writer = log.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -116,7 +132,8 @@ impl Harness {
 
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let config = Config::parse(&config_text(&state, backlog), "test").unwrap();
+        let config = Config::parse(&config(&state), "test").unwrap();
+        prepare(&state);
         let (command_tx, commands) = mpsc::channel(mqtt::COMMAND_CHANNEL_CAPACITY);
         let (events, event_rx) = mpsc::channel(mqtt::EVENT_CHANNEL_CAPACITY);
         let mut link = Some(LinkHandle {
@@ -182,6 +199,15 @@ impl Harness {
         }
     }
 
+    /// An answer with this payload on the accepted or the rejected topic.
+    async fn answer_with(&self, accepted: bool, payload: String) {
+        self.event(LinkEvent::Answer {
+            accepted,
+            payload: payload.into_bytes(),
+        })
+        .await;
+    }
+
     /// Device Defender's answer for report `id`.
     async fn answer(&self, id: u64, accepted: bool) {
         let payload = if accepted {
@@ -226,9 +252,20 @@ impl Harness {
     }
 }
 
+/// What [`outage`] saw.
+struct Outage {
+    /// Every id logged as spooled, to the end of the drain.
+    spooled: Vec<u64>,
+    /// Of those, the ones spooled before the link came back: the backlog.
+    backlog: Vec<u64>,
+    /// The ids published, in order (the first report, then everything after reconnecting).
+    received: Vec<u64>,
+    h: Harness,
+}
+
 /// Connects, has the first report accepted, cuts the link until four more are spooled, then
 /// reconnects and answers everything published during `drain` (virtual time).
-async fn outage(backlog: &str, drain: Duration) -> (Vec<u64>, Vec<u64>, Harness) {
+async fn outage(backlog: &str, drain: Duration) -> Outage {
     let mut h = Harness::start(backlog);
     h.connect().await;
     let first = h.next_report(Duration::from_secs(5)).await.unwrap();
@@ -243,6 +280,12 @@ async fn outage(backlog: &str, drain: Duration) -> (Vec<u64>, Vec<u64>, Harness)
         h.next_report(Duration::ZERO).await.is_none(),
         "nothing published while down"
     );
+    let backlog_ids: Vec<u64> = h
+        .log
+        .spooled_ids()
+        .into_iter()
+        .filter(|id| *id > first)
+        .collect();
     h.connect().await;
     let mut received = vec![first];
     let until = Instant::now() + drain;
@@ -251,25 +294,46 @@ async fn outage(backlog: &str, drain: Duration) -> (Vec<u64>, Vec<u64>, Harness)
         h.answer(id, true).await;
     }
     let spooled = h.log.spooled_ids();
-    (spooled, received, h)
+    Outage {
+        spooled,
+        backlog: backlog_ids,
+        received,
+        h,
+    }
 }
 
 #[tokio::test(start_paused = true)]
-async fn after_an_outage_backlog_all_delivers_every_report_in_order_exactly_once() {
-    let (spooled, received, h) = outage("all", Duration::from_secs(12)).await;
-    for w in received.windows(2) {
-        assert!(w[0] < w[1], "ids out of order or duplicated: {received:?}");
+async fn after_an_outage_backlog_all_delivers_every_report_exactly_once_the_backlog_in_order() {
+    let Outage {
+        spooled,
+        backlog,
+        received,
+        h,
+    } = outage("all", Duration::from_secs(12)).await;
+    let unique: BTreeSet<u64> = received.iter().copied().collect();
+    assert_eq!(unique.len(), received.len(), "duplicated: {received:?}");
+    // The outage backlog goes out oldest first (reports made since go out on time, between).
+    let backlog_order: Vec<u64> = received
+        .iter()
+        .copied()
+        .filter(|id| backlog.contains(id))
+        .collect();
+    for w in backlog_order.windows(2) {
+        assert!(w[0] < w[1], "backlog out of order: {received:?}");
     }
     // None lost: every spooled report was received or is still pending in the spool.
     let pending = h.pending();
-    let got: BTreeSet<u64> = received.iter().copied().collect();
     for id in &spooled {
         assert!(
-            got.contains(id) || pending.contains(id),
+            unique.contains(id) || pending.contains(id),
             "report {id} lost: received {received:?}, pending {pending:?}"
         );
     }
     // The outage backlog (at least 4 reports) was published, not just the newest.
+    assert!(
+        backlog.iter().all(|id| unique.contains(id)),
+        "backlog {backlog:?}, received {received:?}"
+    );
     assert!(received.len() >= 5, "received {received:?}");
     assert_eq!(h.status().spool.superseded, 0);
     h.stop().await;
@@ -277,7 +341,12 @@ async fn after_an_outage_backlog_all_delivers_every_report_in_order_exactly_once
 
 #[tokio::test(start_paused = true)]
 async fn after_an_outage_backlog_latest_publishes_the_newest_and_counts_the_rest_superseded() {
-    let (spooled, received, h) = outage("latest", Duration::from_secs(4)).await;
+    let Outage {
+        spooled,
+        received,
+        h,
+        ..
+    } = outage("latest", Duration::from_secs(4)).await;
     for w in received.windows(2) {
         assert!(w[0] < w[1], "ids out of order or duplicated: {received:?}");
     }
@@ -353,20 +422,214 @@ async fn a_rejected_report_is_logged_with_its_code_kept_and_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_report_without_an_answer_in_time_is_held_and_a_newer_one_goes_in_its_place() {
+async fn a_report_without_an_answer_in_time_gives_way_to_a_newer_one_under_latest() {
     let mut h = Harness::start("latest");
     h.connect().await;
     let id = h.next_report(Duration::from_secs(5)).await.unwrap();
-    // answer_timeout_secs = 3: then the report is held, and newer ones go in its place.
+    // answer_timeout_secs = 3: then the report is published again, and under "latest" a newer
+    // one goes in its place.
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    assert!(h.log.text().contains(
-        "No answer from Device Defender in time; the report is retried on the next connection."
-    ));
+    assert!(h
+        .log
+        .text()
+        .contains("No answer from Device Defender in time; publishing the report again."));
     let newer = h.next_report(Duration::from_secs(2)).await.unwrap();
     assert!(newer > id);
     h.answer(newer, true).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(h.pending().contains(&id) || h.spool().entries.iter().any(|(e, _)| e.id == id));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_without_an_answer_in_time_is_published_again_on_the_same_connection() {
+    // Regression (issue 16, defect 9): it waited for a reconnection.
+    let mut h = Harness::launch(|state| config_with(state, 60, "all"), |_| {}, |_| {});
+    h.connect().await;
+    let id = h.next_report(Duration::from_secs(5)).await.unwrap();
+    // No answer within answer_timeout_secs (3 s): the same report again, before the next one
+    // is made (60 s), without a reconnection.
+    assert_eq!(h.next_report(Duration::from_secs(4)).await, Some(id));
+    h.answer(id, true).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(h.pending().is_empty(), "{:?}", h.pending());
+    assert_eq!(h.next_report(Duration::from_secs(10)).await, None);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_for_another_pending_report_does_not_settle_it() {
+    // Regression (issue 16, defect 1): answers naming pending reports that were never published
+    // removed them from the spool.
+    let mut h = Harness::start("all");
+    h.connect().await;
+    let id = h.next_report(Duration::from_secs(5)).await.unwrap();
+    // Two more reports are made while the first waits for its answer.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pending = h.pending();
+    assert!(
+        pending.contains(&(id + 1)) && pending.contains(&(id + 2)),
+        "{pending:?}"
+    );
+    h.answer(id + 2, true).await;
+    h.answer(id + 1, false).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let after = h.pending();
+    assert!(
+        after.contains(&(id + 1)) && after.contains(&(id + 2)),
+        "never published, yet settled: {after:?}"
+    );
+    assert_eq!(h.status().spool.rejected, 0);
+    let log = h.log.text();
+    assert_eq!(
+        log.matches("Answer for a report that is not in flight on this connection; ignored.")
+            .count(),
+        1,
+        "{log}"
+    );
+    // They still go out and are settled by their own answers.
+    h.answer(id, true).await;
+    let mut seen = Vec::new();
+    while let Some(next) = h.next_report(Duration::from_secs(3)).await {
+        h.answer(next, true).await;
+        seen.push(next);
+        if seen.contains(&(id + 1)) && seen.contains(&(id + 2)) {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&(id + 1)) && seen.contains(&(id + 2)),
+        "{seen:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn backlog_all_drains_at_the_drain_interval_while_new_reports_go_out_on_time() {
+    // Regression (issue 16, defect 3): after each answer the next backlog report waited a whole
+    // report interval, so a backlog never drained. Reports every 30 s, a backlog of 40.
+    let mut h = Harness::launch(
+        |state| config_with(state, 30, "all") + "drain_interval_secs = 1\n",
+        |_| {},
+        |_| {},
+    );
+    h.connect().await;
+    let first = h.next_report(Duration::from_secs(5)).await.unwrap();
+    h.answer(first, true).await;
+    h.disconnect().await;
+    tokio::time::sleep(Duration::from_secs(40 * 30)).await;
+    let backlog: Vec<u64> = h
+        .log
+        .spooled_ids()
+        .into_iter()
+        .filter(|id| *id > first)
+        .collect();
+    assert!(backlog.len() >= 39, "{backlog:?}");
+    h.connect().await;
+    let start = Instant::now();
+    let mut received = Vec::new();
+    while received.len() < backlog.len() + 1 {
+        let Some(id) = h.next_report(Duration::from_secs(60)).await else {
+            break;
+        };
+        received.push((id, Instant::now() - start));
+        h.answer(id, true).await;
+    }
+    let drained = received
+        .iter()
+        .filter(|(id, _)| backlog.contains(id))
+        .map(|(_, at)| *at)
+        .max()
+        .unwrap();
+    assert!(
+        drained <= Duration::from_secs(45),
+        "the backlog took {drained:?}: {received:?}"
+    );
+    // The report made during the drain went out when it was made, ahead of the rest of the
+    // backlog: at the first report tick after reconnecting (within 30 s), not after the drain.
+    let (fresh, at) = received
+        .iter()
+        .find(|(id, _)| !backlog.contains(id))
+        .copied()
+        .expect("a report made during the drain");
+    assert!(fresh > *backlog.last().unwrap());
+    assert!(
+        at < drained && at <= Duration::from_secs(31),
+        "{received:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_implausible_stored_report_id_is_replaced_by_the_clock_rule() {
+    // Regression (issue 16, defect 7): a stored u64::MAX pinned every report id to itself; a
+    // stored 2^63-1 was continued from.
+    for stored in [u64::MAX, i64::MAX as u64] {
+        let mut h = Harness::launch(
+            |state| config_text(state, "latest"),
+            |state| {
+                std::fs::create_dir_all(state).unwrap();
+                std::fs::write(state.join(ReportIdFile::FILE_NAME), format!("{stored}\n")).unwrap();
+            },
+            |_| {},
+        );
+        h.connect().await;
+        let clock = epoch_secs(SystemTime::now());
+        let first = h.next_report(Duration::from_secs(5)).await.unwrap();
+        h.answer(first, true).await;
+        let second = h.next_report(Duration::from_secs(5)).await.unwrap();
+        assert!(
+            first >= clock && first <= clock + 5,
+            "stored {stored}: first id {first}, clock {clock}"
+        );
+        assert!(second > first && second <= clock + 10, "{second}");
+        let log = h.log.text();
+        assert!(
+            log.contains("Cannot read the last report id; report ids continue from the clock.")
+                && log.contains("more than a day ahead of the clock"),
+            "{log}"
+        );
+        let saved = ReportIdFile::new(&h.state).load().unwrap().unwrap();
+        assert!(saved <= clock + 10, "the file now holds {saved}");
+        h.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_rejections_cannot_forge_log_lines_fill_the_log_or_grow_the_status() {
+    // Regression (issue 16, defect 5): every distinct ErrorCode was kept and logged whole, and a
+    // newline in it forged log lines.
+    let mut h = Harness::start("all");
+    h.connect().await;
+    let forged = "INFO Report accepted. id=424242 FORGED";
+    for n in 0..(crate::agent::publisher::MAX_LOGGED_REJECTION_CODES + 8) {
+        let id = h.next_report(Duration::from_secs(5)).await.unwrap();
+        let code = format!("Code{n}\\n{forged}\\r\\u202e{}", "x".repeat(100_000));
+        let payload = format!(
+            r#"{{"thingName":"gw-inproc","reportId":{id},"status":"REJECTED","timestamp":1,"statusDetails":{{"ErrorCode":"{code}","ErrorMessage":"m\n{forged}"}}}}"#
+        );
+        h.answer_with(false, payload).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let log = h.log.text();
+    assert!(
+        !log.lines().any(|l| l.trim_start().starts_with(forged)),
+        "a forged line"
+    );
+    assert!(!log.contains('\u{202e}'));
+    assert!(log.len() < 200_000, "the log grew by {} bytes", log.len());
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("Report rejected"))
+        .count();
+    assert_eq!(
+        errors,
+        crate::agent::publisher::MAX_LOGGED_REJECTION_CODES + 1,
+        "once per code up to the bound, then once for the others"
+    );
+    let answer = h.status().last_answer.unwrap();
+    assert!(answer.code.unwrap().len() <= crate::spool::record::MAX_CODE_BYTES);
+    assert!(answer.message.unwrap().len() <= crate::spool::record::MAX_MESSAGE_BYTES);
     h.stop().await;
 }
 

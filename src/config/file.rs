@@ -141,6 +141,8 @@ pub struct Spool {
     pub max_bytes: Option<Spanned<u64>>,
     /// `backlog`: `latest` | `all`.
     pub backlog: Option<Spanned<String>>,
+    /// `drain_interval_secs`: `backlog = "all"`, the pause between two reports of a backlog.
+    pub drain_interval_secs: Option<Spanned<u64>>,
 }
 
 /// `[tap]`.

@@ -46,6 +46,45 @@ impl Validator<'_> {
                 Backlog::Latest,
                 &[("latest", Backlog::Latest), ("all", Backlog::All)],
             ),
+            drain_interval: self.secs(
+                "spool.drain_interval_secs",
+                &s.drain_interval_secs,
+                spool::DEFAULT_DRAIN_INTERVAL.as_secs(),
+                0,
+                3600,
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{Config, Error};
+
+    fn drain(text: &str) -> Result<Duration, Vec<String>> {
+        let src = format!("thing_name = \"t\"\n[spool]\n{text}");
+        match Config::parse(&src, "test") {
+            Ok(c) => Ok(c.spool.drain_interval),
+            Err(Error::Invalid { problems, .. }) => {
+                Err(problems.into_iter().map(|p| p.key).collect())
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn drain_interval_secs_defaults_to_one_second_and_is_bounded() {
+        assert_eq!(drain(""), Ok(Duration::from_secs(1)));
+        assert_eq!(drain("drain_interval_secs = 0\n"), Ok(Duration::ZERO));
+        assert_eq!(
+            drain("drain_interval_secs = 3600\n"),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            drain("drain_interval_secs = 3601\n"),
+            Err(vec!["spool.drain_interval_secs".to_owned()])
+        );
     }
 }

@@ -69,6 +69,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +84,9 @@ pub const DEFAULT_MAX_BYTES: u64 = 1_048_576;
 /// Dead bytes tolerated in the log beyond the live records before it is compacted. 64 KiB means
 /// one compaction per ~30 report cycles at 2 KB a report: few rewrites for an SD card, a small file.
 pub const COMPACT_SLACK_BYTES: u64 = 64 * 1024;
+/// Default for `[spool] drain_interval_secs`: a backlog drains at one report a second (plus the
+/// answer's round trip), far faster than reports are made.
+pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Name of the spool's directory inside the state directory.
 pub const DIR_NAME: &str = "spool";
 /// Name of the log file inside the spool directory.
@@ -101,6 +105,9 @@ pub struct Settings {
     pub max_bytes: u64,
     /// Which pending entry goes out first after an outage (`backlog`).
     pub backlog: Backlog,
+    /// `backlog = "all"`: the pause between two reports of a backlog (`drain_interval_secs`);
+    /// used by the publisher, which drains the spool.
+    pub drain_interval: Duration,
 }
 
 impl Settings {
@@ -111,6 +118,7 @@ impl Settings {
             max_reports: DEFAULT_MAX_REPORTS,
             max_bytes: DEFAULT_MAX_BYTES,
             backlog: Backlog::default(),
+            drain_interval: DEFAULT_DRAIN_INTERVAL,
         }
     }
 }
@@ -122,7 +130,8 @@ pub enum Backlog {
     /// Publish the newest pending report; older ones become superseded history (AWS's rule).
     #[default]
     Latest,
-    /// Publish every pending report, oldest first, paced at the report interval.
+    /// Publish every pending report: the backlog oldest first, one per `drain_interval`, and each
+    /// new report when it is made.
     All,
 }
 

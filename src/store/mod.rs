@@ -86,6 +86,10 @@ pub fn ensure_state_dir(dir: &Path) -> Result<(), Error> {
         .map_err(err("create directory", dir))
 }
 
+/// How far ahead of the clock a stored report id may be: a day. Ids are epoch seconds, pushed
+/// ahead of the clock only by a clock stepped back (one second per report, spec D.1).
+pub const MAX_REPORT_ID_AHEAD_SECS: u64 = 86_400;
+
 /// The last report id sent, persisted so ids keep increasing across restarts and reboots
 /// (spec: metrics-report.md D.1).
 #[derive(Debug, Clone)]
@@ -123,6 +127,23 @@ impl ReportIdFile {
         }
     }
 
+    /// [`ReportIdFile::load`], and an id more than [`MAX_REPORT_ID_AHEAD_SECS`] ahead of
+    /// `now_epoch_secs` is an error too (a damaged or hand-edited file: trusted, it would pin every
+    /// later id to itself, or past `u64::MAX`), so the caller logs it and starts from the clock.
+    pub fn load_plausible(&self, now_epoch_secs: u64) -> Result<Option<u64>, Error> {
+        match self.load()? {
+            Some(id) if id > now_epoch_secs.saturating_add(MAX_REPORT_ID_AHEAD_SECS) => Err(Error {
+                op: "check",
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the stored id {id} is more than a day ahead of the clock ({now_epoch_secs})"),
+                ),
+            }),
+            id => Ok(id),
+        }
+    }
+
     /// Persists `id` atomically.
     pub fn save(&self, id: u64) -> Result<(), Error> {
         write_atomic(&self.path, format!("{id}\n").as_bytes())
@@ -143,6 +164,32 @@ mod tests {
         f.save(1_717_171_718).unwrap();
         assert_eq!(f.load().unwrap(), Some(1_717_171_718));
         assert!(!dir.path().join("last-report-id.tmp").exists());
+    }
+
+    #[test]
+    fn a_stored_report_id_more_than_a_day_ahead_of_the_clock_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = ReportIdFile::new(dir.path());
+        let now = 1_800_000_000;
+        assert_eq!(f.load_plausible(now).unwrap(), None);
+        f.save(now + MAX_REPORT_ID_AHEAD_SECS).unwrap();
+        assert_eq!(f.load_plausible(now).unwrap(), Some(now + 86_400));
+        for implausible in [
+            now + MAX_REPORT_ID_AHEAD_SECS + 1,
+            i64::MAX as u64,
+            u64::MAX,
+        ] {
+            f.save(implausible).unwrap();
+            let e = f.load_plausible(now).unwrap_err();
+            assert!(e.to_string().contains("more than a day ahead"), "{e}");
+            assert_eq!(
+                f.load().unwrap(),
+                Some(implausible),
+                "load itself is unchanged"
+            );
+        }
+        std::fs::write(f.path(), b"soon").unwrap();
+        assert!(f.load_plausible(now).is_err());
     }
 
     #[test]
