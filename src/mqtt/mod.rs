@@ -16,7 +16,7 @@
 //!   [`LinkEvent::ReportSent`] follows the PUBACK.
 //! - Answers on `.../accepted` / `.../rejected` are passed on raw ([`LinkEvent::Answer`]); the
 //!   agent parses them (they carry the `reportId`, spec: metrics-report.md D.13) and owns the
-//!   answer timeout and the retry on the next connection.
+//!   answer timeout and the retries (on the same connection, then on the next).
 //!
 //! The connection itself (TLS, reconnects with exponential backoff and jitter capped at
 //! `reconnect_max`, failure causes) is the shared [`session::Session`]; the backoff starts over
