@@ -277,6 +277,20 @@ pub const LIST_DIMENSIONS_REQUEST: Shape = Shape {
     members: &[("nextToken", Type::String), ("maxResults", Type::Integer)],
 };
 
+/// `DescribeCustomMetricResponse`: a custom metric document (compared with the model in tests;
+/// custom metric files are read-only context, loaded leniently).
+pub const DESCRIBE_CUSTOM_METRIC: Shape = Shape {
+    name: "DescribeCustomMetricResponse",
+    members: &[
+        ("metricName", Type::String),
+        ("metricArn", Type::String),
+        ("metricType", Type::String),
+        ("displayName", Type::String),
+        ("creationDate", Type::Timestamp),
+        ("lastModifiedDate", Type::Timestamp),
+    ],
+};
+
 /// A length (strings: characters; lists: entries) or range limit and a pattern, as the model's
 /// `min`, `max` and `pattern` of a shape; the checks that enforce it name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +467,9 @@ fn walk(v: &Value, t: &Type, path: &mut Vec<Segment>, out: &mut Vec<Problem>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod model_tests;
 
 #[cfg(test)]
 mod tests {
