@@ -153,9 +153,7 @@ fn invalid(m: impl Into<String>) -> ApiError {
 fn check_names(thing_name: Option<&str>, profile_name: Option<&str>) -> Result<(), ApiError> {
     if let Some(t) = thing_name {
         if !super::shapes::THING_NAME.admits(t.chars().count() as i64) {
-            return Err(invalid(format!(
-                "thingName {t:?} must be 1-128 characters"
-            )));
+            return Err(invalid(format!("thingName {t:?} must be 1-128 characters")));
         }
     }
     if let Some(p) = profile_name {
@@ -881,12 +879,20 @@ mod tests {
                 },
             )
             .unwrap_err();
-            assert_eq!(active.code(), "InvalidRequestException", "{thing:?} {profile:?}");
+            assert_eq!(
+                active.code(),
+                "InvalidRequestException",
+                "{thing:?} {profile:?}"
+            );
             let mut req = all(0.0, 1.0);
             req.thing_name = thing.map(str::to_owned);
             req.security_profile_name = profile.map(str::to_owned);
             let events = list_violation_events(&[], &v, &req).unwrap_err();
-            assert_eq!(events.code(), "InvalidRequestException", "{thing:?} {profile:?}");
+            assert_eq!(
+                events.code(),
+                "InvalidRequestException",
+                "{thing:?} {profile:?}"
+            );
         }
         // The model puts no pattern on a thing name.
         let mut req = all(0.0, 1.0);

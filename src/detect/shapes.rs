@@ -262,7 +262,10 @@ pub const CREATE_DIMENSION_REQUEST: Shape = Shape {
 /// `UpdateDimensionRequest`.
 pub const UPDATE_DIMENSION_REQUEST: Shape = Shape {
     name: "UpdateDimensionRequest",
-    members: &[("name", Type::String), ("stringValues", Type::List(&Type::String))],
+    members: &[
+        ("name", Type::String),
+        ("stringValues", Type::List(&Type::String)),
+    ],
 };
 
 /// `DescribeDimensionRequest` (DeleteDimensionRequest has the same single member).
@@ -354,7 +357,9 @@ pub fn is_tag_key(key: &str) -> bool {
 
 /// Whether `t` matches `ClientRequestToken`'s pattern `^[a-zA-Z0-9-_]+$` (length apart).
 pub fn is_client_request_token(t: &str) -> bool {
-    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A member the model does not have, or a value of the wrong type, and where.

@@ -894,7 +894,10 @@ mod tests {
         for mode in [Mode::Load, Mode::Strict] {
             let e = check_dimension(&d, mode);
             assert_eq!(e.len(), 1);
-            assert!(e[0].ends_with("has 101 entries, should be in range[1,100]"), "{e:?}");
+            assert!(
+                e[0].ends_with("has 101 entries, should be in range[1,100]"),
+                "{e:?}"
+            );
         }
         d.string_values = vec!["t".into(), "t".into()];
         assert_eq!(check_dimension(&d, Mode::Strict).len(), 1);

@@ -337,8 +337,7 @@ fn check_tags(tags: Option<&Vec<Tag>>) -> Result<(), ManageError> {
                 t.key
             )));
         }
-        if t
-            .value
+        if t.value
             .as_ref()
             .is_some_and(|v| !shapes::TAG_VALUE.admits(v.chars().count() as i64))
         {

@@ -539,6 +539,40 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_unknown_member_or_a_string_count_refuses_the_push_naming_its_path() {
+        // issue 15: members inside behaviors, criteria, values, … were dropped silently.
+        let nested = PROFILE.replace(r#""count":10"#, r#""count":"10","colour":1"#);
+        let dim = DIM.replace(r#""stringValues""#, r#""colour":1,"stringValues""#);
+        let r = plan(&msg(&dim, &nested), &[], &[], vec![], NOW, &arns()).unwrap_err();
+        assert_eq!(
+            r.errors,
+            vec![
+                "dimensions[0]: unknown field `colour`".to_owned(),
+                "securityProfiles[0].behaviors[0].criteria.value: unknown field `colour`"
+                    .to_owned(),
+                "securityProfiles[0].behaviors[0].criteria.value.count: invalid type: string \"10\", expected a long"
+                    .to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_push_takes_aws_cli_v2_timestamps_and_writes_its_own_epoch_seconds() {
+        let iso = DIM.replace(
+            r#""creationDate":1.0"#,
+            r#""creationDate":"2026-10-01T10:00:00.123000+00:00""#,
+        );
+        let profile = PROFILE.replace(
+            r#""version":9"#,
+            r#""version":9,"creationDate":"2026-10-01T10:00:00.123000+00:00","lastModifiedDate":1790848800.5"#,
+        );
+        let p = plan(&msg(&iso, &profile), &[], &[], vec![], NOW, &arns()).unwrap();
+        assert_eq!(p.dimensions[0].record.dimension.creation_date, Some(NOW));
+        let written = serde_json::to_value(&p.profiles[0].record).unwrap();
+        assert_eq!(written["creationDate"], serde_json::json!(NOW));
+    }
+
+    #[test]
     fn malformed_json_names_line_and_column_and_a_type_change_is_refused() {
         let r = plan("{\n \"dimensions\": [,]}", &[], &[], vec![], NOW, &arns()).unwrap_err();
         assert!(

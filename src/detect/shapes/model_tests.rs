@@ -14,7 +14,10 @@ use crate::detect::{CustomMetric, Dimension, SecurityProfile};
 use crate::manage;
 
 fn model() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/botocore-iot-shapes.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/botocore-iot-shapes.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -113,10 +116,16 @@ fn every_shape_we_read_has_exactly_the_models_members_and_types() {
     for (op, ours) in [
         ("CreateSecurityProfile", &CREATE_SECURITY_PROFILE_REQUEST),
         ("UpdateSecurityProfile", &UPDATE_SECURITY_PROFILE_REQUEST),
-        ("DescribeSecurityProfile", &DESCRIBE_SECURITY_PROFILE_REQUEST),
+        (
+            "DescribeSecurityProfile",
+            &DESCRIBE_SECURITY_PROFILE_REQUEST,
+        ),
         ("DeleteSecurityProfile", &DELETE_SECURITY_PROFILE_REQUEST),
         ("ListSecurityProfiles", &LIST_SECURITY_PROFILES_REQUEST),
-        ("ValidateSecurityProfileBehaviors", &VALIDATE_BEHAVIORS_REQUEST),
+        (
+            "ValidateSecurityProfileBehaviors",
+            &VALIDATE_BEHAVIORS_REQUEST,
+        ),
         ("CreateDimension", &CREATE_DIMENSION_REQUEST),
         ("UpdateDimension", &UPDATE_DIMENSION_REQUEST),
         ("DescribeDimension", &DIMENSION_NAME_REQUEST),
@@ -163,10 +172,14 @@ fn sample(m: &Value, name: &str) -> Value {
 /// member the model does not have is refused at every level.
 fn round_trip<T: DeserializeOwned + Serialize>(m: &Value, ours: &Shape) {
     let full = sample(m, ours.name);
-    let t: T = serde_json::from_value(full.clone())
-        .unwrap_or_else(|e| panic!("{}: {e}", ours.name));
+    let t: T =
+        serde_json::from_value(full.clone()).unwrap_or_else(|e| panic!("{}: {e}", ours.name));
     assert_eq!(serde_json::to_value(&t).unwrap(), full, "{}", ours.name);
-    assert!(check(&full, ours, Root::Members(&[])).is_empty(), "{}", ours.name);
+    assert!(
+        check(&full, ours, Root::Members(&[])).is_empty(),
+        "{}",
+        ours.name
+    );
     // One unknown member in every structure of the sample: each is found.
     fn plant(v: &mut Value, n: &mut usize) {
         match v {
@@ -188,7 +201,9 @@ fn round_trip<T: DeserializeOwned + Serialize>(m: &Value, ours: &Shape) {
     let maps = usize::from(full.get("alertTargets").is_some());
     let found = check(&planted, ours, Root::Members(&[]));
     assert_eq!(found.len(), n - maps, "{}: {found:?}", ours.name);
-    assert!(found.iter().all(|p| p.message == "unknown field `zzUnknown`"));
+    assert!(found
+        .iter()
+        .all(|p| p.message == "unknown field `zzUnknown`"));
 }
 
 #[test]
@@ -331,9 +346,11 @@ fn every_limit_we_enforce_is_the_models_and_none_is_forgotten() {
     }
     let shapes = m["shapes"].as_object().unwrap();
     for (name, s) in shapes {
-        let limited = ["min", "max", "pattern"].iter().any(|k| s.get(*k).is_some());
-        let known = ENFORCED.iter().any(|(n, _)| n == name)
-            || NOT_ENFORCED.iter().any(|(n, _)| n == name);
+        let limited = ["min", "max", "pattern"]
+            .iter()
+            .any(|k| s.get(*k).is_some());
+        let known =
+            ENFORCED.iter().any(|(n, _)| n == name) || NOT_ENFORCED.iter().any(|(n, _)| n == name);
         assert!(
             !limited || known,
             "the model limits {name} ({s}): enforce it or say why not"
@@ -354,10 +371,17 @@ fn the_limits_hold_where_they_are_enforced() {
     assert!(!is_valid_name("a b") && is_valid_name("a:b_c-9"));
     assert!(is_client_request_token("a-Z_9") && !is_client_request_token("a.b"));
     assert!(is_tag_key("env:prod/é 1=+-@_.") && !is_tag_key("a*b") && !is_tag_key("a\tb"));
-    for (v, ok) in [("10.0.0.0/8", true), ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", false)] {
+    for (v, ok) in [
+        ("10.0.0.0/8", true),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", false),
+    ] {
         let b: crate::detect::Behavior = serde_json::from_value(json!({"name":"B","metric":"aws:destination-ip-addresses","criteria":{"comparisonOperator":"in-cidr-set","value":{"cidrs":[v]}}})).unwrap();
         let ctx = validate::ValidationContext::default();
-        assert_eq!(validate::check_behavior(&b, &ctx, Mode::Strict).is_empty(), ok, "{v}");
+        assert_eq!(
+            validate::check_behavior(&b, &ctx, Mode::Strict).is_empty(),
+            ok,
+            "{v}"
+        );
     }
 }
 
@@ -402,7 +426,10 @@ fn every_enum_we_accept_is_the_models() {
     .collect();
     assert_eq!(ctypes, enum_values(&m, "BehaviorCriteriaType"));
     for v in enum_values(&m, "VerificationState") {
-        assert!(crate::detect::violation::VerificationState::parse(&v).is_some(), "{v}");
+        assert!(
+            crate::detect::violation::VerificationState::parse(&v).is_some(),
+            "{v}"
+        );
     }
     assert_eq!(enum_values(&m, "DimensionType"), ["TOPIC_FILTER"]);
     assert_eq!(enum_values(&m, "AlertTargetType"), ["SNS"]);
