@@ -90,7 +90,7 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<ExitCode> {
                         // Not a request or profile at all: the API's error form, as the
                         // other verbs refuse a malformed request.
                         let e = detect::ApiError::InvalidRequest(e.to_string());
-                        eprintln!("{}", serde_json::to_string_pretty(&e)?);
+                        eprintln!("{}", serde_json::to_string(&e)?);
                         return Ok(ExitCode::from(EXIT_BAD_INPUT));
                     }
                 };

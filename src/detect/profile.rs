@@ -406,8 +406,10 @@ pub fn parse_value(
         Format::Toml => {
             let de = toml::Deserializer::parse(text)
                 .map_err(|e| toml_error(text, source_name, ".", &e))?;
-            serde::Deserialize::deserialize(de)
-                .map_err(|e: toml::de::Error| toml_error(text, source_name, ".", &e))
+            let mut v = serde::Deserialize::deserialize(de)
+                .map_err(|e: toml::de::Error| toml_error(text, source_name, ".", &e))?;
+            timestamp::unwrap_toml_datetimes(&mut v);
+            Ok(v)
         }
     }
 }

@@ -5,13 +5,15 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// An RFC 3339 date-time as epoch seconds (`2025-11-25T16:00:00Z`, a fraction and an offset
 /// allowed). RFC 3339 §5.6 separates date and time by `T` (`t`, or a space by its note); the
-/// `time` crate takes any character there, we keep to those three.
+/// `time` crate takes any character there, we keep to those three. Never inlined: one copy
+/// serves every deserializer's visitor (binary size on the ARM targets).
+#[inline(never)]
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
     if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
         return None;
@@ -23,8 +25,27 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
 /// The key under which the `toml` crate hands a TOML date-time to a deserializer.
 const TOML_DATETIME: &str = "$__toml_private_datetime";
 
-/// Deserializes an optional timestamp: a number (epoch seconds), an RFC 3339 string, a TOML
-/// date-time, or null/absent.
+/// Replaces every TOML date-time in a document converted to JSON (an object holding only the
+/// `toml` crate's private key) by its RFC 3339 text, so the one string form serves both.
+pub fn unwrap_toml_datetimes(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(o) => {
+            if o.len() == 1 {
+                if let Some(Value::String(s)) = o.get(TOML_DATETIME) {
+                    *v = Value::String(s.clone());
+                    return;
+                }
+            }
+            o.values_mut().for_each(unwrap_toml_datetimes);
+        }
+        Value::Array(a) => a.iter_mut().for_each(unwrap_toml_datetimes),
+        _ => {}
+    }
+}
+
+/// Deserializes an optional timestamp: a number (epoch seconds), an RFC 3339 string, or
+/// null/absent (a TOML date-time arrives as its text, see [`unwrap_toml_datetimes`]).
 pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     struct TimestampVisitor;
     impl<'de> Visitor<'de> for TimestampVisitor {
@@ -47,15 +68,6 @@ pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> 
                     "{v:?} is not a time: use epoch seconds or ISO 8601 (RFC 3339)"
                 ))
             })
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            match map.next_key::<String>()? {
-                Some(k) if k == TOML_DATETIME => {
-                    let s: String = map.next_value()?;
-                    self.visit_str(&s)
-                }
-                _ => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
-            }
         }
         fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)

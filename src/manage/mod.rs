@@ -10,8 +10,12 @@
 //!   `DEFENDER_AGENT_ACCOUNT` are set (read by [`ops::arns_for`], passed in here as [`Arns`]);
 //! - CreateSecurityProfile has no clientRequestToken in the API: repeating an identical request
 //!   is idempotent, any other request under an existing name is ResourceAlreadyExistsException;
-//! - CreateDimension: the same clientRequestToken with the same request is idempotent; a
+//! - CreateDimension: the same clientRequestToken with the same request is idempotent; a token
+//!   another dimension was created with is ResourceAlreadyExistsException (the model: "each
+//!   dimension must have a unique client request token"; the exception a taken name gives); a
 //!   dimension still used by a profile cannot be deleted (InvalidRequestException);
+//! - requests are checked against the API model's shapes ([`Request`]): a member it does not
+//!   have, at any depth, is InvalidRequestException naming its path.
 //! - a hand-written file without `version` counts as version 1.
 
 pub mod files;
@@ -186,7 +190,8 @@ pub struct Tag {
 }
 
 /// What the API does not return from Describe but we must remember, embedded in the file under
-/// `localMetadata` (the detect loaders ignore unknown keys) so one atomic rename covers all.
+/// `localMetadata` (the detect loaders skip it, [`crate::detect::LOCAL_MEMBERS`]) so one atomic
+/// rename covers all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalMetadata {
