@@ -1,5 +1,7 @@
 //! `detect validate` (ValidateSecurityProfileBehaviors) and `detect replay` (recorded input
-//! through profiles). Bad input exits 2: file and replay errors as a message on stderr.
+//! through profiles). Bad input exits 2: a document that is not a request or profile as the
+//! API's error JSON (`{"__type":"InvalidRequestException",…}`), file and replay errors as a
+//! message on stderr.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,7 +84,16 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<ExitCode> {
             let mut all_valid = true;
             for f in &files {
                 let doc = definitions::read_doc(f)?;
-                let r = validate_behaviors_text(&doc.text, &doc.name(), doc.format, &ctx)?;
+                let r = match validate_behaviors_text(&doc.text, &doc.name(), doc.format, &ctx) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Not a request or profile at all: the API's error form, as the
+                        // other verbs refuse a malformed request.
+                        let e = detect::ApiError::InvalidRequest(e.to_string());
+                        eprintln!("{}", serde_json::to_string(&e)?);
+                        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                    }
+                };
                 all_valid &= r.valid;
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }

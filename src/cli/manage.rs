@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILURE};
@@ -18,7 +17,7 @@ use crate::detect::profile::parse_json;
 use crate::manage::files::FilesError;
 use crate::manage::ops::arns_for;
 use crate::manage::ops::{Managed, OpError, Reply};
-use crate::manage::{Arns, ManageError};
+use crate::manage::{parse_request, request_from_value, Arns, ManageError, Request};
 
 /// Options every verb takes.
 #[derive(Debug, Clone, Args)]
@@ -286,17 +285,14 @@ fn json_flag(flag: &str, v: &str) -> Result<Value, ManageError> {
 }
 
 /// Builds the typed request from `--cli-input-json` and the flags (flags win).
-fn request<T: DeserializeOwned>(
-    input: Option<&str>,
-    flags: Map<String, Value>,
-) -> Result<T, ManageError> {
+fn request<T: Request>(input: Option<&str>, flags: Map<String, Value>) -> Result<T, ManageError> {
     let invalid = |e: crate::detect::ParseError| ManageError::InvalidRequest(e.to_string());
     let mut base = Map::new();
     if let Some(arg) = input {
         let (text, name) = read_arg_file(arg)?;
         if flags.is_empty() {
             // Straight from the text: errors carry line, column and field path.
-            return parse_json::<T>(&text, &name).map_err(invalid);
+            return parse_request::<T>(&text, &name);
         }
         match parse_json::<Value>(&text, &name).map_err(invalid)? {
             Value::Object(m) => base = m,
@@ -308,10 +304,7 @@ fn request<T: DeserializeOwned>(
         }
     }
     base.extend(flags);
-    serde_path_to_error::deserialize::<_, T>(Value::Object(base)).map_err(|e| {
-        let path = e.path().to_string();
-        ManageError::InvalidRequest(format!("request: at {path}: {}", e.into_inner()))
-    })
+    request_from_value(Value::Object(base))
 }
 
 #[derive(Default)]

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use super::EXIT_BAD_INPUT;
 use crate::config::Config;
@@ -229,18 +227,7 @@ pub fn parse_time(name: &str, s: &str) -> Result<f64, ApiError> {
     if let Ok(v) = s.parse::<f64>() {
         return if v.is_finite() { Ok(v) } else { Err(bad()) };
     }
-    rfc3339(s).ok_or_else(bad)
-}
-
-/// An RFC 3339 date-time as epoch seconds.
-fn rfc3339(s: &str) -> Option<f64> {
-    // RFC 3339 §5.6 separates date and time by `T` (`t`, or a space by its note); the `time`
-    // crate takes any character there, the command line keeps to those three.
-    if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
-        return None;
-    }
-    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    Some(t.unix_timestamp() as f64 + f64::from(t.nanosecond()) / 1e9)
+    crate::detect::timestamp::parse_rfc3339(s).ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 //! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
 //! - [`replay`]: JSON-lines replay driver
 //! - [`settings`]: the `[detect]` settings the daemon builds its engine from
+//! - [`shapes`]: the API model's shapes and the STRICT unknown-member check
+//! - [`timestamp`]: epoch seconds or ISO 8601, as the AWS CLI writes them
 //!
 //! Topic filters are `crate::topic_filter`; the agent's cloud-side input is
 //! `crate::traffic::TrafficCounters` (see [`engine::TrafficWindows`]); the tests and benches use
@@ -42,7 +44,9 @@ pub mod profile;
 pub mod query;
 pub mod replay;
 pub mod settings;
+pub mod shapes;
 mod state;
+pub mod timestamp;
 pub mod validate;
 pub mod violation;
 pub mod window;
@@ -136,8 +140,13 @@ pub struct LoadedProfile {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Members of a profile or dimension file that are ours, not the API's: what the manage verbs
+/// keep next to the Describe shape (`manage::LocalMetadata`).
+pub const LOCAL_MEMBERS: &[&str] = &["localMetadata"];
+
 /// Loads a DescribeSecurityProfile document (JSON or TOML). LOAD: wire rules fail, other problems
-/// skip the behavior with a diagnostic. STRICT: every rule fails (spec: detect.md §4).
+/// skip the behavior with a diagnostic. STRICT: every rule fails (spec: detect.md §4), and a
+/// member the API model does not have, at any depth, fails the load.
 pub fn load_profile(
     text: &str,
     source_name: &str,
@@ -145,7 +154,11 @@ pub fn load_profile(
     ctx: &ValidationContext,
     mode: Mode,
 ) -> Result<LoadedProfile, LoadError> {
-    let profile: SecurityProfile = profile::parse_doc(text, source_name, format)?;
+    let strict = (mode == Mode::Strict).then_some((
+        &shapes::DESCRIBE_SECURITY_PROFILE,
+        shapes::Root::Members(LOCAL_MEMBERS),
+    ));
+    let profile: SecurityProfile = profile::parse_doc_checked(text, source_name, format, strict)?;
     check_profile(profile, source_name, ctx, mode)
 }
 
@@ -198,7 +211,11 @@ pub fn load_dimension(
     format: Format,
     mode: Mode,
 ) -> Result<Dimension, LoadError> {
-    let d: Dimension = profile::parse_doc(text, source_name, format)?;
+    let strict = (mode == Mode::Strict).then_some((
+        &shapes::DESCRIBE_DIMENSION,
+        shapes::Root::Members(LOCAL_MEMBERS),
+    ));
+    let d: Dimension = profile::parse_doc_checked(text, source_name, format, strict)?;
     check_dimension(d, source_name, mode)
 }
 

@@ -9,6 +9,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
+use serde_path_to_error::Segment;
+
+use super::{shapes, timestamp};
 use crate::custom_metric::CustomMetricType;
 
 /// The output of `aws iot describe-security-profile`, field order as the API.
@@ -41,11 +44,19 @@ pub struct SecurityProfile {
     /// Incremented on each update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
-    /// Epoch seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Epoch seconds (read from a number or an ISO 8601 string, written as a number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::de_opt"
+    )]
     pub creation_date: Option<f64>,
-    /// Epoch seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Epoch seconds (read from a number or an ISO 8601 string, written as a number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::de_opt"
+    )]
     pub last_modified_date: Option<f64>,
 }
 
@@ -276,11 +287,19 @@ pub struct Dimension {
     pub dimension_type: String,
     /// Topic filters.
     pub string_values: Vec<String>,
-    /// Epoch seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Epoch seconds (read from a number or an ISO 8601 string, written as a number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::de_opt"
+    )]
     pub creation_date: Option<f64>,
-    /// Epoch seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Epoch seconds (read from a number or an ISO 8601 string, written as a number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::de_opt"
+    )]
     pub last_modified_date: Option<f64>,
 }
 
@@ -298,11 +317,19 @@ pub struct CustomMetric {
     /// Friendly name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// Epoch seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Epoch seconds (read from a number or an ISO 8601 string, written as a number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::de_opt"
+    )]
     pub creation_date: Option<f64>,
-    /// Epoch seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Epoch seconds (read from a number or an ISO 8601 string, written as a number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timestamp::de_opt"
+    )]
     pub last_modified_date: Option<f64>,
 }
 
@@ -342,27 +369,102 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     text: &str,
     source_name: &str,
 ) -> Result<T, ParseError> {
+    parse_doc_checked(text, source_name, Format::Json, None)
+}
+
+/// Parses a document into `T` as [`parse_doc`]; with `strict`, first refuses a member the API
+/// model does not have or a `long` written as a string ([`shapes::check`]), naming its path and
+/// position (the first one found).
+pub fn parse_doc_checked<T: serde::de::DeserializeOwned>(
+    text: &str,
+    source_name: &str,
+    format: Format,
+    strict: Option<(&shapes::Shape, shapes::Root<'_>)>,
+) -> Result<T, ParseError> {
     // Two steps, so each document type is deserialized (and monomorphized) from one kind of
     // input only, a `Value`: the text's syntax errors carry line and column from the first step;
     // a shape error's position is found afterwards by [`locate`], which walks the text once.
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| json_error(source_name, ".".to_owned(), &e))?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let (line, column) = locate(text, e.path()).unwrap_or((0, 0));
-        let message = e.into_inner().to_string();
-        ParseError::Json {
-            source_name: source_name.to_owned(),
-            line,
-            column,
-            path,
-            message,
+    let value = parse_value(text, source_name, format)?;
+    if let Some((shape, root)) = strict {
+        if let Some(p) = shapes::check(&value, shape, root).into_iter().next() {
+            return Err(shape_error(text, source_name, format, &p.path, p.message));
         }
+    }
+    from_value(value, text, source_name, format)
+}
+
+/// A document's text as a JSON value (TOML converted), syntax errors with their position.
+pub fn parse_value(
+    text: &str,
+    source_name: &str,
+    format: Format,
+) -> Result<serde_json::Value, ParseError> {
+    match format {
+        Format::Json => {
+            serde_json::from_str(text).map_err(|e| json_error(source_name, ".".to_owned(), &e))
+        }
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text)
+                .map_err(|e| toml_error(text, source_name, ".", &e))?;
+            let mut v = serde::Deserialize::deserialize(de)
+                .map_err(|e: toml::de::Error| toml_error(text, source_name, ".", &e))?;
+            timestamp::unwrap_toml_datetimes(&mut v);
+            Ok(v)
+        }
+    }
+}
+
+/// `T` from the value of a document's `text`, a shape error located in the text.
+fn from_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    text: &str,
+    source_name: &str,
+    format: Format,
+) -> Result<T, ParseError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
+        let message = e.into_inner().to_string();
+        shape_error(text, source_name, format, &segments, message)
     })
 }
 
+/// A shape error at `path` of the document, with its line (and column, JSON).
+pub(crate) fn shape_error(
+    text: &str,
+    source_name: &str,
+    format: Format,
+    path: &[Segment],
+    message: String,
+) -> ParseError {
+    let path_text = shapes::path_text(path);
+    match format {
+        Format::Json => {
+            let (line, column) = locate(text, path).unwrap_or((0, 0));
+            ParseError::Json {
+                source_name: source_name.to_owned(),
+                line,
+                column,
+                path: path_text,
+                message,
+            }
+        }
+        Format::Toml => {
+            let line = toml::Deserializer::parse(text)
+                .ok()
+                .and_then(|de| seek(de, path).err())
+                .map_or(0, |found| toml_line(text, &found));
+            ParseError::Toml {
+                source_name: source_name.to_owned(),
+                line,
+                path: path_text,
+                message,
+            }
+        }
+    }
+}
+
 /// Line and column (1-based) of the value at `path` in a JSON text that parses (see [`seek`]).
-fn locate(text: &str, path: &serde_path_to_error::Path) -> Option<(usize, usize)> {
+fn locate(text: &str, path: &[Segment]) -> Option<(usize, usize)> {
     let mut de = serde_json::Deserializer::from_str(text);
     seek(&mut de, path).err().map(|e| (e.line(), e.column()))
 }
@@ -372,12 +474,8 @@ const HERE: &str = "defender-agent: located";
 /// Walks a document to the value at `path` and fails there on purpose: the deserializer stamps
 /// the failure with its position (JSON: line and column; TOML: a span). `Ok` = not found. One
 /// copy per input format, whatever the document type.
-fn seek<'de, D: serde::Deserializer<'de>>(
-    d: D,
-    path: &serde_path_to_error::Path,
-) -> Result<(), D::Error> {
+fn seek<'de, D: serde::Deserializer<'de>>(d: D, path: &[Segment]) -> Result<(), D::Error> {
     use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
-    use serde_path_to_error::Segment;
 
     struct Seek<'a>(&'a [Segment]);
     impl<'de> DeserializeSeed<'de> for Seek<'_> {
@@ -439,8 +537,7 @@ fn seek<'de, D: serde::Deserializer<'de>>(
         }
     }
 
-    let segments: Vec<Segment> = path.iter().cloned().collect();
-    match Seek(&segments).deserialize(d) {
+    match Seek(path).deserialize(d) {
         // Only the planted failure has a position worth reporting.
         Err(e) if e.to_string().contains(HERE) => Err(e),
         _ => Ok(()),
@@ -471,22 +568,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ParseError> {
     // As parse_json: TOML → `Value` → T, so T is monomorphized for one input kind only; a shape
     // error's line is found afterwards by walking the TOML once more (see `locate`).
-    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, source_name, ".", &e))?;
-    let value: serde_json::Value = serde::Deserialize::deserialize(de)
-        .map_err(|e: toml::de::Error| toml_error(text, source_name, ".", &e))?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let line = toml::Deserializer::parse(text)
-            .ok()
-            .and_then(|de| seek(de, e.path()).err())
-            .map_or(0, |found| toml_line(text, &found));
-        ParseError::Toml {
-            source_name: source_name.to_owned(),
-            line,
-            path,
-            message: e.into_inner().to_string(),
-        }
-    })
+    parse_doc_checked(text, source_name, Format::Toml, None)
 }
 
 fn toml_line(text: &str, e: &toml::de::Error) -> usize {
@@ -545,10 +627,7 @@ pub fn parse_doc<T: serde::de::DeserializeOwned>(
     source_name: &str,
     format: Format,
 ) -> Result<T, ParseError> {
-    match format {
-        Format::Json => parse_json(text, source_name),
-        Format::Toml => parse_toml(text, source_name),
-    }
+    parse_doc_checked(text, source_name, format, None)
 }
 
 #[cfg(test)]

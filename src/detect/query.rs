@@ -148,6 +148,24 @@ fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::InvalidRequest(m.into())
 }
 
+/// The name filters as the model's `DeviceDefenderThingName` (1-128 characters) and
+/// `SecurityProfileName` (1-128 of `[a-zA-Z0-9:_-]`): a malformed one is an invalid request.
+fn check_names(thing_name: Option<&str>, profile_name: Option<&str>) -> Result<(), ApiError> {
+    if let Some(t) = thing_name {
+        if !super::shapes::THING_NAME.admits(t.chars().count() as i64) {
+            return Err(invalid(format!("thingName {t:?} must be 1-128 characters")));
+        }
+    }
+    if let Some(p) = profile_name {
+        if !super::validate::is_valid_name(p) {
+            return Err(invalid(format!(
+                "securityProfileName {p:?} must be 1-128 characters matching [a-zA-Z0-9:_-]+"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn max_results(m: Option<i64>) -> Result<usize, ApiError> {
     match m {
         None => Ok(250),
@@ -248,6 +266,10 @@ pub fn list_violation_events(
     if req.start_time > req.end_time {
         return Err(invalid("startTime must not be after endTime"));
     }
+    check_names(
+        req.thing_name.as_deref(),
+        req.security_profile_name.as_deref(),
+    )?;
     let limit = max_results(req.max_results)?;
     let ctype = parse_ctype(req.behavior_criteria_type.as_deref())?;
     let vstate = parse_vstate(req.verification_state.as_deref())?;
@@ -328,6 +350,10 @@ pub fn list_active_violations(
     verification: &VerificationMap,
     req: &ListActiveViolationsRequest,
 ) -> Result<ListActiveViolationsResponse, ApiError> {
+    check_names(
+        req.thing_name.as_deref(),
+        req.security_profile_name.as_deref(),
+    )?;
     if let Some(p) = &req.security_profile_name {
         if !known_profiles.contains(p) {
             return Err(ApiError::ResourceNotFound(format!(
@@ -839,5 +865,50 @@ mod tests {
         )
         .unwrap();
         assert!(ok.active_violations.is_empty());
+    }
+
+    #[test]
+    fn malformed_name_filters_are_invalid_requests_in_both_lists() {
+        // issue 15: `list` returned an empty page and `active` ResourceNotFoundException.
+        let e = engine(&[B1]);
+        let v = VerificationMap::new();
+        let long = "t".repeat(129);
+        for (thing, profile) in [
+            (Some(""), None),
+            (Some(long.as_str()), None),
+            (None, Some("")),
+            (None, Some("no spaces")),
+            (None, Some(long.as_str())),
+        ] {
+            let active = list_active_violations(
+                &[],
+                e.profile_names(),
+                &v,
+                &ListActiveViolationsRequest {
+                    thing_name: thing.map(str::to_owned),
+                    security_profile_name: profile.map(str::to_owned),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert_eq!(
+                active.code(),
+                "InvalidRequestException",
+                "{thing:?} {profile:?}"
+            );
+            let mut req = all(0.0, 1.0);
+            req.thing_name = thing.map(str::to_owned);
+            req.security_profile_name = profile.map(str::to_owned);
+            let events = list_violation_events(&[], &v, &req).unwrap_err();
+            assert_eq!(
+                events.code(),
+                "InvalidRequestException",
+                "{thing:?} {profile:?}"
+            );
+        }
+        // The model puts no pattern on a thing name.
+        let mut req = all(0.0, 1.0);
+        req.thing_name = Some("a thing/with spaces".into());
+        assert!(list_violation_events(&[], &v, &req).is_ok());
     }
 }

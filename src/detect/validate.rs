@@ -7,9 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use serde_path_to_error::Segment;
+
 use super::catalog::{self, MetricInfo, ValueKind};
 use super::criteria::{z_threshold, Cidr};
 use super::profile::{self, Behavior, CustomMetric, Dimension, ParseError, SecurityProfile};
+use super::shapes;
 use crate::custom_metric::{check_custom_metric_name, CustomMetricType};
 
 /// Which rules apply.
@@ -200,6 +203,9 @@ pub fn check_behavior(b: &Behavior, ctx: &ValidationContext, mode: Mode) -> Vec<
         for c in v.cidrs.iter().flatten() {
             if let Err(e) = Cidr::parse(c) {
                 out.push(Issue::wire(e.to_string()));
+            } else if !shapes::CIDR.admits(c.chars().count() as i64) {
+                // A valid but long IPv6 form (e.g. an IPv4-mapped address written in full).
+                out.push(Issue::rule(format!("cidr {c} must be 2-43 characters")));
             }
         }
         if let Some(x) = v
@@ -499,7 +505,42 @@ pub fn validate_behaviors_text(
     format: profile::Format,
     ctx: &ValidationContext,
 ) -> Result<ValidationResult, ParseError> {
-    let doc: serde_json::Value = profile::parse_doc(text, source_name, format)?;
+    let doc = profile::parse_value(text, source_name, format)?;
+    // A member the model does not have: outside the behaviors the document is refused (the
+    // request or profile is malformed); inside, the behavior is (its message names the path).
+    let problems = match &doc {
+        serde_json::Value::Object(_) => shapes::check(
+            &doc,
+            &shapes::DESCRIBE_SECURITY_PROFILE,
+            shapes::Root::Members(super::LOCAL_MEMBERS),
+        ),
+        _ => shapes::check(
+            &serde_json::json!({ "behaviors": doc }),
+            &shapes::VALIDATE_BEHAVIORS_REQUEST,
+            shapes::Root::Inside,
+        ),
+    };
+    let mut in_behavior: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for p in problems {
+        match p.path.as_slice() {
+            [Segment::Map { key }, Segment::Seq { index }, rest @ ..] if key == "behaviors" => {
+                in_behavior.entry(*index).or_default().push(format!(
+                    "{} at {}",
+                    p.message,
+                    shapes::path_text(rest)
+                ))
+            }
+            _ => {
+                return Err(profile::shape_error(
+                    text,
+                    source_name,
+                    format,
+                    &p.path,
+                    p.message,
+                ));
+            }
+        }
+    }
     let list = match &doc {
         serde_json::Value::Array(a) => a.clone(),
         serde_json::Value::Object(o) => match o.get("behaviors") {
@@ -531,6 +572,14 @@ pub fn validate_behaviors_text(
             .get("name")
             .and_then(|n| n.as_str())
             .map_or_else(|| format!("#{i}"), str::to_owned);
+        if let Some(found) = in_behavior.remove(&i) {
+            shape_errors.extend(
+                found
+                    .into_iter()
+                    .map(|m| format!("Behavior {name} is malformed. {m}")),
+            );
+            continue;
+        }
         match serde_path_to_error::deserialize::<_, Behavior>(raw) {
             Ok(b) => typed.push(b),
             Err(e) => shape_errors.push(format!(
@@ -593,6 +642,33 @@ pub fn check_profile(p: &SecurityProfile, ctx: &ValidationContext, mode: Mode) -
             ));
         }
     }
+    if mode == Mode::Strict {
+        // The model's limits AWS enforces on input (what AWS returned already met them).
+        let role_arns = p
+            .alert_targets
+            .iter()
+            .flatten()
+            .map(|(k, t)| (format!("alertTargets.{k}.roleArn"), &t.role_arn))
+            .chain(
+                p.metrics_export_config
+                    .iter()
+                    .map(|c| ("metricsExportConfig.roleArn".to_owned(), &c.role_arn)),
+            );
+        for (at, arn) in role_arns {
+            if !shapes::ROLE_ARN.admits(arn.chars().count() as i64) {
+                out.errors.push(format!(
+                    "Security profile {name} is malformed. {at} must be 20-2048 characters"
+                ));
+            }
+        }
+        if let Some(c) = &p.metrics_export_config {
+            if !shapes::MQTT_TOPIC.admits(c.mqtt_topic.chars().count() as i64) {
+                out.errors.push(format!(
+                    "Security profile {name} is malformed. metricsExportConfig.mqttTopic must be 1-512 characters"
+                ));
+            }
+        }
+    }
     for issue in check_behaviors(&p.behaviors, ctx, mode) {
         if mode == Mode::Strict || issue.issue.wire {
             out.errors.push(issue.message());
@@ -607,8 +683,8 @@ pub fn check_profile(p: &SecurityProfile, ctx: &ValidationContext, mode: Mode) -
     out
 }
 
-/// Checks a dimension: name, type and values (wire); in STRICT also at most 5 unique values and
-/// valid filter syntax (spec: detect.md §5, A14).
+/// Checks a dimension: name, type and 1-100 values (wire); in STRICT also unique values and
+/// valid filter syntax (spec: detect.md §5, A14; the API model's 1-100 over the spec's 5).
 pub fn check_dimension(d: &Dimension, mode: Mode) -> Vec<String> {
     let mut out = Vec::new();
     let n = &d.name;
@@ -623,15 +699,14 @@ pub fn check_dimension(d: &Dimension, mode: Mode) -> Vec<String> {
             d.dimension_type
         ));
     }
-    let max = if mode == Mode::Strict { 5 } else { 100 };
-    if d.string_values.is_empty() || d.string_values.len() > max {
+    if !shapes::DIMENSION_STRING_VALUES.admits(d.string_values.len() as i64) {
         out.push(format!(
-            "Dimension {n} is malformed. stringValues has {} entries, should be in range[1,{max}]",
+            "Dimension {n} is malformed. stringValues has {} entries, should be in range[1,100]",
             d.string_values.len()
         ));
     }
     for v in &d.string_values {
-        if v.is_empty() || v.chars().count() > 256 {
+        if !shapes::DIMENSION_STRING_VALUE.admits(v.chars().count() as i64) {
             out.push(format!(
                 "Dimension {n} is malformed. string value {v:?} must be 1-256 characters"
             ));
@@ -805,14 +880,26 @@ mod tests {
     }
 
     #[test]
-    fn dimensions_allow_100_values_on_load_and_5_unique_valid_filters_when_strict() {
+    fn dimensions_allow_100_values_and_unique_valid_filters_when_strict() {
         let mut d: Dimension =
             serde_json::from_str(r#"{"name":"D","type":"TOPIC_FILTER","stringValues":["a/#/b"]}"#)
                 .unwrap();
         assert!(check_dimension(&d, Mode::Load).is_empty());
         assert_eq!(check_dimension(&d, Mode::Strict).len(), 1);
-        d.string_values = (0..6).map(|i| format!("t/{i}")).collect();
+        // issue 15: the API model allows 1-100 values (the spec's 5 came from CloudFormation).
+        d.string_values = (0..100).map(|i| format!("t/{i}")).collect();
         assert!(check_dimension(&d, Mode::Load).is_empty());
+        assert!(check_dimension(&d, Mode::Strict).is_empty());
+        d.string_values.push("t/100".into());
+        for mode in [Mode::Load, Mode::Strict] {
+            let e = check_dimension(&d, mode);
+            assert_eq!(e.len(), 1);
+            assert!(
+                e[0].ends_with("has 101 entries, should be in range[1,100]"),
+                "{e:?}"
+            );
+        }
+        d.string_values = vec!["t".into(), "t".into()];
         assert_eq!(check_dimension(&d, Mode::Strict).len(), 1);
         d.dimension_type = "SOURCE_IP".into();
         assert_eq!(check_dimension(&d, Mode::Load).len(), 1);

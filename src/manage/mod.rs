@@ -10,8 +10,12 @@
 //!   `DEFENDER_AGENT_ACCOUNT` are set (read by [`ops::arns_for`], passed in here as [`Arns`]);
 //! - CreateSecurityProfile has no clientRequestToken in the API: repeating an identical request
 //!   is idempotent, any other request under an existing name is ResourceAlreadyExistsException;
-//! - CreateDimension: the same clientRequestToken with the same request is idempotent; a
+//! - CreateDimension: the same clientRequestToken with the same request is idempotent; a token
+//!   another dimension was created with is ResourceAlreadyExistsException (the model: "each
+//!   dimension must have a unique client request token"; the exception a taken name gives); a
 //!   dimension still used by a profile cannot be deleted (InvalidRequestException);
+//! - requests are checked against the API model's shapes ([`Request`]): a member it does not
+//!   have, at any depth, is InvalidRequestException naming its path.
 //! - a hand-written file without `version` counts as version 1.
 
 pub mod files;
@@ -24,6 +28,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::detect::profile::{AlertTarget, MetricToRetain, MetricsExportConfig};
+use crate::detect::shapes::{self, Shape};
 use crate::detect::validate::{self, is_valid_name, Mode, ValidationContext};
 use crate::detect::{Behavior, Dimension, SecurityProfile};
 
@@ -79,6 +84,61 @@ impl Serialize for ManageError {
     }
 }
 
+/// A request of the API: its shape in the model, against which its JSON is checked before it is
+/// typed (a member the model does not have, at any depth, is refused with its path).
+pub trait Request: serde::de::DeserializeOwned {
+    /// The request's shape.
+    const SHAPE: &'static Shape;
+}
+
+macro_rules! request_shape {
+    ($($t:ty => $s:ident),* $(,)?) => {
+        $(impl Request for $t {
+            const SHAPE: &'static Shape = &shapes::$s;
+        })*
+    };
+}
+
+request_shape! {
+    CreateDimensionRequest => CREATE_DIMENSION_REQUEST,
+    UpdateDimensionRequest => UPDATE_DIMENSION_REQUEST,
+    DimensionNameRequest => DIMENSION_NAME_REQUEST,
+    ListDimensionsRequest => LIST_DIMENSIONS_REQUEST,
+    CreateSecurityProfileRequest => CREATE_SECURITY_PROFILE_REQUEST,
+    UpdateSecurityProfileRequest => UPDATE_SECURITY_PROFILE_REQUEST,
+    ProfileNameRequest => DESCRIBE_SECURITY_PROFILE_REQUEST,
+    DeleteSecurityProfileRequest => DELETE_SECURITY_PROFILE_REQUEST,
+    ListSecurityProfilesRequest => LIST_SECURITY_PROFILES_REQUEST,
+}
+
+/// Parses a request body (JSON named `source_name`): errors carry line, column and field path.
+/// The root's unknown members are refused by the typed parser (its message lists the members).
+pub fn parse_request<T: Request>(text: &str, source_name: &str) -> Result<T, ManageError> {
+    crate::detect::profile::parse_doc_checked(
+        text,
+        source_name,
+        crate::detect::Format::Json,
+        Some((T::SHAPE, shapes::Root::Inside)),
+    )
+    .map_err(|e| invalid(e.to_string()))
+}
+
+/// A request from a JSON value (`--cli-input-json` merged with flags), checked as
+/// [`parse_request`]; errors are `request: at <path>: <message>`.
+pub fn request_from_value<T: Request>(v: Value) -> Result<T, ManageError> {
+    let fail = |path: String, message: String| invalid(format!("request: at {path}: {message}"));
+    if let Some(p) = shapes::check(&v, T::SHAPE, shapes::Root::Inside)
+        .into_iter()
+        .next()
+    {
+        return Err(fail(p.path_text(), p.message));
+    }
+    serde_path_to_error::deserialize::<_, T>(v).map_err(|e| {
+        let path = e.path().to_string();
+        fail(path, e.into_inner().to_string())
+    })
+}
+
 fn invalid(m: impl Into<String>) -> ManageError {
     ManageError::InvalidRequest(m.into())
 }
@@ -130,7 +190,8 @@ pub struct Tag {
 }
 
 /// What the API does not return from Describe but we must remember, embedded in the file under
-/// `localMetadata` (the detect loaders ignore unknown keys) so one atomic rename covers all.
+/// `localMetadata` (the detect loaders skip it, [`crate::detect::LOCAL_MEMBERS`]) so one atomic
+/// rename covers all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalMetadata {
@@ -214,7 +275,7 @@ pub struct DimensionNameRequest {
     pub name: String,
 }
 
-/// UpdateDimension request. `type` is accepted only to say it cannot change.
+/// UpdateDimension request (the type of a dimension cannot change: the model has no `type`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateDimensionRequest {
@@ -222,9 +283,6 @@ pub struct UpdateDimensionRequest {
     pub name: String,
     /// New topic filters.
     pub string_values: Vec<String>,
-    /// Not in the API; rejected unless equal to the current type.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub dimension_type: Option<String>,
 }
 
 /// ListDimensions request.
@@ -272,13 +330,22 @@ pub fn check_profile_name(name: &str) -> Result<(), ManageError> {
 
 fn check_tags(tags: Option<&Vec<Tag>>) -> Result<(), ManageError> {
     for t in tags.into_iter().flatten() {
-        if t.key.is_empty() || t.key.chars().count() > 128 {
+        if !shapes::TAG_KEY.admits(t.key.chars().count() as i64) {
             return Err(invalid(format!(
                 "tag key {:?} must be 1-128 characters",
                 t.key
             )));
         }
-        if t.value.as_ref().is_some_and(|v| v.chars().count() > 256) {
+        if !shapes::is_tag_key(&t.key) {
+            return Err(invalid(format!(
+                "tag key {:?} must be letters, numbers, spaces and _.:/=+-@",
+                t.key
+            )));
+        }
+        if t.value
+            .as_ref()
+            .is_some_and(|v| !shapes::TAG_VALUE.admits(v.chars().count() as i64))
+        {
             return Err(invalid(format!(
                 "tag {} value must be at most 256 characters",
                 t.key
@@ -291,6 +358,41 @@ fn check_tags(tags: Option<&Vec<Tag>>) -> Result<(), ManageError> {
 fn to_value<T: Serialize>(t: &T) -> Value {
     // Invariant: the request types are plain data whose serialisation cannot fail.
     serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+/// A `clientRequestToken` as the model's `ClientRequestToken`: 1-64 of `[a-zA-Z0-9-_]`.
+pub fn check_client_request_token(t: &str) -> Result<(), ManageError> {
+    if shapes::CLIENT_REQUEST_TOKEN.admits(t.len() as i64) && shapes::is_client_request_token(t) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "clientRequestToken must be 1-64 characters of [a-zA-Z0-9-_]",
+        ))
+    }
+}
+
+/// CreateDimension's token must not be another dimension's (the model: "each dimension must have
+/// a unique client request token"; the exception is the one a name already taken gives).
+pub fn check_token_unused(
+    req: &CreateDimensionRequest,
+    dimensions: &[StoredDimension],
+) -> Result<(), ManageError> {
+    let Some(token) = &req.client_request_token else {
+        return Ok(());
+    };
+    let owner = dimensions.iter().find(|d| {
+        d.dimension.name != req.name
+            && d.meta
+                .as_ref()
+                .is_some_and(|m| m.client_request_token.as_ref() == Some(token))
+    });
+    match owner {
+        Some(d) => Err(ManageError::ResourceAlreadyExists(format!(
+            "clientRequestToken {token} was used to create dimension {}",
+            d.dimension.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What a create decided: write this record (None when the create was an idempotent repeat).
@@ -312,11 +414,7 @@ pub fn create_dimension(
     check_dimension_name(&req.name)?;
     check_tags(req.tags.as_ref())?;
     if let Some(t) = &req.client_request_token {
-        if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                "clientRequestToken must be 1-64 printable characters",
-            ));
-        }
+        check_client_request_token(t)?;
     }
     let request_value = to_value(&req);
     let response = CreateDimensionResponse {
@@ -381,14 +479,6 @@ pub fn update_dimension(
 ) -> Result<StoredDimension, ManageError> {
     check_dimension_name(&req.name)?;
     let old = existing.ok_or_else(|| dimension_not_found(&req.name))?;
-    if let Some(t) = &req.dimension_type {
-        if *t != old.dimension.dimension_type {
-            return Err(invalid(format!(
-                "the type of dimension {} cannot change (is {}, requested {t})",
-                req.name, old.dimension.dimension_type
-            )));
-        }
-    }
     let mut new = old.clone();
     new.dimension.string_values = req.string_values;
     new.dimension.last_modified_date = Some(now);

@@ -7,12 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::files::{self, Dir, DirLock, FilesError};
 use super::*;
-use crate::detect::profile::parse_json;
 use crate::store::definitions::Validated;
 
 /// Why an operation failed: the API's error (exit 2 / `rejected`) or the OS (exit 1).
@@ -134,10 +132,10 @@ pub fn execute(
     now: f64,
     arns: &Arns,
 ) -> Result<Reply, OpError> {
-    fn req<T: DeserializeOwned>(body: &str, name: &str) -> Result<T, ManageError> {
+    fn req<T: Request>(body: &str, name: &str) -> Result<T, ManageError> {
         // An empty body is an empty request (List takes no required field).
         let body = if body.trim().is_empty() { "{}" } else { body };
-        parse_json(body, name).map_err(|e| ManageError::InvalidRequest(e.to_string()))
+        parse_request(body, name)
     }
     let b = body;
     let n = source_name;
@@ -312,6 +310,11 @@ impl Managed {
         check_dimension_name(&req.name)?;
         let _lock = self.lock()?;
         let existing = self.dimensions.find::<StoredDimension>(&req.name)?;
+        if req.client_request_token.is_some() {
+            let (all, _) = self.dimensions.read_all::<StoredDimension>()?;
+            let all: Vec<StoredDimension> = all.into_iter().map(|e| e.record).collect();
+            check_token_unused(&req, &all)?;
+        }
         let created = create_dimension(existing.as_ref().map(|e| &e.record), req, now, arns)?;
         if let Some(rec) = &created.write {
             self.dimensions.write(rec, None)??;

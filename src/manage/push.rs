@@ -25,35 +25,13 @@ use super::{
     StoredDimension, StoredProfile,
 };
 use crate::detect::profile::parse_json;
+use crate::detect::shapes::{self, Root, Shape};
 use crate::detect::validate::{self, Mode, ValidationContext};
 use crate::detect::{CustomMetric, Dimension, SecurityProfile};
 
 /// At most this many profiles and this many dimensions in one message (a bound on the work one
 /// message can cause; AWS allows far fewer profiles per device).
 pub const MAX_ENTRIES: usize = 1000;
-
-const PROFILE_KEYS: &[&str] = &[
-    "securityProfileName",
-    "securityProfileArn",
-    "securityProfileDescription",
-    "behaviors",
-    "alertTargets",
-    "additionalMetricsToRetain",
-    "additionalMetricsToRetainV2",
-    "metricsExportConfig",
-    "version",
-    "creationDate",
-    "lastModifiedDate",
-];
-
-const DIMENSION_KEYS: &[&str] = &[
-    "name",
-    "arn",
-    "type",
-    "stringValues",
-    "creationDate",
-    "lastModifiedDate",
-];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -216,12 +194,18 @@ impl Outcome {
     }
 }
 
-fn unknown_keys(v: &Value, allowed: &[&str], at: &str, errors: &mut Vec<String>) {
-    if let Some(o) = v.as_object() {
-        for k in o.keys().filter(|k| !allowed.contains(&k.as_str())) {
-            errors.push(format!("{at}: unknown field `{k}`"));
+/// Members the model's `shape` does not have, at any depth, and `long`s written as strings
+/// (STRICT); the entry is not read further when there is one.
+fn unknown_members(v: &Value, shape: &Shape, at: &str, errors: &mut Vec<String>) -> bool {
+    let found = shapes::check(v, shape, Root::Members(&[]));
+    for p in &found {
+        if p.path.is_empty() {
+            errors.push(format!("{at}: {}", p.message));
+        } else {
+            errors.push(format!("{at}.{}: {}", p.path_text(), p.message));
         }
     }
+    !found.is_empty()
 }
 
 fn entry<T: serde::de::DeserializeOwned>(v: Value, at: &str) -> Result<T, String> {
@@ -286,7 +270,9 @@ pub fn plan(
     let mut planned_dims: Vec<Planned<StoredDimension>> = Vec::new();
     for (i, v) in doc.dimensions.into_iter().enumerate() {
         let at = format!("dimensions[{i}]");
-        unknown_keys(&v, DIMENSION_KEYS, &at, &mut errors);
+        if unknown_members(&v, &shapes::DESCRIBE_DIMENSION, &at, &mut errors) {
+            continue;
+        }
         let d: Dimension = match entry(v, &at) {
             Ok(d) => d,
             Err(e) => {
@@ -357,7 +343,9 @@ pub fn plan(
     let mut planned_profiles: Vec<Planned<StoredProfile>> = Vec::new();
     for (i, v) in doc.security_profiles.into_iter().enumerate() {
         let at = format!("securityProfiles[{i}]");
-        unknown_keys(&v, PROFILE_KEYS, &at, &mut errors);
+        if unknown_members(&v, &shapes::DESCRIBE_SECURITY_PROFILE, &at, &mut errors) {
+            continue;
+        }
         let p: SecurityProfile = match entry(v, &at) {
             Ok(p) => p,
             Err(e) => {
@@ -548,6 +536,40 @@ mod tests {
         let out = serde_json::to_value(Outcome::refused(&r)).unwrap();
         assert_eq!(out["status"], "refused");
         assert_eq!(out["validationErrors"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_nested_unknown_member_or_a_string_count_refuses_the_push_naming_its_path() {
+        // issue 15: members inside behaviors, criteria, values, … were dropped silently.
+        let nested = PROFILE.replace(r#""count":10"#, r#""count":"10","colour":1"#);
+        let dim = DIM.replace(r#""stringValues""#, r#""colour":1,"stringValues""#);
+        let r = plan(&msg(&dim, &nested), &[], &[], vec![], NOW, &arns()).unwrap_err();
+        assert_eq!(
+            r.errors,
+            vec![
+                "dimensions[0]: unknown field `colour`".to_owned(),
+                "securityProfiles[0].behaviors[0].criteria.value: unknown field `colour`"
+                    .to_owned(),
+                "securityProfiles[0].behaviors[0].criteria.value.count: invalid type: string \"10\", expected a long"
+                    .to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_push_takes_aws_cli_v2_timestamps_and_writes_its_own_epoch_seconds() {
+        let iso = DIM.replace(
+            r#""creationDate":1.0"#,
+            r#""creationDate":"2026-10-01T10:00:00.123000+00:00""#,
+        );
+        let profile = PROFILE.replace(
+            r#""version":9"#,
+            r#""version":9,"creationDate":"2026-10-01T10:00:00.123000+00:00","lastModifiedDate":1790848800.5"#,
+        );
+        let p = plan(&msg(&iso, &profile), &[], &[], vec![], NOW, &arns()).unwrap();
+        assert_eq!(p.dimensions[0].record.dimension.creation_date, Some(NOW));
+        let written = serde_json::to_value(&p.profiles[0].record).unwrap();
+        assert_eq!(written["creationDate"], serde_json::json!(NOW));
     }
 
     #[test]

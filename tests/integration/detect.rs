@@ -219,3 +219,214 @@ fn validating_the_s12_request_files_gives_the_published_responses() {
         r#"{"valid":false,"validationErrors":[{"errorMessage":"Behavior Authorization is malformed. consecutiveDatapointsToAlarm 100000 should be in range[1,10]"}]}"#
     );
 }
+
+fn aws_cli(form: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/aws-cli")
+        .join(form)
+}
+
+fn load_aws_cli(form: &str, mode: Mode) -> defender_agent::store::definitions::Loaded {
+    let root = aws_cli(form);
+    defender_agent::store::definitions::load_all(
+        &[root.join("profiles")],
+        &[root.join("dimensions")],
+        &[root.join("custom-metrics")],
+        mode,
+    )
+    .unwrap_or_else(|e| panic!("{form} ({mode:?}): {e}"))
+}
+
+#[test]
+fn aws_cli_v2_iso_8601_documents_load_as_the_v1_epoch_seconds_ones() {
+    // issue 15: `at creationDate: invalid type: string "2026-10-01T10:00:00.123000+00:00"`.
+    for mode in [Mode::Load, Mode::Strict] {
+        let v1 = load_aws_cli("v1", mode);
+        let v2 = load_aws_cli("v2", mode);
+        let profiles = |l: &defender_agent::store::definitions::Loaded| {
+            l.profiles
+                .iter()
+                .map(|p| p.profile.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(profiles(&v2), profiles(&v1));
+        assert_eq!(v2.dimensions, v1.dimensions);
+        assert_eq!(v2.custom_metrics, v1.custom_metrics);
+        let p = &v2.profiles[0].profile;
+        assert_eq!(p.creation_date, Some(1_790_848_800.123));
+        assert_eq!(p.last_modified_date, Some(1_790_929_800.0));
+        assert_eq!(v2.dimensions[0].creation_date, Some(1_790_812_799.5));
+        assert_eq!(v2.custom_metrics[0].creation_date, Some(1_789_473_600.54));
+        assert!(
+            v2.profiles[0].diagnostics.is_empty(),
+            "{:?}",
+            v2.profiles[0].diagnostics
+        );
+        // Written back as today: epoch seconds.
+        let out = serde_json::to_value(p).unwrap();
+        assert_eq!(out["creationDate"], serde_json::json!(1_790_848_800.123));
+    }
+    // A time that is neither form names the field.
+    let text = read(&aws_cli("v2").join("dimensions/TopicFilterForAuthMessages.json"))
+        .replace("2026-09-30T23:59:59.500000+00:00", "yesterday");
+    let e = detect::load_dimension(&text, "d.json", Format::Json, Mode::Load).unwrap_err();
+    assert!(e.to_string().contains("at creationDate"), "{e}");
+    // TOML's own date-times are taken too.
+    let toml = "name = \"D\"\ntype = \"TOPIC_FILTER\"\nstringValues = [\"a\"]\ncreationDate = 2026-10-01T10:00:00.123+00:00\n";
+    let d = detect::load_dimension(toml, "d.toml", Format::Toml, Mode::Strict).unwrap();
+    assert_eq!(d.creation_date, Some(1_790_848_800.123));
+}
+
+#[test]
+fn strict_loads_refuse_a_member_the_model_does_not_have_and_load_mode_keeps_it_quiet() {
+    let ctx = ValidationContext::default();
+    let text = r#"{"securityProfileName":"P","behaviors":[{"name":"B","metric":"aws:num-messages-sent",
+        "criteria":{"comparisonOperator":"less-than","value":{"count":5,"colour":1},"durationSeconds":300}}]}"#;
+    assert!(detect::load_profile(text, "p.json", Format::Json, &ctx, Mode::Load).is_ok());
+    let e = detect::load_profile(text, "p.json", Format::Json, &ctx, Mode::Strict).unwrap_err();
+    match e {
+        LoadError::Parse(ParseError::Json {
+            path,
+            message,
+            line,
+            ..
+        }) => {
+            assert_eq!(path, "behaviors[0].criteria.value");
+            assert_eq!(message, "unknown field `colour`");
+            assert_eq!(line, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A count written as a string: LOAD takes it (CloudFormation writes one), STRICT does not.
+    let text = text.replace(r#""count":5,"colour":1"#, r#""count":"5""#);
+    assert!(detect::load_profile(&text, "p.json", Format::Json, &ctx, Mode::Load).is_ok());
+    let e = detect::load_profile(&text, "p.json", Format::Json, &ctx, Mode::Strict).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "at behaviors[0].criteria.value.count: invalid type: string \"5\", expected a long"
+        ),
+        "{e}"
+    );
+    // The manage verbs' own member next to the Describe shape is not unknown.
+    let stored = r#"{"name":"D","type":"TOPIC_FILTER","stringValues":["a"],"localMetadata":{"clientRequestToken":"t"}}"#;
+    assert!(detect::load_dimension(stored, "d.json", Format::Json, Mode::Strict).is_ok());
+}
+
+fn run_agent(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::support::agent_bin())
+        .args(args)
+        .env("DEFENDER_AGENT_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn detect_validate_names_an_unknown_member_and_refuses_a_non_document_as_an_api_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ok = r#"{"name":"B","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than","value":{"count":5},"durationSeconds":300}}"#;
+    // A behavior with a member the model does not have is malformed, with the member's path.
+    let nested = write(
+        "nested.json",
+        &format!(
+            r#"{{"behaviors":[{}]}}"#,
+            ok.replace(
+                r#""durationSeconds":300"#,
+                r#""durationSeconds":300,"colour":1"#
+            )
+        ),
+    );
+    let out = run_agent(&["detect", "validate", &nested]);
+    assert_eq!(out.status.code(), Some(2));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["validationErrors"][0]["errorMessage"],
+        "Behavior B is malformed. unknown field `colour` at criteria"
+    );
+    // An unknown top-level member, and a file that is not a request or a profile at all.
+    for (name, text, want) in [
+        (
+            "top.json",
+            format!(r#"{{"behaviors":[{ok}],"colour":1}}"#),
+            "unknown field `colour`",
+        ),
+        (
+            "not-a-profile.json",
+            r#"{"thingName":"x"}"#.to_owned(),
+            "unknown field `thingName`",
+        ),
+        (
+            "scalar.json",
+            "42".to_owned(),
+            "expected an object with behaviors or a list of behaviors",
+        ),
+    ] {
+        let f = write(name, &text);
+        let out = run_agent(&["detect", "validate", &f]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let e: serde_json::Value = serde_json::from_slice(&out.stderr)
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(e["__type"], "InvalidRequestException", "{name}");
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains(want) && m.contains(name), "{name}: {m}");
+    }
+    // A profile document as the AWS CLI v2 writes it validates.
+    let v2 = aws_cli("v2");
+    let profile = v2.join("profiles/BatteryAndAuth.json");
+    let out = run_agent(&[
+        "detect",
+        "validate",
+        profile.to_str().unwrap(),
+        "--dimension",
+        v2.join("dimensions").to_str().unwrap(),
+        "--custom-metric",
+        v2.join("custom-metrics").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn violation_lists_refuse_malformed_name_filters_as_invalid_requests() {
+    // issue 15: `list` answered an empty list, `active` ResourceNotFoundException.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "thing_name = \"t\"\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let long = "x".repeat(129);
+    for filter in [
+        ["--security-profile-name", "no spaces"],
+        ["--security-profile-name", long.as_str()],
+        ["--thing-name", long.as_str()],
+    ] {
+        for verb in [
+            vec!["violations", "list", "--start-time", "0", "--end-time", "1"],
+            vec!["violations", "active"],
+        ] {
+            let mut args = verb.clone();
+            args.extend(["--config", config.as_str()]);
+            args.extend(filter);
+            let out = run_agent(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            let e: serde_json::Value = serde_json::from_slice(&out.stderr)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+            assert_eq!(e["__type"], "InvalidRequestException", "{args:?}");
+        }
+    }
+}

@@ -961,3 +961,206 @@ fn execute_runs_a_json_request_on_the_same_files_as_the_commands() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn members_the_model_does_not_have_are_refused_at_any_depth_with_their_path() {
+    // issue 15: unknown members inside Behavior, BehaviorCriteria, MetricValue, … were dropped.
+    let env = Env::new();
+    create_auth_dimension(&env);
+    let before = env.snapshot();
+    let behavior = |patch: &str, with: &str| -> Value {
+        let b: Value = serde_json::from_str(BEHAVIORS).unwrap();
+        let text = serde_json::to_string(&b[0])
+            .unwrap()
+            .replacen(patch, with, 1);
+        serde_json::from_str(&text).unwrap()
+    };
+    for (b, path) in [
+        (
+            behavior(r#""name":"#, r#""colour":1,"name":"#),
+            "behaviors[0]",
+        ),
+        (
+            behavior(
+                r#""comparisonOperator":"#,
+                r#""colour":1,"comparisonOperator":"#,
+            ),
+            "behaviors[0].criteria",
+        ),
+        (
+            behavior(r#""count":10"#, r#""count":10,"colour":1"#),
+            "behaviors[0].criteria.value",
+        ),
+        (
+            behavior(r#""operator":"IN""#, r#""operator":"IN","colour":1"#),
+            "behaviors[0].metricDimension",
+        ),
+    ] {
+        // --cli-input-json: the path, with line and column.
+        let m = env
+            .json(
+                &["security-profiles", "create"],
+                &json!({"securityProfileName":"P","behaviors":[b]}),
+            )
+            .api_error("InvalidRequestException");
+        assert!(
+            m.contains(&format!("at {path}: unknown field `colour`")),
+            "{m}"
+        );
+        // Flags merged into a request: the same path.
+        let m = env
+            .run(&[
+                "security-profiles",
+                "create",
+                "--security-profile-name",
+                "P",
+                "--behaviors",
+                &json!([b]).to_string(),
+            ])
+            .api_error("InvalidRequestException");
+        assert!(
+            m.contains(&format!("at {path}: unknown field `colour`")),
+            "{m}"
+        );
+    }
+    for (request, path) in [
+        (
+            json!({"securityProfileName":"P","alertTargets":{"SNS":{"alertTargetArn":"arn:aws:sns:eu-west-1:123456789012:t","roleArn":"arn:aws:iam::123456789012:role/r","colour":1}}}),
+            "alertTargets.SNS",
+        ),
+        (
+            json!({"securityProfileName":"P","metricsExportConfig":{"mqttTopic":"t","roleArn":"arn:aws:iam::123456789012:role/r","colour":1}}),
+            "metricsExportConfig",
+        ),
+        (
+            json!({"securityProfileName":"P","additionalMetricsToRetainV2":[{"metric":"aws:num-messages-sent","colour":1}]}),
+            "additionalMetricsToRetainV2[0]",
+        ),
+        (
+            json!({"securityProfileName":"P","tags":[{"Key":"k","colour":1}]}),
+            "tags[0]",
+        ),
+    ] {
+        let m = env
+            .json(&["security-profiles", "create"], &request)
+            .api_error("InvalidRequestException");
+        assert!(m.contains(&format!("at {path}: ")), "{m}");
+        assert!(m.contains("unknown field `colour`"), "{m}");
+    }
+    // "count": "5": the model says long.
+    let m = env
+        .json(
+            &["security-profiles", "create"],
+            &json!({"securityProfileName":"P","behaviors":[behavior(r#""count":10"#, r#""count":"10""#)]}),
+        )
+        .api_error("InvalidRequestException");
+    assert!(
+        m.contains(
+            "at behaviors[0].criteria.value.count: invalid type: string \"10\", expected a long"
+        ),
+        "{m}"
+    );
+    // UpdateDimension has no `type` in the model.
+    let m = env
+        .json(
+            &["dimensions", "update"],
+            &json!({"name":"Auth","type":"TOPIC_FILTER","stringValues":["a"]}),
+        )
+        .api_error("InvalidRequestException");
+    assert!(m.contains("unknown field `type`"), "{m}");
+    assert_eq!(env.snapshot(), before, "nothing written");
+}
+
+#[test]
+fn the_models_limits_hold_for_tokens_tags_role_arns_and_string_values() {
+    let env = Env::new();
+    let dim = |name: &str, token: &str| {
+        env.json(
+            &["dimensions", "create"],
+            &json!({"name":name,"type":"TOPIC_FILTER","stringValues":["a/b"],"clientRequestToken":token}),
+        )
+    };
+    dim("One", "tok-1").ok();
+    // Another dimension's token: the model says each dimension has its own.
+    let m = dim("Two", "tok-1").api_error("ResourceAlreadyExistsException");
+    assert!(m.contains("tok-1") && m.contains("One"), "{m}");
+    // The token pattern is [a-zA-Z0-9-_].
+    let m = dim("Two", "tok.2").api_error("InvalidRequestException");
+    assert!(m.contains("clientRequestToken"), "{m}");
+    dim("Two", "tok_2").ok();
+    // 1-100 string values (the spec's 5 was CloudFormation's).
+    let values: Vec<String> = (0..100).map(|i| format!("t/{i}")).collect();
+    env.json(
+        &["dimensions", "create"],
+        &json!({"name":"Many","type":"TOPIC_FILTER","stringValues":values}),
+    )
+    .ok();
+    let mut more = values.clone();
+    more.push("t/100".into());
+    env.json(
+        &["dimensions", "update"],
+        &json!({"name":"Many","stringValues":more}),
+    )
+    .api_error("InvalidRequestException");
+    // Tag keys: letters, numbers, spaces and _.:/=+-@.
+    let m = env
+        .json(
+            &["security-profiles", "create"],
+            &json!({"securityProfileName":"P","tags":[{"Key":"a*b","Value":"v"}]}),
+        )
+        .api_error("InvalidRequestException");
+    assert!(m.contains("tag key \"a*b\""), "{m}");
+    env.json(
+        &["security-profiles", "create"],
+        &json!({"securityProfileName":"P","tags":[{"Key":"env:prod/é 1","Value":"v"}]}),
+    )
+    .ok();
+    // roleArn: at least 20 characters.
+    let m = env
+        .json(
+            &["security-profiles", "update"],
+            &json!({"securityProfileName":"P","alertTargets":{"SNS":{"alertTargetArn":"arn:aws:sns:eu-west-1:123456789012:t","roleArn":"arn:aws:iam::1:r"}}}),
+        )
+        .api_error("InvalidRequestException");
+    assert!(
+        m.contains("alertTargets.SNS.roleArn must be 20-2048 characters"),
+        "{m}"
+    );
+}
+
+#[test]
+fn an_aws_cli_v2_dimension_file_is_managed_and_described_in_epoch_seconds() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.dimensions()).unwrap();
+    let v2 = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/aws-cli/v2/dimensions/TopicFilterForAuthMessages.json");
+    std::fs::copy(
+        &v2,
+        env.dimensions().join("TopicFilterForAuthMessages.json"),
+    )
+    .unwrap();
+    let d = env
+        .run(&[
+            "dimensions",
+            "describe",
+            "--name",
+            "TopicFilterForAuthMessages",
+        ])
+        .ok();
+    assert_eq!(d["creationDate"], json!(1_790_812_799.5));
+    env.run(&[
+        "dimensions",
+        "update",
+        "--name",
+        "TopicFilterForAuthMessages",
+        "--string-values",
+        "device/+/auth",
+        "device/+/login",
+    ])
+    .ok();
+    let text =
+        std::fs::read_to_string(env.dimensions().join("TopicFilterForAuthMessages.json")).unwrap();
+    let stored: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(stored["creationDate"], json!(1_790_812_799.5));
+    assert!(stored["lastModifiedDate"].is_number(), "{text}");
+}
