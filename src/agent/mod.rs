@@ -551,12 +551,16 @@ impl Agent {
     }
 
     async fn sample_and_observe(&mut self) {
-        let sampler = Arc::clone(&self.sampler);
-        let (sample, errors) = match tokio::task::spawn_blocking(move || sampler.sample()).await {
-            Ok(r) => r,
-            Err(e) => {
-                error!(error = %e, "The sampling task failed.");
-                return;
+        let (sample, errors) = if self.sampler.is_immediate() {
+            self.sampler.sample()
+        } else {
+            let sampler = Arc::clone(&self.sampler);
+            match tokio::task::spawn_blocking(move || sampler.sample()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(error = %e, "The sampling task failed.");
+                    return;
+                }
             }
         };
         let changes = self.episodes.observe(&errors);

@@ -27,6 +27,9 @@ impl Sampler for Scripted {
         }
         (Sample::default(), Vec::new())
     }
+    fn is_immediate(&self) -> bool {
+        true
+    }
 }
 
 /// Everything the agent logged, as the daemon's log lines would read.

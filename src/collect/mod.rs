@@ -185,6 +185,14 @@ impl Builtin {
 pub trait Sampler: Send + Sync + 'static {
     /// One sample, plus the errors of the collectors that failed (their blocks are `None`).
     fn sample(&self) -> (Sample, Vec<Error>);
+
+    /// Whether [`Sampler::sample`] returns at once without blocking (no I/O): the agent then
+    /// calls it on its own task instead of in `spawn_blocking`. Scripted samplers in tests say
+    /// so, which keeps paused-time tests deterministic (a blocking-pool task does not hold
+    /// tokio's paused clock, which may jump past timers while it runs).
+    fn is_immediate(&self) -> bool {
+        false
+    }
 }
 
 /// Which collector an error belongs to (the key for "log once per episode").
