@@ -468,15 +468,15 @@ impl Spool {
                 recovery.corrupt_tail = Some(tail);
                 recovery.skipped_bytes = replayed.skipped;
                 recovery.resynced = replayed.resynced;
-                // A torn write or zero-filled space at the end is what a crash leaves: cut it. Any
-                // other damage (a record that fails its checks, intact records after a hole, a
-                // damaged header) is kept in a copy before the log is rewritten without it.
-                let crash_tail = replayed.resynced == 0
-                    && matches!(
-                        tail.reason,
-                        Corruption::Torn | Corruption::LengthOutOfRange(0)
-                    );
-                if crash_tail {
+                // Damage with nothing intact after it is a tail: cut it, as after a crash. Intact
+                // records after a hole (or a damaged header) mean the log is rewritten from what
+                // was read. Anything but a crash's torn write or zero-filled space is kept in a copy.
+                let tail_only = replayed.resynced == 0;
+                let crash = matches!(tail.reason, Corruption::Torn | Corruption::LengthOutOfRange(0));
+                if !(tail_only && crash) {
+                    recovery.damaged_copy = spool.keep_damaged_copy();
+                }
+                if tail_only {
                     tracing::warn!(
                         path = %spool.log_path.display(),
                         offset = tail.offset,
@@ -485,7 +485,6 @@ impl Spool {
                         "Spool file had a corrupt tail; cut it and kept the records before it."
                     );
                 } else {
-                    recovery.damaged_copy = spool.keep_damaged_copy();
                     tracing::warn!(
                         path = %spool.log_path.display(),
                         offset = tail.offset,
@@ -496,7 +495,7 @@ impl Spool {
                         "Spool file was damaged; kept every intact record and rewrote the log without the damage."
                     );
                 }
-                if valid_len < record::FILE_HEADER_LEN as u64 || !crash_tail {
+                if valid_len < record::FILE_HEADER_LEN as u64 || !tail_only {
                     rewrite = true;
                 } else if let Err(error) = truncate(&spool.log_path, valid_len) {
                     // Not fatal: every write first cuts the file back to the valid length, and a
