@@ -11,10 +11,12 @@
 //! `report.rs`, `mqtt.rs`, `spool.rs`, `tap.rs`, `traffic.rs` (`[[traffic_exports]]` →
 //! `traffic::Export`), `detect.rs` (`[detect]`, `[detect.push]` → `detect::Settings`), `alarm.rs`
 //! (`[[alarms]]` → `alarm::Output`). This file holds [`Config`], the problems, and the checks
-//! that span sections.
+//! that span sections; `deploy.rs` checks the deployment a file describes (TLS, Detect files,
+//! state directory: [`Config::load_checked`]).
 
 mod alarm;
 mod collect;
+mod deploy;
 mod detect;
 pub mod file;
 mod mqtt;
@@ -152,9 +154,9 @@ impl Config {
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(src: &str, origin: &str) -> Result<Config, Error> {
-        let file = parse_file(src).map_err(|p| Error::Invalid {
+        let file = parse_file(src).map_err(|problems| Error::Invalid {
             origin: origin.to_owned(),
-            problems: vec![p],
+            problems,
         })?;
         let mut v = Validator {
             src,
@@ -176,6 +178,16 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether `other` sets up the agent exactly as this one does: every value but the warnings
+    /// (which also carry positions and day counts that change without the settings changing).
+    pub fn same_settings(&self, other: &Config) -> bool {
+        let plain = |c: &Config| Config {
+            warnings: Vec::new(),
+            ..c.clone()
+        };
+        plain(self) == plain(other)
+    }
+
     /// The built-in default used when no `--config` is given: samples this machine, needs no AWS
     /// account and no state directory of its own (a temporary one is used by the callers).
     pub fn builtin() -> Config {
@@ -195,10 +207,10 @@ impl Config {
 }
 
 /// Deserialises the file, turning a serde error into a positioned problem with its key path.
-fn parse_file(src: &str) -> Result<file::File, Problem> {
+fn parse_file(src: &str) -> Result<file::File, Vec<Problem>> {
     let de = match toml::de::Deserializer::parse(src) {
         Ok(de) => de,
-        Err(e) => return Err(toml_problem(src, String::new(), &e)),
+        Err(e) => return Err(vec![toml_problem(src, String::new(), &e)]),
     };
     serde_path_to_error::deserialize::<_, file::File>(de).map_err(|e| {
         // Spanned<T> shows up as private path segments: keep only the user's keys.
@@ -208,7 +220,7 @@ fn parse_file(src: &str) -> Result<file::File, Problem> {
             .filter(|seg| !seg.starts_with("$__serde_spanned"))
             .collect::<Vec<_>>()
             .join(".");
-        toml_problem(src, key, e.inner())
+        vec![toml_problem(src, key, e.inner())]
     })
 }
 
@@ -346,6 +358,14 @@ impl Validator<'_> {
                 self.error("state_dir", s, "must not be empty");
                 PathBuf::new()
             }
+            Some(s) if !Path::new(s.get_ref()).is_absolute() => {
+                self.error(
+                    "state_dir",
+                    s,
+                    "must be an absolute path (a relative one depends on the working directory)",
+                );
+                PathBuf::from(s.get_ref())
+            }
             Some(s) => PathBuf::from(s.get_ref()),
         };
         let shutdown_timeout = self.secs(
@@ -426,7 +446,18 @@ pub fn check_thing_name(name: &str) -> Result<(), String> {
             "must not contain {c:?} (control characters and '/', '+', '#' break the topic)"
         ));
     }
+    if let Some(c) = name.chars().find(|&c| is_bidi_control(c)) {
+        return Err(format!(
+            "must not contain {c:?} (a bidirectional formatting character: the name would not read as it is)"
+        ));
+    }
     Ok(())
+}
+
+/// Unicode bidirectional formatting characters (marks, embeddings, overrides, isolates): they make
+/// a name display differently from what it is (Unicode TR9; CVE-2021-42574 "Trojan Source").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
