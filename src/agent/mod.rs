@@ -69,7 +69,9 @@ pub enum Error {
     #[error("runtime: {0}")]
     Runtime(String),
     /// Another process (a second agent) holds the spool of this state directory.
-    #[error("{0}: another defender-agent is running with this state_dir; not starting a second one")]
+    #[error(
+        "{0}: another defender-agent is running with this state_dir; not starting a second one"
+    )]
     SpoolLocked(#[source] crate::spool::Error),
     /// The spool's log path is not a regular file (a directory, a FIFO, a link to a device).
     #[error("cannot use the spool: {0}")]
@@ -93,8 +95,10 @@ enum Ended {
     Reload(Box<Config>),
 }
 
-/// Runs the daemon until `shutdown` is cancelled. SIGHUP reloads the configuration: an invalid new
-/// file is logged and ignored, a valid one restarts the loop (clean disconnect, spool kept).
+/// Runs the daemon until `shutdown` is cancelled. SIGHUP reloads the configuration: a new file
+/// that fails the checks of `check-config` (its text or its deployment: [`Config::load_checked`])
+/// is logged and ignored, a valid one restarts the loop (clean disconnect, spool kept); if the new
+/// one still cannot start, the one that ran before runs again.
 pub async fn run(
     config: Config,
     opts: RunOptions,

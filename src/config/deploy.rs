@@ -66,14 +66,26 @@ pub fn check(config: &Config, file: &file::File, src: &str, now: i64) -> Vec<Pro
         let fm = fm.get_ref();
         if m.tls {
             let spans = [&fm.ca_file, &fm.cert_file, &fm.key_file];
-            tls_files(&mut out, "mqtt", [&m.ca_file, &m.cert_file, &m.key_file], spans, now);
+            tls_files(
+                &mut out,
+                "mqtt",
+                [&m.ca_file, &m.cert_file, &m.key_file],
+                spans,
+                now,
+            );
         }
     }
     if let (Some(t), Some(ft)) = (&config.tap, &file.tap) {
         let ft = ft.get_ref();
         if t.tls {
             let spans = [&ft.ca_file, &ft.cert_file, &ft.key_file];
-            tls_files(&mut out, "tap", [&t.ca_file, &t.cert_file, &t.key_file], spans, now);
+            tls_files(
+                &mut out,
+                "tap",
+                [&t.ca_file, &t.cert_file, &t.key_file],
+                spans,
+                now,
+            );
         }
     }
     if let (Some(d), Some(fd)) = (&config.detect, &file.detect) {

@@ -234,7 +234,11 @@ fn syntax_problem(src: &str, e: &toml::de::Error) -> Problem {
     let mut p = toml_problem(src, String::new(), e);
     if p.message.starts_with("duplicate key") {
         if let Some(key) = e.span().and_then(|s| src.get(s)) {
-            p.key = key.trim().trim_matches(['"', '\'', '[', ']']).trim().to_owned();
+            p.key = key
+                .trim()
+                .trim_matches(['"', '\'', '[', ']'])
+                .trim()
+                .to_owned();
         }
     }
     p
@@ -252,10 +256,7 @@ fn dedup(problems: &mut Vec<Problem>) {
 }
 
 /// Deserialises a (partial) document into the mirror.
-fn deserialize(
-    src: &str,
-    table: Spanned<toml::de::DeTable<'_>>,
-) -> Result<file::File, Problem> {
+fn deserialize(src: &str, table: Spanned<toml::de::DeTable<'_>>) -> Result<file::File, Problem> {
     let de = toml::de::Deserializer::from(table);
     serde_path_to_error::deserialize::<_, file::File>(de).map_err(|e| {
         // Spanned<T> shows up as private path segments: keep only the user's keys.
@@ -783,7 +784,10 @@ mod tests {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }
         assert_eq!(
-            p.iter().find(|p| p.key == "mqtt.bogus").and_then(|p| p.position).map(|x| x.0),
+            p.iter()
+                .find(|p| p.key == "mqtt.bogus")
+                .and_then(|p| p.position)
+                .map(|x| x.0),
             Some(6)
         );
     }
@@ -796,7 +800,8 @@ mod tests {
 
     #[test]
     fn a_duplicate_key_is_named() {
-        let p = problems("thing_name = \"t\"\n[report]\ninterval_secs = 300\ninterval_secs = 600\n");
+        let p =
+            problems("thing_name = \"t\"\n[report]\ninterval_secs = 300\ninterval_secs = 600\n");
         assert_eq!(p[0].key, "interval_secs", "{p:?}");
         assert!(p[0].message.contains("duplicate key"), "{p:?}");
         assert_eq!(p[0].position.map(|x| x.0), Some(4));
@@ -821,7 +826,13 @@ mod tests {
             assert_eq!(e.position.map(|x| x.0), Some(4), "{endpoint}");
             assert!(e.message.contains(says), "{endpoint}: {}", e.message);
         }
-        for ok in ["localhost", "127.0.0.1", "::1", "abc-ats.iot.eu-west-1.amazonaws.com", "host."] {
+        for ok in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "abc-ats.iot.eu-west-1.amazonaws.com",
+            "host.",
+        ] {
             assert!(mqtt::check_endpoint(ok).is_ok(), "{ok}");
         }
     }
@@ -833,7 +844,11 @@ mod tests {
             "t",
         )
         .unwrap();
-        let w = c.warnings.iter().find(|w| w.key == "mqtt.keep_alive_secs").unwrap();
+        let w = c
+            .warnings
+            .iter()
+            .find(|w| w.key == "mqtt.keep_alive_secs")
+            .unwrap();
         assert!(w.message.contains("raises"), "{w}");
         assert_eq!(c.mqtt.unwrap().keep_alive, Duration::from_secs(10));
     }
@@ -858,20 +873,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("state");
         std::fs::write(&file, "x").unwrap();
-        let src = format!("thing_name = \"t\"\nstate_dir = {:?}\n", file.display().to_string());
+        let src = format!(
+            "thing_name = \"t\"\nstate_dir = {:?}\n",
+            file.display().to_string()
+        );
         assert!(Config::parse(&src, "t").is_ok(), "the TOML alone is fine");
         let Err(Error::Invalid { problems, .. }) = Config::parse_checked(&src, "t") else {
             panic!("a file as state_dir must be refused");
         };
         assert_eq!(problems[0].key, "state_dir");
         assert_eq!(problems[0].position.map(|x| x.0), Some(2));
-        assert!(problems[0].message.contains("not a directory"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("not a directory"),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn settings_compare_without_their_warnings() {
         let a = Config::parse("thing_name = \"t\"\n[report]\ninterval_secs = 60\n", "t").unwrap();
-        let b = Config::parse("\n\nthing_name = \"t\"\n[report]\ninterval_secs = 60\n", "t").unwrap();
+        let b = Config::parse(
+            "\n\nthing_name = \"t\"\n[report]\ninterval_secs = 60\n",
+            "t",
+        )
+        .unwrap();
         assert_ne!(a, b, "the warnings' lines differ");
         assert!(a.same_settings(&b));
     }

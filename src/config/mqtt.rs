@@ -43,7 +43,11 @@ pub fn check_endpoint(e: &str) -> Result<(), String> {
         return Err(format!("{WHAT}: {c:?} cannot appear in one"));
     }
     // A trailing dot (a fully qualified name) is allowed; an empty label elsewhere is not.
-    if e.strip_suffix('.').unwrap_or(e).split('.').any(str::is_empty) {
+    if e.strip_suffix('.')
+        .unwrap_or(e)
+        .split('.')
+        .any(str::is_empty)
+    {
         return Err(format!("{WHAT}: it has an empty label"));
     }
     Ok(())

@@ -300,15 +300,19 @@ pub fn check_files(ca: &Path, cert: &Path, key: &Path, now_secs: i64) -> Vec<Fil
 /// Adds a hint when a file holds the other kind of PEM block (cert and key swapped).
 fn swapped(message: String, bytes: &[u8], other: &str) -> String {
     let marker = format!("-----BEGIN {other}");
-    let holds_other = bytes
-        .windows(marker.len())
-        .any(|w| w == marker.as_bytes())
+    let holds_other = bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
         || (other == "PRIVATE KEY"
-            && [&b"-----BEGIN RSA PRIVATE KEY"[..], b"-----BEGIN EC PRIVATE KEY"]
-                .iter()
-                .any(|m| bytes.windows(m.len()).any(|w| w == *m)));
+            && [
+                &b"-----BEGIN RSA PRIVATE KEY"[..],
+                b"-----BEGIN EC PRIVATE KEY",
+            ]
+            .iter()
+            .any(|m| bytes.windows(m.len()).any(|w| w == *m)));
     if holds_other {
-        format!("{message} (it holds a {}: are cert_file and key_file swapped?)", other.to_lowercase())
+        format!(
+            "{message} (it holds a {}: are cert_file and key_file swapped?)",
+            other.to_lowercase()
+        )
     } else {
         message
     }
@@ -340,7 +344,10 @@ fn validity_problem(path: &Path, cert: &CertificateDer<'_>, now: i64) -> Option<
     let Some((not_before, not_after)) = validity(cert.as_ref()) else {
         return problem(
             false,
-            format!("{}: the certificate's validity cannot be read", path.display()),
+            format!(
+                "{}: the certificate's validity cannot be read",
+                path.display()
+            ),
         );
     };
     let name = path.display();
@@ -407,7 +414,9 @@ fn der_item(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         }
         let (digits, rest) = rest.split_at(n);
         (
-            digits.iter().fold(0usize, |acc, &d| (acc << 8) | usize::from(d)),
+            digits
+                .iter()
+                .fold(0usize, |acc, &d| (acc << 8) | usize::from(d)),
             rest,
         )
     };
@@ -431,7 +440,8 @@ fn der_time(bytes: &[u8]) -> Option<(i64, &[u8])> {
         return None;
     }
     let field = |i: usize| text.get(i..i + 2).and_then(|f| f.parse::<i64>().ok());
-    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
     let days = days_from_civil(year, month, day);
     Some((days * 86_400 + hour * 3_600 + minute * 60 + second, rest))
 }
@@ -536,9 +546,15 @@ mod tests {
         assert_eq!(utc_date(11_017 * 86_400 + 5), "2000-03-01");
         let utc = [&[0x17, 13][..], b"491231235959Z"].concat();
         let (t, rest) = der_time(&utc).unwrap();
-        assert_eq!((utc_date(t), t % 86_400, rest.len()), ("2049-12-31".into(), 86_399, 0));
+        assert_eq!(
+            (utc_date(t), t % 86_400, rest.len()),
+            ("2049-12-31".into(), 86_399, 0)
+        );
         let generalized = [&[0x18, 15][..], b"20500101000000Z"].concat();
-        assert_eq!(der_time(&generalized).map(|(t, _)| utc_date(t)), Some("2050-01-01".into()));
+        assert_eq!(
+            der_time(&generalized).map(|(t, _)| utc_date(t)),
+            Some("2050-01-01".into())
+        );
         assert_eq!(der_time(&[0x17, 3, b'9', b'9', b'Z']), None);
     }
 }

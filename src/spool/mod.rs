@@ -472,7 +472,10 @@ impl Spool {
                 // records after a hole (or a damaged header) mean the log is rewritten from what
                 // was read. Anything but a crash's torn write or zero-filled space is kept in a copy.
                 let tail_only = replayed.resynced == 0;
-                let crash = matches!(tail.reason, Corruption::Torn | Corruption::LengthOutOfRange(0));
+                let crash = matches!(
+                    tail.reason,
+                    Corruption::Torn | Corruption::LengthOutOfRange(0)
+                );
                 if !(tail_only && crash) {
                     recovery.damaged_copy = spool.keep_damaged_copy();
                 }
@@ -1204,7 +1207,7 @@ fn find_frame(
             }
             let ok = match chunk.get(i..i + HEADER + len) {
                 Some(whole) => record::decode_frame(whole).is_ok(),
-                None => matches!(read_frame_at(file, at, file_len, frame, path)?, Ok(_)),
+                None => read_frame_at(file, at, file_len, frame, path)?.is_ok(),
             };
             if ok {
                 return Ok(Some(at));

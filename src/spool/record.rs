@@ -667,7 +667,11 @@ mod tests {
                     expected.remove(hit.unwrap_or(0));
                 }
                 assert_eq!(decoded.records, expected, "byte {pos} bit {bit}");
-                let offset = if pos < FILE_HEADER_LEN { 0 } else { starts[hit.unwrap_or(0)] };
+                let offset = if pos < FILE_HEADER_LEN {
+                    0
+                } else {
+                    starts[hit.unwrap_or(0)]
+                };
                 assert_eq!(decoded.valid_len, offset, "byte {pos} bit {bit}");
                 assert_eq!(decoded.tail.map(|t| t.offset), Some(offset as u64));
                 let after = match hit {
@@ -694,7 +698,10 @@ mod tests {
         // A truncated file keeps everything before the cut; nothing follows it.
         let decoded = decode_all(&clean[..clean.len() - 3]);
         assert_eq!(decoded.records, records[..records.len() - 1]);
-        assert_eq!((decoded.resynced, decoded.skipped), (0, decoded.tail.unwrap().len));
+        assert_eq!(
+            (decoded.resynced, decoded.skipped),
+            (0, decoded.tail.unwrap().len)
+        );
     }
 
     #[test]
@@ -780,8 +787,45 @@ mod tests {
             let decoded = decode_all(&bytes);
             proptest::prop_assert!(decoded.valid_len <= bytes.len());
             let again = decode_all(&bytes[..decoded.valid_len]);
-            proptest::prop_assert_eq!(again.records, decoded.records);
+            let prefix = &decoded.records[..decoded.records.len() - decoded.resynced];
+            proptest::prop_assert_eq!(&again.records[..], prefix);
             proptest::prop_assert_eq!(again.tail, None);
+        }
+
+        #[test]
+        fn a_flip_or_a_cut_anywhere_in_real_records_costs_only_what_it_touches(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 1..12),
+            at in proptest::num::usize::ANY,
+            bit in 0u8..8,
+            cut in proptest::num::usize::ANY,
+        ) {
+            // Regression, issue 16 defect 8 (flip, truncate): the records not touched survive.
+            let records: Vec<Record> = payloads
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| Record::Append(Entry { id: i as u64 + 1, format: Format::Json, payload: p }))
+                .collect();
+            let bytes = image(&records);
+            let mut starts = vec![FILE_HEADER_LEN];
+            for r in &records {
+                let last = *starts.last().unwrap_or(&0);
+                starts.push(last + encoded_len(r));
+            }
+            let at = FILE_HEADER_LEN + at % (bytes.len() - FILE_HEADER_LEN);
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 1 << bit;
+            let hit = starts.iter().rposition(|&s| s <= at).unwrap_or(0);
+            let mut expected = records.clone();
+            expected.remove(hit);
+            proptest::prop_assert_eq!(decode_all(&flipped).records, expected);
+            let cut = cut % (bytes.len() + 1);
+            let whole = starts.iter().filter(|&&s| s <= cut).count().saturating_sub(1);
+            let decoded = decode_all(&bytes[..cut]);
+            if cut >= FILE_HEADER_LEN {
+                proptest::prop_assert_eq!(&decoded.records[..], &records[..whole]);
+            } else {
+                proptest::prop_assert!(decoded.records.is_empty());
+            }
         }
     }
 }

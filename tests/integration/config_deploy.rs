@@ -58,14 +58,22 @@ fn check(dir: &Path, text: &str) -> (i32, String) {
 }
 
 /// A self-signed certificate valid from `from` to `until` (year, month, day) with its own key.
-fn dated_cert(dir: &Path, stem: &str, from: (i32, u8, u8), until: (i32, u8, u8)) -> (PathBuf, PathBuf) {
+fn dated_cert(
+    dir: &Path,
+    stem: &str,
+    from: (i32, u8, u8),
+    until: (i32, u8, u8),
+) -> (PathBuf, PathBuf) {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, stem);
     params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
     params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
-    let (c, k) = (dir.join(format!("{stem}.crt.pem")), dir.join(format!("{stem}.key.pem")));
+    let (c, k) = (
+        dir.join(format!("{stem}.crt.pem")),
+        dir.join(format!("{stem}.key.pem")),
+    );
     std::fs::write(&c, cert.pem()).unwrap();
     write_private(&k, &key.serialize_pem());
     (c, k)
@@ -109,10 +117,25 @@ fn check_config_refuses_every_deployment_that_run_cannot_start_and_names_the_key
     };
     let mut cases: Vec<(String, Files, &str, &str)> = Vec::new();
     for which in ["ca_file", "cert_file", "key_file"] {
-        cases.push((format!("missing {which}"), with(which, &missing), which, "No such file"));
-        cases.push((format!("empty {which}"), with(which, &empty), which, "is empty"));
+        cases.push((
+            format!("missing {which}"),
+            with(which, &missing),
+            which,
+            "No such file",
+        ));
+        cases.push((
+            format!("empty {which}"),
+            with(which, &empty),
+            which,
+            "is empty",
+        ));
         cases.push((format!("non-PEM {which}"), with(which, &text), which, "no "));
-        cases.push((format!("directory {which}"), with(which, &directory), which, "is a directory"));
+        cases.push((
+            format!("directory {which}"),
+            with(which, &directory),
+            which,
+            "is a directory",
+        ));
     }
     let swapped = Files {
         ca: good.ca.clone(),
@@ -120,7 +143,12 @@ fn check_config_refuses_every_deployment_that_run_cannot_start_and_names_the_key
         key: good.cert.clone(),
     };
     cases.push(("swapped".into(), swapped, "cert_file", "swapped"));
-    cases.push(("mismatch".into(), with("key_file", &other.key), "key_file", "does not fit"));
+    cases.push((
+        "mismatch".into(),
+        with("key_file", &other.key),
+        "key_file",
+        "does not fit",
+    ));
     for (name, files, key, says) in &cases {
         let (code, stderr) = check(dir.path(), &config(&state, "localhost", files, 8883));
         assert_eq!(code, 2, "{name}: {stderr}");
@@ -131,10 +159,18 @@ fn check_config_refuses_every_deployment_that_run_cannot_start_and_names_the_key
         assert!(line.contains("error: line "), "{name}: {line}");
         assert!(line.contains(says), "{name}: {line}");
     }
-    for endpoint in ["mqtts://localhost", "localhost:8883", "local host", "localhost/x"] {
+    for endpoint in [
+        "mqtts://localhost",
+        "localhost:8883",
+        "local host",
+        "localhost/x",
+    ] {
         let (code, stderr) = check(dir.path(), &config(&state, endpoint, &good, 8883));
         assert_eq!(code, 2, "{endpoint}: {stderr}");
-        assert!(stderr.contains("line 8, column 12: `mqtt.endpoint`"), "{endpoint}: {stderr}");
+        assert!(
+            stderr.contains("line 8, column 12: `mqtt.endpoint`"),
+            "{endpoint}: {stderr}"
+        );
     }
     // Every problem is listed, not only the first.
     let broken = Files {
@@ -144,7 +180,12 @@ fn check_config_refuses_every_deployment_that_run_cannot_start_and_names_the_key
     };
     let (code, stderr) = check(dir.path(), &config(&state, "local host", &broken, 8883));
     assert_eq!(code, 2);
-    for key in ["mqtt.endpoint", "mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file"] {
+    for key in [
+        "mqtt.endpoint",
+        "mqtt.ca_file",
+        "mqtt.cert_file",
+        "mqtt.key_file",
+    ] {
         assert!(stderr.contains(&format!("`{key}`")), "{key}: {stderr}");
     }
     assert!(stderr.contains("4 error(s)"), "{stderr}");
@@ -180,7 +221,10 @@ fn check_config_refuses_an_expired_certificate_and_warns_about_one_expiring_soon
     };
     let (code, stderr) = check(dir.path(), &config(&state, "localhost", &files, 8883));
     assert_eq!(code, 0, "warnings only: {stderr}");
-    assert!(stderr.contains("warning: line 11") && stderr.contains("expires in"), "{stderr}");
+    assert!(
+        stderr.contains("warning: line 11") && stderr.contains("expires in"),
+        "{stderr}"
+    );
     assert!(stderr.contains("mode 640"), "{stderr}");
 }
 
@@ -216,7 +260,9 @@ fn check_config_reports_what_run_would_leave_out_of_a_detect_file() {
     let (code, stderr) = check(dir.path(), &text);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("warning: line 3") && stderr.contains("dimension Bad") && stderr.contains("a/#/b"),
+        stderr.contains("warning: line 3")
+            && stderr.contains("dimension Bad")
+            && stderr.contains("a/#/b"),
         "{stderr}"
     );
     // A Detect file that does not load is an error, as `run` refuses it.
@@ -262,7 +308,11 @@ impl Daemon {
     fn wait_log(&self, needle: &str, within: Duration) {
         let deadline = Instant::now() + within;
         while !self.log().contains(needle) {
-            assert!(Instant::now() < deadline, "no {needle:?} within {within:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {within:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -308,7 +358,11 @@ fn sighup_with_a_certificate_that_cannot_load_keeps_the_daemon_running_and_logs_
     let state = dir.path().join("state");
     let port = free_port();
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, config(&state, "127.0.0.1", &good_deployment(&pki), port)).unwrap();
+    std::fs::write(
+        &path,
+        config(&state, "127.0.0.1", &good_deployment(&pki), port),
+    )
+    .unwrap();
     let mut daemon = Daemon::start(&path, dir.path().join("agent.log"));
     daemon.wait_log("Spool opened.", Duration::from_secs(20));
     let directory = dir.path().join("cert-dir");
@@ -321,14 +375,28 @@ fn sighup_with_a_certificate_that_cannot_load_keeps_the_daemon_running_and_logs_
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
     daemon.wait_log("the new configuration is invalid", Duration::from_secs(10));
-    assert_eq!(daemon.exit_within(Duration::from_secs(3)), None, "{}", daemon.log());
+    assert_eq!(
+        daemon.exit_within(Duration::from_secs(3)),
+        None,
+        "{}",
+        daemon.log()
+    );
     let log = daemon.log();
-    assert_eq!(log.matches("the new configuration is invalid").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("the new configuration is invalid").count(),
+        1,
+        "{log}"
+    );
     assert!(log.contains("is a directory"), "{log}");
     assert!(!log.contains("Configuration reloaded"), "{log}");
     // SAFETY: as above.
     unsafe { libc::kill(daemon.pid(), libc::SIGTERM) };
-    assert_eq!(daemon.exit_within(Duration::from_secs(15)), Some(0), "{}", daemon.log());
+    assert_eq!(
+        daemon.exit_within(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
 }
 
 #[test]
@@ -345,7 +413,10 @@ fn run_refuses_a_deployment_that_check_config_refuses_with_exit_2_and_the_list()
     let out = run(&["run", "--config", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("`mqtt.endpoint`") && stderr.contains("`mqtt.key_file`"), "{stderr}");
+    assert!(
+        stderr.contains("`mqtt.endpoint`") && stderr.contains("`mqtt.key_file`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -355,13 +426,21 @@ fn a_second_agent_on_the_same_state_directory_refuses_to_start_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, config(&state, "127.0.0.1", &good_deployment(&pki), free_port())).unwrap();
+    std::fs::write(
+        &path,
+        config(&state, "127.0.0.1", &good_deployment(&pki), free_port()),
+    )
+    .unwrap();
     let first = Daemon::start(&path, dir.path().join("first.log"));
     first.wait_log("Spool opened.", Duration::from_secs(20));
     let mut second = Daemon::start(&path, dir.path().join("second.log"));
     let code = second.exit_within(Duration::from_secs(20));
     assert_eq!(code, Some(2), "{}", second.log());
-    assert!(second.log().contains("another defender-agent is running"), "{}", second.log());
+    assert!(
+        second.log().contains("another defender-agent is running"),
+        "{}",
+        second.log()
+    );
     assert!(!second.log().contains("kept in memory"), "{}", second.log());
 }
 
@@ -373,11 +452,23 @@ fn a_spool_log_that_is_a_directory_stops_run_with_exit_2() {
     let state = dir.path().join("state");
     std::fs::create_dir_all(state.join("spool").join("spool.log")).unwrap();
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, config(&state, "127.0.0.1", &good_deployment(&pki), free_port())).unwrap();
+    std::fs::write(
+        &path,
+        config(&state, "127.0.0.1", &good_deployment(&pki), free_port()),
+    )
+    .unwrap();
     let (code, stderr) = check(dir.path(), &std::fs::read_to_string(&path).unwrap());
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("`state_dir`") && stderr.contains("not a regular file"), "{stderr}");
+    assert!(
+        stderr.contains("`state_dir`") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
     // `run` checks the same before it starts.
     let out = run(&["run", "--config", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

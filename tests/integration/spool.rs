@@ -344,10 +344,17 @@ fn a_damaged_record_in_the_middle_costs_only_that_record_and_a_copy_is_kept() {
     assert_eq!(spool.last_id(), Some(5));
     let copy = dir.path().join("spool").join(DAMAGED_NAME);
     assert_eq!(recovery.damaged_copy.as_deref(), Some(copy.as_path()));
-    assert_eq!(fs::read(&copy).unwrap(), bytes, "the damaged file is kept as it was");
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        bytes,
+        "the damaged file is kept as it was"
+    );
     drop(spool);
     let (spool, recovery) = Spool::open(settings(dir.path())).unwrap();
-    assert_eq!((recovery.corrupt_tail, ids(&spool)), (None, vec![1, 2, 4, 5]));
+    assert_eq!(
+        (recovery.corrupt_tail, ids(&spool)),
+        (None, vec![1, 2, 4, 5])
+    );
 }
 
 #[test]
