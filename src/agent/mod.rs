@@ -259,9 +259,10 @@ async fn run_agent(
         tokio::select! {
             _ = shutdown.cancelled() => break Ended::Stopped,
             Some(()) = reload.recv() => {
-                // The same checks as `check-config` and `run`: a file or deployment that could
-                // not start is refused and the running configuration carries on.
-                match opts.config_path.as_deref().map(Config::load_checked) {
+                // The same checks as `check-config` and `run` (a dry run: the text only): a file
+                // or deployment that could not start is refused and the running one carries on.
+                let load = if opts.dry_run { Config::load } else { Config::load_checked };
+                match opts.config_path.as_deref().map(load) {
                     Some(Ok(next)) => match detect::DetectPart::check(&next) {
                         // Only the Detect files may have changed: reload them in place (the
                         // link, spool and traffic windows carry on).

@@ -12,10 +12,15 @@ use crate::agent;
 /// `run [--config FILE] [--dry-run]`.
 pub fn run(path: Option<&Path>, dry_run: bool) -> anyhow::Result<ExitCode> {
     // The same checks as `check-config` (TLS files, Detect files, state directory): a deployment
-    // that cannot work stops here with every problem listed (exit 2), not in the agent loop.
+    // that cannot work stops here with every problem listed (exit 2), not in the agent loop. A dry
+    // run uses no link and no spool: the file's text is checked only.
     let (mut config, from_file) = match path {
         Some(p) => {
-            let c = crate::config::Config::load_checked(p)?;
+            let c = if dry_run {
+                crate::config::Config::load(p)?
+            } else {
+                crate::config::Config::load_checked(p)?
+            };
             for w in &c.warnings {
                 tracing::warn!("{}: {w}", p.display());
             }
@@ -52,7 +57,6 @@ pub fn run(path: Option<&Path>, dry_run: bool) -> anyhow::Result<ExitCode> {
             Ok(()) => anyhow::Ok(ExitCode::SUCCESS),
             // Bad input, not a runtime failure: a second agent or an unusable spool path.
             Err(e @ (agent::Error::SpoolLocked(_) | agent::Error::SpoolNotAFile(_))) => {
-                tracing::error!(error = %e, "Not starting.");
                 eprintln!("defender-agent: {e}");
                 Ok(ExitCode::from(super::EXIT_BAD_INPUT))
             }

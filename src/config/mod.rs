@@ -271,8 +271,8 @@ fn deserialize(src: &str, table: Spanned<toml::de::DeTable<'_>>) -> Result<file:
 }
 
 /// The shape errors of each part of the document on its own: each top-level key; each key of a
-/// top-level table (a "missing field" there is an artefact of the split and left out); each
-/// element of an array of tables. Every mirror field is optional at the top and in the sections,
+/// top-level table (a "missing field" there is an artefact of the split and left out, the whole
+/// table's first problem is kept); each element of an array of tables. Every mirror field is optional at the top and in the sections,
 /// so a part alone deserialises exactly when it is right.
 fn shape_problems(src: &str, root: &Spanned<toml::de::DeTable<'_>>) -> Vec<Problem> {
     use toml::de::{DeArray, DeTable, DeValue};
@@ -286,9 +286,11 @@ fn shape_problems(src: &str, root: &Spanned<toml::de::DeTable<'_>>) -> Vec<Probl
     for (k, v) in root.get_ref().iter() {
         match v.get_ref() {
             DeValue::Table(inner) => {
-                if alone(k, v.clone()).is_none() {
+                // The section's first problem, then each of its keys alone.
+                let Some(first) = alone(k, v.clone()) else {
                     continue;
-                }
+                };
+                out.push(first);
                 for (ik, iv) in inner.iter() {
                     let mut t = DeTable::new();
                     t.insert(ik.clone(), iv.clone());
@@ -789,6 +791,13 @@ mod tests {
                 .and_then(|p| p.position)
                 .map(|x| x.0),
             Some(6)
+        );
+        // A required key missing in a nested table is kept too.
+        let p = problems("thing_name = \"t\"\n[detect.push]\ntopic = \"x\"\n[tap]\nbogus = 1\n");
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys.contains(&"detect.push") && keys.contains(&"tap.bogus"),
+            "{p:?}"
         );
     }
 
