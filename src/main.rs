@@ -29,7 +29,10 @@ fn main() -> ExitCode {
             output.as_deref(),
         ),
         Command::Validate { file, format } => cli::report::validate(&file, format.as_deref()),
-        Command::CheckConfig { config } => return cli::config::check_config(&config),
+        Command::CheckConfig {
+            config,
+            no_deployment,
+        } => return cli::config::check_config(&config, !no_deployment),
         Command::PrintExampleConfig => return cli::config::print_example_config(),
         Command::Status { config, json } => cli::status::status(&config, json),
         Command::Dimensions(a) => return cli::manage::run_dimensions(a),

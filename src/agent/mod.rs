@@ -68,6 +68,14 @@ pub enum Error {
     /// The runtime failed.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// Another process (a second agent) holds the spool of this state directory.
+    #[error(
+        "{0}: another defender-agent is running with this state_dir; not starting a second one"
+    )]
+    SpoolLocked(#[source] crate::spool::Error),
+    /// The spool's log path is not a regular file (a directory, a FIFO, a link to a device).
+    #[error("cannot use the spool: {0}")]
+    SpoolNotAFile(#[source] crate::spool::Error),
 }
 
 /// How the daemon runs.
@@ -87,8 +95,10 @@ enum Ended {
     Reload(Box<Config>),
 }
 
-/// Runs the daemon until `shutdown` is cancelled. SIGHUP reloads the configuration: an invalid new
-/// file is logged and ignored, a valid one restarts the loop (clean disconnect, spool kept).
+/// Runs the daemon until `shutdown` is cancelled. SIGHUP reloads the configuration: a new file
+/// that fails the checks of `check-config` (its text or its deployment: [`Config::load_checked`])
+/// is logged and ignored, a valid one restarts the loop (clean disconnect, spool kept); if the new
+/// one still cannot start, the one that ran before runs again.
 pub async fn run(
     config: Config,
     opts: RunOptions,
@@ -96,13 +106,24 @@ pub async fn run(
     mut reload: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), Error> {
     let mut config = config;
+    // The configuration that ran before a reload: if the new one cannot start, it runs again.
+    let mut previous: Option<Config> = None;
     loop {
-        match run_once(config, &opts, &shutdown, &mut reload).await? {
-            Ended::Stopped => return Ok(()),
-            Ended::Reload(next) => {
+        let current = config.clone();
+        match run_once(config, &opts, &shutdown, &mut reload).await {
+            Ok(Ended::Stopped) => return Ok(()),
+            Ok(Ended::Reload(next)) => {
                 info!("Configuration reloaded; restarting the agent loop.");
+                previous = Some(current);
                 config = *next;
             }
+            Err(e) => match previous.take() {
+                Some(before) => {
+                    error!(error = %e, "SIGHUP: the new configuration cannot start; going back to the running one.");
+                    config = before;
+                }
+                None => return Err(e),
+            },
         }
     }
 }
@@ -186,7 +207,9 @@ async fn run_once(
     let token = link_token.clone();
     let parts = Parts::from_config(config, opts.dry_run, &link_token, &mut |settings| {
         mqtt::spawn(settings, token.clone()).map(|(handle, _join)| handle)
-    })?;
+    })
+    // A link or tap already started stops with the token.
+    .inspect_err(|_| link_token.cancel())?;
     Ok(run_agent(Agent::new(parts), opts, shutdown, reload, link_token).await)
 }
 
@@ -236,11 +259,14 @@ async fn run_agent(
         tokio::select! {
             _ = shutdown.cancelled() => break Ended::Stopped,
             Some(()) = reload.recv() => {
-                match opts.config_path.as_deref().map(Config::load) {
+                // The same checks as `check-config` and `run` (a dry run: the text only): a file
+                // or deployment that could not start is refused and the running one carries on.
+                let load = if opts.dry_run { Config::load } else { Config::load_checked };
+                match opts.config_path.as_deref().map(load) {
                     Some(Ok(next)) => match detect::DetectPart::check(&next) {
                         // Only the Detect files may have changed: reload them in place (the
                         // link, spool and traffic windows carry on).
-                        Ok(()) if next == agent.config => {
+                        Ok(()) if next.same_settings(&agent.config) => {
                             info!("SIGHUP: configuration unchanged; reloading the Detect files in place.");
                             agent.reload_detect();
                         }
@@ -413,6 +439,12 @@ impl Parts {
                     );
                     last_id = recovery.last_id;
                     spool = Some(s);
+                }
+                // A second agent on this state directory, or a log that is not a file: refuse
+                // to start rather than run memory-only (issue 16).
+                Err(e @ crate::spool::Error::Locked { .. }) => return Err(Error::SpoolLocked(e)),
+                Err(e @ crate::spool::Error::NotAFile { .. }) => {
+                    return Err(Error::SpoolNotAFile(e))
                 }
                 Err(e) => {
                     error!(error = %e, "Cannot open the spool; reports are kept in memory only until it can be written.")

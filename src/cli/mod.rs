@@ -84,11 +84,16 @@ pub enum Command {
         #[arg(long, value_parser = ["json", "cbor"])]
         format: Option<String>,
     },
-    /// Check a configuration file: exit 0, or print every problem with key, line and column.
+    /// Check a configuration file and the deployment it describes (TLS files, endpoint, Detect
+    /// files, state directory): exit 0, or print every problem with key, line and column.
     CheckConfig {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Check the file's text only, not the files and directories it names: for a template
+        /// such as the packaged example, whose certificate paths are placeholders.
+        #[arg(long)]
+        no_deployment: bool,
     },
     /// Print the example configuration (every key, with its default).
     PrintExampleConfig,

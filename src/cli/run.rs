@@ -11,7 +11,23 @@ use crate::agent;
 
 /// `run [--config FILE] [--dry-run]`.
 pub fn run(path: Option<&Path>, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let (mut config, from_file) = super::load_config(path)?;
+    // The same checks as `check-config` (TLS files, Detect files, state directory): a deployment
+    // that cannot work stops here with every problem listed (exit 2), not in the agent loop. A dry
+    // run uses no link and no spool: the file's text is checked only.
+    let (mut config, from_file) = match path {
+        Some(p) => {
+            let c = if dry_run {
+                crate::config::Config::load(p)?
+            } else {
+                crate::config::Config::load_checked(p)?
+            };
+            for w in &c.warnings {
+                tracing::warn!("{}: {w}", p.display());
+            }
+            (c, true)
+        }
+        None => super::load_config(None)?,
+    };
     if !from_file {
         if !dry_run {
             anyhow::bail!("`run` needs --config FILE (or --dry-run to print reports from a built-in configuration)");
@@ -37,8 +53,15 @@ pub fn run(path: Option<&Path>, dry_run: bool) -> anyhow::Result<ExitCode> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         spawn_signal_handlers(shutdown.clone(), reload_tx)?;
-        agent::run(config, opts, shutdown, reload_rx).await?;
-        anyhow::Ok(ExitCode::SUCCESS)
+        match agent::run(config, opts, shutdown, reload_rx).await {
+            Ok(()) => anyhow::Ok(ExitCode::SUCCESS),
+            // Bad input, not a runtime failure: a second agent or an unusable spool path.
+            Err(e @ (agent::Error::SpoolLocked(_) | agent::Error::SpoolNotAFile(_))) => {
+                eprintln!("defender-agent: {e}");
+                Ok(ExitCode::from(super::EXIT_BAD_INPUT))
+            }
+            Err(e) => Err(e.into()),
+        }
     })
 }
 

@@ -2,8 +2,9 @@
 //!
 //! One TOML file configures the agent. Every key is documented, with its default, in
 //! `config/agent.example.toml`, which is embedded here as [`EXAMPLE`] and parsed by a test.
-//! Problems name the key path and the line and column in the file: a shape error stops parsing
-//! (serde cannot type the rest), after which every semantic problem is collected and reported.
+//! Problems name the key path and the line and column in the file: every syntax error, or every
+//! shape error (unknown key, wrong type) found key by key, is reported; when the shape is right,
+//! every semantic problem is collected and reported.
 //!
 //! Config sits above the modules it sets up: each module owns its `Settings` (plain data, next to
 //! the code that uses it), and one function per TOML section, in the file named after it, turns
@@ -11,10 +12,12 @@
 //! `report.rs`, `mqtt.rs`, `spool.rs`, `tap.rs`, `traffic.rs` (`[[traffic_exports]]` →
 //! `traffic::Export`), `detect.rs` (`[detect]`, `[detect.push]` → `detect::Settings`), `alarm.rs`
 //! (`[[alarms]]` → `alarm::Output`). This file holds [`Config`], the problems, and the checks
-//! that span sections.
+//! that span sections; `deploy.rs` checks the deployment a file describes (TLS, Detect files,
+//! state directory: [`Config::load_checked`]).
 
 mod alarm;
 mod collect;
+mod deploy;
 mod detect;
 pub mod file;
 mod mqtt;
@@ -152,9 +155,9 @@ impl Config {
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(src: &str, origin: &str) -> Result<Config, Error> {
-        let file = parse_file(src).map_err(|p| Error::Invalid {
+        let file = parse_file(src).map_err(|problems| Error::Invalid {
             origin: origin.to_owned(),
-            problems: vec![p],
+            problems,
         })?;
         let mut v = Validator {
             src,
@@ -176,6 +179,16 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether `other` sets up the agent exactly as this one does: every value but the warnings
+    /// (which also carry positions and day counts that change without the settings changing).
+    pub fn same_settings(&self, other: &Config) -> bool {
+        let plain = |c: &Config| Config {
+            warnings: Vec::new(),
+            ..c.clone()
+        };
+        plain(self) == plain(other)
+    }
+
     /// The built-in default used when no `--config` is given: samples this machine, needs no AWS
     /// account and no state directory of its own (a temporary one is used by the callers).
     pub fn builtin() -> Config {
@@ -194,12 +207,57 @@ impl Config {
     }
 }
 
-/// Deserialises the file, turning a serde error into a positioned problem with its key path.
-fn parse_file(src: &str) -> Result<file::File, Problem> {
-    let de = match toml::de::Deserializer::parse(src) {
-        Ok(de) => de,
-        Err(e) => return Err(toml_problem(src, String::new(), &e)),
-    };
+/// Deserialises the file, turning every syntax error, or every shape error (unknown key, wrong
+/// type) that can be found, into a positioned problem with its key path. The first problem is the
+/// one a plain deserialisation stops at; the others come from deserialising each top-level key,
+/// and each key of a table, alone (see [`shape_problems`]).
+fn parse_file(src: &str) -> Result<file::File, Vec<Problem>> {
+    let (root, errors) = toml::de::DeTable::parse_recoverable(src);
+    if !errors.is_empty() {
+        let mut out: Vec<Problem> = errors.iter().map(|e| syntax_problem(src, e)).collect();
+        dedup(&mut out);
+        return Err(out);
+    }
+    match deserialize(src, root.clone()) {
+        Ok(f) => Ok(f),
+        Err(first) => {
+            let mut out = vec![first];
+            out.extend(shape_problems(src, &root));
+            dedup(&mut out);
+            Err(out)
+        }
+    }
+}
+
+/// A syntax error; a duplicate key is named by its text at the error's position.
+fn syntax_problem(src: &str, e: &toml::de::Error) -> Problem {
+    let mut p = toml_problem(src, String::new(), e);
+    if p.message.starts_with("duplicate key") {
+        if let Some(key) = e.span().and_then(|s| src.get(s)) {
+            p.key = key
+                .trim()
+                .trim_matches(['"', '\'', '[', ']'])
+                .trim()
+                .to_owned();
+        }
+    }
+    p
+}
+
+/// Removes repeated problems (same key, position and message), keeping the first of each.
+fn dedup(problems: &mut Vec<Problem>) {
+    let mut seen = Vec::new();
+    problems.retain(|p| {
+        let id = (p.key.clone(), p.position, p.message.clone());
+        let new = !seen.contains(&id);
+        seen.push(id);
+        new
+    });
+}
+
+/// Deserialises a (partial) document into the mirror.
+fn deserialize(src: &str, table: Spanned<toml::de::DeTable<'_>>) -> Result<file::File, Problem> {
+    let de = toml::de::Deserializer::from(table);
     serde_path_to_error::deserialize::<_, file::File>(de).map_err(|e| {
         // Spanned<T> shows up as private path segments: keep only the user's keys.
         let path = e.path().to_string();
@@ -210,6 +268,55 @@ fn parse_file(src: &str) -> Result<file::File, Problem> {
             .join(".");
         toml_problem(src, key, e.inner())
     })
+}
+
+/// The shape errors of each part of the document on its own: each top-level key; each key of a
+/// top-level table (a "missing field" there is an artefact of the split and left out, the whole
+/// table's first problem is kept); each element of an array of tables. Every mirror field is optional at the top and in the sections,
+/// so a part alone deserialises exactly when it is right.
+fn shape_problems(src: &str, root: &Spanned<toml::de::DeTable<'_>>) -> Vec<Problem> {
+    use toml::de::{DeArray, DeTable, DeValue};
+    let span = root.span();
+    let alone = |key: &Spanned<toml::de::DeString<'_>>, value: Spanned<DeValue<'_>>| {
+        let mut t = DeTable::new();
+        t.insert(key.clone(), value);
+        deserialize(src, Spanned::new(span.clone(), t)).err()
+    };
+    let mut out = Vec::new();
+    for (k, v) in root.get_ref().iter() {
+        match v.get_ref() {
+            DeValue::Table(inner) => {
+                // The section's first problem, then each of its keys alone.
+                let Some(first) = alone(k, v.clone()) else {
+                    continue;
+                };
+                out.push(first);
+                for (ik, iv) in inner.iter() {
+                    let mut t = DeTable::new();
+                    t.insert(ik.clone(), iv.clone());
+                    match alone(k, Spanned::new(v.span(), DeValue::Table(t))) {
+                        Some(p) if !p.message.starts_with("missing field") => out.push(p),
+                        _ => {}
+                    }
+                }
+            }
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let mut a = DeArray::new();
+                    a.push(item.clone());
+                    if let Some(mut p) = alone(k, Spanned::new(v.span(), DeValue::Array(a))) {
+                        let one = format!("{}[0]", k.get_ref());
+                        if let Some(rest) = p.key.strip_prefix(&one) {
+                            p.key = format!("{}[{i}]{rest}", k.get_ref());
+                        }
+                        out.push(p);
+                    }
+                }
+            }
+            _ => out.extend(alone(k, v.clone())),
+        }
+    }
+    out
 }
 
 fn toml_problem(src: &str, key: String, e: &toml::de::Error) -> Problem {
@@ -346,6 +453,14 @@ impl Validator<'_> {
                 self.error("state_dir", s, "must not be empty");
                 PathBuf::new()
             }
+            Some(s) if !Path::new(s.get_ref()).is_absolute() => {
+                self.error(
+                    "state_dir",
+                    s,
+                    "must be an absolute path (a relative one depends on the working directory)",
+                );
+                PathBuf::from(s.get_ref())
+            }
             Some(s) => PathBuf::from(s.get_ref()),
         };
         let shutdown_timeout = self.secs(
@@ -426,7 +541,18 @@ pub fn check_thing_name(name: &str) -> Result<(), String> {
             "must not contain {c:?} (control characters and '/', '+', '#' break the topic)"
         ));
     }
+    if let Some(c) = name.chars().find(|&c| is_bidi_control(c)) {
+        return Err(format!(
+            "must not contain {c:?} (a bidirectional formatting character: the name would not read as it is)"
+        ));
+    }
     Ok(())
+}
+
+/// Unicode bidirectional formatting characters (marks, embeddings, overrides, isolates): they make
+/// a name display differently from what it is (Unicode TR9; CVE-2021-42574 "Trojan Source").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -639,5 +765,148 @@ mod tests {
         )
         .unwrap();
         assert!(c.detect.unwrap().disconnect_duration);
+    }
+
+    #[test]
+    fn every_shape_error_is_listed_and_the_first_is_the_one_reported_before() {
+        // Regression, issue 16 defect 2: parsing stopped at the first shape error.
+        let src = "thing_name = \"t\"\n[report]\nintervall_secs = 300\n[mqtt]\nport = \"x\"\nbogus = 1\n\
+                   [[custom_metrics]]\nname = \"a\"\ntype = \"number\"\nbuiltin = \"uptime_secs\"\n\
+                   [[custom_metrics]]\nname = 1\ntype = \"number\"\nbuiltin = \"uptime_secs\"\nshutdown = 3\n";
+        let p = problems(src);
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        let first = parse_first(src);
+        assert_eq!(p[0], first);
+        for key in [
+            "report.intervall_secs",
+            "mqtt.port",
+            "mqtt.bogus",
+            "custom_metrics[1].name",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        assert_eq!(
+            p.iter()
+                .find(|p| p.key == "mqtt.bogus")
+                .and_then(|p| p.position)
+                .map(|x| x.0),
+            Some(6)
+        );
+        // A required key missing in a nested table is kept too.
+        let p = problems("thing_name = \"t\"\n[detect.push]\ntopic = \"x\"\n[tap]\nbogus = 1\n");
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys.contains(&"detect.push") && keys.contains(&"tap.bogus"),
+            "{p:?}"
+        );
+    }
+
+    /// The one problem a plain deserialisation of the whole file reports.
+    fn parse_first(src: &str) -> Problem {
+        let (root, _) = toml::de::DeTable::parse_recoverable(src);
+        deserialize(src, root).unwrap_err()
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named() {
+        let p =
+            problems("thing_name = \"t\"\n[report]\ninterval_secs = 300\ninterval_secs = 600\n");
+        assert_eq!(p[0].key, "interval_secs", "{p:?}");
+        assert!(p[0].message.contains("duplicate key"), "{p:?}");
+        assert_eq!(p[0].position.map(|x| x.0), Some(4));
+    }
+
+    #[test]
+    fn an_endpoint_with_a_scheme_port_space_or_path_is_an_error_at_its_line() {
+        // Regression, issue 16 defect 2: these passed check-config and failed at connect.
+        for (endpoint, says) in [
+            ("mqtts://localhost", "scheme"),
+            ("localhost:8883", "mqtt.port = 8883"),
+            ("local host", "space"),
+            ("localhost/x", "path"),
+            ("[::1]", "brackets"),
+            ("a..b", "empty label"),
+        ] {
+            let p = problems(&format!(
+                "thing_name = \"t\"\n[mqtt]\ntls = false\nendpoint = \"{endpoint}\"\n"
+            ));
+            let e = p.iter().find(|p| p.key == "mqtt.endpoint").expect(endpoint);
+            assert_eq!(e.severity, Severity::Error);
+            assert_eq!(e.position.map(|x| x.0), Some(4), "{endpoint}");
+            assert!(e.message.contains(says), "{endpoint}: {}", e.message);
+        }
+        for ok in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "abc-ats.iot.eu-west-1.amazonaws.com",
+            "host.",
+        ] {
+            assert!(mqtt::check_endpoint(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_keep_alive_below_30_is_a_warning() {
+        let c = Config::parse(
+            "thing_name = \"t\"\n[mqtt]\nendpoint = \"localhost\"\ntls = false\nkeep_alive_secs = 10\n",
+            "t",
+        )
+        .unwrap();
+        let w = c
+            .warnings
+            .iter()
+            .find(|w| w.key == "mqtt.keep_alive_secs")
+            .unwrap();
+        assert!(w.message.contains("raises"), "{w}");
+        assert_eq!(c.mqtt.unwrap().keep_alive, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_thing_name_with_a_bidirectional_override_is_refused() {
+        let e = check_thing_name("gw\u{202E}1").unwrap_err();
+        assert!(e.contains("bidirectional"), "{e}");
+        assert!(check_thing_name("gw\u{2066}1").is_err());
+        assert!(check_thing_name("gw\u{85}1").is_err());
+    }
+
+    #[test]
+    fn a_relative_state_dir_is_an_error() {
+        let p = problems("thing_name = \"t\"\nstate_dir = \"var/lib/x\"\n");
+        assert_eq!(p[0].key, "state_dir");
+        assert!(p[0].message.contains("absolute"), "{p:?}");
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_file_is_an_error_of_the_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state");
+        std::fs::write(&file, "x").unwrap();
+        let src = format!(
+            "thing_name = \"t\"\nstate_dir = {:?}\n",
+            file.display().to_string()
+        );
+        assert!(Config::parse(&src, "t").is_ok(), "the TOML alone is fine");
+        let Err(Error::Invalid { problems, .. }) = Config::parse_checked(&src, "t") else {
+            panic!("a file as state_dir must be refused");
+        };
+        assert_eq!(problems[0].key, "state_dir");
+        assert_eq!(problems[0].position.map(|x| x.0), Some(2));
+        assert!(
+            problems[0].message.contains("not a directory"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn settings_compare_without_their_warnings() {
+        let a = Config::parse("thing_name = \"t\"\n[report]\ninterval_secs = 60\n", "t").unwrap();
+        let b = Config::parse(
+            "\n\nthing_name = \"t\"\n[report]\ninterval_secs = 60\n",
+            "t",
+        )
+        .unwrap();
+        assert_ne!(a, b, "the warnings' lines differ");
+        assert!(a.same_settings(&b));
     }
 }

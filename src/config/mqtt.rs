@@ -5,6 +5,53 @@ use std::path::PathBuf;
 use serde_spanned::Spanned;
 
 use super::{file, Severity, Validator};
+
+/// AWS IoT Core raises a keep-alive below 30 s to 30 s (AWS IoT Core quotas).
+pub const AWS_MIN_KEEP_ALIVE_SECS: u64 = 30;
+
+/// Checks `mqtt.endpoint`: a host name or an IP address, as the link dials it; a scheme, a port,
+/// a path, brackets or spaces would only fail at connect time.
+pub fn check_endpoint(e: &str) -> Result<(), String> {
+    const WHAT: &str = "must be a host name or IP address";
+    if let Some((scheme, _)) = e.split_once("://") {
+        return Err(format!("{WHAT}, without a scheme (\"{scheme}://\")"));
+    }
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{WHAT}: it contains a space or control character"));
+    }
+    if e.contains('/') {
+        return Err(format!("{WHAT}, without a path"));
+    }
+    if e.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if e.starts_with('[') {
+        return Err(format!("{WHAT}: write an IPv6 address without brackets"));
+    }
+    if let Some((_, port)) = e.rsplit_once(':') {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{WHAT}, without a port: set mqtt.port = {port}"));
+        }
+    }
+    if e.len() > 253 {
+        return Err(format!("{WHAT}: at most 253 bytes"));
+    }
+    if let Some(c) = e
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(format!("{WHAT}: {c:?} cannot appear in one"));
+    }
+    // A trailing dot (a fully qualified name) is allowed; an empty label elsewhere is not.
+    if e.strip_suffix('.')
+        .unwrap_or(e)
+        .split('.')
+        .any(str::is_empty)
+    {
+        return Err(format!("{WHAT}: it has an empty label"));
+    }
+    Ok(())
+}
 use crate::mqtt;
 use crate::report;
 
@@ -20,7 +67,12 @@ impl Validator<'_> {
     ) -> Option<mqtt::Settings> {
         let mq = m.get_ref();
         let endpoint = match &mq.endpoint {
-            Some(e) if !e.get_ref().is_empty() => e.get_ref().clone(),
+            Some(e) if !e.get_ref().is_empty() => {
+                if let Err(why) = check_endpoint(e.get_ref()) {
+                    self.error("mqtt.endpoint", e, why);
+                }
+                e.get_ref().clone()
+            }
             Some(e) => {
                 self.error("mqtt.endpoint", e, "must not be empty");
                 String::new()
@@ -146,6 +198,20 @@ impl Validator<'_> {
                 );
             }
         }
+        let keep_alive = self.secs("mqtt.keep_alive_secs", &mq.keep_alive_secs, 60, 5, 1_200);
+        if let Some(k) = &mq.keep_alive_secs {
+            if (5..AWS_MIN_KEEP_ALIVE_SECS).contains(k.get_ref()) {
+                self.push(
+                    Severity::Warning,
+                    "mqtt.keep_alive_secs",
+                    k,
+                    format!(
+                        "{} s is below {AWS_MIN_KEEP_ALIVE_SECS} s: AWS IoT raises a shorter keep-alive to {AWS_MIN_KEEP_ALIVE_SECS} s",
+                        k.get_ref()
+                    ),
+                );
+            }
+        }
         Some(mqtt::Settings {
             endpoint,
             port,
@@ -158,7 +224,7 @@ impl Validator<'_> {
             client_id,
             thing_name: thing_name.to_owned(),
             format,
-            keep_alive: self.secs("mqtt.keep_alive_secs", &mq.keep_alive_secs, 60, 5, 1_200),
+            keep_alive,
             clean_session: mq.clean_session.as_ref().is_none_or(|c| *c.get_ref()),
             reconnect_min,
             reconnect_max,

@@ -32,10 +32,14 @@
 //! that. A failed write is cut back off the file (best effort; any leftover is cut before the next
 //! write), so after a disk-full or read-only error the spool is unchanged and usable, and a later
 //! call succeeds once space is back. A crash at any moment leaves a valid prefix, a torn tail that
-//! [`Spool::open`] cuts and logs, or a leftover `spool.log.tmp` that it removes. A damaged record
-//! in the middle (a flipped bit) cuts that record and everything after it: without sync markers a
-//! resync could not be trusted (see [`record`]). `open` never fails on file content; on a disk that
-//! cannot be written it still opens and reads the spool, and the cut waits for the first write.
+//! [`Spool::open`] cuts and logs, or a leftover `spool.log.tmp` that it removes. Other damage (a
+//! flipped bit, a damaged header, garbage between records) costs only the records it hits: replay
+//! resynchronises on the next intact record (see [`record`]), a copy of the damaged file is kept as
+//! [`DAMAGED_NAME`] (one copy, at most [`DAMAGED_COPY_MAX_BYTES`]), and the log is rewritten from
+//! what was read. `open` never fails on file content (except a newer format version, left
+//! untouched); on a disk that cannot be written it still opens and reads the spool after a torn
+//! tail, and the cut waits for the first write. A log path that is not a regular file (a
+//! directory, a FIFO, a link to a device) is [`Error::NotAFile`], and is never read.
 //!
 //! A failed `ack` leaves the entry pending: it is published again later, and the service discards
 //! a report id it has already seen (spec D.1), so a retry costs a message, not a duplicate.
@@ -65,7 +69,7 @@ pub mod record;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -93,6 +97,12 @@ pub const DIR_NAME: &str = "spool";
 pub const LOG_NAME: &str = "spool.log";
 /// Name of the compaction's temporary file inside the spool directory.
 pub const TMP_NAME: &str = "spool.log.tmp";
+/// Name of the copy of a damaged log, kept beside it before the log is rewritten without the
+/// damage. One copy: a later damage replaces it (the newest is the one worth reading).
+pub const DAMAGED_NAME: &str = "spool.log.damaged";
+/// A damaged log larger than this is not copied (logged instead): a default spool at its
+/// compaction threshold is about 2.2 MiB, and the state directory may sit on a small flash.
+pub const DAMAGED_COPY_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How the spool is set up: the `[spool]` config section plus the state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,8 +192,15 @@ pub struct Recovery {
     pub entries: usize,
     /// Of those, pending ones.
     pub pending: usize,
-    /// The corrupt or torn tail that was cut from the log, if any (logged once as a warning).
+    /// The first damage found in the log (a torn or corrupt tail, or a damaged record with intact
+    /// ones after it), if any (logged once as a warning).
     pub corrupt_tail: Option<CorruptTail>,
+    /// Bytes of the log that were in no intact record and were discarded.
+    pub skipped_bytes: u64,
+    /// Records read after the first damage by resynchronising on the next intact record.
+    pub resynced: usize,
+    /// Where the damaged log was copied before it was rewritten (see [`DAMAGED_NAME`]).
+    pub damaged_copy: Option<PathBuf>,
     /// Entries dropped while loading because the bounds are now smaller than the file's content.
     pub dropped: usize,
     /// Well-checksummed records that did not fit the state (e.g. a non-increasing id), skipped.
@@ -193,9 +210,10 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    /// Bytes cut from the end of the log (0 when the log was intact).
+    /// Bytes discarded from the log (0 when the log was intact): a torn tail, or the damaged
+    /// spans that were skipped.
     pub fn cut_bytes(&self) -> u64 {
-        self.corrupt_tail.map_or(0, |t| t.len)
+        self.skipped_bytes
     }
 }
 
@@ -427,6 +445,9 @@ impl Spool {
             entries: 0,
             pending: 0,
             corrupt_tail: None,
+            skipped_bytes: 0,
+            resynced: 0,
+            damaged_copy: None,
             dropped: 0,
             ignored_records: 0,
             last_id: None,
@@ -443,8 +464,9 @@ impl Spool {
         };
         let mut rewrite = !exists;
         if exists {
-            let (valid_len, tail) = spool.replay(&mut recovery)?;
-            if let Some(tail) = tail {
+            let replayed = spool.replay(&mut recovery)?;
+            let valid_len = replayed.valid_len;
+            if let Some(tail) = replayed.damage {
                 if let Corruption::UnsupportedVersion(version) = tail.reason {
                     return Err(Error::UnsupportedVersion {
                         path: spool.log_path,
@@ -452,15 +474,40 @@ impl Spool {
                         supported: record::VERSION,
                     });
                 }
-                tracing::warn!(
-                    path = %spool.log_path.display(),
-                    offset = tail.offset,
-                    bytes = tail.len,
-                    reason = %tail.reason,
-                    "Spool file had a corrupt tail; cut it and kept the records before it."
-                );
                 recovery.corrupt_tail = Some(tail);
-                if valid_len < record::FILE_HEADER_LEN as u64 {
+                recovery.skipped_bytes = replayed.skipped;
+                recovery.resynced = replayed.resynced;
+                // Damage with nothing intact after it is a tail: cut it, as after a crash. Intact
+                // records after a hole (or a damaged header) mean the log is rewritten from what
+                // was read. Anything but a crash's torn write or zero-filled space is kept in a copy.
+                let tail_only = replayed.resynced == 0;
+                let crash = matches!(
+                    tail.reason,
+                    Corruption::Torn | Corruption::LengthOutOfRange(0)
+                );
+                if !(tail_only && crash) {
+                    recovery.damaged_copy = spool.keep_damaged_copy();
+                }
+                if tail_only {
+                    tracing::warn!(
+                        path = %spool.log_path.display(),
+                        offset = tail.offset,
+                        bytes = tail.len,
+                        reason = %tail.reason,
+                        "Spool file had a corrupt tail; cut it and kept the records before it."
+                    );
+                } else {
+                    tracing::warn!(
+                        path = %spool.log_path.display(),
+                        offset = tail.offset,
+                        skipped_bytes = replayed.skipped,
+                        resynced_records = replayed.resynced,
+                        reason = %tail.reason,
+                        copy = %recovery.damaged_copy.as_deref().map_or_else(|| "none".into(), |p| p.display().to_string()),
+                        "Spool file was damaged; kept every intact record and rewrote the log without the damage."
+                    );
+                }
+                if valid_len < record::FILE_HEADER_LEN as u64 || !tail_only {
                     rewrite = true;
                 } else if let Err(error) = truncate(&spool.log_path, valid_len) {
                     // Not fatal: every write first cuts the file back to the valid length, and a
@@ -647,6 +694,9 @@ impl Spool {
             entries: 0,
             pending: 0,
             corrupt_tail: None,
+            skipped_bytes: 0,
+            resynced: 0,
+            damaged_copy: None,
             dropped: 0,
             ignored_records: 0,
             last_id: None,
@@ -654,9 +704,9 @@ impl Spool {
         let mut corrupt_tail = None;
         match fs::metadata(&spool.log_path) {
             Ok(meta) if meta.is_file() => {
-                let (valid_len, tail) = spool.replay(&mut recovery)?;
-                spool.file_len = valid_len;
-                corrupt_tail = tail.filter(|t| t.len > 0);
+                let replayed = spool.replay(&mut recovery)?;
+                spool.file_len = replayed.valid_len;
+                corrupt_tail = replayed.damage.filter(|t| t.len > 0);
             }
             Ok(_) => {
                 return Err(Error::NotAFile {
@@ -912,63 +962,96 @@ impl Spool {
         Ok(written)
     }
 
-    /// Streams the log through the record decoder into the in-memory state, enforcing the bounds
-    /// as it goes (memory stays bounded whatever the file holds). Returns the valid prefix length
-    /// and the corrupt tail.
-    fn replay(&mut self, recovery: &mut Recovery) -> Result<(u64, Option<CorruptTail>), Error> {
+    /// Copies the damaged log to [`DAMAGED_NAME`] beside it (replacing an older copy), unless it
+    /// is larger than [`DAMAGED_COPY_MAX_BYTES`]; failures are logged, never fatal.
+    fn keep_damaged_copy(&self) -> Option<PathBuf> {
+        let copy = self.dir.join(DAMAGED_NAME);
+        let len = fs::metadata(&self.log_path).map_or(0, |m| m.len());
+        if len > DAMAGED_COPY_MAX_BYTES {
+            tracing::warn!(
+                path = %self.log_path.display(),
+                bytes = len,
+                max_bytes = DAMAGED_COPY_MAX_BYTES,
+                "The damaged spool file is too large to keep a copy of."
+            );
+            return None;
+        }
+        match fs::copy(&self.log_path, &copy) {
+            Ok(_) => Some(copy),
+            Err(e) => {
+                tracing::warn!(error = %Error::io("copy the damaged spool to", &copy, e), "Cannot keep a copy of the damaged spool file.");
+                None
+            }
+        }
+    }
+
+    /// Reads the log through the record decoder into the in-memory state, enforcing the bounds as
+    /// it goes (memory stays bounded whatever the file holds: one frame and one scan window at a
+    /// time), and resynchronises past damage as [`record::decode_all`] does.
+    fn replay(&mut self, recovery: &mut Recovery) -> Result<Replayed, Error> {
         let path = self.log_path.clone();
         let op = "read";
-        let file = File::open(&path).map_err(|e| Error::io(op, &path, e))?;
+        let file = open_regular(&path)?;
         let file_len = file.metadata().map_err(|e| Error::io(op, &path, e))?.len();
-        let mut reader = io::BufReader::new(file.take(file_len));
-        let tail = |offset: u64, reason| {
-            Some(CorruptTail {
-                offset,
-                len: file_len - offset,
-                reason,
-            })
+        let mut out = Replayed {
+            valid_len: 0,
+            damage: None,
+            skipped: 0,
+            resynced: 0,
+        };
+        let tail = |offset: u64, reason| CorruptTail {
+            offset,
+            len: file_len - offset,
+            reason,
         };
         if file_len == 0 {
             // Created but not yet written: treat as a torn creation so it is rewritten.
-            return Ok((0, tail(0, Corruption::Torn)));
+            out.damage = Some(tail(0, Corruption::Torn));
+            return Ok(out);
         }
         // Invariant: min(file_len, 8) fits in usize on every target.
         let mut header = vec![0u8; file_len.min(record::FILE_HEADER_LEN as u64) as usize];
-        read_exact(&mut reader, &mut header, &path)?;
-        if let Err(reason) = record::check_file_header(&header) {
-            return Ok((0, tail(0, reason)));
-        }
+        read_exact_at(&file, &mut header, 0, &path)?;
         let mut pos = record::FILE_HEADER_LEN as u64;
         let mut frame = Vec::new();
-        while pos < file_len {
-            let remaining = file_len - pos;
-            if remaining < record::FRAME_HEADER_LEN as u64 {
-                return Ok((pos, tail(pos, Corruption::Torn)));
+        if let Err(reason) = record::check_file_header(&header) {
+            out.damage = Some(tail(0, reason));
+            out.skipped = file_len;
+            if reason != Corruption::BadMagic || file_len < pos {
+                return Ok(out);
             }
-            let mut frame_header = [0u8; record::FRAME_HEADER_LEN];
-            read_exact(&mut reader, &mut frame_header, &path)?;
-            let body_len = match record::body_len(&frame_header) {
-                Ok(n) => n,
-                Err(reason) => return Ok((pos, tail(pos, reason))),
-            };
-            // Checked against the bytes present before allocating: a lying length never allocates.
-            if body_len as u64 > remaining - record::FRAME_HEADER_LEN as u64 {
-                return Ok((pos, tail(pos, Corruption::Torn)));
-            }
-            frame.clear();
-            frame.extend_from_slice(&frame_header);
-            frame.resize(record::FRAME_HEADER_LEN + body_len, 0);
-            // Invariant: `frame` was just resized to FRAME_HEADER_LEN + body_len.
-            read_exact(&mut reader, &mut frame[record::FRAME_HEADER_LEN..], &path)?;
-            match record::decode_frame(&frame) {
-                Ok((rec, n)) => {
-                    self.apply(rec, recovery);
-                    pos += n as u64;
+            // A damaged magic: the frames after it may be intact.
+            match find_frame(&file, pos, file_len, &mut frame, &path)? {
+                Some(next) => {
+                    out.skipped = next;
+                    pos = next;
                 }
-                Err(reason) => return Ok((pos, tail(pos, reason))),
+                None => return Ok(out),
             }
         }
-        Ok((pos, None))
+        while pos < file_len {
+            match read_frame_at(&file, pos, file_len, &mut frame, &path)? {
+                Ok((rec, n)) => {
+                    self.apply(rec, recovery);
+                    out.resynced += usize::from(out.damage.is_some());
+                    pos += n as u64;
+                }
+                Err(reason) => {
+                    if out.damage.is_none() {
+                        out.valid_len = pos;
+                        out.damage = Some(tail(pos, reason));
+                    }
+                    let next = find_frame(&file, pos + 1, file_len, &mut frame, &path)?
+                        .unwrap_or(file_len);
+                    out.skipped += next - pos;
+                    pos = next;
+                }
+            }
+        }
+        if out.damage.is_none() {
+            out.valid_len = pos;
+        }
+        Ok(out)
     }
 
     /// Applies one replayed record to the in-memory state.
@@ -1033,10 +1116,115 @@ impl Spool {
     }
 }
 
-fn read_exact(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<(), Error> {
-    reader
-        .read_exact(buf)
+/// What [`Spool::replay`] found.
+struct Replayed {
+    /// Length of the valid prefix (before any damage).
+    valid_len: u64,
+    /// The first damage, if any (`len` runs to the end of the file).
+    damage: Option<CorruptTail>,
+    /// Bytes in no checked frame.
+    skipped: u64,
+    /// Records found after the first damage.
+    resynced: usize,
+}
+
+/// Opens the log for reading, refusing anything but a regular file without blocking on it (a FIFO
+/// would block an ordinary open; a device such as `/dev/zero` would read forever).
+fn open_regular(path: &Path) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io("read", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], at: u64, path: &Path) -> Result<(), Error> {
+    file.read_exact_at(buf, at)
         .map_err(|e| Error::io("read", path, e))
+}
+
+/// Reads and checks the frame at `pos` into `frame`: `Ok(Err(_))` is damage, `Err(_)` an I/O error.
+/// A length is checked against the bytes present before anything is allocated.
+fn read_frame_at(
+    file: &File,
+    pos: u64,
+    file_len: u64,
+    frame: &mut Vec<u8>,
+    path: &Path,
+) -> Result<Result<(Record, usize), Corruption>, Error> {
+    let remaining = file_len - pos;
+    if remaining < record::FRAME_HEADER_LEN as u64 {
+        return Ok(Err(Corruption::Torn));
+    }
+    let mut frame_header = [0u8; record::FRAME_HEADER_LEN];
+    read_exact_at(file, &mut frame_header, pos, path)?;
+    let body_len = match record::body_len(&frame_header) {
+        Ok(n) => n,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if body_len as u64 > remaining - record::FRAME_HEADER_LEN as u64 {
+        return Ok(Err(Corruption::Torn));
+    }
+    frame.clear();
+    frame.resize(record::FRAME_HEADER_LEN + body_len, 0);
+    read_exact_at(file, frame, pos, path)?;
+    Ok(record::decode_frame(frame))
+}
+
+/// Bytes scanned per read while resynchronising.
+const SCAN_WINDOW: usize = 64 * 1024;
+
+/// The streaming form of [`record::resync`]: the first offset at or after `from` where a whole
+/// frame passes every check. Reads [`SCAN_WINDOW`] bytes at a time; a candidate whose length field
+/// is out of range or beyond the file is skipped without reading its body.
+fn find_frame(
+    file: &File,
+    from: u64,
+    file_len: u64,
+    frame: &mut Vec<u8>,
+    path: &Path,
+) -> Result<Option<u64>, Error> {
+    const HEADER: usize = record::FRAME_HEADER_LEN;
+    let mut window = vec![0u8; SCAN_WINDOW];
+    let mut start = from;
+    while start + HEADER as u64 <= file_len {
+        // Invariant: the min with SCAN_WINDOW fits in usize.
+        let n = (file_len - start).min(SCAN_WINDOW as u64) as usize;
+        // Invariant: n <= SCAN_WINDOW = window.len().
+        let chunk = &mut window[..n];
+        read_exact_at(file, chunk, start, path)?;
+        // Candidates i with i + HEADER <= n; n >= HEADER here.
+        let candidates = n + 1 - HEADER;
+        for i in 0..candidates {
+            let at = start + i as u64;
+            let Some(header) = chunk.get(i..).and_then(|c| c.first_chunk::<HEADER>()) else {
+                break;
+            };
+            let Ok(len) = record::body_len(header) else {
+                continue;
+            };
+            if len as u64 > file_len - at - HEADER as u64 {
+                continue;
+            }
+            let ok = match chunk.get(i..i + HEADER + len) {
+                Some(whole) => record::decode_frame(whole).is_ok(),
+                None => read_frame_at(file, at, file_len, frame, path)?.is_ok(),
+            };
+            if ok {
+                return Ok(Some(at));
+            }
+        }
+        start += candidates as u64;
+    }
+    Ok(None)
 }
 
 /// Cuts the log to `len` bytes, durably.

@@ -17,9 +17,13 @@
 //! value is caught. A length is checked against [`MAX_BODY_BYTES`] and against the bytes actually
 //! present before anything is sliced, so a lying length never allocates.
 //!
-//! Decoding stops at the first frame that is torn or fails its checks: everything from there on is
-//! the corrupt tail. Resynchronising past a bad frame was rejected on purpose: there are no sync
-//! markers, and the state records after a hole (acks, rejections) may refer to entries inside it.
+//! A frame that is torn or fails its checks is damage, not the end: decoding resynchronises on the
+//! next offset where a whole frame passes every check (length in range and present, CRC-32 over
+//! length and body, a body that parses; [`resync`]), so one damaged byte costs the records it hits,
+//! not every later one. The frame checks are the sync marker: a false match needs a 32-bit CRC
+//! collision on a body that also parses. A state record after a hole (an ack, a rejection) whose
+//! entry was in the hole refers to nothing and is ignored; an entry whose ack was in the hole is
+//! pending again and published once more (the service discards a report id it has seen, spec D.1).
 
 use super::Entry;
 use crate::report::Format;
@@ -136,12 +140,17 @@ pub struct CorruptTail {
 /// The result of decoding a whole spool file image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
-    /// The records of the valid prefix, in file order.
+    /// The records of every whole, checked frame, in file order (also those found after damage).
     pub records: Vec<Record>,
-    /// Length of the valid prefix (file header and whole, checked frames).
+    /// Length of the valid prefix (file header and whole, checked frames before any damage).
     pub valid_len: usize,
-    /// The corrupt or torn tail after the valid prefix, if any.
+    /// The first damage (torn or corrupt bytes) after the valid prefix, if any; `len` runs to the
+    /// end of the data.
     pub tail: Option<CorruptTail>,
+    /// Bytes that belong to no checked frame (0 when `tail` is `None`).
+    pub skipped: u64,
+    /// Of `records`, those found after the first damage by resynchronising.
+    pub resynced: usize,
 }
 
 /// The 8-byte file header of this format version.
@@ -301,54 +310,77 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), Corruption> {
     Ok((decode_body(body)?, FRAME_HEADER_LEN + len))
 }
 
-/// Decodes a whole file image: the valid prefix's records and the corrupt tail, if any.
-/// An empty image is a valid empty file (the spool writes the header when it creates the file).
+/// The first offset at or after `from` where a whole frame decodes (length in range and present,
+/// checksum, body): where decoding resumes after damage. `None` when no frame follows.
+pub fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    let last = bytes.len().checked_sub(FRAME_HEADER_LEN)?;
+    // Invariant: p <= last, so p + FRAME_HEADER_LEN <= bytes.len().
+    (from..=last).find(|&p| decode_frame(&bytes[p..]).is_ok())
+}
+
+/// Decodes a whole file image: every checked frame's record (resynchronising past damage, see
+/// [`resync`]), the valid prefix and the first damage. An empty image is a valid empty file (the
+/// spool writes the header when it creates the file). A damaged magic is resynchronised past too
+/// (a flipped byte in the header must not cost the file); a newer version stops decoding.
 pub fn decode_all(bytes: &[u8]) -> Decoded {
-    let mut records = Vec::new();
-    let tail_at = |offset: usize, reason| {
-        Some(CorruptTail {
-            offset: offset as u64,
-            // Invariant: called with 0 or with pos < bytes.len().
-            len: (bytes.len() - offset) as u64,
-            reason,
-        })
+    let mut decoded = Decoded {
+        records: Vec::new(),
+        valid_len: 0,
+        tail: None,
+        skipped: 0,
+        resynced: 0,
     };
     if bytes.is_empty() {
-        return Decoded {
-            records,
-            valid_len: 0,
-            tail: None,
-        };
-    }
-    if let Err(reason) = check_file_header(bytes) {
-        return Decoded {
-            records,
-            valid_len: 0,
-            tail: tail_at(0, reason),
-        };
+        return decoded;
     }
     let mut pos = FILE_HEADER_LEN;
+    if let Err(reason) = check_file_header(bytes) {
+        decoded.tail = Some(CorruptTail {
+            offset: 0,
+            len: bytes.len() as u64,
+            reason,
+        });
+        if reason != Corruption::BadMagic || bytes.len() < FILE_HEADER_LEN {
+            decoded.skipped = bytes.len() as u64;
+            return decoded;
+        }
+        match resync(bytes, FILE_HEADER_LEN) {
+            Some(next) => pos = next,
+            None => {
+                decoded.skipped = bytes.len() as u64;
+                return decoded;
+            }
+        }
+        decoded.skipped = pos as u64;
+    }
     while pos < bytes.len() {
         // Invariant: pos < bytes.len().
         match decode_frame(&bytes[pos..]) {
             Ok((record, n)) => {
-                records.push(record);
+                decoded.records.push(record);
+                decoded.resynced += usize::from(decoded.tail.is_some());
                 pos += n;
             }
             Err(reason) => {
-                return Decoded {
-                    records,
-                    valid_len: pos,
-                    tail: tail_at(pos, reason),
+                if decoded.tail.is_none() {
+                    decoded.valid_len = pos;
+                    decoded.tail = Some(CorruptTail {
+                        offset: pos as u64,
+                        // Invariant: pos < bytes.len().
+                        len: (bytes.len() - pos) as u64,
+                        reason,
+                    });
                 }
+                let next = resync(bytes, pos + 1).unwrap_or(bytes.len());
+                decoded.skipped += (next - pos) as u64;
+                pos = next;
             }
         }
     }
-    Decoded {
-        records,
-        valid_len: pos,
-        tail: None,
+    if decoded.tail.is_none() {
+        decoded.valid_len = pos;
     }
+    decoded
 }
 
 /// A bounds-checked reader over a record body.
@@ -612,31 +644,64 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_bit_in_the_middle_cuts_that_record_and_everything_after() {
+    fn a_flipped_bit_anywhere_costs_only_the_record_it_hits() {
+        // Regression, issue 16 defect 8: one damaged byte used to cut every later record.
         let records = sample_records();
         let bytes = image(&records);
-        // Flip every bit of every byte after the header once; the damaged frame and all later ones
-        // are cut, the frames before it survive.
         let mut starts = vec![FILE_HEADER_LEN];
         for r in &records {
             let last = *starts.last().unwrap_or(&0);
             starts.push(last + encoded_len(r));
         }
-        for pos in FILE_HEADER_LEN..bytes.len() {
+        for pos in 0..bytes.len() {
+            if pos == MAGIC.len() {
+                continue; // the version byte: a newer version is refused, see below
+            }
             for bit in 0..8 {
                 let mut damaged = bytes.clone();
                 damaged[pos] ^= 1 << bit;
                 let decoded = decode_all(&damaged);
-                let frame_index = starts.iter().rposition(|&s| s <= pos).unwrap_or(0);
-                assert_eq!(
-                    decoded.records,
-                    records[..frame_index],
-                    "byte {pos} bit {bit}"
-                );
-                assert_eq!(decoded.valid_len, starts[frame_index]);
-                assert!(decoded.tail.is_some());
+                let mut expected = records.clone();
+                let hit = starts.iter().rposition(|&s| s <= pos);
+                if pos >= FILE_HEADER_LEN {
+                    expected.remove(hit.unwrap_or(0));
+                }
+                assert_eq!(decoded.records, expected, "byte {pos} bit {bit}");
+                let offset = if pos < FILE_HEADER_LEN {
+                    0
+                } else {
+                    starts[hit.unwrap_or(0)]
+                };
+                assert_eq!(decoded.valid_len, offset, "byte {pos} bit {bit}");
+                assert_eq!(decoded.tail.map(|t| t.offset), Some(offset as u64));
+                let after = match hit {
+                    Some(k) if pos >= FILE_HEADER_LEN => records.len() - k - 1,
+                    _ => records.len(),
+                };
+                assert_eq!(decoded.resynced, after, "byte {pos} bit {bit}");
             }
         }
+    }
+
+    #[test]
+    fn garbage_between_records_is_skipped_and_counted() {
+        let records = sample_records();
+        let clean = image(&records);
+        let cut = FILE_HEADER_LEN + encoded_len(&records[0]);
+        let mut bytes = clean[..cut].to_vec();
+        bytes.extend_from_slice(&[0xA5; 37]);
+        bytes.extend_from_slice(&clean[cut..]);
+        let decoded = decode_all(&bytes);
+        assert_eq!(decoded.records, records);
+        assert_eq!((decoded.valid_len, decoded.skipped), (cut, 37));
+        assert_eq!(decoded.resynced, records.len() - 1);
+        // A truncated file keeps everything before the cut; nothing follows it.
+        let decoded = decode_all(&clean[..clean.len() - 3]);
+        assert_eq!(decoded.records, records[..records.len() - 1]);
+        assert_eq!(
+            (decoded.resynced, decoded.skipped),
+            (0, decoded.tail.unwrap().len)
+        );
     }
 
     #[test]
@@ -722,8 +787,45 @@ mod tests {
             let decoded = decode_all(&bytes);
             proptest::prop_assert!(decoded.valid_len <= bytes.len());
             let again = decode_all(&bytes[..decoded.valid_len]);
-            proptest::prop_assert_eq!(again.records, decoded.records);
+            let prefix = &decoded.records[..decoded.records.len() - decoded.resynced];
+            proptest::prop_assert_eq!(&again.records[..], prefix);
             proptest::prop_assert_eq!(again.tail, None);
+        }
+
+        #[test]
+        fn a_flip_or_a_cut_anywhere_in_real_records_costs_only_what_it_touches(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 1..12),
+            at in proptest::num::usize::ANY,
+            bit in 0u8..8,
+            cut in proptest::num::usize::ANY,
+        ) {
+            // Regression, issue 16 defect 8 (flip, truncate): the records not touched survive.
+            let records: Vec<Record> = payloads
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| Record::Append(Entry { id: i as u64 + 1, format: Format::Json, payload: p }))
+                .collect();
+            let bytes = image(&records);
+            let mut starts = vec![FILE_HEADER_LEN];
+            for r in &records {
+                let last = *starts.last().unwrap_or(&0);
+                starts.push(last + encoded_len(r));
+            }
+            let at = FILE_HEADER_LEN + at % (bytes.len() - FILE_HEADER_LEN);
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 1 << bit;
+            let hit = starts.iter().rposition(|&s| s <= at).unwrap_or(0);
+            let mut expected = records.clone();
+            expected.remove(hit);
+            proptest::prop_assert_eq!(decode_all(&flipped).records, expected);
+            let cut = cut % (bytes.len() + 1);
+            let whole = starts.iter().filter(|&&s| s <= cut).count().saturating_sub(1);
+            let decoded = decode_all(&bytes[..cut]);
+            if cut >= FILE_HEADER_LEN {
+                proptest::prop_assert_eq!(&decoded.records[..], &records[..whole]);
+            } else {
+                proptest::prop_assert!(decoded.records.is_empty());
+            }
         }
     }
 }

@@ -27,8 +27,21 @@ fn the_example_config_printed_by_the_binary_passes_check_config() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("thing_name = \"gateway-42\""));
+    // Its certificate paths are placeholders: the text passes, the deployment does not (yet).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text).unwrap();
+    let path = path.to_str().unwrap();
+    let out = run(&["check-config", "--config", path, "--no-deployment"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, stderr) = check_config(&text);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`mqtt.cert_file`"), "{stderr}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod collect;
+mod config_deploy;
 mod detect;
 mod detect_agent;
 mod detect_cases;

@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use defender_agent::report::Format;
 use defender_agent::spool::{
-    record, Backlog, Entry, EntryState, Error, IoCause, Settings, Spool, LOG_NAME, TMP_NAME,
+    record, Backlog, Entry, EntryState, Error, IoCause, Settings, Spool, DAMAGED_NAME, LOG_NAME,
+    TMP_NAME,
 };
 
 const ROLE_ENV: &str = "SPOOL_TEST_ROLE";
@@ -317,7 +318,8 @@ fn a_torn_last_write_is_cut_durably_and_the_rest_survives() {
 }
 
 #[test]
-fn a_damaged_record_in_the_middle_cuts_it_and_everything_after() {
+fn a_damaged_record_in_the_middle_costs_only_that_record_and_a_copy_is_kept() {
+    // Regression, issue 16 defect 8: a flipped byte used to cut every later record.
     let dir = tempfile::tempdir().unwrap();
     {
         let (mut spool, _) = Spool::open(settings(dir.path())).unwrap();
@@ -337,9 +339,69 @@ fn a_damaged_record_in_the_middle_cuts_it_and_everything_after() {
         recovery.corrupt_tail.map(|t| (t.offset, t.reason)),
         Some((third as u64, record::Corruption::ChecksumMismatch))
     );
-    assert_eq!(ids(&spool), [1, 2]);
-    // The last id is what survived: the cut ids may be issued again.
-    assert_eq!(spool.last_id(), Some(2));
+    assert_eq!(ids(&spool), [1, 2, 4, 5]);
+    assert_eq!((recovery.resynced, recovery.cut_bytes()), (2, 118));
+    assert_eq!(spool.last_id(), Some(5));
+    let copy = dir.path().join("spool").join(DAMAGED_NAME);
+    assert_eq!(recovery.damaged_copy.as_deref(), Some(copy.as_path()));
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        bytes,
+        "the damaged file is kept as it was"
+    );
+    drop(spool);
+    let (spool, recovery) = Spool::open(settings(dir.path())).unwrap();
+    assert_eq!(
+        (recovery.corrupt_tail, ids(&spool)),
+        (None, vec![1, 2, 4, 5])
+    );
+}
+
+#[test]
+fn a_flipped_magic_byte_keeps_every_record() {
+    // Regression, issue 16 defect 8: a flip at offset 3 emptied the file.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut spool, _) = Spool::open(settings(dir.path())).unwrap();
+        for id in 1..=16 {
+            spool.append(entry(id, 50)).unwrap();
+        }
+    }
+    let path = log_path(dir.path());
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[3] ^= 0xFF;
+    fs::write(&path, &bytes).unwrap();
+    let (spool, recovery) = Spool::open(settings(dir.path())).unwrap();
+    assert_eq!(
+        recovery.corrupt_tail.map(|t| t.reason),
+        Some(record::Corruption::BadMagic)
+    );
+    assert_eq!(ids(&spool), (1..=16).collect::<Vec<_>>());
+    assert!(recovery.damaged_copy.is_some());
+}
+
+#[test]
+fn a_spool_log_that_is_a_directory_fifo_or_device_link_is_refused() {
+    // Regression, issue 16 defect 8: such a path must be a clear error, and is never read.
+    for kind in ["directory", "fifo", "device link"] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("spool")).unwrap();
+        let path = log_path(dir.path());
+        match kind {
+            "directory" => fs::create_dir(&path).unwrap(),
+            "fifo" => {
+                let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }
+            _ => std::os::unix::fs::symlink("/dev/zero", &path).unwrap(),
+        }
+        let error = Spool::open(settings(dir.path())).unwrap_err();
+        assert!(matches!(error, Error::NotAFile { .. }), "{kind}: {error}");
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        let error = Spool::inspect(&settings(dir.path())).unwrap_err();
+        assert!(matches!(error, Error::NotAFile { .. }), "{kind}: {error}");
+    }
 }
 
 #[test]
