@@ -97,7 +97,9 @@ fn a_single_thing_fleet_replay_gives_the_device_replay_document_for_every_report
             .input_text()
             .lines()
             .map(|l| match l.trim().strip_prefix('{') {
-                Some(rest) if !l.trim().starts_with('#') => format!("{{\"thing\":\"{THING}\",{rest}\n"),
+                Some(rest) if !l.trim().starts_with('#') => {
+                    format!("{{\"thing\":\"{THING}\",{rest}\n")
+                }
                 _ => format!("{l}\n"),
             })
             .collect();

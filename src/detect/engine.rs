@@ -376,7 +376,14 @@ impl DetectEngine {
 
     /// One datapoint of behavior `i`: window aggregation (device values), then the decision
     /// and the state machine.
-    fn datapoint(&mut self, i: usize, raw: Observed, now: Millis, device: bool, out: &mut Vec<Emitted>) {
+    fn datapoint(
+        &mut self,
+        i: usize,
+        raw: Observed,
+        now: Millis,
+        device: bool,
+        out: &mut Vec<Emitted>,
+    ) {
         let step = slot::Step {
             thing: self.settings.thing_name.as_str(),
             lookback: (self.settings.stat_lookback_s as Millis) * 1000,

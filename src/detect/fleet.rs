@@ -108,9 +108,10 @@ impl ThingState {
                         + s.behavior.capacity()
                         + s.state.window.heap_bytes()
                         + s.state.history.heap_bytes()
-                        + s.state.active.as_ref().map_or(0, |a| {
-                            a.id.capacity() + metric_value_heap(&a.last_value)
-                        })
+                        + s.state
+                            .active
+                            .as_ref()
+                            .map_or(0, |a| a.id.capacity() + metric_value_heap(&a.last_value))
                 })
                 .sum::<usize>()
     }
@@ -456,9 +457,7 @@ impl FleetDetect {
         self.statistical_behaviors()
             .into_iter()
             .zip(populations)
-            .map(|(b, mut values)| {
-                threshold_for(&b, &mut values, min_population, now)
-            })
+            .map(|(b, mut values)| threshold_for(&b, &mut values, min_population, now))
             .collect()
     }
 
@@ -500,7 +499,9 @@ impl FleetDetect {
         }
         let mut old = StateMap::new();
         for s in std::mem::take(&mut st.slots) {
-            old.entry(s.profile).or_default().insert(s.behavior, s.state);
+            old.entry(s.profile)
+                .or_default()
+                .insert(s.behavior, s.state);
         }
         let mut new = slot::reconcile(compiled, old, thing, &self.settings, now, out);
         st.slots = compiled

@@ -29,7 +29,9 @@ fn line(arrival: u64, thing: &str, rid: u64, metrics: &str) -> String {
 }
 
 fn bytes_out(n: u64) -> String {
-    format!(r#""met":{{"ns":{{"bi":1,"bo":{n},"pi":1,"po":1}},"tp":{{"pts":[{{"pt":22}}],"t":1}}}}"#)
+    format!(
+        r#""met":{{"ns":{{"bi":1,"bo":{n},"pi":1,"po":1}},"tp":{{"pts":[{{"pt":22}}],"t":1}}}}"#
+    )
 }
 
 /// `things` things reporting every 300 s for `rounds` rounds, thing-major (the lines are not in
@@ -74,7 +76,11 @@ fn exactly_the_twenty_outliers_of_two_hundred_things_cross_the_p90_threshold() {
     let want: BTreeSet<String> = outliers.iter().map(|i| format!("thing-{i:03}")).collect();
     assert_eq!(alarmed, want);
     assert_eq!(alarms.len(), 20, "one episode each");
-    assert_eq!(run.events.len(), 20, "nothing else: no clear, no port violation");
+    assert_eq!(
+        run.events.len(),
+        20,
+        "nothing else: no clear, no port violation"
+    );
     for e in &alarms {
         assert_eq!(e.behavior.name, "BytesOutP90");
         assert_eq!(e.security_profile_name, "FleetP90");
@@ -101,7 +107,13 @@ fn below_min_population_the_statistical_behavior_is_not_evaluable_and_said_once(
     let fleet = fleet_of(P90);
     let outliers: BTreeSet<usize> = [3].into();
     // The default min_population 10, and 9 things.
-    let run = replay_fleet(&scenario(9, &outliers, 6), &fleet, DEFAULT_MIN_POPULATION, true).unwrap();
+    let run = replay_fleet(
+        &scenario(9, &outliers, 6),
+        &fleet,
+        DEFAULT_MIN_POPULATION,
+        true,
+    )
+    .unwrap();
     assert!(run.events.is_empty(), "{:?}", run.events);
     let th = &run.thresholds[0];
     assert_eq!(th.status, ThresholdStatus::TooFewDevices);
@@ -119,11 +131,19 @@ fn below_min_population_the_statistical_behavior_is_not_evaluable_and_said_once(
     assert!(run.events.is_empty(), "{:?}", run.events);
     let run = replay_fleet(&input, &fleet, 20, false).unwrap();
     assert_eq!(run.thresholds[0].value, Some(1018.0));
-    let things: Vec<&str> = run.events.iter().map(|e| e.event.thing_name.as_str()).collect();
+    let things: Vec<&str> = run
+        .events
+        .iter()
+        .map(|e| e.event.thing_name.as_str())
+        .collect();
     assert_eq!(things, vec!["thing-003", "thing-019"]);
     // Evaluable from the first job on: one remark, at the first job.
     assert_eq!(run.notes.len(), 1, "{:?}", run.notes);
-    assert!(run.notes[0].contains("threshold 1018 over 20 things"), "{:?}", run.notes);
+    assert!(
+        run.notes[0].contains("threshold 1018 over 20 things"),
+        "{:?}",
+        run.notes
+    );
 }
 
 #[test]
@@ -200,7 +220,11 @@ fn threshold_of_is_the_nearest_rank_of_the_tc24_table() {
     ] {
         let mut v = h.clone();
         v.reverse();
-        assert_eq!(threshold_of(&mut v, p, 10), ThresholdValue::Value(want), "p{p}");
+        assert_eq!(
+            threshold_of(&mut v, p, 10),
+            ThresholdValue::Value(want),
+            "p{p}"
+        );
     }
     let mut h7 = vec![3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0];
     assert_eq!(threshold_of(&mut h7, 50.0, 7), ThresholdValue::Value(3.0));
@@ -208,7 +232,10 @@ fn threshold_of_is_the_nearest_rank_of_the_tc24_table() {
         threshold_of(&mut [3.0, 1.0], 50.0, 3),
         ThresholdValue::TooFewDevices
     );
-    assert_eq!(threshold_of(&mut [], 50.0, 0), ThresholdValue::TooFewDevices);
+    assert_eq!(
+        threshold_of(&mut [], 50.0, 0),
+        ThresholdValue::TooFewDevices
+    );
     assert_eq!(
         threshold_of(&mut [3.0, -0.5, 2.0], 50.0, 1),
         ThresholdValue::NegativeValues
@@ -313,7 +340,10 @@ fn a_reload_that_changes_a_behavior_invalidates_its_episode_on_the_next_report()
     assert_eq!(kinds, vec![T::AlarmInvalidated, T::InAlarm]);
     assert_eq!(ev[0].event.violation_id, first[0].event.violation_id);
     assert_ne!(ev[1].event.violation_id, first[0].event.violation_id);
-    assert_eq!(ev[0].event.violation_event_time, (t + 300_000) as f64 / 1000.0);
+    assert_eq!(
+        ev[0].event.violation_event_time,
+        (t + 300_000) as f64 / 1000.0
+    );
 }
 
 #[test]
@@ -321,7 +351,11 @@ fn report_time_is_a_plausible_report_id_else_the_arrival() {
     let arrival = 1_700_000_000_500;
     assert_eq!(report_time(Some(1_699_999_000), arrival), 1_699_999_000_000);
     assert_eq!(report_time(Some(1_700_000_300), arrival), 1_700_000_300_000);
-    assert_eq!(report_time(Some(1_700_000_301), arrival), arrival, "too far ahead");
+    assert_eq!(
+        report_time(Some(1_700_000_301), arrival),
+        arrival,
+        "too far ahead"
+    );
     assert_eq!(report_time(Some(42), arrival), arrival, "a counter");
     assert_eq!(report_time(Some(1_700_000_000_000), arrival), arrival, "ms");
     assert_eq!(report_time(None, arrival), arrival);
@@ -358,7 +392,10 @@ fn a_repeated_report_id_of_a_thing_is_a_duplicate() {
 fn bad_fleet_lines_name_their_line() {
     let fleet = fleet_of(P90);
     let err = |input: &str| replay_fleet(input, &fleet, 10, false).unwrap_err();
-    assert!(matches!(err("{\"time\":1,"), ReplayError::Json { line: 1, .. }));
+    assert!(matches!(
+        err("{\"time\":1,"),
+        ReplayError::Json { line: 1, .. }
+    ));
     let e = err("\n{\"time\":1,\"report\":{\"met\":{}}}");
     assert!(matches!(e, ReplayError::BadLine { line: 2, .. }), "{e}");
     assert!(e.to_string().contains("\"thing\""), "{e}");
@@ -392,13 +429,17 @@ fn a_thing_state_with_ten_behaviors_stays_under_eight_kib() {
         r#"{"name":"Sent","metric":"aws:num-messages-sent","criteria":{"comparisonOperator":"less-than-equals","value":{"count":1000},"durationSeconds":3600}}"#,
     ]
     .join(",");
-    let p: SecurityProfile =
-        serde_json::from_str(&format!(r#"{{"securityProfileName":"P","behaviors":[{behaviors}]}}"#))
-            .unwrap();
+    let p: SecurityProfile = serde_json::from_str(&format!(
+        r#"{{"securityProfileName":"P","behaviors":[{behaviors}]}}"#
+    ))
+    .unwrap();
     let m = |n: &str, t: &str| -> CustomMetric {
         serde_json::from_str(&format!(r#"{{"metricName":"{n}","metricType":"{t}"}}"#)).unwrap()
     };
-    let ctx = ValidationContext::new(vec![], vec![m("battery", "number"), m("tags", "string-list")]);
+    let ctx = ValidationContext::new(
+        vec![],
+        vec![m("battery", "number"), m("tags", "string-list")],
+    );
     let fleet = FleetDetect::new(&[p], &ctx);
     assert_eq!(fleet.evaluable_behaviors(), 10, "{:?}", fleet.diagnostics());
     let mut st = fleet.new_thing_state();

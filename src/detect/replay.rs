@@ -19,9 +19,7 @@ use serde_json::{Map, Value};
 use super::engine::{
     DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList,
 };
-use super::fleet::{
-    report_time, Fleet, FleetDetect, FleetThreshold, ThresholdStatus, TICK_MS,
-};
+use super::fleet::{report_time, Fleet, FleetDetect, FleetThreshold, ThresholdStatus, TICK_MS};
 use super::violation::{ms_to_secs, ActiveViolation, ViolationEvent};
 use crate::custom_metric::{check_value, CustomValue};
 use crate::traffic::{AuthFailureKind, Direction, TrafficCounters, TrafficEvent};
@@ -107,7 +105,8 @@ impl ReplayRun {
 
 /// Events newest first; ties: later-recorded first (spec: detect.md §6.6).
 fn newest_first(events: &[Emitted]) -> Vec<ViolationEvent> {
-    let mut v: Vec<(usize, &ViolationEvent)> = events.iter().map(|e| &e.event).enumerate().collect();
+    let mut v: Vec<(usize, &ViolationEvent)> =
+        events.iter().map(|e| &e.event).enumerate().collect();
     v.sort_by(|a, b| {
         b.1.violation_event_time
             .total_cmp(&a.1.violation_event_time)
@@ -384,8 +383,7 @@ pub fn replay_fleet(
             .get("thing")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("\"thing\" (the thing name, a string) is required".to_owned()))?;
-        crate::mqtt::topics::check_thing_name(thing)
-            .map_err(|e| bad(format!("thing {thing:?}: {e}")))?;
+        check_thing(thing).map_err(|e| bad(format!("thing {thing:?}: {e}")))?;
         let body = obj
             .get("report")
             .ok_or_else(|| bad("\"report\" (a metrics report) is required".to_owned()))?;
@@ -466,6 +464,24 @@ pub fn replay_fleet(
     })
 }
 
+/// A thing name as the topics take it: 1..=128 bytes of UTF-8, no control characters (spec:
+/// metrics-report.md A.1), none of `+`, `#`, `/` (the rule of `mqtt::topics::check_thing_name`;
+/// a core does not reach into the MQTT edge).
+fn check_thing(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("must be 1 to 128 bytes, not {}", name.len()));
+    }
+    match name
+        .char_indices()
+        .find(|(_, c)| c.is_control() || matches!(c, '+' | '#' | '/'))
+    {
+        Some((offset, ch)) => Err(format!(
+            "contains {ch:?} at byte {offset}: control characters, '+', '#' and '/' are not allowed"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The fleet replay's clock: the thresholds job and every thing's tick at each multiple of 300 s.
 struct FleetTicker {
     fleet: FleetDetect,
@@ -482,9 +498,9 @@ impl FleetTicker {
         let mut t = after + TICK_MS;
         let mut last = after;
         while t < until || (inclusive && t == until) {
-            let thresholds = self
-                .fleet
-                .compute_thresholds(self.things.values(), t, self.min_population);
+            let thresholds =
+                self.fleet
+                    .compute_thresholds(self.things.values(), t, self.min_population);
             for th in &thresholds {
                 let key = (th.security_profile_name.clone(), th.behavior_name.clone());
                 if self.status.insert(key, th.status) != Some(th.status) {

@@ -161,7 +161,10 @@ pub(super) fn reconcile(
 
 /// The raw per-report values of the device-side and custom behaviors, as (compiled index,
 /// value). Each distinct source is extracted once per report, however many behaviors use it.
-pub(super) fn report_values(compiled: &[Compiled], report: &DeviceReport) -> Vec<(usize, Observed)> {
+pub(super) fn report_values(
+    compiled: &[Compiled],
+    report: &DeviceReport,
+) -> Vec<(usize, Observed)> {
     let mut out = Vec::new();
     let mut cache: Vec<(&Source, Option<Observed>)> = Vec::new();
     for (i, c) in compiled.iter().enumerate() {
@@ -220,7 +223,12 @@ pub(super) fn cloud_value(
 }
 
 /// Window aggregation of a device-side value into the datapoint value (spec: §3.3).
-pub(super) fn windowed(c: &Compiled, st: &mut BehaviorState, raw: Observed, now: Millis) -> Observed {
+pub(super) fn windowed(
+    c: &Compiled,
+    st: &mut BehaviorState,
+    raw: Observed,
+    now: Millis,
+) -> Observed {
     match (c.window_ms, c.info.aggregation, raw.scalar()) {
         (Some(d), Aggregation::Counter | Aggregation::Gauge, Some(x)) => {
             let worst_max = c.op().is_none_or(NumOp::worst_is_max);
