@@ -278,7 +278,8 @@ impl FleetDetect {
 
     /// Replaces the profiles (a reload). Each [`ThingState`] is reconciled on its next use, its
     /// changed or removed behaviors' episodes invalidated then (spec: §6.3). Thresholds of
-    /// statistical behaviors that are still there with the same statistic and window are kept.
+    /// statistical behaviors that are still there with the same statistic are kept until the
+    /// next job.
     pub fn reconfigure(&mut self, profiles: &[SecurityProfile], ctx: &ValidationContext) {
         self.set = CompiledSet::build(profiles, ctx, &self.settings);
         self.statistical = (0..self.set.compiled.len())
