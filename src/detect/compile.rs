@@ -3,6 +3,7 @@
 //! reason why this device cannot evaluate it (spec: detect.md §3, §3.5, §7.2).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::catalog::{BuiltIn, MetricInfo, Side, ValueKind};
 use super::criteria::{self, Cidr, NumOp, SetOp};
@@ -38,7 +39,7 @@ pub(super) enum Check {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Compiled {
     pub(super) profile: String,
-    pub(super) behavior: Behavior,
+    pub(super) behavior: Arc<Behavior>,
     pub(super) info: MetricInfo,
     pub(super) source: Source,
     pub(super) check: Check,
@@ -229,7 +230,7 @@ pub(super) fn compile(
     let clamp = |x: Option<i64>| x.map_or(1, |v| v.clamp(1, 10) as u32);
     Ok(Compiled {
         profile: profile.to_owned(),
-        behavior: b.clone(),
+        behavior: Arc::new(b.clone()),
         info,
         source,
         check,

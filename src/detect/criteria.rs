@@ -198,10 +198,14 @@ pub fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    let n = sorted.len();
+    sorted.get(nearest_rank_k(sorted.len(), p) - 1).copied()
+}
+
+/// The 1-based nearest rank of percentile `p` among `n` values: max(1, ceil(p/100·n)), at most
+/// `n` (spec: detect.md §3.5).
+pub fn nearest_rank_k(n: usize, p: f64) -> usize {
     let k = ((p / 100.0) * n as f64).ceil() as usize;
-    let k = k.clamp(1, n);
-    sorted.get(k - 1).copied()
+    k.clamp(1, n.max(1))
 }
 
 /// Median of a sorted slice.

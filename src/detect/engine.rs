@@ -7,23 +7,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::Aggregation;
-use super::criteria::{normalise, NumOp};
-use super::profile::{Behavior, SecurityProfile};
-use super::validate::{self, criteria_type, CriteriaType, ValidationContext};
-use super::violation::{ms_to_secs, violation_id, ActiveViolation, ViolationEventType};
-use super::{Diagnostic, DiagnosticKind};
+use super::criteria::normalise;
+use super::profile::SecurityProfile;
+use super::slot::{self, CompiledSet};
+use super::validate::ValidationContext;
+use super::violation::{ms_to_secs, ActiveViolation};
+use super::Diagnostic;
+#[cfg(test)]
+use super::DiagnosticKind;
 
 /// Epoch milliseconds.
 pub type Millis = i64;
 
-use super::compile::{compile, Check, Compiled, Source};
-use super::evaluate::{
-    additional_info, custom_value, device_value, evaluate, event, invalidated, Observed,
-};
+use super::compile::{Check, Compiled, Source};
+use super::evaluate::Observed;
 // The inputs and the state types keep their `detect::engine::…` paths.
 pub use super::input::*;
 pub use super::state::*;
@@ -127,20 +128,8 @@ impl EngineSettings {
 #[derive(Debug, Clone)]
 pub struct DetectEngine {
     settings: EngineSettings,
-    compiled: Vec<Compiled>,
+    set: CompiledSet,
     state: EngineState,
-    diagnostics: Vec<Diagnostic>,
-    profile_names: BTreeSet<String>,
-    /// ML behaviors not evaluated because ML is off (reported as PENDING_BUILD).
-    ml_off: Vec<(String, String)>,
-}
-
-/// What happens to a behavior's stored state when the configuration changes.
-fn definition_changed(old: &Behavior, new: &Behavior) -> bool {
-    // spec: §6.3 — suppressAlerts / exportMetric alone do NOT invalidate.
-    old.metric != new.metric
-        || old.metric_dimension != new.metric_dimension
-        || old.criteria != new.criteria
 }
 
 impl DetectEngine {
@@ -150,25 +139,21 @@ impl DetectEngine {
         profiles: &[SecurityProfile],
         ctx: &ValidationContext,
     ) -> DetectEngine {
-        let mut e = DetectEngine {
-            settings,
-            compiled: Vec::new(),
-            state: EngineState::default(),
-            diagnostics: Vec::new(),
-            profile_names: BTreeSet::new(),
-            ml_off: Vec::new(),
-        };
-        e.compile_all(profiles, ctx);
-        let settings = e.settings.clone();
-        for c in &e.compiled {
-            e.state
+        let set = CompiledSet::build(profiles, ctx, &settings);
+        let mut state = EngineState::default();
+        for c in &set.compiled {
+            state
                 .behaviors
                 .entry(c.profile.clone())
                 .or_default()
                 .entry(c.behavior.name.clone())
-                .or_insert_with(|| BehaviorState::new(c.behavior.clone(), &settings));
+                .or_insert_with(|| BehaviorState::new(Arc::clone(&c.behavior), &settings));
         }
-        e
+        DetectEngine {
+            settings,
+            set,
+            state,
+        }
     }
 
     /// An engine restored from persisted state. Episodes of behaviors that changed or vanished
@@ -182,78 +167,11 @@ impl DetectEngine {
     ) -> (DetectEngine, Vec<Emitted>) {
         let mut e = DetectEngine {
             settings,
-            compiled: Vec::new(),
+            set: CompiledSet::default(),
             state,
-            diagnostics: Vec::new(),
-            profile_names: BTreeSet::new(),
-            ml_off: Vec::new(),
         };
         let events = e.reconfigure(profiles, ctx, now);
         (e, events)
-    }
-
-    fn compile_all(&mut self, profiles: &[SecurityProfile], ctx: &ValidationContext) {
-        self.compiled.clear();
-        self.diagnostics.clear();
-        self.ml_off.clear();
-        self.profile_names = profiles
-            .iter()
-            .map(|p| p.security_profile_name.clone())
-            .collect();
-        let mut seen_profiles = BTreeSet::new();
-        for p in profiles {
-            let pname = &p.security_profile_name;
-            if !seen_profiles.insert(pname.as_str()) {
-                self.diagnostics.push(Diagnostic {
-                    source_name: String::new(),
-                    profile: pname.clone(),
-                    behavior: None,
-                    kind: DiagnosticKind::Skipped,
-                    message: "duplicate security profile name; only the first is evaluated"
-                        .to_owned(),
-                });
-                continue;
-            }
-            for w in validate::behavior_warnings(&p.behaviors) {
-                self.diagnostics.push(Diagnostic {
-                    source_name: String::new(),
-                    profile: pname.clone(),
-                    behavior: None,
-                    kind: DiagnosticKind::Warning,
-                    message: w,
-                });
-            }
-            let mut seen = BTreeSet::new();
-            for b in &p.behaviors {
-                if !seen.insert(b.name.clone()) {
-                    self.diagnostics.push(Diagnostic {
-                        source_name: String::new(),
-                        profile: pname.clone(),
-                        behavior: Some(b.name.clone()),
-                        kind: DiagnosticKind::Skipped,
-                        message: "duplicate behavior name; only the first is evaluated".to_owned(),
-                    });
-                    continue;
-                }
-                match compile(pname, b, ctx, &self.settings) {
-                    Ok(c) => self.compiled.push(c),
-                    Err((kind, message)) => {
-                        if kind == DiagnosticKind::NotEvaluable
-                            && criteria_type(b) == Some(CriteriaType::MachineLearning)
-                        {
-                            self.ml_off.push((pname.clone(), b.name.clone()));
-                        }
-                        self.diagnostics.push(Diagnostic {
-                            source_name: String::new(),
-                            profile: pname.clone(),
-                            behavior: Some(b.name.clone()),
-                            kind,
-                            message,
-                        })
-                    }
-                }
-            }
-        }
     }
 
     /// Replaces the profiles, dimensions and custom metrics. Active violations of behaviors that
@@ -265,50 +183,25 @@ impl DetectEngine {
         ctx: &ValidationContext,
         now: Millis,
     ) -> Vec<Emitted> {
-        self.compile_all(profiles, ctx);
+        self.set = CompiledSet::build(profiles, ctx, &self.settings);
         let mut out = Vec::new();
-        let mut old = std::mem::take(&mut self.state.behaviors);
-        let thing = self.settings.thing_name.clone();
-        for c in &self.compiled {
-            let prev = old
-                .get_mut(&c.profile)
-                .and_then(|m| m.remove(&c.behavior.name));
-            let st = match prev {
-                Some(mut st) if !definition_changed(&st.definition, &c.behavior) => {
-                    st.definition = c.behavior.clone();
-                    st
-                }
-                Some(st) => {
-                    if let Some(ev) = invalidated(&thing, &c.profile, &st, now) {
-                        out.push(ev);
-                    }
-                    BehaviorState::new(c.behavior.clone(), &self.settings)
-                }
-                None => BehaviorState::new(c.behavior.clone(), &self.settings),
-            };
-            self.state
-                .behaviors
-                .entry(c.profile.clone())
-                .or_default()
-                .insert(c.behavior.name.clone(), st);
-        }
-        // Whatever is left has no evaluable behavior any more.
-        for (profile, m) in old {
-            for (_, st) in m {
-                if let Some(ev) = invalidated(&thing, &profile, &st, now) {
-                    out.push(ev);
-                }
-            }
-        }
-        self.state
-            .fleet_thresholds
-            .retain(|p, _| self.profile_names.contains(p));
+        let old = std::mem::take(&mut self.state.behaviors);
+        self.state.behaviors = slot::reconcile(
+            &self.set.compiled,
+            old,
+            &self.settings.thing_name,
+            &self.settings,
+            now,
+            &mut out,
+        );
+        let names = &self.set.profile_names;
+        self.state.fleet_thresholds.retain(|p, _| names.contains(p));
         out
     }
 
     /// Load and compile remarks (skipped and not-evaluable behaviors, warnings).
     pub fn diagnostics(&self) -> &[Diagnostic] {
-        &self.diagnostics
+        &self.set.diagnostics
     }
 
     /// The settings.
@@ -323,12 +216,12 @@ impl DetectEngine {
 
     /// Names of the configured profiles.
     pub fn profile_names(&self) -> &BTreeSet<String> {
-        &self.profile_names
+        &self.set.profile_names
     }
 
     /// Number of evaluable behaviors.
     pub fn evaluable_behaviors(&self) -> usize {
-        self.compiled.len()
+        self.set.compiled.len()
     }
 
     /// Sets the fleet-supplied statistical threshold of a behavior (spec: §3.5 fleet-supplied).
@@ -343,29 +236,8 @@ impl DetectEngine {
     /// Evaluates every device-side and custom behavior on one accepted report received at `now`.
     pub fn evaluate_report(&mut self, report: &DeviceReport, now: Millis) -> Vec<Emitted> {
         let mut out = Vec::new();
-        // Each distinct source is extracted once per report, however many behaviors use it.
-        let mut cache: Vec<(Source, Option<Observed>)> = Vec::new();
-        for i in 0..self.compiled.len() {
-            // Invariant: the loop bound is compiled.len().
-            let source = &self.compiled[i].source;
-            if !matches!(source, Source::Device(_) | Source::Custom(..)) {
-                continue;
-            }
-            let raw = match cache.iter().find(|(s, _)| s == source) {
-                Some((_, v)) => v.clone(),
-                None => {
-                    let v = match source {
-                        Source::Device(bi) => device_value(*bi, report),
-                        Source::Custom(name, t) => custom_value(name, *t, report),
-                        _ => None,
-                    };
-                    cache.push((source.clone(), v.clone()));
-                    v
-                }
-            };
-            if let Some(raw) = raw {
-                self.datapoint(i, raw, now, &mut out);
-            }
+        for (i, raw) in slot::report_values(&self.set.compiled, report) {
+            self.datapoint(i, raw, now, true, &mut out);
         }
         out
     }
@@ -373,37 +245,11 @@ impl DetectEngine {
     /// One cloud-side tick at `now` (the caller ticks at every epoch multiple of 300 s).
     pub fn evaluate_cloud(&mut self, traffic: &dyn TrafficWindows, now: Millis) -> Vec<Emitted> {
         let mut out = Vec::new();
-        for i in 0..self.compiled.len() {
+        for i in 0..self.set.compiled.len() {
             // Invariant: the loop bound is compiled.len().
-            let c = &self.compiled[i];
-            if c.source == Source::DisconnectDuration {
-                // spec: §2.3 — minutes since the loss while disconnected, 0 while connected.
-                if let Some(m) = traffic.disconnected_minutes(now) {
-                    self.datapoint_final(i, Observed::Count(m), now, &mut out);
-                }
-                continue;
+            if let Some(value) = slot::cloud_value(&self.set.compiled[i], traffic, now) {
+                self.datapoint(i, value, now, false, &mut out);
             }
-            let Source::Cloud(metric, scope) = &c.source else {
-                continue;
-            };
-            let d = c.window_ms.unwrap_or(300_000);
-            let Some(w) = traffic.window(scope.as_ref(), *metric, now, (d / 1000) as u64) else {
-                continue;
-            };
-            let value = if *metric == CloudMetric::MessageByteSize {
-                // spec: §3.3 — static: worst single message; statistical: sum; none: no datapoint.
-                if w.count == 0 {
-                    continue;
-                }
-                match (c.ctype, c.op()) {
-                    (CriteriaType::Statistical, _) => w.bytes_sum,
-                    (_, Some(op)) if !op.worst_is_max() => w.bytes_min.unwrap_or(0),
-                    _ => w.bytes_max.unwrap_or(0),
-                }
-            } else {
-                w.count
-            };
-            self.datapoint_final(i, Observed::Count(value), now, &mut out);
         }
         out
     }
@@ -423,10 +269,11 @@ impl DetectEngine {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for i in 0..self.compiled.len() {
+        for i in 0..self.set.compiled.len() {
             // Invariant: the loop bound is compiled.len().
-            if self.compiled[i].source == Source::ClientIp {
-                self.datapoint_final(i, Observed::Ips(vec![normalise(ip)]), now, &mut out);
+            if self.set.compiled[i].source == Source::ClientIp {
+                let value = Observed::Ips(vec![normalise(ip)]);
+                self.datapoint(i, value, now, false, &mut out);
             }
         }
         out
@@ -436,20 +283,11 @@ impl DetectEngine {
     /// had no datapoint for more than `invalidate_after_s` (spec: §6.3).
     pub fn housekeeping(&mut self, now: Millis) -> Vec<Emitted> {
         let limit = (self.settings.invalidate_after_s as Millis) * 1000;
-        let thing = self.settings.thing_name.clone();
+        let thing = self.settings.thing_name.as_str();
         let mut out = Vec::new();
         for (profile, m) in self.state.behaviors.iter_mut() {
             for st in m.values_mut() {
-                let silent = st.last_datapoint.is_none_or(|t| now - t > limit);
-                if st.mode == AlarmMode::Alarm && silent {
-                    if let Some(ev) = invalidated(&thing, profile, st, now) {
-                        out.push(ev);
-                    }
-                    st.mode = AlarmMode::Normal;
-                    st.v = 0;
-                    st.c = 0;
-                    st.active = None;
-                }
+                slot::housekeep(thing, profile, st, now, limit, &mut out);
             }
         }
         out
@@ -458,21 +296,9 @@ impl DetectEngine {
     /// The ActiveViolations, newest start first (spec: §6.7).
     pub fn active_violations(&self) -> Vec<ActiveViolation> {
         let mut out: Vec<ActiveViolation> = Vec::new();
-        for c in &self.compiled {
+        for c in &self.set.compiled {
             let Some(st) = self.state_of(c) else { continue };
-            let Some(a) = &st.active else { continue };
-            out.push(ActiveViolation {
-                violation_id: a.id.clone(),
-                thing_name: self.settings.thing_name.clone(),
-                security_profile_name: c.profile.clone(),
-                behavior: c.behavior.clone(),
-                last_violation_value: Some(a.last_value.clone()),
-                violation_event_additional_info: additional_info(&c.behavior),
-                verification_state: None,
-                verification_state_description: None,
-                last_violation_time: ms_to_secs(a.last_time),
-                violation_start_time: ms_to_secs(a.start),
-            });
+            out.extend(slot::active_violation(&self.settings.thing_name, c, st));
         }
         out.sort_by(|a, b| b.violation_start_time.total_cmp(&a.violation_start_time));
         out
@@ -487,7 +313,7 @@ impl DetectEngine {
     ) -> (Vec<crate::traffic::Scope>, Vec<(String, String)>) {
         let mut out: Vec<crate::traffic::Scope> = Vec::new();
         let mut bad = Vec::new();
-        for c in &self.compiled {
+        for c in &self.set.compiled {
             let Source::Cloud(_, Some(scope)) = &c.source else {
                 continue;
             };
@@ -517,7 +343,7 @@ impl DetectEngine {
     /// GetBehaviorModelTrainingSummaries emulation for the ML behaviors (evaluable or off).
     pub fn training_summaries(&self) -> Vec<TrainingSummary> {
         let mut out = Vec::new();
-        for c in &self.compiled {
+        for c in &self.set.compiled {
             let Check::Ml { .. } = c.check else { continue };
             let Some(st) = self.state_of(c) else { continue };
             out.push(TrainingSummary {
@@ -531,7 +357,7 @@ impl DetectEngine {
             });
         }
         // spec: §7.2 option 1 — ML off: PENDING_BUILD, nothing collected (0 / 25,000).
-        for (profile, behavior) in &self.ml_off {
+        for (profile, behavior) in &self.set.ml_off {
             out.push(TrainingSummary {
                 security_profile_name: profile.clone(),
                 behavior_name: behavior.clone(),
@@ -548,60 +374,31 @@ impl DetectEngine {
         self.state.behaviors.get(&c.profile)?.get(&c.behavior.name)
     }
 
-    /// Window aggregation for device metrics, then the final datapoint.
-    fn datapoint(&mut self, i: usize, raw: Observed, now: Millis, out: &mut Vec<Emitted>) {
-        // Invariant: every caller passes a loop index below compiled.len().
-        let c = &self.compiled[i];
-        let value = match (c.window_ms, c.info.aggregation, raw.scalar()) {
-            (Some(d), Aggregation::Counter | Aggregation::Gauge, Some(x)) => {
-                let worst_max = c.op().is_none_or(NumOp::worst_is_max);
-                let counter = c.info.aggregation == Aggregation::Counter;
-                let is_count = matches!(raw, Observed::Count(_));
-                let Some(st) = self.state_mut(i) else { return };
-                st.window.prune_through(now - d);
-                st.window.push(now, x);
-                let agg = if counter {
-                    st.window.sum()
-                } else if worst_max {
-                    st.window.max().unwrap_or(x)
-                } else {
-                    st.window.min().unwrap_or(x)
-                };
-                if is_count {
-                    Observed::Count(agg.max(0.0) as u64)
-                } else {
-                    Observed::Number(agg)
-                }
-            }
-            _ => raw,
+    /// One datapoint of behavior `i`: window aggregation (device values), then the decision
+    /// and the state machine.
+    fn datapoint(
+        &mut self,
+        i: usize,
+        raw: Observed,
+        now: Millis,
+        device: bool,
+        out: &mut Vec<Emitted>,
+    ) {
+        let step = slot::Step {
+            thing: self.settings.thing_name.as_str(),
+            lookback: (self.settings.stat_lookback_s as Millis) * 1000,
+            min_points: self.settings.stat_min_points,
+            fleet: None,
         };
-        self.datapoint_final(i, value, now, out);
-    }
-
-    fn state_mut(&mut self, i: usize) -> Option<&mut BehaviorState> {
-        // Invariant: called from datapoint with its in-bounds index.
-        let c = &self.compiled[i];
-        self.state
-            .behaviors
-            .get_mut(&c.profile)?
-            .get_mut(&c.behavior.name)
-    }
-
-    /// Decides violating/normal for a windowed value and runs the state machine.
-    fn datapoint_final(&mut self, i: usize, value: Observed, now: Millis, out: &mut Vec<Emitted>) {
-        let lookback = (self.settings.stat_lookback_s as Millis) * 1000;
-        let min_points = self.settings.stat_min_points;
-        // Disjoint field borrows: no clone of the compiled behavior on the hot path.
         // Invariant: every caller passes a loop index below compiled.len().
-        let c = &self.compiled[i];
-        let thing = self.settings.thing_name.as_str();
-        let seq = self.state.seq + 1;
+        let c = &self.set.compiled[i];
         let fleet = self
             .state
             .fleet_thresholds
             .get(&c.profile)
             .and_then(|m| m.get(&c.behavior.name))
             .copied();
+        let step = slot::Step { fleet, ..step };
         let Some(st) = self
             .state
             .behaviors
@@ -610,72 +407,12 @@ impl DetectEngine {
         else {
             return;
         };
-        let Some(violating) = evaluate(&c.check, &value, st, now, lookback, min_points, fleet)
-        else {
-            return;
+        let value = if device {
+            slot::windowed(c, st, raw, now)
+        } else {
+            raw
         };
-        st.last_datapoint = Some(now);
-        let mut new_seq = false;
-        // spec: §3.4 state machine.
-        match st.mode {
-            AlarmMode::Normal => {
-                if violating {
-                    st.v += 1;
-                    if st.v >= c.cda {
-                        let id = violation_id(thing, &c.profile, &c.behavior.name, now, seq);
-                        new_seq = true;
-                        st.mode = AlarmMode::Alarm;
-                        st.v = 0;
-                        st.c = 0;
-                        st.active = Some(ActiveState {
-                            id: id.clone(),
-                            start: now,
-                            last_time: now,
-                            last_value: value.to_metric_value(),
-                        });
-                        out.push(event(
-                            thing,
-                            c,
-                            id,
-                            Some(value.to_metric_value()),
-                            ViolationEventType::InAlarm,
-                            now,
-                        ));
-                    }
-                } else {
-                    st.v = 0;
-                }
-            }
-            AlarmMode::Alarm => {
-                if violating {
-                    st.c = 0;
-                    if let Some(a) = st.active.as_mut() {
-                        a.last_time = now;
-                        a.last_value = value.to_metric_value();
-                    }
-                } else {
-                    st.c += 1;
-                    if st.c >= c.cdc {
-                        st.mode = AlarmMode::Normal;
-                        st.c = 0;
-                        st.v = 0;
-                        if let Some(a) = st.active.take() {
-                            out.push(event(
-                                thing,
-                                c,
-                                a.id,
-                                Some(value.to_metric_value()),
-                                ViolationEventType::AlarmCleared,
-                                now,
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        if new_seq {
-            self.state.seq = seq;
-        }
+        slot::datapoint_final(c, st, &mut self.state.seq, value, now, &step, out);
     }
 }
 

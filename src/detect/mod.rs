@@ -12,9 +12,13 @@
 //!   `input.rs` what it reads (reports, cloud metrics, scopes, the `TrafficWindows` seam),
 //!   `compile.rs` behaviors into checks, `state.rs` its serialisable state, `evaluate.rs` one
 //!   datapoint against one check and the events it gives
+//!   (`slot.rs` holds the evaluation itself, per compiled behavior and its state, shared by
+//!   `DetectEngine` and the fleet)
+//! - [`fleet`]: Detect for a fleet: `FleetDetect` (compiled profiles shared by every thing, the
+//!   statistical thresholds job), `ThingState` (per thing, serialisable), `report_time`
 //! - [`violation`]: ViolationEvent / ActiveViolation shapes and ids
 //! - [`query`]: ListViolationEvents, ListActiveViolations, PutVerificationStateOnViolation
-//! - [`replay`]: JSON-lines replay driver
+//! - [`replay`]: JSON-lines replay driver (one device: `replay`; a fleet: `replay_fleet`)
 //! - [`settings`]: the `[detect]` settings the daemon builds its engine from
 //! - [`shapes`]: the API model's shapes and the STRICT unknown-member check
 //! - [`timestamp`]: epoch seconds or ISO 8601, as the AWS CLI writes them
@@ -39,12 +43,14 @@ mod compile;
 pub mod criteria;
 pub mod engine;
 mod evaluate;
+pub mod fleet;
 mod input;
 pub mod profile;
 pub mod query;
 pub mod replay;
 pub mod settings;
 pub mod shapes;
+mod slot;
 mod state;
 pub mod timestamp;
 pub mod validate;

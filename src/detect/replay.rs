@@ -11,6 +11,7 @@
 //!
 //! spec: detect.md §3.3 (ticks), §2.2 (report fields), metrics-report.md (long/short keys).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
@@ -18,11 +19,11 @@ use serde_json::{Map, Value};
 use super::engine::{
     DetectEngine, DeviceReport, Emitted, Established, Millis, NetworkDeltas, PortList,
 };
-use super::violation::{ActiveViolation, ViolationEvent};
+use super::fleet::{report_time, Fleet, FleetDetect, FleetThreshold, ThresholdStatus, TICK_MS};
+use super::violation::{ms_to_secs, ActiveViolation, ViolationEvent};
 use crate::custom_metric::{check_value, CustomValue};
 use crate::traffic::{AuthFailureKind, Direction, TrafficCounters, TrafficEvent};
 
-const TICK_MS: Millis = 300_000;
 /// Latest accepted line time, 9999-12-31T23:59:59Z: keeps `time × 1000 + TICK_MS` far from overflow.
 const MAX_TIME_SECS: f64 = 253_402_300_799.0;
 /// Longest gap between lines: cloud-side ticks run every 5 minutes in between, so an unbounded gap
@@ -89,14 +90,7 @@ pub struct ReplayRun {
 impl ReplayRun {
     /// The events newest first; ties: later-recorded first (spec: detect.md §6.6).
     pub fn events_newest_first(&self) -> Vec<ViolationEvent> {
-        let mut v: Vec<(usize, &ViolationEvent)> =
-            self.events.iter().map(|e| &e.event).enumerate().collect();
-        v.sort_by(|a, b| {
-            b.1.violation_event_time
-                .total_cmp(&a.1.violation_event_time)
-                .then(b.0.cmp(&a.0))
-        });
-        v.into_iter().map(|(_, e)| e.clone()).collect()
+        newest_first(&self.events)
     }
 
     /// `{"violationEvents":[…]}` plus, when asked, `"activeViolations":[…]` (typed, so the
@@ -107,6 +101,18 @@ impl ReplayRun {
             active_violations: with_active.then(|| self.engine.active_violations()),
         }
     }
+}
+
+/// Events newest first; ties: later-recorded first (spec: detect.md §6.6).
+fn newest_first(events: &[Emitted]) -> Vec<ViolationEvent> {
+    let mut v: Vec<(usize, &ViolationEvent)> =
+        events.iter().map(|e| &e.event).enumerate().collect();
+    v.sort_by(|a, b| {
+        b.1.violation_event_time
+            .total_cmp(&a.1.violation_event_time)
+            .then(b.0.cmp(&a.0))
+    });
+    v.into_iter().map(|(_, e)| e.clone()).collect()
 }
 
 /// The replay output document.
@@ -297,6 +303,220 @@ fn run_ticks(
         t += TICK_MS;
     }
     last
+}
+
+/// The result of [`replay_fleet`].
+#[derive(Debug, Clone)]
+pub struct FleetReplayRun {
+    /// Events in the order they were produced.
+    pub events: Vec<Emitted>,
+    /// The output document: the events newest first, and with `active` the ActiveViolations of
+    /// every thing after the last line (newest start first; ties in thing-name order).
+    pub document: ReplayDocument,
+    /// Every thing's state after the last line.
+    pub things: Fleet,
+    /// The thresholds in force after the last tick.
+    pub thresholds: Vec<FleetThreshold>,
+    /// Remarks: duplicate reports ignored, custom metrics dropped, and each change of a
+    /// statistical behavior's [`ThresholdStatus`] (once per change, as the service logs it).
+    pub notes: Vec<String>,
+}
+
+/// Runs the fleet evaluation over JSON lines `{"time": <epoch s>, "thing": "<name>", "report":
+/// {…metrics report, long or short keys…}}` (blank lines and `#` lines ignored), as the service
+/// would: `time` is the arrival; each report is evaluated at its [`report_time`] (its
+/// `report_id` when a plausible epoch second, else the arrival), all reports in time order
+/// (ties: line order), so the lines need not be sorted; a repeated `report_id` of a thing is a
+/// duplicate and ignored. At every epoch multiple of 300 s between reports (a tick at the very
+/// time of a report runs after it, the window (t−D, t] including t) the thresholds job runs
+/// over every thing seen, then every thing's tick (invalidation). Deterministic; pure.
+pub fn replay_fleet(
+    input: &str,
+    fleet: &FleetDetect,
+    min_population: usize,
+    active: bool,
+) -> Result<FleetReplayRun, ReplayError> {
+    struct Entry {
+        at: Millis,
+        line: usize,
+        thing: String,
+        report: DeviceReport,
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut seen: std::collections::BTreeSet<(String, u64)> = std::collections::BTreeSet::new();
+    let mut notes = Vec::new();
+    for (idx, raw) in input.lines().enumerate() {
+        let line = idx + 1;
+        let text = raw.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let v: Value = serde_json::from_str(text).map_err(|e| ReplayError::Json {
+            line,
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let bad = |message: String| ReplayError::BadLine { line, message };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("expected a JSON object".to_owned()))?;
+        let secs = obj
+            .get("time")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t >= 0.0 && *t <= MAX_TIME_SECS)
+            .ok_or_else(|| {
+                bad(
+                    "\"time\" (epoch seconds, a number from 0 to 253402300799) is required"
+                        .to_owned(),
+                )
+            })?;
+        let arrival = (secs * 1000.0).round() as Millis;
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "time" | "thing" | "report"))
+        {
+            return Err(bad(format!(
+                "unexpected key {k:?}: a fleet line is {{\"time\", \"thing\", \"report\"}}"
+            )));
+        }
+        let thing = obj
+            .get("thing")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("\"thing\" (the thing name, a string) is required".to_owned()))?;
+        check_thing(thing).map_err(|e| bad(format!("thing {thing:?}: {e}")))?;
+        let body = obj
+            .get("report")
+            .ok_or_else(|| bad("\"report\" (a metrics report) is required".to_owned()))?;
+        let (report, dropped) =
+            parse_report(body).map_err(|message| ReplayError::Report { line, message })?;
+        let rid = body
+            .as_object()
+            .and_then(|o| get(o, "header", "hed"))
+            .and_then(Value::as_object)
+            .and_then(|h| get(h, "report_id", "rid"))
+            .and_then(Value::as_u64);
+        if let Some(rid) = rid {
+            if !seen.insert((thing.to_owned(), rid)) {
+                notes.push(format!(
+                    "line {line}: thing {thing}: duplicate report_id {rid}, ignored"
+                ));
+                continue;
+            }
+        }
+        notes.extend(dropped.into_iter().map(|d| format!("line {line}: {d}")));
+        entries.push(Entry {
+            at: report_time(rid, arrival),
+            line,
+            thing: thing.to_owned(),
+            report,
+        });
+    }
+    entries.sort_by_key(|e| (e.at, e.line));
+    let mut ticker = FleetTicker {
+        fleet: fleet.clone(),
+        things: Fleet::new(),
+        min_population,
+        status: BTreeMap::new(),
+        events: Vec::new(),
+        notes,
+    };
+    let mut last_tick: Option<Millis> = None;
+    for e in &entries {
+        let base = *last_tick.get_or_insert(e.at.div_euclid(TICK_MS) * TICK_MS);
+        if e.at.saturating_sub(base) > MAX_GAP_MS {
+            return Err(ReplayError::BadLine {
+                line: e.line,
+                message: format!(
+                    "time {} is more than 31 days after the previous report; split the replay",
+                    ms_to_secs(e.at)
+                ),
+            });
+        }
+        last_tick = Some(ticker.run(base, e.at, false));
+        let FleetTicker {
+            fleet,
+            things,
+            events,
+            ..
+        } = &mut ticker;
+        let st = things
+            .entry(e.thing.clone())
+            .or_insert_with(|| fleet.new_thing_state());
+        events.extend(fleet.evaluate_report(st, &e.thing, &e.report, e.at));
+    }
+    if let (Some(end), Some(base)) = (entries.last().map(|e| e.at), last_tick) {
+        ticker.run(base, end, true);
+    }
+    let mut active_violations: Vec<ActiveViolation> = Vec::new();
+    for (name, st) in &ticker.things {
+        active_violations.extend(ticker.fleet.active_violations(st, name));
+    }
+    active_violations.sort_by(|a, b| b.violation_start_time.total_cmp(&a.violation_start_time));
+    Ok(FleetReplayRun {
+        document: ReplayDocument {
+            violation_events: newest_first(&ticker.events),
+            active_violations: active.then_some(active_violations),
+        },
+        events: ticker.events,
+        thresholds: ticker.fleet.thresholds().to_vec(),
+        things: ticker.things,
+        notes: ticker.notes,
+    })
+}
+
+/// A thing name as the topics take it: 1..=128 bytes of UTF-8, no control characters (spec:
+/// metrics-report.md A.1), none of `+`, `#`, `/` (the rule of `mqtt::topics::check_thing_name`;
+/// a core does not reach into the MQTT edge).
+fn check_thing(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("must be 1 to 128 bytes, not {}", name.len()));
+    }
+    match name
+        .char_indices()
+        .find(|(_, c)| c.is_control() || matches!(c, '+' | '#' | '/'))
+    {
+        Some((offset, ch)) => Err(format!(
+            "contains {ch:?} at byte {offset}: control characters, '+', '#' and '/' are not allowed"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The fleet replay's clock: the thresholds job and every thing's tick at each multiple of 300 s.
+struct FleetTicker {
+    fleet: FleetDetect,
+    things: Fleet,
+    min_population: usize,
+    status: BTreeMap<(String, String), ThresholdStatus>,
+    events: Vec<Emitted>,
+    notes: Vec<String>,
+}
+
+impl FleetTicker {
+    /// Ticks at multiples of 300 s in (after, until) or (after, until]; the last tick run.
+    fn run(&mut self, after: Millis, until: Millis, inclusive: bool) -> Millis {
+        let mut t = after + TICK_MS;
+        let mut last = after;
+        while t < until || (inclusive && t == until) {
+            let thresholds =
+                self.fleet
+                    .compute_thresholds(self.things.values(), t, self.min_population);
+            for th in &thresholds {
+                let key = (th.security_profile_name.clone(), th.behavior_name.clone());
+                if self.status.insert(key, th.status) != Some(th.status) {
+                    self.notes
+                        .push(format!("time {}: {}", ms_to_secs(t), th.message()));
+                }
+            }
+            self.fleet.set_thresholds(&thresholds);
+            for (name, st) in self.things.iter_mut() {
+                self.events.extend(self.fleet.tick(st, name, None, t));
+            }
+            last = t;
+            t += TICK_MS;
+        }
+        last
+    }
 }
 
 fn get<'a>(o: &'a Map<String, Value>, long: &str, short: &str) -> Option<&'a Value> {

@@ -3,6 +3,7 @@
 //! the same violationId (spec: detect.md §3.4, §6.3, §7.2).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +60,10 @@ pub struct Baseline {
 /// Everything the engine remembers about one (profile, behavior); serialisable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BehaviorState {
-    /// The definition this state belongs to (a change of metric/dimension/criteria resets it).
-    pub definition: Behavior,
+    /// The definition this state belongs to (a change of metric/dimension/criteria resets it);
+    /// shared with the compiled behavior (serialised as the plain Behavior).
+    #[serde(with = "shared_behavior")]
+    pub definition: Arc<Behavior>,
     /// Alarm mode.
     pub mode: AlarmMode,
     /// Violating streak.
@@ -88,7 +91,7 @@ pub struct BehaviorState {
 }
 
 impl BehaviorState {
-    pub(super) fn new(definition: Behavior, s: &EngineSettings) -> BehaviorState {
+    pub(super) fn new(definition: Arc<Behavior>, s: &EngineSettings) -> BehaviorState {
         BehaviorState {
             definition,
             mode: AlarmMode::Normal,
@@ -111,7 +114,7 @@ impl BehaviorState {
         self.window.heap_bytes()
             + self.history.heap_bytes()
             + self.active.as_ref().map_or(0, |a| a.id.capacity())
-            + serde_json::to_vec(&self.definition).map_or(0, |v| v.len())
+            + serde_json::to_vec(self.definition.as_ref()).map_or(0, |v| v.len())
     }
 }
 
@@ -154,4 +157,21 @@ pub struct TrainingSummary {
     /// Last build (epoch s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_model_refresh_date: Option<f64>,
+}
+
+/// `Arc<Behavior>` as the plain `Behavior` (the same JSON as before the definition was shared).
+mod shared_behavior {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Behavior;
+
+    pub(super) fn serialize<S: Serializer>(b: &Arc<Behavior>, s: S) -> Result<S::Ok, S::Error> {
+        b.as_ref().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Behavior>, D::Error> {
+        Behavior::deserialize(d).map(Arc::new)
+    }
 }

@@ -60,6 +60,11 @@ impl TimeWindow {
         self.points.front().map(|p| p.0)
     }
 
+    /// The newest point.
+    pub fn last(&self) -> Option<(i64, f64)> {
+        self.points.back().copied()
+    }
+
     /// Iterates the values, oldest first.
     pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
         self.points.iter().map(|p| p.1)
