@@ -252,6 +252,12 @@ async fn run_agent(
     let mut detect_at = agent.detect.as_ref().map(|_| next_detect_tick());
     // The first sample is the baseline for the first report's deltas.
     agent.sample_and_observe().await;
+    // When the last sample of a tick started. A sample tick and a report tick due at the same
+    // instant (commensurate intervals: the 5 s / 10 s built-in configuration, 60 s / 300 s without
+    // jitter) share one sample: whichever runs second finds a sample started at or after its
+    // scheduled instant, as fresh as the one it would take. The baseline is not a tick's sample:
+    // the first report still samples, so its deltas span its own interval as before.
+    let mut tick_sampled: Option<Instant> = None;
 
     let ended = loop {
         let in_flight_deadline = agent.publisher.answer_deadline();
@@ -277,9 +283,17 @@ async fn run_agent(
                     None => warn!("SIGHUP: no configuration file to reload (built-in configuration)."),
                 }
             }
-            _ = sample_timer.tick() => agent.sample_and_observe().await,
-            _ = report_timer.tick() => {
-                agent.sample_and_observe().await;
+            due = sample_timer.tick() => {
+                if !sampled_since(tick_sampled, due) {
+                    tick_sampled = Some(Instant::now());
+                    agent.sample_and_observe().await;
+                }
+            }
+            due = report_timer.tick() => {
+                if !sampled_since(tick_sampled, due) {
+                    tick_sampled = Some(Instant::now());
+                    agent.sample_and_observe().await;
+                }
                 agent.report_tick();
                 agent.pump().await;
             }
@@ -374,6 +388,11 @@ async fn recv_tap(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether a tick's sample started at or after `due`, the instant another tick was scheduled for.
+fn sampled_since(sampled: Option<Instant>, due: Instant) -> bool {
+    sampled.is_some_and(|at| at >= due)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

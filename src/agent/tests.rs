@@ -682,3 +682,27 @@ async fn without_a_spool_the_agent_keeps_reporting_from_the_memory_outbox() {
     assert!(spool.entries.is_empty(), "nothing was written to disk");
     assert!(!log.text().contains("Report spooled."));
 }
+
+/// Issue 15 item 6: with commensurate intervals (the built-in 5 s samples, 10 s reports) the
+/// sample tick and the report tick are due at the same instant, and each took its own sample:
+/// 1.5 samples' work per sample interval. One sample serves both now; the first report still
+/// takes its own after the baseline.
+#[tokio::test(start_paused = true)]
+async fn a_sample_tick_and_a_report_tick_due_together_share_one_sample() {
+    let sampler = Arc::new(Scripted::default());
+    let scripted = Arc::clone(&sampler);
+    let h = Harness::launch(
+        |state| {
+            config_with(state, 10, "all")
+                .replace("sample_interval_secs = 10", "sample_interval_secs = 5")
+        },
+        |_| {},
+        move |parts| parts.sampler = scripted,
+    );
+    tokio::time::sleep(Duration::from_millis(60_500)).await;
+    let (spool, _log) = h.stop().await;
+    // Seven reports (at 0, 10, ..., 60 s) ...
+    assert_eq!(spool.entries.len(), 7, "{:?}", spool.entries);
+    // ... from the baseline, the first report's sample and one sample every 5 s (12).
+    assert_eq!(*sampler.samples.lock().unwrap(), 14);
+}
