@@ -1,0 +1,330 @@
+//! `defender-fleet serve` end to end, on SQLite and on PostgreSQL: a real mosquitto on
+//! loopback, two real `defender-agent` daemons (JSON with long keys, CBOR with short keys)
+//! reporting to the service and getting `accepted`; reports published with `mosquitto_pub`:
+//! malformed → rejected `InvalidPayload`, a thing name over 128 bytes → rejected
+//! `InvalidThingName`, too frequent → rejected `Throttled`, a duplicate → accepted again with
+//! no second report counted; SIGTERM → exit 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use defender_fleet::store::{Engine, Store};
+use support::mosquitto::Mosquitto;
+use support::TestEngine;
+
+const FLEET: &str = env!("CARGO_BIN_EXE_defender-fleet");
+const P90: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/detect/fleet/p90-profile.json"
+);
+
+/// The agent binary, built once (`cargo build -p defender-agent`) into this workspace's target.
+fn agent_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "defender-agent", "--bin", "defender-agent"])
+                .current_dir(&root)
+                .status()
+                .expect("run cargo build -p defender-agent");
+            assert!(status.success(), "cargo build -p defender-agent failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            target.join("debug").join("defender-agent")
+        })
+        .clone()
+}
+
+/// A child process with its stderr in a file; killed on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn");
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{needle:?} not logged within {timeout:?}:\n{}", self.log());
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no exit within 20 s of SIGTERM:\n{}", self.log());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every answer the broker carries, as (topic, payload) lines of `mosquitto_sub -v`.
+struct Answers {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Answers {
+    fn start(port: u16) -> Answers {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1"])
+            .args(["-t", "$aws/things/+/defender/metrics/json/+"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (apt-get install -y mosquitto-clients)");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        // Let the subscription settle before anything is published.
+        std::thread::sleep(Duration::from_millis(300));
+        Answers { child, lines }
+    }
+
+    /// Waits for `n` answers on `topic`; returns their payloads as JSON.
+    fn wait(&self, topic: &str, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<serde_json::Value> = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| l.strip_prefix(topic)?.strip_prefix(' '))
+                .map(|p| serde_json::from_str(p).expect("a JSON answer"))
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} answer(s) on {topic} not seen; all: {:#?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn publish(port: u16, topic: &str, payload: &str) {
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub");
+    assert!(st.success());
+}
+
+fn topic(thing: &str) -> String {
+    format!("$aws/things/{thing}/defender/metrics/json")
+}
+
+fn report(rid: u64) -> String {
+    format!(
+        r#"{{"header":{{"report_id":{rid},"version":"1.0"}},"metrics":{{"network_stats":{{"bytes_in":1,"bytes_out":2,"packets_in":1,"packets_out":1}}}}}}"#
+    )
+}
+
+fn status_answer(state: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(state.join("status.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let a = v.get("last_answer")?.clone();
+    (!a.is_null()).then_some(a)
+}
+
+fn start_agent(dir: &Path, thing: &str, port: u16, format: &str, keys: &str) -> (Proc, PathBuf) {
+    let state = dir.join(format!("agent-{thing}"));
+    let config = dir.join(format!("agent-{thing}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "thing_name = \"{thing}\"\nstate_dir = {state:?}\n[collect]\nsample_interval_secs = 1\n\
+             [report]\ninterval_secs = 2\nstartup_jitter_secs = 0\nformat = \"{format}\"\nkeys = \"{keys}\"\n\
+             [mqtt]\nendpoint = \"127.0.0.1\"\nport = {port}\ntls = false\nreconnect_max_secs = 1\n",
+            state = state.display().to_string()
+        ),
+    )
+    .unwrap();
+    let p = Proc::start(
+        Command::new(agent_binary())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("DEFENDER_AGENT_LOG", "info,defender_agent=debug"),
+        dir.join(format!("agent-{thing}.log")),
+    );
+    (p, state)
+}
+
+async fn serve_end_to_end(e: TestEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::copy(P90, profiles.join("p90.json")).unwrap();
+    let (state_dir, store_toml) = match &e.settings.engine {
+        Engine::Sqlite { path } => (
+            path.parent().unwrap().to_path_buf(),
+            "engine = \"sqlite\"".to_owned(),
+        ),
+        Engine::Postgres { url } => (
+            dir.path().join("state"),
+            format!("engine = \"postgres\"\nurl = {url:?}"),
+        ),
+    };
+    let config = dir.path().join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[mqtt]\nendpoint = \"127.0.0.1\"\nport = {port}\ntls = false\n\
+             client_id = \"fleet-{}\"\nreconnect_max_secs = 1\n\
+             [ingest]\nmin_report_interval_secs = 1\n[store]\n{store_toml}\n\
+             [detect]\nprofiles = [{:?}]\ndimensions = []\ncustom_metrics = []\n",
+            state_dir.display().to_string(),
+            e.name,
+            profiles.display().to_string()
+        ),
+    )
+    .unwrap();
+    let st = Command::new(FLEET)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let answers = Answers::start(port);
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    // Both SUBACKs (json, cbor) come together.
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Two real agents: JSON with long keys, CBOR with short keys.
+    let (agent_json, state_json) = start_agent(dir.path(), "gw-json", port, "json", "long");
+    let (agent_cbor, state_cbor) = start_agent(dir.path(), "gw-cbor", port, "cbor", "short");
+    for (agent, state) in [(&agent_json, &state_json), (&agent_cbor, &state_cbor)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(a) = status_answer(state) {
+                assert_eq!(a["status"], "accepted", "{a}\n{}", agent.log());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer: agent log:\n{}\nfleet log:\n{}",
+                agent.log(),
+                fleet.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent.wait_log("Report accepted.", Duration::from_secs(10));
+    }
+
+    // Malformed.
+    publish(port, &topic("bad1"), r#"{"header":{"version":"1.0"}}"#);
+    let r = answers.wait(&format!("{}/rejected", topic("bad1")), 1);
+    assert_eq!(r[0]["status"], "REJECTED");
+    assert_eq!(r[0]["thingName"], "bad1");
+    assert_eq!(r[0]["statusDetails"]["ErrorCode"], "InvalidPayload");
+    assert!(r[0].get("reportId").is_none(), "{}", r[0]);
+    // An invalid thing name (over 128 bytes).
+    let long = "x".repeat(129);
+    publish(port, &topic(&long), &report(1_700_000_000));
+    let r = answers.wait(&format!("{}/rejected", topic(&long)), 1);
+    assert_eq!(r[0]["statusDetails"]["ErrorCode"], "InvalidThingName");
+    // Throttled: report ids 5 and 6 are counters, so their times are their arrivals (< 1 s apart).
+    publish(port, &topic("thr1"), &report(5));
+    publish(port, &topic("thr1"), &report(6));
+    let acc = answers.wait(&format!("{}/accepted", topic("thr1")), 1);
+    assert_eq!(acc[0]["reportId"], 5);
+    let rej = answers.wait(&format!("{}/rejected", topic("thr1")), 1);
+    assert_eq!(rej[0]["reportId"], 6);
+    assert_eq!(rej[0]["statusDetails"]["ErrorCode"], "Throttled");
+    // A duplicate: accepted again, counted once.
+    publish(port, &topic("dup1"), &report(1_700_000_000));
+    answers.wait(&format!("{}/accepted", topic("dup1")), 1);
+    publish(port, &topic("dup1"), &report(1_700_000_000));
+    let acc = answers.wait(&format!("{}/accepted", topic("dup1")), 2);
+    assert!(acc.iter().all(|a| a["reportId"] == 1_700_000_000_u64), "{acc:?}");
+    assert!(fleet.log().contains("Duplicate report: accepted again"));
+
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let things = store.things(None, 100).await.unwrap();
+    let count = |t: &str| things.iter().find(|s| s.thing == t).map(|s| s.report_count);
+    assert_eq!(count("dup1"), Some(1), "{things:?}");
+    assert_eq!(count("thr1"), Some(1), "{things:?}");
+    assert_eq!(count("bad1"), None, "{things:?}");
+    assert!(count("gw-json") >= Some(1), "{things:?}");
+    assert!(count("gw-cbor") >= Some(1), "{things:?}");
+    store.close().await;
+
+    drop(agent_json);
+    drop(agent_cbor);
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+    assert!(fleet.log().contains("Stopped."), "{}", fleet.log());
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_end_to_end_on_sqlite() {
+    serve_end_to_end(support::sqlite()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_end_to_end_on_postgres() {
+    serve_end_to_end(support::postgres("serve_end_to_end").await).await
+}
