@@ -137,6 +137,8 @@ pub struct Detect {
     pub custom_metrics: Vec<PathBuf>,
     /// Smallest population a statistical threshold is computed over.
     pub min_population: usize,
+    /// How often the thresholds job runs (epoch multiples of it).
+    pub thresholds_interval: Duration,
 }
 
 /// The validated configuration.
@@ -215,6 +217,7 @@ mod file {
         pub dimensions: Option<Vec<Spanned<String>>>,
         pub custom_metrics: Option<Vec<Spanned<String>>>,
         pub min_population: Option<Spanned<u64>>,
+        pub thresholds_interval_secs: Option<Spanned<u64>>,
     }
 }
 
@@ -446,6 +449,13 @@ impl Validator<'_> {
                 1,
                 10_000_000,
             ) as usize,
+            thresholds_interval: self.secs(
+                "detect.thresholds_interval_secs",
+                &d.thresholds_interval_secs,
+                300,
+                1,
+                86_400,
+            ),
         };
         Config {
             state_dir,
@@ -622,6 +632,7 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/defender-fleet"));
         assert_eq!(c.ingest.min_report_interval, Duration::from_secs(300));
         assert_eq!(c.detect.min_population, 10);
+        assert_eq!(c.detect.thresholds_interval, Duration::from_secs(300));
         assert_eq!(c.store.engine.name(), "sqlite");
         assert_eq!(c.store.retention, Duration::from_secs(14 * 86_400));
         assert_eq!(c.mqtt.shared_group, "");

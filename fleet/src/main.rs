@@ -40,6 +40,12 @@ enum Command {
     },
     /// Prints the example configuration (every key with its default).
     PrintExampleConfig,
+    /// Prints the stored fleet thresholds (JSON): value, population, computation time.
+    Thresholds {
+        /// The configuration file (its [store]).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Runs the fleet evaluation over recorded JSON lines `{"time","thing","report"}`; prints
     /// the ListViolationEvents response and, with --active, ListActiveViolations.
     Replay {
@@ -89,6 +95,7 @@ fn main() -> ExitCode {
             min_population,
         ),
         Command::Serve { config } => serve(&config),
+        Command::Thresholds { config } => thresholds(&config),
     };
     match result {
         Ok(code) => code,
@@ -189,6 +196,24 @@ fn replay(
         };
         println!("{}", serde_json::to_string_pretty(&a)?);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `thresholds`: `{"thresholds":[{profile, behavior, value, population, computed_at_ms}]}`.
+fn thresholds(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let list = rt.block_on(async {
+        let store = defender_fleet::store::Store::open(config.store.clone()).await?;
+        let list = store.thresholds().await;
+        store.close().await;
+        list
+    })?;
+    let doc = serde_json::json!({ "thresholds": list });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,11 @@
 //! `max_late_secs` before its arrival, is recorded and accepted but not evaluated (the engine
 //! takes each thing's reports in time order).
 //!
+//! Thresholds: a third task runs at every epoch multiple of `[detect] thresholds_interval_secs`
+//! (300) and at the start; the instance that gets the store's lease computes every statistical
+//! behavior's threshold over the stored latest datapoints and stores it, and every instance
+//! hands the stored thresholds to its committer's [`FleetDetect`] (before its next batch).
+//!
 //! SIGTERM/SIGINT: the MQTT task stops queueing, the committer drains the queue and answers,
 //! the session disconnects, exit 0.
 
@@ -28,7 +33,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use defender_agent::agent::detect::device_report;
-use defender_agent::detect::fleet::{report_time, FleetDetect, ThingState as FleetState};
+use defender_agent::detect::fleet::{
+    report_time, threshold_for, FleetDetect, FleetThreshold, StatisticalBehavior, ThingState as FleetState,
+    ThresholdStatus,
+};
 use defender_agent::detect::{Mode, ViolationEvent};
 use defender_agent::mqtt::session::{Session, SessionEvent};
 use defender_agent::mqtt::topics::parse_publish_topic;
@@ -39,7 +47,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Ingest};
+use crate::config::{Config, Detect, Ingest};
 use crate::store::{Datapoint, RecordOutcome, ReportRecord, Store, StoreError};
 
 /// One report as received.
@@ -139,18 +147,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (done_tx, done_rx) = watch::channel(false);
     let filters = config.mqtt.filters();
     let mqtt = tokio::spawn(mqtt_task(session, filters, tx, stop_rx, done_rx));
+    let (thresholds_tx, thresholds_rx) = watch::channel(Vec::new());
+    let job = tokio::spawn(thresholds_job(
+        store.clone(),
+        fleet.statistical_behaviors(),
+        config.detect.clone(),
+        config.mqtt.client_id.clone(),
+        thresholds_tx,
+        stop_tx.subscribe(),
+    ));
     let committer = Committer {
         store: store.clone(),
         fleet,
         ingest: config.ingest.clone(),
         client,
         unavailable: false,
+        thresholds: thresholds_rx,
     };
     let commit = tokio::spawn(committer.run(rx, stop_tx.subscribe()));
     wait_for_signal().await;
     info!("Shutting down: draining the reports in flight.");
     let _ = stop_tx.send(true);
     let _ = commit.await;
+    let _ = job.await;
     let _ = done_tx.send(true);
     let _ = mqtt.await;
     store.close().await;
@@ -242,6 +261,8 @@ struct Committer {
     ingest: Ingest,
     client: rumqttc::AsyncClient,
     unavailable: bool,
+    /// The thresholds job's latest thresholds.
+    thresholds: watch::Receiver<Vec<FleetThreshold>>,
 }
 
 /// A report ready to record.
@@ -287,6 +308,10 @@ impl Committer {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
                 }
+            }
+            if self.thresholds.has_changed().unwrap_or(false) {
+                let t = self.thresholds.borrow_and_update().clone();
+                self.fleet.set_thresholds(&t);
             }
             self.batch(batch, &mut stop).await;
         }
@@ -584,6 +609,130 @@ impl Committer {
             warn!(topic = %p.topic, error = %e, "Cannot publish an answer.");
         }
     }
+}
+
+/// The lease's name in the store.
+pub const THRESHOLDS_JOB: &str = "thresholds";
+
+/// The thresholds job: at every epoch multiple of `thresholds_interval` (and at the start), the
+/// instance holding the lease computes each statistical behavior's nearest-rank percentile over
+/// the latest datapoint of every thing in the behavior's `durationSeconds` and stores it; every
+/// instance then hands the stored thresholds to its [`FleetDetect`]. A status change (e.g. "not
+/// evaluable: 4 things with data, below min_population 10") is logged once.
+async fn thresholds_job(
+    store: Store,
+    behaviors: Vec<StatisticalBehavior>,
+    detect: Detect,
+    holder: String,
+    tx: watch::Sender<Vec<FleetThreshold>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if behaviors.is_empty() {
+        return;
+    }
+    let period = detect.thresholds_interval.as_millis() as i64;
+    let mut logged: HashMap<(String, String), ThresholdStatus> = HashMap::new();
+    let mut unavailable = false;
+    loop {
+        let now = now_ms();
+        match thresholds_round(&store, &behaviors, &detect, &holder, now, period).await {
+            Ok(list) => {
+                if unavailable {
+                    info!("Thresholds job: the store is available again.");
+                    unavailable = false;
+                }
+                for t in &list {
+                    let key = (t.security_profile_name.clone(), t.behavior_name.clone());
+                    if logged.get(&key) != Some(&t.status) {
+                        info!("{}", t.message());
+                        logged.insert(key, t.status);
+                    }
+                }
+                let _ = tx.send(list);
+            }
+            Err(e) => {
+                if !unavailable {
+                    warn!(error = %e, "Thresholds job: cannot compute or read the thresholds.");
+                    unavailable = true;
+                }
+            }
+        }
+        let next = (now / period + 1) * period;
+        let wait = Duration::from_millis((next - now_ms()).max(1) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {
+                let _ = store.release_lease(THRESHOLDS_JOB, &holder).await;
+                return;
+            }
+        }
+    }
+}
+
+/// One period: computed and stored under the lease, then read back (every instance).
+async fn thresholds_round(
+    store: &Store,
+    behaviors: &[StatisticalBehavior],
+    detect: &Detect,
+    holder: &str,
+    now: i64,
+    period: i64,
+) -> Result<Vec<FleetThreshold>, StoreError> {
+    // A lease a little shorter than the period: whoever holds it runs this period; if it dies,
+    // another takes the next one.
+    if store
+        .try_lease(THRESHOLDS_JOB, holder, now, period - period / 10)
+        .await?
+    {
+        for b in behaviors {
+            let since = now - (b.duration_seconds as i64) * 1000 + 1;
+            let mut values: Vec<f64> = store
+                .population(&b.security_profile_name, &b.behavior_name, since)
+                .await?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            let t = threshold_for(b, &mut values, detect.min_population, now);
+            store
+                .upsert_threshold(&crate::store::FleetThreshold {
+                    profile: t.security_profile_name.clone(),
+                    behavior: t.behavior_name.clone(),
+                    value: t.value,
+                    population: t.population as i64,
+                    computed_at_ms: now,
+                })
+                .await?;
+        }
+    }
+    let stored = store.thresholds().await?;
+    Ok(behaviors
+        .iter()
+        .filter_map(|b| {
+            let s = stored
+                .iter()
+                .find(|s| s.profile == b.security_profile_name && s.behavior == b.behavior_name)?;
+            Some(FleetThreshold {
+                security_profile_name: b.security_profile_name.clone(),
+                behavior_name: b.behavior_name.clone(),
+                statistic: b.statistic.clone(),
+                // The stored row has no status: without a value, a population of at least
+                // min_population can only have been refused for a negative value.
+                status: match s.value {
+                    Some(_) => ThresholdStatus::Evaluable,
+                    None if s.population > 0
+                        && s.population as usize >= detect.min_population =>
+                    {
+                        ThresholdStatus::NegativeValues
+                    }
+                    None => ThresholdStatus::TooFewDevices,
+                },
+                value: s.value,
+                population: usize::try_from(s.population).unwrap_or(0),
+                min_population: detect.min_population,
+                computed_at: s.computed_at_ms as f64 / 1000.0,
+            })
+        })
+        .collect())
 }
 
 fn accepted(e: &Evaluated) -> Pending {

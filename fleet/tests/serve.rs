@@ -172,8 +172,12 @@ fn topic(thing: &str) -> String {
 }
 
 fn report(rid: u64) -> String {
+    report_out(rid, 2)
+}
+
+fn report_out(rid: u64, bytes_out: u64) -> String {
     format!(
-        r#"{{"header":{{"report_id":{rid},"version":"1.0"}},"metrics":{{"network_stats":{{"bytes_in":1,"bytes_out":2,"packets_in":1,"packets_out":1}}}}}}"#
+        r#"{{"header":{{"report_id":{rid},"version":"1.0"}},"metrics":{{"network_stats":{{"bytes_in":1,"bytes_out":{bytes_out},"packets_in":1,"packets_out":1}}}}}}"#
     )
 }
 
@@ -207,11 +211,10 @@ fn start_agent(dir: &Path, thing: &str, port: u16, format: &str, keys: &str) -> 
     (p, state)
 }
 
-async fn serve_end_to_end(e: TestEngine) {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start();
-    let port = broker.port();
-    let profiles = dir.path().join("profiles");
+/// Writes the service's config for `e` on `port` (the P90 fixture as the only profile) and
+/// checks it with `check-config`.
+fn fleet_config(dir: &Path, e: &TestEngine, port: u16, extra_ingest: &str, extra_detect: &str) -> PathBuf {
+    let profiles = dir.join("profiles");
     std::fs::create_dir(&profiles).unwrap();
     std::fs::copy(P90, profiles.join("p90.json")).unwrap();
     let (state_dir, store_toml) = match &e.settings.engine {
@@ -220,18 +223,18 @@ async fn serve_end_to_end(e: TestEngine) {
             "engine = \"sqlite\"".to_owned(),
         ),
         Engine::Postgres { url } => (
-            dir.path().join("state"),
+            dir.join("state"),
             format!("engine = \"postgres\"\nurl = {url:?}"),
         ),
     };
-    let config = dir.path().join("fleet.toml");
+    let config = dir.join("fleet.toml");
     std::fs::write(
         &config,
         format!(
             "state_dir = {:?}\n[mqtt]\nendpoint = \"127.0.0.1\"\nport = {port}\ntls = false\n\
              client_id = \"fleet-{}\"\nreconnect_max_secs = 1\n\
-             [ingest]\nmin_report_interval_secs = 1\n[store]\n{store_toml}\n\
-             [detect]\nprofiles = [{:?}]\ndimensions = []\ncustom_metrics = []\n",
+             [ingest]\n{extra_ingest}\n[store]\n{store_toml}\n\
+             [detect]\nprofiles = [{:?}]\ndimensions = []\ncustom_metrics = []\n{extra_detect}\n",
             state_dir.display().to_string(),
             e.name,
             profiles.display().to_string()
@@ -244,6 +247,14 @@ async fn serve_end_to_end(e: TestEngine) {
         .output()
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    config
+}
+
+async fn serve_end_to_end(e: TestEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(dir.path(), &e, port, "min_report_interval_secs = 1", "");
     let answers = Answers::start(port);
     let mut fleet = Proc::start(
         Command::new(FLEET).args(["serve", "--config"]).arg(&config),
@@ -327,4 +338,84 @@ async fn serve_end_to_end_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_end_to_end_on_postgres() {
     serve_end_to_end(support::postgres("serve_end_to_end").await).await
+}
+
+async fn statistical_thresholds_alarm_exactly_the_outliers(e: TestEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(
+        dir.path(),
+        &e,
+        port,
+        "min_report_interval_secs = 0",
+        "thresholds_interval_secs = 1",
+    );
+    let answers = Answers::start(port);
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    // Too few things yet: said once.
+    fleet.wait_log("not evaluable: 0 things with data", Duration::from_secs(10));
+    let outliers = [3, 11];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let things: Vec<String> = (0..20).map(|i| format!("thing-{i:03}")).collect();
+    let bytes = |i: usize| if outliers.contains(&i) { 50_000 + i as u64 } else { 1000 + i as u64 };
+    // Report times (their ids) 310 s apart, so that each window (durationSeconds 300) holds one
+    // report: round 1 at now − 200 (a backlog), round 2 at now + 110 (within the 300 s of clock
+    // skew allowed); the job's population at now is round 1's.
+    for round in 0..2u64 {
+        let rid = if round == 0 { now - 200 } else { now + 110 };
+        for (i, t) in things.iter().enumerate() {
+            publish(port, &topic(t), &report_out(rid, bytes(i)));
+        }
+        for t in &things {
+            answers.wait(&format!("{}/accepted", topic(t)), round as usize + 1);
+        }
+        if round == 0 {
+            // p90 over 20 things: rank 18, the largest of the 18 normal values (1019).
+            fleet.wait_log("threshold 1019 over 20 things", Duration::from_secs(10));
+            // Handed to the committer before its next batch.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let profiles: std::collections::BTreeSet<String> = ["FleetP90".to_owned()].into();
+    let active = store
+        .list_active_violations(&profiles, &Default::default())
+        .await
+        .unwrap()
+        .active_violations;
+    let mut alarmed: Vec<&str> = active.iter().map(|a| a.thing_name.as_str()).collect();
+    alarmed.sort();
+    assert_eq!(alarmed, ["thing-003", "thing-011"], "{}\n{:?}", fleet.log(), active.iter().map(|a| (&a.thing_name, a.last_violation_value.as_ref().and_then(|v| v.count))).collect::<Vec<_>>());
+    assert!(active.iter().all(|a| a.behavior.name == "BytesOutP90"));
+    store.close().await;
+    let out = Command::new(FLEET)
+        .args(["thresholds", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &doc["thresholds"][0];
+    assert_eq!((t["behavior"].as_str(), t["value"].as_f64()), (Some("BytesOutP90"), Some(1019.0)), "{doc}");
+    assert_eq!(t["population"], 20);
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistical_thresholds_alarm_exactly_the_outliers_on_sqlite() {
+    statistical_thresholds_alarm_exactly_the_outliers(support::sqlite()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistical_thresholds_alarm_exactly_the_outliers_on_postgres() {
+    statistical_thresholds_alarm_exactly_the_outliers(support::postgres("thresholds_e2e").await).await
 }
