@@ -308,7 +308,14 @@ impl Validator<'_> {
         self.push(Severity::Error, key, at, message.into());
     }
 
-    fn int(&mut self, key: &str, v: &Option<Spanned<u64>>, default: u64, min: u64, max: u64) -> u64 {
+    fn int(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<u64>>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> u64 {
         match v {
             None => default,
             Some(s) if (min..=max).contains(s.get_ref()) => *s.get_ref(),
@@ -323,11 +330,23 @@ impl Validator<'_> {
         }
     }
 
-    fn secs(&mut self, key: &str, v: &Option<Spanned<u64>>, d: u64, min: u64, max: u64) -> Duration {
+    fn secs(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<u64>>,
+        d: u64,
+        min: u64,
+        max: u64,
+    ) -> Duration {
         Duration::from_secs(self.int(key, v, d, min, max))
     }
 
-    fn paths(&mut self, key: &str, v: &Option<Vec<Spanned<String>>>, default: &str) -> Vec<PathBuf> {
+    fn paths(
+        &mut self,
+        key: &str,
+        v: &Option<Vec<Spanned<String>>>,
+        default: &str,
+    ) -> Vec<PathBuf> {
         match v {
             None => vec![PathBuf::from(default)],
             Some(list) => {
@@ -390,7 +409,11 @@ impl Validator<'_> {
             ),
         };
         let s = &f.store;
-        let url = s.url.as_ref().map(|u| u.get_ref().clone()).unwrap_or_default();
+        let url = s
+            .url
+            .as_ref()
+            .map(|u| u.get_ref().clone())
+            .unwrap_or_default();
         let engine = match s.engine.as_ref().map(|e| (e, e.get_ref().as_str())) {
             None | Some((_, "sqlite")) => {
                 if let Some(u) = s.url.as_ref().filter(|u| !u.get_ref().is_empty()) {
@@ -431,7 +454,11 @@ impl Validator<'_> {
         );
         let d = &f.detect;
         let detect = Detect {
-            profiles: self.paths("detect.profiles", &d.profiles, "/etc/defender-fleet/profiles"),
+            profiles: self.paths(
+                "detect.profiles",
+                &d.profiles,
+                "/etc/defender-fleet/profiles",
+            ),
             dimensions: self.paths(
                 "detect.dimensions",
                 &d.dimensions,
@@ -515,7 +542,11 @@ impl Validator<'_> {
         let file_key = |v: &mut Self, key: &str, f: &Option<Spanned<String>>| match f {
             Some(p) if !p.get_ref().is_empty() => PathBuf::from(p.get_ref()),
             Some(p) if tls => {
-                v.error(&format!("mqtt.{key}"), p, "must not be empty when tls = true");
+                v.error(
+                    &format!("mqtt.{key}"),
+                    p,
+                    "must not be empty when tls = true",
+                );
                 PathBuf::new()
             }
             None if tls => {
@@ -531,7 +562,10 @@ impl Validator<'_> {
         let ca_file = file_key(self, "ca_file", &mq.ca_file);
         let cert_file = file_key(self, "cert_file", &mq.cert_file);
         let key_file = file_key(self, "key_file", &mq.key_file);
-        let alpn = mq.alpn.as_ref().map_or_else(String::new, |a| a.get_ref().clone());
+        let alpn = mq
+            .alpn
+            .as_ref()
+            .map_or_else(String::new, |a| a.get_ref().clone());
         if let Some(a) = &mq.alpn {
             if a.get_ref().len() > 255 {
                 self.error("mqtt.alpn", a, "must be at most 255 bytes");
@@ -543,15 +577,30 @@ impl Validator<'_> {
         let client_id = match &mq.client_id {
             Some(c) if !c.get_ref().is_empty() => {
                 if c.get_ref().len() > 128 {
-                    self.error("mqtt.client_id", c, "must be at most 128 bytes (AWS IoT limit)");
+                    self.error(
+                        "mqtt.client_id",
+                        c,
+                        "must be at most 128 bytes (AWS IoT limit)",
+                    );
                 }
                 c.get_ref().clone()
             }
             _ => "defender-fleet".to_owned(),
         };
-        let reconnect_min = self.secs("mqtt.reconnect_min_secs", &mq.reconnect_min_secs, 1, 1, 3_600);
-        let reconnect_max =
-            self.secs("mqtt.reconnect_max_secs", &mq.reconnect_max_secs, 300, 1, 86_400);
+        let reconnect_min = self.secs(
+            "mqtt.reconnect_min_secs",
+            &mq.reconnect_min_secs,
+            1,
+            1,
+            3_600,
+        );
+        let reconnect_max = self.secs(
+            "mqtt.reconnect_max_secs",
+            &mq.reconnect_max_secs,
+            300,
+            1,
+            86_400,
+        );
         if reconnect_max < reconnect_min {
             if let Some(s) = &mq.reconnect_max_secs {
                 self.error(
@@ -644,7 +693,9 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_refused_with_its_key_line_and_column() {
-        let p = problems("[mqtt]\nendpoint = \"localhost\"\ntls = false\n\n[ingest]\nmin_interval = 5\n");
+        let p = problems(
+            "[mqtt]\nendpoint = \"localhost\"\ntls = false\n\n[ingest]\nmin_interval = 5\n",
+        );
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].key, "ingest.min_interval");
         assert_eq!(p[0].position, Some((6, 1)));
@@ -661,7 +712,12 @@ mod tests {
             .filter(|p| p.severity == Severity::Error)
             .map(|p| p.key.as_str())
             .collect();
-        for k in ["mqtt.endpoint", "mqtt.port", "store.engine", "detect.min_population"] {
+        for k in [
+            "mqtt.endpoint",
+            "mqtt.port",
+            "store.engine",
+            "detect.min_population",
+        ] {
             assert!(keys.contains(&k), "{k} in {keys:?}");
         }
         assert!(keys.contains(&"mqtt"), "tls files required: {keys:?}");
@@ -670,7 +726,11 @@ mod tests {
     #[test]
     fn postgres_needs_a_url_and_shared_group_subscribes_through_share() {
         let p = problems("[mqtt]\nendpoint = \"h\"\ntls = false\n[store]\nengine = \"postgres\"\n");
-        assert_eq!(p.iter().filter(|p| p.key == "store.url").count(), 1, "{p:?}");
+        assert_eq!(
+            p.iter().filter(|p| p.key == "store.url").count(),
+            1,
+            "{p:?}"
+        );
         let c = Config::parse(
             "[mqtt]\nendpoint = \"h\"\ntls = false\nshared_group = \"g1\"\n[store]\nengine = \"postgres\"\nurl = \"postgresql://u@h:5432/db\"\n",
             "t",

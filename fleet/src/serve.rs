@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use defender_agent::agent::detect::device_report;
 use defender_agent::detect::fleet::{
-    report_time, threshold_for, FleetDetect, FleetThreshold, StatisticalBehavior, ThingState as FleetState,
-    ThresholdStatus,
+    report_time, threshold_for, FleetDetect, FleetThreshold, StatisticalBehavior,
+    ThingState as FleetState, ThresholdStatus,
 };
 use defender_agent::detect::{Mode, ViolationEvent};
 use defender_agent::mqtt::session::{Session, SessionEvent};
@@ -130,7 +130,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     if matches!(config.store.engine, crate::store::Engine::Sqlite { .. }) {
         std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create state_dir {}: {e}", config.state_dir.display())
+            anyhow::anyhow!(
+                "cannot create state_dir {}: {e}",
+                config.state_dir.display()
+            )
         })?;
     }
     let store = Store::open(config.store.clone()).await?;
@@ -385,7 +388,8 @@ impl Committer {
             self.store.record_reports(&records).await?
         };
         let mut retry = Vec::new();
-        let mut by_index: HashMap<usize, RecordOutcome> = order.iter().copied().zip(outcomes).collect();
+        let mut by_index: HashMap<usize, RecordOutcome> =
+            order.iter().copied().zip(outcomes).collect();
         let mut answers = Vec::with_capacity(steps.len());
         for (i, s) in steps.into_iter().enumerate() {
             match s {
@@ -515,7 +519,11 @@ impl Committer {
         let rid = report.report_id;
         let id = i64::try_from(rid).unwrap_or(i64::MAX);
         if self.store.has_report(thing, id).await? {
-            info!(thing, report_id = rid, "Duplicate report: accepted again, not counted.");
+            info!(
+                thing,
+                report_id = rid,
+                "Duplicate report: accepted again, not counted."
+            );
             return Ok(Step::Answer(Pending {
                 topic: format!("{}/accepted", r.topic),
                 format,
@@ -557,7 +565,11 @@ impl Committer {
             || r.arrival_ms - time_ms > self.ingest.max_late.as_millis() as i64;
         let mut events = Vec::new();
         if too_late {
-            info!(thing, report_id = rid, "Late report: recorded, not evaluated.");
+            info!(
+                thing,
+                report_id = rid,
+                "Late report: recorded, not evaluated."
+            );
         } else {
             let dr = device_report(&report);
             events = self
@@ -719,9 +731,7 @@ async fn thresholds_round(
                 // min_population can only have been refused for a negative value.
                 status: match s.value {
                     Some(_) => ThresholdStatus::Evaluable,
-                    None if s.population > 0
-                        && s.population as usize >= detect.min_population =>
-                    {
+                    None if s.population > 0 && s.population as usize >= detect.min_population => {
                         ThresholdStatus::NegativeValues
                     }
                     None => ThresholdStatus::TooFewDevices,

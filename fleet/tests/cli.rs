@@ -82,7 +82,14 @@ fn replay_of_two_hundred_things_alarms_exactly_the_twenty_outliers() {
         .all(|a| a["behavior"]["name"] == "BytesOutP90"));
     // --min-population above the fleet: nothing is evaluable, no alarm.
     let out = Command::new(BIN)
-        .args(["replay", "--profile", P90, "--min-population", "201", "--input"])
+        .args([
+            "replay",
+            "--profile",
+            P90,
+            "--min-population",
+            "201",
+            "--input",
+        ])
         .arg(&input)
         .output()
         .unwrap();
@@ -146,10 +153,7 @@ fn check_config_reports_every_problem_with_line_and_column_and_exits_2() {
     .unwrap();
     let (code, _, stderr) = check(&path);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("line 4, column 8: `mqtt.port`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 4, column 8: `mqtt.port`"), "{stderr}");
     assert!(
         stderr.contains("line 6, column 10: `store.engine`"),
         "{stderr}"

@@ -52,11 +52,7 @@ struct Proc {
 impl Proc {
     fn start(cmd: &mut Command, log: PathBuf) -> Proc {
         let f = std::fs::File::create(&log).expect("log file");
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .expect("spawn");
+        let child = cmd.stdout(Stdio::null()).stderr(f).spawn().expect("spawn");
         Proc { child, log }
     }
 
@@ -213,7 +209,13 @@ fn start_agent(dir: &Path, thing: &str, port: u16, format: &str, keys: &str) -> 
 
 /// Writes the service's config for `e` on `port` (the P90 fixture as the only profile) and
 /// checks it with `check-config`.
-fn fleet_config(dir: &Path, e: &TestEngine, port: u16, extra_ingest: &str, extra_detect: &str) -> PathBuf {
+fn fleet_config(
+    dir: &Path,
+    e: &TestEngine,
+    port: u16,
+    extra_ingest: &str,
+    extra_detect: &str,
+) -> PathBuf {
     let profiles = dir.join("profiles");
     std::fs::create_dir(&profiles).unwrap();
     std::fs::copy(P90, profiles.join("p90.json")).unwrap();
@@ -246,7 +248,11 @@ fn fleet_config(dir: &Path, e: &TestEngine, port: u16, extra_ingest: &str, extra
         .arg(&config)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     config
 }
 
@@ -310,7 +316,10 @@ async fn serve_end_to_end(e: TestEngine) {
     answers.wait(&format!("{}/accepted", topic("dup1")), 1);
     publish(port, &topic("dup1"), &report(1_700_000_000));
     let acc = answers.wait(&format!("{}/accepted", topic("dup1")), 2);
-    assert!(acc.iter().all(|a| a["reportId"] == 1_700_000_000_u64), "{acc:?}");
+    assert!(
+        acc.iter().all(|a| a["reportId"] == 1_700_000_000_u64),
+        "{acc:?}"
+    );
     assert!(fleet.log().contains("Duplicate report: accepted again"));
 
     let store = Store::open(e.settings.clone()).await.unwrap();
@@ -366,7 +375,13 @@ async fn statistical_thresholds_alarm_exactly_the_outliers(e: TestEngine) {
         .unwrap()
         .as_secs();
     let things: Vec<String> = (0..20).map(|i| format!("thing-{i:03}")).collect();
-    let bytes = |i: usize| if outliers.contains(&i) { 50_000 + i as u64 } else { 1000 + i as u64 };
+    let bytes = |i: usize| {
+        if outliers.contains(&i) {
+            50_000 + i as u64
+        } else {
+            1000 + i as u64
+        }
+    };
     // Report times (their ids) 310 s apart, so that each window (durationSeconds 300) holds one
     // report: round 1 at now − 200 (a backlog), round 2 at now + 110 (within the 300 s of clock
     // skew allowed); the job's population at now is round 1's.
@@ -394,7 +409,19 @@ async fn statistical_thresholds_alarm_exactly_the_outliers(e: TestEngine) {
         .active_violations;
     let mut alarmed: Vec<&str> = active.iter().map(|a| a.thing_name.as_str()).collect();
     alarmed.sort();
-    assert_eq!(alarmed, ["thing-003", "thing-011"], "{}\n{:?}", fleet.log(), active.iter().map(|a| (&a.thing_name, a.last_violation_value.as_ref().and_then(|v| v.count))).collect::<Vec<_>>());
+    assert_eq!(
+        alarmed,
+        ["thing-003", "thing-011"],
+        "{}\n{:?}",
+        fleet.log(),
+        active
+            .iter()
+            .map(|a| (
+                &a.thing_name,
+                a.last_violation_value.as_ref().and_then(|v| v.count)
+            ))
+            .collect::<Vec<_>>()
+    );
     assert!(active.iter().all(|a| a.behavior.name == "BytesOutP90"));
     store.close().await;
     let out = Command::new(FLEET)
@@ -402,10 +429,18 @@ async fn statistical_thresholds_alarm_exactly_the_outliers(e: TestEngine) {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let t = &doc["thresholds"][0];
-    assert_eq!((t["behavior"].as_str(), t["value"].as_f64()), (Some("BytesOutP90"), Some(1019.0)), "{doc}");
+    assert_eq!(
+        (t["behavior"].as_str(), t["value"].as_f64()),
+        (Some("BytesOutP90"), Some(1019.0)),
+        "{doc}"
+    );
     assert_eq!(t["population"], 20);
     assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
 }
@@ -417,5 +452,6 @@ async fn statistical_thresholds_alarm_exactly_the_outliers_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statistical_thresholds_alarm_exactly_the_outliers_on_postgres() {
-    statistical_thresholds_alarm_exactly_the_outliers(support::postgres("thresholds_e2e").await).await
+    statistical_thresholds_alarm_exactly_the_outliers(support::postgres("thresholds_e2e").await)
+        .await
 }

@@ -6,10 +6,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use defender_agent::detect::fleet::ThingState as EngineState;
 use defender_agent::detect::query::{
     self, ListActiveViolationsRequest, ListViolationEventsRequest, RecordedEvent, VerificationMap,
 };
-use defender_agent::detect::fleet::ThingState as EngineState;
 use defender_agent::detect::{ActiveViolation, ViolationEvent};
 use defender_fleet::store::{
     Datapoint, FleetThreshold, RecordOutcome, ReportRecord, Store, StoreError,

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use defender_agent::detect::validate::{criteria_type, CriteriaType};
 use defender_agent::detect::fleet::ThingState as EngineState;
+use defender_agent::detect::validate::{criteria_type, CriteriaType};
 use defender_agent::detect::{ActiveViolation, Behavior, ViolationEvent};
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

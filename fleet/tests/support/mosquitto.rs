@@ -20,7 +20,9 @@ fn mosquitto_binary() -> PathBuf {
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join("mosquitto"))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("mosquitto not found: install it with `apt-get install -y mosquitto`"))
+        .unwrap_or_else(|| {
+            panic!("mosquitto not found: install it with `apt-get install -y mosquitto`")
+        })
 }
 
 impl Mosquitto {
