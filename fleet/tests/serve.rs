@@ -455,3 +455,51 @@ async fn statistical_thresholds_alarm_exactly_the_outliers_on_postgres() {
     statistical_thresholds_alarm_exactly_the_outliers(support::postgres("thresholds_e2e").await)
         .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_nothing_is_answered_until_it_is_back() {
+    // Its own server: stopping the shared one would break the other tests.
+    let server = support::PgServer::start();
+    let e = support::postgres_on(&server, "db_down").await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(dir.path(), &e, port, "min_report_interval_secs = 0", "");
+    let answers = Answers::start(port);
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    publish(port, &topic("up1"), &report(1_700_000_000));
+    answers.wait(&format!("{}/accepted", topic("up1")), 1);
+
+    server.stop();
+    publish(port, &topic("down1"), &report(1_700_000_000));
+    publish(port, &topic("down2"), &report(1_700_000_000));
+    fleet.wait_log("The store is unavailable", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = answers.lines.lock().unwrap().clone();
+    assert!(
+        !lines.iter().any(|l| l.contains("down1") || l.contains("down2")),
+        "answered while the database was down: {lines:?}"
+    );
+    assert_eq!(
+        fleet.log().matches("The store is unavailable").count(),
+        1,
+        "logged once per episode:\n{}",
+        fleet.log()
+    );
+
+    server.restart();
+    answers.wait(&format!("{}/accepted", topic("down1")), 1);
+    answers.wait(&format!("{}/accepted", topic("down2")), 1);
+    fleet.wait_log("The store is available again.", Duration::from_secs(5));
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let things = store.things(None, 10).await.unwrap();
+    let names: Vec<&str> = things.iter().map(|t| t.thing.as_str()).collect();
+    assert_eq!(names, ["down1", "down2", "up1"]);
+    store.close().await;
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+}
