@@ -2,8 +2,11 @@
 //!
 //! The fleet service: a Device Defender endpoint and Detect for a whole fleet (issue 13). It
 //! reuses the agent library's cores (report decoding and validation, the Detect engine, the
-//! violation queries) and adds its own edges. This crate so far holds the storage foundation:
-//! [`store`], on SQLite (default) or PostgreSQL (several instances).
+//! violation queries) and adds its own edges: the storage foundation, [`store`], on SQLite
+//! (default) or PostgreSQL (several instances); the configuration, [`config`]; the ingest,
+//! [`serve`] (the `defender-fleet` binary's `serve`).
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod serve;
 pub mod store;

@@ -6,10 +6,11 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use defender_agent::detect::fleet::ThingState as EngineState;
 use defender_agent::detect::query::{
     self, ListActiveViolationsRequest, ListViolationEventsRequest, RecordedEvent, VerificationMap,
 };
-use defender_agent::detect::{ActiveViolation, EngineState, ViolationEvent};
+use defender_agent::detect::{ActiveViolation, ViolationEvent};
 use defender_fleet::store::{
     Datapoint, FleetThreshold, RecordOutcome, ReportRecord, Store, StoreError,
 };
@@ -906,37 +907,32 @@ async fn a_corrupt_state_is_an_error_naming_the_thing(e: TestEngine) {
 both!(a_corrupt_state_is_an_error_naming_the_thing);
 
 async fn the_engine_state_round_trips(e: TestEngine) {
-    use defender_agent::detect::{
-        DetectEngine, EngineSettings, SecurityProfile, TrafficLog, TrafficRecord, ValidationContext,
-    };
+    use defender_agent::detect::fleet::FleetDetect;
+    use defender_agent::detect::{DeviceReport, NetworkDeltas, SecurityProfile, ValidationContext};
     let s = open(&e).await;
     let profile: SecurityProfile = serde_json::from_value(json!({
         "securityProfileName": "P",
-        "behaviors": [{"name": "B1", "metric": "aws:num-messages-sent",
+        "behaviors": [{"name": "B1", "metric": "aws:all-bytes-out",
             "criteria": {"comparisonOperator": "less-than-equals", "value": {"count": 10},
-                         "durationSeconds": 300}}]
+                         "durationSeconds": 300, "consecutiveDatapointsToAlarm": 1}}]
     }))
     .unwrap();
     let ctx = ValidationContext::default();
-    let mut engine = DetectEngine::new(
-        EngineSettings::new("t1"),
-        std::slice::from_ref(&profile),
-        &ctx,
-    );
-    let mut log = TrafficLog::new("c");
-    for _ in 0..15 {
-        log.record(
-            299_000,
-            TrafficRecord::Publish {
-                topic: "x".into(),
-                bytes: 1,
-            },
-        );
-    }
-    let emitted = engine.evaluate_cloud(&log, 300_000);
+    let fleet = FleetDetect::new(std::slice::from_ref(&profile), &ctx);
+    let mut state = fleet.new_thing_state();
+    let report = DeviceReport {
+        network: Some(NetworkDeltas {
+            bytes_in: 1,
+            bytes_out: 15,
+            packets_in: 1,
+            packets_out: 1,
+        }),
+        ..Default::default()
+    };
+    let emitted = fleet.evaluate_report(&mut state, "t1", &report, 300_000);
     let events: Vec<ViolationEvent> = emitted.iter().map(|e| e.event.clone()).collect();
     assert_eq!(events.len(), 1);
-    let act = engine.active_violations();
+    let act = fleet.active_violations(&state, "t1");
     let r = s
         .record_report(&ReportRecord {
             thing: "t1",
@@ -945,7 +941,7 @@ async fn the_engine_state_round_trips(e: TestEngine) {
             received_ms: 300_100,
             payload_bytes: 321,
             expected_version: 0,
-            state: engine.state(),
+            state: &state,
             events: &events,
             active: Some(&act),
             datapoints: &[],
@@ -954,16 +950,10 @@ async fn the_engine_state_round_trips(e: TestEngine) {
         .unwrap();
     assert_eq!(r, RecordOutcome::Recorded { version: 1 });
     let loaded = s.load_thing("t1").await.unwrap().unwrap();
-    assert_eq!(&loaded.state, engine.state());
-    let (restored, invalidated) = DetectEngine::with_state(
-        EngineSettings::new("t1"),
-        &[profile],
-        &ctx,
-        loaded.state,
-        300_100,
-    );
-    assert!(invalidated.is_empty());
-    assert_eq!(restored.active_violations(), act);
+    assert_eq!(loaded.state, state);
+    // A fresh FleetDetect (another instance, a restart) continues from the stored state.
+    let restored = FleetDetect::new(&[profile], &ctx);
+    assert_eq!(restored.active_violations(&loaded.state, "t1"), act);
     let profiles: BTreeSet<String> = ["P".to_string()].into();
     let listed = s
         .list_active_violations(&profiles, &ListActiveViolationsRequest::default())

@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use defender_agent::detect::fleet::ThingState as EngineState;
 use defender_agent::detect::validate::{criteria_type, CriteriaType};
-use defender_agent::detect::{ActiveViolation, Behavior, EngineState, ViolationEvent};
+use defender_agent::detect::{ActiveViolation, Behavior, ViolationEvent};
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{
@@ -120,7 +121,7 @@ pub struct ReportRecord<'a> {
     pub payload_bytes: i64,
     /// The version read with [`Store::load_thing`]; 0 for a thing without a row.
     pub expected_version: i64,
-    /// The engine state after evaluating this report.
+    /// The thing's fleet Detect state after evaluating this report.
     pub state: &'a EngineState,
     /// Events the evaluation emitted.
     pub events: &'a [ViolationEvent],
@@ -444,6 +445,17 @@ impl Store {
             version,
             last_report_ms,
         }))
+    }
+
+    /// Whether `(thing, report_id)` was recorded (and is still within retention): the ingest
+    /// answers such a redelivery as accepted again before throttling it.
+    pub async fn has_report(&self, thing: &str, report_id: i64) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM reports WHERE thing = $1 AND report_id = $2")
+            .bind(thing)
+            .bind(report_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Records a report and everything its evaluation produced in ONE transaction: the report

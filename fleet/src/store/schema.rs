@@ -29,7 +29,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
 -- Per-thing engine state, written with a versioned optimistic check.
 CREATE TABLE things (
     thing          {key} PRIMARY KEY,
-    state          TEXT NOT NULL,    -- the Detect engine's EngineState, JSON
+    state          TEXT NOT NULL,    -- the fleet Detect ThingState, JSON
     version        BIGINT NOT NULL,  -- 1 after the first report, +1 per recorded report
     first_seen_ms  BIGINT NOT NULL,  -- arrival time of the first report
     last_seen_ms   BIGINT NOT NULL,  -- latest arrival time

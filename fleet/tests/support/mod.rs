@@ -338,3 +338,4 @@ pub fn sqlite_path(e: &TestEngine) -> Option<&Path> {
         Engine::Postgres { .. } => None,
     }
 }
+pub mod mosquitto;

@@ -1,0 +1,505 @@
+//! `defender-fleet serve` end to end, on SQLite and on PostgreSQL: a real mosquitto on
+//! loopback, two real `defender-agent` daemons (JSON with long keys, CBOR with short keys)
+//! reporting to the service and getting `accepted`; reports published with `mosquitto_pub`:
+//! malformed → rejected `InvalidPayload`, a thing name over 128 bytes → rejected
+//! `InvalidThingName`, too frequent → rejected `Throttled`, a duplicate → accepted again with
+//! no second report counted; SIGTERM → exit 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use defender_fleet::store::{Engine, Store};
+use support::mosquitto::Mosquitto;
+use support::TestEngine;
+
+const FLEET: &str = env!("CARGO_BIN_EXE_defender-fleet");
+const P90: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/detect/fleet/p90-profile.json"
+);
+
+/// The agent binary, built once (`cargo build -p defender-agent`) into this workspace's target.
+fn agent_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "defender-agent", "--bin", "defender-agent"])
+                .current_dir(&root)
+                .status()
+                .expect("run cargo build -p defender-agent");
+            assert!(status.success(), "cargo build -p defender-agent failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            target.join("debug").join("defender-agent")
+        })
+        .clone()
+}
+
+/// A child process with its stderr in a file; killed on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = cmd.stdout(Stdio::null()).stderr(f).spawn().expect("spawn");
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{needle:?} not logged within {timeout:?}:\n{}", self.log());
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no exit within 20 s of SIGTERM:\n{}", self.log());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every answer the broker carries, as (topic, payload) lines of `mosquitto_sub -v`.
+struct Answers {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Answers {
+    fn start(port: u16) -> Answers {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1"])
+            .args(["-t", "$aws/things/+/defender/metrics/json/+"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (apt-get install -y mosquitto-clients)");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        // Let the subscription settle before anything is published.
+        std::thread::sleep(Duration::from_millis(300));
+        Answers { child, lines }
+    }
+
+    /// Waits for `n` answers on `topic`; returns their payloads as JSON.
+    fn wait(&self, topic: &str, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<serde_json::Value> = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| l.strip_prefix(topic)?.strip_prefix(' '))
+                .map(|p| serde_json::from_str(p).expect("a JSON answer"))
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} answer(s) on {topic} not seen; all: {:#?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn publish(port: u16, topic: &str, payload: &str) {
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub");
+    assert!(st.success());
+}
+
+fn topic(thing: &str) -> String {
+    format!("$aws/things/{thing}/defender/metrics/json")
+}
+
+fn report(rid: u64) -> String {
+    report_out(rid, 2)
+}
+
+fn report_out(rid: u64, bytes_out: u64) -> String {
+    format!(
+        r#"{{"header":{{"report_id":{rid},"version":"1.0"}},"metrics":{{"network_stats":{{"bytes_in":1,"bytes_out":{bytes_out},"packets_in":1,"packets_out":1}}}}}}"#
+    )
+}
+
+fn status_answer(state: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(state.join("status.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let a = v.get("last_answer")?.clone();
+    (!a.is_null()).then_some(a)
+}
+
+fn start_agent(dir: &Path, thing: &str, port: u16, format: &str, keys: &str) -> (Proc, PathBuf) {
+    let state = dir.join(format!("agent-{thing}"));
+    let config = dir.join(format!("agent-{thing}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "thing_name = \"{thing}\"\nstate_dir = {state:?}\n[collect]\nsample_interval_secs = 1\n\
+             [report]\ninterval_secs = 2\nstartup_jitter_secs = 0\nformat = \"{format}\"\nkeys = \"{keys}\"\n\
+             [mqtt]\nendpoint = \"127.0.0.1\"\nport = {port}\ntls = false\nreconnect_max_secs = 1\n",
+            state = state.display().to_string()
+        ),
+    )
+    .unwrap();
+    let p = Proc::start(
+        Command::new(agent_binary())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("DEFENDER_AGENT_LOG", "info,defender_agent=debug"),
+        dir.join(format!("agent-{thing}.log")),
+    );
+    (p, state)
+}
+
+/// Writes the service's config for `e` on `port` (the P90 fixture as the only profile) and
+/// checks it with `check-config`.
+fn fleet_config(
+    dir: &Path,
+    e: &TestEngine,
+    port: u16,
+    extra_ingest: &str,
+    extra_detect: &str,
+) -> PathBuf {
+    let profiles = dir.join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::copy(P90, profiles.join("p90.json")).unwrap();
+    let (state_dir, store_toml) = match &e.settings.engine {
+        Engine::Sqlite { path } => (
+            path.parent().unwrap().to_path_buf(),
+            "engine = \"sqlite\"".to_owned(),
+        ),
+        Engine::Postgres { url } => (
+            dir.join("state"),
+            format!("engine = \"postgres\"\nurl = {url:?}"),
+        ),
+    };
+    let config = dir.join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[mqtt]\nendpoint = \"127.0.0.1\"\nport = {port}\ntls = false\n\
+             client_id = \"fleet-{}\"\nreconnect_max_secs = 1\n\
+             [ingest]\n{extra_ingest}\n[store]\n{store_toml}\n\
+             [detect]\nprofiles = [{:?}]\ndimensions = []\ncustom_metrics = []\n{extra_detect}\n",
+            state_dir.display().to_string(),
+            e.name,
+            profiles.display().to_string()
+        ),
+    )
+    .unwrap();
+    let st = Command::new(FLEET)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    config
+}
+
+async fn serve_end_to_end(e: TestEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(dir.path(), &e, port, "min_report_interval_secs = 1", "");
+    let answers = Answers::start(port);
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    // Both SUBACKs (json, cbor) come together.
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Two real agents: JSON with long keys, CBOR with short keys.
+    let (agent_json, state_json) = start_agent(dir.path(), "gw-json", port, "json", "long");
+    let (agent_cbor, state_cbor) = start_agent(dir.path(), "gw-cbor", port, "cbor", "short");
+    for (agent, state) in [(&agent_json, &state_json), (&agent_cbor, &state_cbor)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(a) = status_answer(state) {
+                assert_eq!(a["status"], "accepted", "{a}\n{}", agent.log());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer: agent log:\n{}\nfleet log:\n{}",
+                agent.log(),
+                fleet.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent.wait_log("Report accepted.", Duration::from_secs(10));
+    }
+
+    // Malformed.
+    publish(port, &topic("bad1"), r#"{"header":{"version":"1.0"}}"#);
+    let r = answers.wait(&format!("{}/rejected", topic("bad1")), 1);
+    assert_eq!(r[0]["status"], "REJECTED");
+    assert_eq!(r[0]["thingName"], "bad1");
+    assert_eq!(r[0]["statusDetails"]["ErrorCode"], "InvalidPayload");
+    assert!(r[0].get("reportId").is_none(), "{}", r[0]);
+    // An invalid thing name (over 128 bytes).
+    let long = "x".repeat(129);
+    publish(port, &topic(&long), &report(1_700_000_000));
+    let r = answers.wait(&format!("{}/rejected", topic(&long)), 1);
+    assert_eq!(r[0]["statusDetails"]["ErrorCode"], "InvalidThingName");
+    // Throttled: report ids 5 and 6 are counters, so their times are their arrivals (< 1 s apart).
+    publish(port, &topic("thr1"), &report(5));
+    publish(port, &topic("thr1"), &report(6));
+    let acc = answers.wait(&format!("{}/accepted", topic("thr1")), 1);
+    assert_eq!(acc[0]["reportId"], 5);
+    let rej = answers.wait(&format!("{}/rejected", topic("thr1")), 1);
+    assert_eq!(rej[0]["reportId"], 6);
+    assert_eq!(rej[0]["statusDetails"]["ErrorCode"], "Throttled");
+    // A duplicate: accepted again, counted once.
+    publish(port, &topic("dup1"), &report(1_700_000_000));
+    answers.wait(&format!("{}/accepted", topic("dup1")), 1);
+    publish(port, &topic("dup1"), &report(1_700_000_000));
+    let acc = answers.wait(&format!("{}/accepted", topic("dup1")), 2);
+    assert!(
+        acc.iter().all(|a| a["reportId"] == 1_700_000_000_u64),
+        "{acc:?}"
+    );
+    assert!(fleet.log().contains("Duplicate report: accepted again"));
+
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let things = store.things(None, 100).await.unwrap();
+    let count = |t: &str| things.iter().find(|s| s.thing == t).map(|s| s.report_count);
+    assert_eq!(count("dup1"), Some(1), "{things:?}");
+    assert_eq!(count("thr1"), Some(1), "{things:?}");
+    assert_eq!(count("bad1"), None, "{things:?}");
+    assert!(count("gw-json") >= Some(1), "{things:?}");
+    assert!(count("gw-cbor") >= Some(1), "{things:?}");
+    store.close().await;
+
+    drop(agent_json);
+    drop(agent_cbor);
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+    assert!(fleet.log().contains("Stopped."), "{}", fleet.log());
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_end_to_end_on_sqlite() {
+    serve_end_to_end(support::sqlite()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_end_to_end_on_postgres() {
+    serve_end_to_end(support::postgres("serve_end_to_end").await).await
+}
+
+async fn statistical_thresholds_alarm_exactly_the_outliers(e: TestEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(
+        dir.path(),
+        &e,
+        port,
+        "min_report_interval_secs = 0",
+        "thresholds_interval_secs = 1",
+    );
+    let answers = Answers::start(port);
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    // Too few things yet: said once.
+    fleet.wait_log("not evaluable: 0 things with data", Duration::from_secs(10));
+    let outliers = [3, 11];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let things: Vec<String> = (0..20).map(|i| format!("thing-{i:03}")).collect();
+    let bytes = |i: usize| {
+        if outliers.contains(&i) {
+            50_000 + i as u64
+        } else {
+            1000 + i as u64
+        }
+    };
+    // Report times (their ids) 310 s apart, so that each window (durationSeconds 300) holds one
+    // report: round 1 at now − 200 (a backlog), round 2 at now + 110 (within the 300 s of clock
+    // skew allowed); the job's population at now is round 1's.
+    for round in 0..2u64 {
+        let rid = if round == 0 { now - 200 } else { now + 110 };
+        for (i, t) in things.iter().enumerate() {
+            publish(port, &topic(t), &report_out(rid, bytes(i)));
+        }
+        for t in &things {
+            answers.wait(&format!("{}/accepted", topic(t)), round as usize + 1);
+        }
+        if round == 0 {
+            // p90 over 20 things: rank 18, the largest of the 18 normal values (1019).
+            fleet.wait_log("threshold 1019 over 20 things", Duration::from_secs(10));
+            // Handed to the committer before its next batch.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let profiles: std::collections::BTreeSet<String> = ["FleetP90".to_owned()].into();
+    let active = store
+        .list_active_violations(&profiles, &Default::default())
+        .await
+        .unwrap()
+        .active_violations;
+    let mut alarmed: Vec<&str> = active.iter().map(|a| a.thing_name.as_str()).collect();
+    alarmed.sort();
+    assert_eq!(
+        alarmed,
+        ["thing-003", "thing-011"],
+        "{}\n{:?}",
+        fleet.log(),
+        active
+            .iter()
+            .map(|a| (
+                &a.thing_name,
+                a.last_violation_value.as_ref().and_then(|v| v.count)
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert!(active.iter().all(|a| a.behavior.name == "BytesOutP90"));
+    store.close().await;
+    let out = Command::new(FLEET)
+        .args(["thresholds", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &doc["thresholds"][0];
+    assert_eq!(
+        (t["behavior"].as_str(), t["value"].as_f64()),
+        (Some("BytesOutP90"), Some(1019.0)),
+        "{doc}"
+    );
+    assert_eq!(t["population"], 20);
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistical_thresholds_alarm_exactly_the_outliers_on_sqlite() {
+    statistical_thresholds_alarm_exactly_the_outliers(support::sqlite()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistical_thresholds_alarm_exactly_the_outliers_on_postgres() {
+    statistical_thresholds_alarm_exactly_the_outliers(support::postgres("thresholds_e2e").await)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_nothing_is_answered_until_it_is_back() {
+    // Its own server: stopping the shared one would break the other tests.
+    let server = support::PgServer::start();
+    let e = support::postgres_on(&server, "db_down").await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(dir.path(), &e, port, "min_report_interval_secs = 0", "");
+    let answers = Answers::start(port);
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    publish(port, &topic("up1"), &report(1_700_000_000));
+    answers.wait(&format!("{}/accepted", topic("up1")), 1);
+
+    server.stop();
+    publish(port, &topic("down1"), &report(1_700_000_000));
+    publish(port, &topic("down2"), &report(1_700_000_000));
+    fleet.wait_log("The store is unavailable", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = answers.lines.lock().unwrap().clone();
+    assert!(
+        !lines.iter().any(|l| l.contains("down1") || l.contains("down2")),
+        "answered while the database was down: {lines:?}"
+    );
+    assert_eq!(
+        fleet.log().matches("The store is unavailable").count(),
+        1,
+        "logged once per episode:\n{}",
+        fleet.log()
+    );
+
+    server.restart();
+    answers.wait(&format!("{}/accepted", topic("down1")), 1);
+    answers.wait(&format!("{}/accepted", topic("down2")), 1);
+    fleet.wait_log("The store is available again.", Duration::from_secs(5));
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let things = store.things(None, 10).await.unwrap();
+    let names: Vec<&str> = things.iter().map(|t| t.thing.as_str()).collect();
+    assert_eq!(names, ["down1", "down2", "up1"]);
+    store.close().await;
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+}

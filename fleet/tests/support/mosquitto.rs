@@ -1,0 +1,97 @@
+//! A plain mosquitto broker on a free loopback port for the fleet's tests (the small part of
+//! the agent's `tests/integration/support/mosquitto.rs` they need: the agent's tests are a
+//! separate crate). Stopped on drop; a missing binary fails the test, never a skip.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running mosquitto.
+pub struct Mosquitto {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+fn mosquitto_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("mosquitto"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("mosquitto not found: install it with `apt-get install -y mosquitto`")
+        })
+}
+
+impl Mosquitto {
+    /// Starts a plain, anonymous broker and waits until it accepts connections.
+    pub fn start() -> Mosquitto {
+        let mut dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                     log_dest stderr\nlog_type all\nmax_packet_size 200000\n"
+                ),
+            )
+            .expect("write mosquitto.conf");
+            let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log file");
+            let child = Command::new(mosquitto_binary())
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn mosquitto");
+            let mut broker = Mosquitto { dir, port, child };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return broker;
+                }
+                if let Ok(Some(_)) = broker.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = broker.child.kill();
+            let _ = broker.child.wait();
+            let log = broker.log();
+            if !log.contains("Address already in use") {
+                panic!("mosquitto did not start on port {port}:\n{log}");
+            }
+            dir = std::mem::replace(&mut broker.dir, tempfile::tempdir().expect("temp dir"));
+        }
+        panic!("mosquitto: no free port after 5 attempts")
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
