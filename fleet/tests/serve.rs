@@ -482,7 +482,9 @@ async fn with_the_database_down_nothing_is_answered_until_it_is_back() {
     std::thread::sleep(Duration::from_secs(3));
     let lines = answers.lines.lock().unwrap().clone();
     assert!(
-        !lines.iter().any(|l| l.contains("down1") || l.contains("down2")),
+        !lines
+            .iter()
+            .any(|l| l.contains("down1") || l.contains("down2")),
         "answered while the database was down: {lines:?}"
     );
     assert_eq!(

@@ -73,6 +73,56 @@ impl Log {
     }
 }
 
+thread_local! {
+    /// The log of the harness running on this thread (the test's current-thread runtime).
+    static CAPTURED: std::cell::RefCell<Option<Log>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Routes this thread's events into a [`Log`] until dropped. One global subscriber for every
+/// test, writing to the thread's own log: a thread-local subscriber per test (`set_default`)
+/// lost events now and then when tests ran in parallel, as tracing's callsite interest is
+/// shared by every dispatcher and rebuilt whenever one comes or goes.
+struct Capture;
+
+impl Capture {
+    fn start(log: &Log) -> Capture {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(|| ThreadLog)
+                .finish();
+            // Invariant: nothing else in the library's tests installs a global subscriber.
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
+        CAPTURED.with(|c| *c.borrow_mut() = Some(log.clone()));
+        Capture
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        CAPTURED.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// The writer of the global test subscriber: the current thread's captured log, if any.
+struct ThreadLog;
+
+impl std::io::Write for ThreadLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED.with(|c| {
+            if let Some(log) = c.borrow_mut().as_mut() {
+                let _ = log.write(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The agent loop running in a task, the test holding the link's ends.
 struct Harness {
     /// What the agent asks the link to do.
@@ -83,7 +133,7 @@ struct Harness {
     task: tokio::task::JoinHandle<()>,
     state: PathBuf,
     log: Log,
-    _log_guard: tracing::subscriber::DefaultGuard,
+    _log_guard: Capture,
     _dir: tempfile::TempDir,
 }
 
@@ -126,12 +176,7 @@ impl Harness {
         adjust: impl FnOnce(&mut Parts),
     ) -> Harness {
         let log = Log::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        let log_guard = tracing::subscriber::set_default(subscriber);
+        let log_guard = Capture::start(&log);
 
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");

@@ -284,7 +284,10 @@ fn read_curr_estab() -> Option<u64> {
 /// first `Tcp:` line names the columns, the second holds the values.
 fn parse_curr_estab(text: &str) -> Option<u64> {
     let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let column = tcp.next()?.split_whitespace().position(|c| c == "CurrEstab")?;
+    let column = tcp
+        .next()?
+        .split_whitespace()
+        .position(|c| c == "CurrEstab")?;
     tcp.next()?.split_whitespace().nth(column)?.parse().ok()
 }
 
@@ -761,10 +764,16 @@ mod tests {
     #[test]
     fn curr_estab_is_read_by_its_column_name() {
         assert_eq!(parse_curr_estab(SNMP), Some(8));
-        assert_eq!(parse_curr_estab(&SNMP.replace(" 8 261314", " 0 261314")), Some(0));
+        assert_eq!(
+            parse_curr_estab(&SNMP.replace(" 8 261314", " 0 261314")),
+            Some(0)
+        );
         assert_eq!(parse_curr_estab("Ip: Forwarding\nIp: 2\n"), None);
         assert_eq!(parse_curr_estab(&SNMP.replace("CurrEstab", "Other")), None);
-        assert_eq!(parse_curr_estab(&SNMP.replace(" 8 261314", " x 261314")), None);
+        assert_eq!(
+            parse_curr_estab(&SNMP.replace(" 8 261314", " x 261314")),
+            None
+        );
     }
 
     /// Issue 15 item 6: the established-table walk (most of an idle sample's CPU) is skipped
@@ -782,7 +791,11 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let _server = listener.accept().unwrap();
-        assert!(read_curr_estab().is_some_and(|n| n >= 2), "{:?}", read_curr_estab());
+        assert!(
+            read_curr_estab().is_some_and(|n| n >= 2),
+            "{:?}",
+            read_curr_estab()
+        );
     }
 
     fn gateway_fixture() -> PathBuf {
