@@ -115,6 +115,19 @@ CREATE TABLE leases (
     expires_ms     BIGINT NOT NULL
 );
 "#,
+}, Migration {
+    version: 2,
+    description: "ingest counters",
+    sql: r#"
+-- What the ingest answered, per UTC minute, added to by every instance (status: reports/s,
+-- rejects by code). name: received | accepted | recorded | dropped | rejected.<ErrorCode>.
+CREATE TABLE ingest_counters (
+    minute_ms      BIGINT NOT NULL,  -- start of the minute, epoch ms
+    name           TEXT NOT NULL,
+    count          BIGINT NOT NULL,
+    PRIMARY KEY (minute_ms, name)
+);
+"#,
 }];
 
 /// The newest version this build knows.
