@@ -925,6 +925,80 @@ mod tests {
     }
 
     #[test]
+    fn alarms_take_the_agents_keys_and_webhooks() {
+        let c = Config::parse(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n\
+             [[alarms]]\ntype = \"log\"\n\
+             [[alarms]]\ntype = \"file\"\npath = \"/tmp/a.jsonl\"\n\
+             [[alarms]]\ntype = \"mqtt\"\ntopic = \"fleet/alarms\"\nqos = 0\n\
+             [[alarms]]\ntype = \"command\"\nargv = [\"/bin/true\"]\n\
+             [[alarms]]\ntype = \"webhook\"\nurl = \"https://h.example/x\"\nattempts = 3\n\
+             ca_file = \"/etc/ca.pem\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.alarms,
+            vec![
+                Output::Log,
+                Output::File {
+                    path: "/tmp/a.jsonl".into()
+                },
+                Output::Mqtt {
+                    topic: "fleet/alarms".into(),
+                    qos: 0,
+                    via: Via::Link
+                },
+                Output::Command {
+                    argv: vec!["/bin/true".into()],
+                    timeout: Duration::from_secs(10)
+                },
+            ]
+        );
+        assert_eq!(
+            c.webhooks,
+            vec![webhook::Settings {
+                url: "https://h.example/x".into(),
+                timeout: Duration::from_secs(10),
+                attempts: 3,
+                ca_file: Some("/etc/ca.pem".into()),
+            }]
+        );
+        let example = Config::parse(EXAMPLE, "<example>").unwrap();
+        assert_eq!(example.alarms, vec![Output::Log]);
+        assert!(example.webhooks.is_empty());
+    }
+
+    #[test]
+    fn alarm_errors_name_key_line_and_column() {
+        let p = problems(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n\
+             [[alarms]]\ntype = \"webhook\"\nurl = \"ftp://x/\"\n\
+             [[alarms]]\ntype = \"mqtt\"\ntopic = \"a/b\"\nvia = \"tap\"\n\
+             [[alarms]]\ntype = \"file\"\nurl = \"http://h/\"\npath = \"/x\"\n\
+             [[alarms]]\ntype = \"webhook\"\nurl = \"http://h/\"\nattempts = 0\nca_file = \"/c\"\n\
+             [[alarms]]\ntype = \"pager\"\n",
+        );
+        let at = |key: &str| {
+            p.iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("{key} in {p:?}"))
+        };
+        assert_eq!(at("alarms[0].url").position, Some((6, 7)));
+        assert!(at("alarms[0].url").message.contains("http://"));
+        assert_eq!(at("alarms[1].via").position, Some((10, 7)));
+        assert_eq!(at("alarms[2].url").message, "does not apply to type = \"file\"");
+        assert_eq!(at("alarms[2].url").position, Some((13, 7)));
+        assert_eq!(at("alarms[3].attempts").position, Some((18, 12)));
+        assert_eq!(at("alarms[3].ca_file").message, "needs an https:// url");
+        assert_eq!(at("alarms[4].type").position, Some((21, 8)));
+        let unknown = problems("[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"log\"\nfoo = 1\n");
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+        assert_eq!(unknown[0].key, "alarms[0].foo");
+        assert_eq!(unknown[0].position, Some((6, 1)));
+    }
+
+    #[test]
     fn postgres_needs_a_url_and_shared_group_subscribes_through_share() {
         let p = problems("[mqtt]\nendpoint = \"h\"\ntls = false\n[store]\nengine = \"postgres\"\n");
         assert_eq!(

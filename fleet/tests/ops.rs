@@ -577,3 +577,137 @@ async fn sighup_reloads_profiles_and_a_bad_file_keeps_the_old_ones() {
     store.close().await;
     assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_never_holds_up_the_ingest_and_is_logged_once() {
+    let e = support::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(profiles.join("ops.json"), profile(100)).unwrap();
+    // A port nobody listens on: every delivery is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(
+        dir.path(),
+        &e,
+        port,
+        &profiles,
+        &format!("[[alarms]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{dead}/\"\nattempts = 2\n"),
+    );
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let rid = now_secs() - 10;
+    let things: Vec<String> = (0..5).map(|i| format!("w{i}")).collect();
+    for t in &things {
+        publish(port, t, &report(rid, 5000));
+    }
+    for t in &things {
+        wait_for("recorded", async || recorded(&store, t).await).await;
+    }
+    // 5 events × 2 tries, 0.5 s apart: the episode is logged once.
+    fleet.wait_log("Webhook delivery failed", Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = fleet.log();
+    assert_eq!(log.matches("Webhook delivery failed").count(), 1, "{log}");
+    assert_eq!(log.matches("Detect alarm.").count(), 5, "{log}");
+    store.close().await;
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+}
+
+/// Counters from two handles (two instances) add up per minute; windows; retention; and the
+/// commit hook sees only what was committed.
+async fn counters_and_the_commit_hook(e: TestEngine) {
+    let seen: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let s = seen.clone();
+    let a = Store::open(e.settings.clone())
+        .await
+        .unwrap()
+        .on_commit(move |r| s.lock().unwrap().push((r.thing.to_owned(), r.report_id)));
+    let b = Store::open(e.settings.clone()).await.unwrap();
+    let t0 = 1_700_000_040_000; // a minute start + 0 s
+    a.add_counters(t0 + 5_000, &[("accepted", 2), ("rejected.Throttled", 1)])
+        .await
+        .unwrap();
+    b.add_counters(t0 + 30_000, &[("accepted", 3), ("recorded", 0)])
+        .await
+        .unwrap();
+    b.add_counters(t0 + 60_000, &[("accepted", 1)]).await.unwrap();
+    let all = a.counters_since(0).await.unwrap();
+    assert_eq!(
+        all,
+        [("accepted".to_owned(), 6), ("rejected.Throttled".to_owned(), 1)]
+    );
+    assert_eq!(
+        a.counters_since(t0 + 60_000).await.unwrap(),
+        [("accepted".to_owned(), 1)]
+    );
+    assert_eq!(a.counters_start().await.unwrap(), Some(t0));
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ingest_counters")
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3, "one row per minute and name");
+    let p = a.purge_older_than(t0 + 60_000, 1).await.unwrap();
+    assert_eq!(p.counters, 2);
+    assert_eq!(a.counters_start().await.unwrap(), Some(t0 + 60_000));
+
+    // The hook: recorded reports, after the commit; not a duplicate, not a conflict.
+    let state = EngineState::default();
+    let rec = |thing: &'static str, id: i64, v: i64| ReportRecord {
+        thing,
+        report_id: id,
+        report_time_ms: id * 1000,
+        received_ms: id * 1000,
+        payload_bytes: 1,
+        expected_version: v,
+        state: &state,
+        events: &[],
+        active: None,
+        datapoints: &[],
+    };
+    assert!(matches!(
+        a.record_report(&rec("h1", 1000, 0)).await.unwrap(),
+        RecordOutcome::Recorded { .. }
+    ));
+    assert_eq!(
+        a.record_report(&rec("h1", 1000, 1)).await.unwrap(),
+        RecordOutcome::Duplicate
+    );
+    assert_eq!(
+        a.record_report(&rec("h1", 1001, 5)).await.unwrap(),
+        RecordOutcome::Conflict
+    );
+    let out = a
+        .record_reports(&[rec("h1", 1002, 1), rec("h1", 1000, 2), rec("h2", 7, 0)])
+        .await
+        .unwrap();
+    assert_eq!(out[1], RecordOutcome::Duplicate);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("h1".to_owned(), 1000), ("h1".to_owned(), 1002), ("h2".to_owned(), 7)]
+    );
+    // A batch that fails commits nothing and calls nothing.
+    b.close().await;
+    a.close().await;
+    assert!(a.record_reports(&[rec("h3", 1, 0)]).await.is_err());
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_and_the_commit_hook_on_sqlite() {
+    counters_and_the_commit_hook(support::sqlite()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_and_the_commit_hook_on_postgres() {
+    counters_and_the_commit_hook(support::postgres("counters_hook").await).await
+}
