@@ -681,13 +681,7 @@ impl Validator<'_> {
                 };
                 Some(AlarmOut::Webhook(webhook::Settings {
                     url,
-                    timeout: self.secs(
-                        &format!("{key}.timeout_secs"),
-                        &x.timeout_secs,
-                        10,
-                        1,
-                        300,
-                    ),
+                    timeout: self.secs(&format!("{key}.timeout_secs"), &x.timeout_secs, 10, 1, 300),
                     attempts: self.int(&format!("{key}.attempts"), &x.attempts, 5, 1, 20) as u32,
                     ca_file,
                 }))
@@ -987,12 +981,17 @@ mod tests {
         assert_eq!(at("alarms[0].url").position, Some((6, 7)));
         assert!(at("alarms[0].url").message.contains("http://"));
         assert_eq!(at("alarms[1].via").position, Some((10, 7)));
-        assert_eq!(at("alarms[2].url").message, "does not apply to type = \"file\"");
+        assert_eq!(
+            at("alarms[2].url").message,
+            "does not apply to type = \"file\""
+        );
         assert_eq!(at("alarms[2].url").position, Some((13, 7)));
         assert_eq!(at("alarms[3].attempts").position, Some((18, 12)));
         assert_eq!(at("alarms[3].ca_file").message, "needs an https:// url");
         assert_eq!(at("alarms[4].type").position, Some((21, 8)));
-        let unknown = problems("[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"log\"\nfoo = 1\n");
+        let unknown = problems(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"log\"\nfoo = 1\n",
+        );
         assert_eq!(unknown.len(), 1, "{unknown:?}");
         assert_eq!(unknown[0].key, "alarms[0].foo");
         assert_eq!(unknown[0].position, Some((6, 1)));

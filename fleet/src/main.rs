@@ -270,8 +270,8 @@ fn status(path: &Path, json: bool, max_things: usize) -> anyhow::Result<ExitCode
     let config = Config::load(path)?;
     let status = runtime()?.block_on(async {
         let store = Store::open(config.store.clone()).await?;
-        let s = defender_fleet::status::read(&store, defender_fleet::serve::now_ms(), max_things)
-            .await;
+        let s =
+            defender_fleet::status::read(&store, defender_fleet::serve::now_ms(), max_things).await;
         store.close().await;
         s
     })?;
@@ -328,8 +328,12 @@ fn violations(cmd: ViolationsCommand) -> anyhow::Result<ExitCode> {
                 // An unknown securityProfileName is ResourceNotFoundException, as on the
                 // agent: the names are the configured profiles'.
                 let d = &config.detect;
-                let loaded =
-                    definitions::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, Mode::Load)?;
+                let loaded = definitions::load_all(
+                    &d.profiles,
+                    &d.dimensions,
+                    &d.custom_metrics,
+                    Mode::Load,
+                )?;
                 let known = loaded
                     .profiles
                     .iter()

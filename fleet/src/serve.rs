@@ -156,8 +156,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let session = Session::new(config.mqtt.session_options())?;
     let counters = Arc::new(Counters::default());
-    let alarms = crate::alarm::Dispatcher::start(&config.alarms, &config.webhooks, session.client())
-        .map_err(|e| anyhow::anyhow!("alarms: {e}"))?;
+    let alarms =
+        crate::alarm::Dispatcher::start(&config.alarms, &config.webhooks, session.client())
+            .map_err(|e| anyhow::anyhow!("alarms: {e}"))?;
     let hook_counters = counters.clone();
     let store = Store::open(config.store.clone())
         .await?

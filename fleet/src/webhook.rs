@@ -253,7 +253,10 @@ impl Worker {
         let req = Request::post(self.target.path())
             .header(hyper::header::HOST, self.target.authority())
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, concat!("defender-fleet/", env!("CARGO_PKG_VERSION")))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("defender-fleet/", env!("CARGO_PKG_VERSION")),
+            )
             .header(hyper::header::CONNECTION, "close")
             .body(Full::new(body))
             .map_err(|e| format!("HTTP request: {e}"))?;
@@ -288,11 +291,103 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
         assert!(check_url("https://hooks.example/x?y=1").is_ok());
         assert!(check_url("http://[::1]:9/").is_ok());
-        for bad in ["ftp://x/", "127.0.0.1:80", "http://", "http://u:p@h/", "not a url"] {
+        for bad in [
+            "ftp://x/",
+            "127.0.0.1:80",
+            "http://",
+            "http://u:p@h/",
+            "not a url",
+        ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
         let t = Target::parse("http://[::1]:9/a?b").unwrap();
         assert_eq!((t.host.as_str(), t.port, t.path()), ("::1", 9, "/a?b"));
         assert_eq!(Target::parse("https://h").unwrap().port, 443);
+    }
+
+    /// A TLS server on loopback with a certificate for `localhost` signed by a test CA: the
+    /// webhook with that CA as `ca_file` delivers the event's bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn https_with_a_ca_file_delivers_the_body() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (got_tx, mut got_rx) = mpsc::channel::<Vec<u8>>(4);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = tls.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before the body");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap();
+                    if buf.len() >= end + 4 + len {
+                        got_tx.send(buf[end + 4..].to_vec()).await.unwrap();
+                        break;
+                    }
+                }
+            }
+            tls.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = tls.shutdown().await;
+        });
+        let mut hook = Webhook::start(&Settings {
+            url: format!("https://localhost:{port}/h"),
+            timeout: Duration::from_secs(10),
+            attempts: 1,
+            ca_file: Some(ca_file),
+        })
+        .unwrap();
+        hook.send(br#"{"violationId":"v1"}"#);
+        let body = tokio::time::timeout(Duration::from_secs(20), got_rx.recv())
+            .await
+            .expect("delivered within 20 s")
+            .unwrap();
+        assert_eq!(body, br#"{"violationId":"v1"}"#);
+        // A CA file that is not one is refused at start.
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let e = Webhook::start(&Settings {
+            url: "https://localhost:1/".into(),
+            timeout: Duration::from_secs(1),
+            attempts: 1,
+            ca_file: Some(bad),
+        })
+        .unwrap_err();
+        assert!(e.contains("no CA certificate"), "{e}");
     }
 }

@@ -154,18 +154,21 @@ fn fleet_config(dir: &Path, e: &TestEngine, port: u16, profiles: &Path, extra: &
     config
 }
 
+/// The posts a [`HookServer`] saw: (the status it answered, the body).
+type Posts = Arc<Mutex<Vec<(u16, Vec<u8>)>>>;
+
 /// A real HTTP/1.1 server on loopback: answers each POST with the next status of `statuses`
 /// (then 200), keeps the bodies.
 struct HookServer {
     port: u16,
-    seen: Arc<Mutex<Vec<(u16, Vec<u8>)>>>,
+    seen: Posts,
 }
 
 impl HookServer {
     async fn start(statuses: Vec<u16>) -> HookServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let seen: Arc<Mutex<Vec<(u16, Vec<u8>)>>> = Arc::default();
+        let seen: Posts = Arc::default();
         let s = seen.clone();
         tokio::spawn(async move {
             loop {
@@ -334,11 +337,12 @@ async fn alarms_retention_status_and_violations(e: TestEngine) {
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let seen_now = hook.seen();
-    assert_eq!(seen_now.len(), 2, "delivered once after one retry: {seen_now:?}");
     assert_eq!(
-        seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-        [500, 200]
+        seen_now.len(),
+        2,
+        "delivered once after one retry: {seen_now:?}"
     );
+    assert_eq!(seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [500, 200]);
     assert_eq!(seen[0].1, seen[1].1);
     let posted: ViolationEvent = serde_json::from_slice(&seen[1].1).unwrap();
     assert_eq!(posted.thing_name, "hot1");
@@ -383,7 +387,10 @@ async fn alarms_retention_status_and_violations(e: TestEngine) {
         text.contains("InvalidPayload 1") && text.contains("Throttled 1"),
         "{text}"
     );
-    assert!(text.contains("hot1") && text.contains("Things: 3"), "{text}");
+    assert!(
+        text.contains("hot1") && text.contains("Things: 3"),
+        "{text}"
+    );
     let (_, st1, _) = run(&["status", "--json", "--max-things", "1"], &config);
     assert_eq!(st1["things"]["truncated"], true);
 
@@ -438,10 +445,7 @@ async fn alarms_retention_status_and_violations(e: TestEngine) {
         page["violationEvents"][0]["violationId"],
         page2["violationEvents"][0]["violationId"]
     );
-    let (code, active, text) = run(
-        &["violations", "active", "--thing-name", "hot1"],
-        &config,
-    );
+    let (code, active, text) = run(&["violations", "active", "--thing-name", "hot1"], &config);
     assert_eq!(code, 0, "{text}");
     let active = active["activeViolations"].as_array().unwrap();
     assert_eq!(active.len(), 2, "{active:?}");
@@ -466,7 +470,14 @@ async fn alarms_retention_status_and_violations(e: TestEngine) {
         (2, Some("InvalidRequestException"))
     );
     let (code, err, _) = run(
-        &["violations", "list", "--start-time", "yesterday", "--end-time", "1"],
+        &[
+            "violations",
+            "list",
+            "--start-time",
+            "yesterday",
+            "--end-time",
+            "1",
+        ],
         &config,
     );
     assert_eq!(code, 2);
@@ -500,7 +511,13 @@ async fn alarms_retention_status_and_violations(e: TestEngine) {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0]["verificationStateDescription"], "seen");
     let (code, err, _) = run(
-        &["violations", "verify", "no-such-id", "--state", "TRUE_POSITIVE"],
+        &[
+            "violations",
+            "verify",
+            "no-such-id",
+            "--state",
+            "TRUE_POSITIVE",
+        ],
         &config,
     );
     assert_eq!(
@@ -572,7 +589,10 @@ async fn sighup_reloads_profiles_and_a_bad_file_keeps_the_old_ones() {
     assert_eq!(active("a3").await, 2, "{}", fleet.log());
     let log = fleet.log();
     assert_eq!(log.matches("Reload failed").count(), 1, "{log}");
-    assert!(log.contains("broken.json"), "the error names the file: {log}");
+    assert!(
+        log.contains("broken.json"),
+        "the error names the file: {log}"
+    );
     assert_eq!(log.matches("Profiles reloaded").count(), 1, "{log}");
     store.close().await;
     assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
@@ -596,7 +616,9 @@ async fn a_failing_webhook_never_holds_up_the_ingest_and_is_logged_once() {
         &e,
         port,
         &profiles,
-        &format!("[[alarms]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{dead}/\"\nattempts = 2\n"),
+        &format!(
+            "[[alarms]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{dead}/\"\nattempts = 2\n"
+        ),
     );
     let mut fleet = Proc::start(
         Command::new(FLEET).args(["serve", "--config"]).arg(&config),
@@ -640,11 +662,16 @@ async fn counters_and_the_commit_hook(e: TestEngine) {
     b.add_counters(t0 + 30_000, &[("accepted", 3), ("recorded", 0)])
         .await
         .unwrap();
-    b.add_counters(t0 + 60_000, &[("accepted", 1)]).await.unwrap();
+    b.add_counters(t0 + 60_000, &[("accepted", 1)])
+        .await
+        .unwrap();
     let all = a.counters_since(0).await.unwrap();
     assert_eq!(
         all,
-        [("accepted".to_owned(), 6), ("rejected.Throttled".to_owned(), 1)]
+        [
+            ("accepted".to_owned(), 6),
+            ("rejected.Throttled".to_owned(), 1)
+        ]
     );
     assert_eq!(
         a.counters_since(t0 + 60_000).await.unwrap(),
@@ -693,7 +720,11 @@ async fn counters_and_the_commit_hook(e: TestEngine) {
     assert_eq!(out[1], RecordOutcome::Duplicate);
     assert_eq!(
         *seen.lock().unwrap(),
-        [("h1".to_owned(), 1000), ("h1".to_owned(), 1002), ("h2".to_owned(), 7)]
+        [
+            ("h1".to_owned(), 1000),
+            ("h1".to_owned(), 1002),
+            ("h2".to_owned(), 7)
+        ]
     );
     // A batch that fails commits nothing and calls nothing.
     b.close().await;
