@@ -312,6 +312,17 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// A topic the service subscribes to (`$aws/things/<thing>/defender/metrics/{json,cbor}`).
+fn is_report_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix("$aws/things/")
+        .and_then(|t| {
+            t.strip_suffix("/defender/metrics/json")
+                .or_else(|| t.strip_suffix("/defender/metrics/cbor"))
+        })
+        .is_some_and(|thing| !thing.contains('/'))
+}
+
 enum AlarmOut {
     Agent(Output),
     Webhook(webhook::Settings),
@@ -594,6 +605,14 @@ impl Validator<'_> {
             "mqtt" => {
                 let topic = match &x.topic {
                     Some(t) => match defender_agent::topic_filter::validate_topic(t.get_ref()) {
+                        Ok(()) if is_report_topic(t.get_ref()) => {
+                            self.error(
+                                &format!("{key}.topic"),
+                                t,
+                                "is a report topic: the service would ingest its own alarms",
+                            );
+                            return None;
+                        }
                         Ok(()) => t.get_ref().clone(),
                         Err(e) => {
                             self.error(&format!("{key}.topic"), t, e.to_string());
@@ -989,6 +1008,12 @@ mod tests {
         assert_eq!(at("alarms[3].attempts").position, Some((18, 12)));
         assert_eq!(at("alarms[3].ca_file").message, "needs an https:// url");
         assert_eq!(at("alarms[4].type").position, Some((21, 8)));
+        let p = problems(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"mqtt\"\n\
+             topic = \"$aws/things/t1/defender/metrics/json\"\n",
+        );
+        assert_eq!(p[0].key, "alarms[0].topic");
+        assert!(p[0].message.contains("report topic"), "{}", p[0].message);
         let unknown = problems(
             "[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"log\"\nfoo = 1\n",
         );

@@ -742,3 +742,77 @@ async fn counters_and_the_commit_hook_on_sqlite() {
 async fn counters_and_the_commit_hook_on_postgres() {
     counters_and_the_commit_hook(support::postgres("counters_hook").await).await
 }
+
+/// Not a test: the figures for the report. `status` over 100,000 things and 14 days of
+/// counters (8 names a minute), on both engines:
+/// `cargo test --release -p defender-fleet --test ops measure_status -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_status() {
+    for e in [support::sqlite(), support::postgres("measure_status").await] {
+        let store = Store::open(e.settings.clone()).await.unwrap();
+        let state = EngineState::default();
+        let names: Vec<String> = (0..100_000).map(|i| format!("thing-{i:06}")).collect();
+        for chunk in names.chunks(1000) {
+            let recs: Vec<ReportRecord> = chunk
+                .iter()
+                .map(|t| ReportRecord {
+                    thing: t,
+                    report_id: 1_700_000_000,
+                    report_time_ms: 1_700_000_000_000,
+                    received_ms: 1_700_000_000_000,
+                    payload_bytes: 100,
+                    expected_version: 0,
+                    state: &state,
+                    events: &[],
+                    active: None,
+                    datapoints: &[],
+                })
+                .collect();
+            store.record_reports(&recs).await.unwrap();
+        }
+        let t0 = 1_700_000_000_000i64 - 14 * 86_400_000;
+        let minutes = 14 * 1440;
+        for day in 0..14 {
+            let mut tx = store.pool().begin().await.unwrap();
+            for m in 0..1440 {
+                for name in [
+                    "received",
+                    "accepted",
+                    "recorded",
+                    "dropped",
+                    "rejected.InvalidPayload",
+                    "rejected.Throttled",
+                    "rejected.InvalidThingName",
+                    "rejected.Other",
+                ] {
+                    sqlx::query(
+                        "INSERT INTO ingest_counters (minute_ms, name, count) VALUES ($1, $2, 7)",
+                    )
+                    .bind(t0 + (day * 1440 + m) * 60_000)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                }
+            }
+            tx.commit().await.unwrap();
+        }
+        let mut best = Duration::MAX;
+        for _ in 0..5 {
+            let start = Instant::now();
+            let s = defender_fleet::status::read(&store, 1_700_000_000_000, 100)
+                .await
+                .unwrap();
+            best = best.min(start.elapsed());
+            assert_eq!(s.things.count, 100_000);
+        }
+        println!(
+            "{}: status over 100000 things and {} counter rows: best of 5 {:?}",
+            e.name,
+            minutes * 8,
+            best
+        );
+        store.close().await;
+    }
+}
