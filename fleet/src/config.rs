@@ -1012,8 +1012,9 @@ mod tests {
             "[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"mqtt\"\n\
              topic = \"$aws/things/t1/defender/metrics/json\"\n",
         );
-        assert_eq!(p[0].key, "alarms[0].topic");
-        assert!(p[0].message.contains("report topic"), "{}", p[0].message);
+        let t = p.iter().find(|p| p.key == "alarms[0].topic").unwrap();
+        assert!(t.message.contains("report topic"), "{}", t.message);
+        assert_eq!(t.position, Some((6, 9)));
         let unknown = problems(
             "[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"log\"\nfoo = 1\n",
         );
