@@ -42,7 +42,7 @@ enum Command {
     },
     /// Prints the example configuration (every key with its default).
     PrintExampleConfig,
-    /// Shows the fleet from its store: things, reports/s, rejects by code, size, thresholds.
+    /// Shows things, reports/s, rejects by code, store size and thresholds.
     Status {
         /// The configuration file (its [store]).
         #[arg(long)]

@@ -857,7 +857,13 @@ async fn retention_job(store: Store, holder: String, mut stop: watch::Receiver<b
             }
             store.purge_expired(now).await.map(Some)
         };
-        match round.await {
+        // A long purge (the first after a while) gives way to SIGTERM: each batch of deletes
+        // is its own statement, so stopping between two loses nothing.
+        let round = tokio::select! {
+            r = round => r,
+            _ = stop.changed() => return,
+        };
+        match round {
             Ok(p) => {
                 if failing {
                     info!("Retention: the store is available again.");
