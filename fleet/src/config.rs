@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use defender_agent::alarm::{Output, Via};
 use defender_agent::config::{Error, Problem, Severity};
 use defender_agent::mqtt::topics::TopicRoot;
 use defender_agent::mqtt::{session, tls};
@@ -18,7 +19,7 @@ use defender_agent::report::Format;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::store;
+use crate::{store, webhook};
 
 /// The example configuration (`defender-fleet print-example-config`).
 pub const EXAMPLE: &str = include_str!("../../config/fleet.example.toml");
@@ -159,6 +160,10 @@ pub struct Config {
     pub store: store::Settings,
     /// `[detect]`.
     pub detect: Detect,
+    /// `[[alarms]]` through the agent's outputs (log, file, mqtt, command), in file order.
+    pub alarms: Vec<Output>,
+    /// `[[alarms]] type = "webhook"`, in file order.
+    pub webhooks: Vec<webhook::Settings>,
     /// Warnings (the file is usable).
     pub warnings: Vec<Problem>,
 }
@@ -177,6 +182,25 @@ mod file {
         pub store: Store,
         #[serde(default)]
         pub detect: Detect,
+        #[serde(default)]
+        pub alarms: Vec<Spanned<Alarm>>,
+    }
+
+    /// The agent's `[[alarms]]` keys, plus the webhook's.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Alarm {
+        #[serde(rename = "type")]
+        pub kind: Spanned<String>,
+        pub path: Option<Spanned<String>>,
+        pub topic: Option<Spanned<String>>,
+        pub qos: Option<Spanned<u64>>,
+        pub via: Option<Spanned<String>>,
+        pub argv: Option<Spanned<Vec<String>>>,
+        pub timeout_secs: Option<Spanned<u64>>,
+        pub url: Option<Spanned<String>>,
+        pub attempts: Option<Spanned<u64>>,
+        pub ca_file: Option<Spanned<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -292,6 +316,22 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
     (line, col)
+}
+
+/// A topic the service subscribes to (`$aws/things/<thing>/defender/metrics/{json,cbor}`).
+fn is_report_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix("$aws/things/")
+        .and_then(|t| {
+            t.strip_suffix("/defender/metrics/json")
+                .or_else(|| t.strip_suffix("/defender/metrics/cbor"))
+        })
+        .is_some_and(|thing| !thing.contains('/'))
+}
+
+enum AlarmOut {
+    Agent(Output),
+    Webhook(webhook::Settings),
 }
 
 struct Validator<'a> {
@@ -490,13 +530,187 @@ impl Validator<'_> {
                 86_400,
             ),
         };
+        let mut alarms = Vec::new();
+        let mut webhooks = Vec::new();
+        for (i, a) in f.alarms.iter().enumerate() {
+            match self.alarm(i, a) {
+                Some(AlarmOut::Agent(o)) => alarms.push(o),
+                Some(AlarmOut::Webhook(w)) => webhooks.push(w),
+                None => {}
+            }
+        }
         Config {
             state_dir,
             mqtt,
             ingest,
             store: settings,
             detect,
+            alarms,
+            webhooks,
             warnings: Vec::new(),
+        }
+    }
+
+    /// One `[[alarms]]` table: the agent's types and keys (`via` can only be "link": the
+    /// fleet's broker), and `type = "webhook"`.
+    fn alarm(&mut self, i: usize, a: &Spanned<file::Alarm>) -> Option<AlarmOut> {
+        let key = format!("alarms[{i}]");
+        let x = a.get_ref();
+        let kind = x.kind.get_ref().as_str();
+        let allowed: &[&str] = match kind {
+            "log" => &[],
+            "file" => &["path"],
+            "mqtt" => &["topic", "qos", "via"],
+            "command" => &["argv", "timeout_secs"],
+            "webhook" => &["url", "timeout_secs", "attempts", "ca_file"],
+            other => {
+                self.error(
+                    &format!("{key}.type"),
+                    &x.kind,
+                    format!(
+                        "must be one of \"log\", \"file\", \"mqtt\", \"command\", \"webhook\", got \"{other}\""
+                    ),
+                );
+                return None;
+            }
+        };
+        let present = [
+            ("path", x.path.as_ref().map(|v| v.span())),
+            ("topic", x.topic.as_ref().map(|v| v.span())),
+            ("qos", x.qos.as_ref().map(|v| v.span())),
+            ("via", x.via.as_ref().map(|v| v.span())),
+            ("argv", x.argv.as_ref().map(|v| v.span())),
+            ("timeout_secs", x.timeout_secs.as_ref().map(|v| v.span())),
+            ("url", x.url.as_ref().map(|v| v.span())),
+            ("attempts", x.attempts.as_ref().map(|v| v.span())),
+            ("ca_file", x.ca_file.as_ref().map(|v| v.span())),
+        ];
+        for (name, span) in present {
+            if let Some(span) = span {
+                if !allowed.contains(&name) {
+                    self.problems.push(Problem {
+                        severity: Severity::Error,
+                        key: format!("{key}.{name}"),
+                        position: Some(line_col(self.src, span.start)),
+                        message: format!("does not apply to type = \"{kind}\""),
+                    });
+                }
+            }
+        }
+        match kind {
+            "log" => Some(AlarmOut::Agent(Output::Log)),
+            "file" => match &x.path {
+                Some(p) if !p.get_ref().is_empty() => Some(AlarmOut::Agent(Output::File {
+                    path: PathBuf::from(p.get_ref()),
+                })),
+                _ => {
+                    self.error(&key, a, "type = \"file\" needs `path`");
+                    None
+                }
+            },
+            "mqtt" => {
+                let topic = match &x.topic {
+                    Some(t) => match defender_agent::topic_filter::validate_topic(t.get_ref()) {
+                        Ok(()) if is_report_topic(t.get_ref()) => {
+                            self.error(
+                                &format!("{key}.topic"),
+                                t,
+                                "is a report topic: the service would ingest its own alarms",
+                            );
+                            return None;
+                        }
+                        Ok(()) => t.get_ref().clone(),
+                        Err(e) => {
+                            self.error(&format!("{key}.topic"), t, e.to_string());
+                            return None;
+                        }
+                    },
+                    None => {
+                        self.error(&key, a, "type = \"mqtt\" needs `topic`");
+                        return None;
+                    }
+                };
+                let qos = match &x.qos {
+                    None => 1,
+                    Some(q) if *q.get_ref() <= 2 => *q.get_ref() as u8,
+                    Some(q) => {
+                        self.error(&format!("{key}.qos"), q, "must be 0, 1 or 2");
+                        1
+                    }
+                };
+                if let Some(v) = &x.via {
+                    if v.get_ref() != "link" {
+                        self.error(
+                            &format!("{key}.via"),
+                            v,
+                            format!(
+                                "must be \"link\" (the fleet's [mqtt] broker; the fleet has no [tap]), got {:?}",
+                                v.get_ref()
+                            ),
+                        );
+                    }
+                }
+                Some(AlarmOut::Agent(Output::Mqtt {
+                    topic,
+                    qos,
+                    via: Via::Link,
+                }))
+            }
+            "command" => match &x.argv {
+                Some(argv) if argv.get_ref().first().is_some_and(|p| !p.is_empty()) => {
+                    Some(AlarmOut::Agent(Output::Command {
+                        argv: argv.get_ref().clone(),
+                        timeout: self.secs(
+                            &format!("{key}.timeout_secs"),
+                            &x.timeout_secs,
+                            10,
+                            1,
+                            300,
+                        ),
+                    }))
+                }
+                _ => {
+                    self.error(
+                        &key,
+                        a,
+                        "type = \"command\" needs `argv` = [\"/path/to/program\", ...]",
+                    );
+                    None
+                }
+            },
+            _ => {
+                let url = match &x.url {
+                    Some(u) => match webhook::check_url(u.get_ref()) {
+                        Ok(()) => u.get_ref().clone(),
+                        Err(e) => {
+                            self.error(&format!("{key}.url"), u, e);
+                            return None;
+                        }
+                    },
+                    None => {
+                        self.error(&key, a, "type = \"webhook\" needs `url`");
+                        return None;
+                    }
+                };
+                let ca_file = match &x.ca_file {
+                    Some(c) if c.get_ref().is_empty() => {
+                        self.error(&format!("{key}.ca_file"), c, "must not be empty");
+                        None
+                    }
+                    Some(c) if !url.starts_with("https://") => {
+                        self.error(&format!("{key}.ca_file"), c, "needs an https:// url");
+                        None
+                    }
+                    Some(c) => Some(PathBuf::from(c.get_ref())),
+                    None => None,
+                };
+                Some(AlarmOut::Webhook(webhook::Settings {
+                    url,
+                    timeout: self.secs(&format!("{key}.timeout_secs"), &x.timeout_secs, 10, 1, 300),
+                    attempts: self.int(&format!("{key}.attempts"), &x.attempts, 5, 1, 20) as u32,
+                    ca_file,
+                }))
+            }
         }
     }
 
@@ -736,6 +950,92 @@ mod tests {
             assert!(keys.contains(&k), "{k} in {keys:?}");
         }
         assert!(keys.contains(&"mqtt"), "tls files required: {keys:?}");
+    }
+
+    #[test]
+    fn alarms_take_the_agents_keys_and_webhooks() {
+        let c = Config::parse(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n\
+             [[alarms]]\ntype = \"log\"\n\
+             [[alarms]]\ntype = \"file\"\npath = \"/tmp/a.jsonl\"\n\
+             [[alarms]]\ntype = \"mqtt\"\ntopic = \"fleet/alarms\"\nqos = 0\n\
+             [[alarms]]\ntype = \"command\"\nargv = [\"/bin/true\"]\n\
+             [[alarms]]\ntype = \"webhook\"\nurl = \"https://h.example/x\"\nattempts = 3\n\
+             ca_file = \"/etc/ca.pem\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.alarms,
+            vec![
+                Output::Log,
+                Output::File {
+                    path: "/tmp/a.jsonl".into()
+                },
+                Output::Mqtt {
+                    topic: "fleet/alarms".into(),
+                    qos: 0,
+                    via: Via::Link
+                },
+                Output::Command {
+                    argv: vec!["/bin/true".into()],
+                    timeout: Duration::from_secs(10)
+                },
+            ]
+        );
+        assert_eq!(
+            c.webhooks,
+            vec![webhook::Settings {
+                url: "https://h.example/x".into(),
+                timeout: Duration::from_secs(10),
+                attempts: 3,
+                ca_file: Some("/etc/ca.pem".into()),
+            }]
+        );
+        let example = Config::parse(EXAMPLE, "<example>").unwrap();
+        assert_eq!(example.alarms, vec![Output::Log]);
+        assert!(example.webhooks.is_empty());
+    }
+
+    #[test]
+    fn alarm_errors_name_key_line_and_column() {
+        let p = problems(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n\
+             [[alarms]]\ntype = \"webhook\"\nurl = \"ftp://x/\"\n\
+             [[alarms]]\ntype = \"mqtt\"\ntopic = \"a/b\"\nvia = \"tap\"\n\
+             [[alarms]]\ntype = \"file\"\nurl = \"http://h/\"\npath = \"/x\"\n\
+             [[alarms]]\ntype = \"webhook\"\nurl = \"http://h/\"\nattempts = 0\nca_file = \"/c\"\n\
+             [[alarms]]\ntype = \"pager\"\n",
+        );
+        let at = |key: &str| {
+            p.iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("{key} in {p:?}"))
+        };
+        assert_eq!(at("alarms[0].url").position, Some((6, 7)));
+        assert!(at("alarms[0].url").message.contains("http://"));
+        assert_eq!(at("alarms[1].via").position, Some((10, 7)));
+        assert_eq!(
+            at("alarms[2].url").message,
+            "does not apply to type = \"file\""
+        );
+        assert_eq!(at("alarms[2].url").position, Some((13, 7)));
+        assert_eq!(at("alarms[3].attempts").position, Some((18, 12)));
+        assert_eq!(at("alarms[3].ca_file").message, "needs an https:// url");
+        assert_eq!(at("alarms[4].type").position, Some((21, 8)));
+        let p = problems(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"mqtt\"\n\
+             topic = \"$aws/things/t1/defender/metrics/json\"\n",
+        );
+        let t = p.iter().find(|p| p.key == "alarms[0].topic").unwrap();
+        assert!(t.message.contains("report topic"), "{}", t.message);
+        assert_eq!(t.position, Some((6, 9)));
+        let unknown = problems(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\n[[alarms]]\ntype = \"log\"\nfoo = 1\n",
+        );
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+        assert_eq!(unknown[0].key, "alarms[0].foo");
+        assert_eq!(unknown[0].position, Some((6, 1)));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! [`serve`] (the `defender-fleet` binary's `serve`).
 #![warn(missing_docs)]
 
+pub mod alarm;
 pub mod config;
+pub mod counters;
 pub mod serve;
+pub mod status;
 pub mod store;
+pub mod webhook;

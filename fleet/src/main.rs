@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use defender_agent::cli::violations::{api_error, events_request, parse_time, ViolationsCommand};
 use defender_agent::config::{Error as ConfigError, Severity};
 use defender_agent::detect::fleet::{FleetDetect, DEFAULT_MIN_POPULATION};
 use defender_agent::detect::replay::{replay_fleet, ReplayDocument};
 use defender_agent::detect::{query, Mode};
 use defender_agent::store::definitions;
 use defender_fleet::config::{Config, EXAMPLE};
+use defender_fleet::store::{Store, StoreError};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -40,6 +42,23 @@ enum Command {
     },
     /// Prints the example configuration (every key with its default).
     PrintExampleConfig,
+    /// Shows things, reports/s, rejects by code, store size and thresholds.
+    Status {
+        /// The configuration file (its [store]).
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Things listed by name at most (the count is always whole).
+        #[arg(long, default_value_t = 100)]
+        max_things: usize,
+    },
+    /// Lists and verifies the fleet's violations (the agent's `violations` verbs).
+    Violations {
+        #[command(subcommand)]
+        command: ViolationsCommand,
+    },
     /// Prints the stored fleet thresholds (JSON): value, population, computation time.
     Thresholds {
         /// The configuration file (its [store]).
@@ -96,6 +115,12 @@ fn main() -> ExitCode {
         ),
         Command::Serve { config } => serve(&config),
         Command::Thresholds { config } => thresholds(&config),
+        Command::Status {
+            config,
+            json,
+            max_things,
+        } => status(&config, json, max_things),
+        Command::Violations { command } => violations(command),
     };
     match result {
         Ok(code) => code,
@@ -230,4 +255,113 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         .context("cannot start the runtime")?;
     rt.block_on(defender_fleet::serve::run(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A current-thread runtime for a one-shot verb.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// `status`: text, or with `--json` the [`defender_fleet::status::Status`] document.
+fn status(path: &Path, json: bool, max_things: usize) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let status = runtime()?.block_on(async {
+        let store = Store::open(config.store.clone()).await?;
+        let s =
+            defender_fleet::status::read(&store, defender_fleet::serve::now_ms(), max_things).await;
+        store.close().await;
+        s
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", defender_fleet::status::text(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A store answer: pretty JSON on stdout, an API error as the agent prints it (exit 2).
+fn respond<T: serde::Serialize>(r: Result<T, StoreError>) -> anyhow::Result<ExitCode> {
+    match r {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(StoreError::Api(e)) => Ok(api_error(&e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `violations list|active|verify`: the agent's verbs (same flags, requests, errors, pages)
+/// over the fleet's store.
+fn violations(cmd: ViolationsCommand) -> anyhow::Result<ExitCode> {
+    let config_path = match &cmd {
+        ViolationsCommand::List { filters, .. } | ViolationsCommand::Active { filters } => {
+            filters.config().to_owned()
+        }
+        ViolationsCommand::Verify { config, .. } => config.clone(),
+    };
+    let config = Config::load(&config_path)?;
+    let rt = runtime()?;
+    let store = rt.block_on(Store::open(config.store.clone()))?;
+    let out = match cmd {
+        ViolationsCommand::List {
+            start_time,
+            end_time,
+            filters,
+        } => {
+            let req = (|| {
+                let start = parse_time("startTime", &start_time)?;
+                let end = parse_time("endTime", &end_time)?;
+                Ok(events_request(start, end, filters.request()?))
+            })();
+            match req {
+                Ok(req) => respond(rt.block_on(store.list_violation_events(&req))),
+                Err(e) => Ok(api_error(&e)),
+            }
+        }
+        ViolationsCommand::Active { filters } => match filters.request() {
+            Ok(req) => {
+                // An unknown securityProfileName is ResourceNotFoundException, as on the
+                // agent: the names are the configured profiles'.
+                let d = &config.detect;
+                let loaded = definitions::load_all(
+                    &d.profiles,
+                    &d.dimensions,
+                    &d.custom_metrics,
+                    Mode::Load,
+                )?;
+                let known = loaded
+                    .profiles
+                    .iter()
+                    .map(|p| p.profile.security_profile_name.clone())
+                    .collect();
+                respond(rt.block_on(store.list_active_violations(&known, &req)))
+            }
+            Err(e) => Ok(api_error(&e)),
+        },
+        ViolationsCommand::Verify {
+            violation_id,
+            state,
+            description,
+            ..
+        } => match rt.block_on(store.put_verification_state(
+            &violation_id,
+            &state,
+            description.as_deref(),
+        )) {
+            Ok(()) => {
+                // The API's response is an empty object.
+                println!("{{}}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(StoreError::Api(e)) => Ok(api_error(&e)),
+            Err(e) => Err(e.into()),
+        },
+    };
+    rt.block_on(store.close());
+    out
 }

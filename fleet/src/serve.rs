@@ -28,8 +28,22 @@
 //!
 //! SIGTERM/SIGINT: the MQTT task stops queueing, the committer drains the queue and answers,
 //! the session disconnects, exit 0.
+//!
+//! Around them (hooks that never hold up a batch):
+//! - alarms ([`crate::alarm`]): the store's commit hook hands the events of every report it
+//!   recorded to the alarm outputs (agent's outputs and webhooks), after the commit, never for
+//!   a duplicate;
+//! - counters ([`crate::counters`]): answers by status and code, recorded and dropped reports,
+//!   added to the store every 10 s and at shutdown;
+//! - SIGHUP: profiles, dimensions and custom metrics are read again (LOAD mode); when they load,
+//!   the committer compiles them before its next batch and the thresholds job takes the new
+//!   statistical behaviors; when they do not, the ones in force stay and the error is logged
+//!   (once per SIGHUP);
+//! - retention: at the start and every hour, the instance holding the `retention` lease purges
+//!   what is older than `[store] retention_days` ([`Store::purge_expired`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use defender_agent::agent::detect::device_report;
@@ -48,6 +62,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Detect, Ingest};
+use crate::counters::{self, Counters};
 use crate::store::{Datapoint, RecordOutcome, ReportRecord, Store, StoreError};
 
 /// One report as received.
@@ -112,6 +127,9 @@ pub fn now_ms() -> i64 {
 
 /// Runs the service until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before anything else: SIGHUP's default action would end the process.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
     let loaded = definitions::load_all(
         &config.detect.profiles,
         &config.detect.dimensions,
@@ -136,24 +154,60 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     }
-    let store = Store::open(config.store.clone()).await?;
+    let session = Session::new(config.mqtt.session_options())?;
+    let counters = Arc::new(Counters::default());
+    let alarms =
+        crate::alarm::Dispatcher::start(&config.alarms, &config.webhooks, session.client())
+            .map_err(|e| anyhow::anyhow!("alarms: {e}"))?;
+    let hook_counters = counters.clone();
+    let store = Store::open(config.store.clone())
+        .await?
+        .on_commit(move |r| {
+            hook_counters.recorded();
+            alarms.queue(r.events);
+        });
     info!(
         engine = store.engine_name(),
         profiles = profiles.len(),
         behaviors = fleet.evaluable_behaviors(),
         "Fleet store open."
     );
-    let session = Session::new(config.mqtt.session_options())?;
     let client = session.client();
     let (tx, rx) = mpsc::channel::<Received>(config.ingest.queue_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(false);
     let filters = config.mqtt.filters();
-    let mqtt = tokio::spawn(mqtt_task(session, filters, tx, stop_rx, done_rx));
+    let mqtt = tokio::spawn(mqtt_task(
+        session,
+        filters,
+        tx,
+        stop_rx,
+        done_rx,
+        counters.clone(),
+    ));
     let (thresholds_tx, thresholds_rx) = watch::channel(Vec::new());
+    let (behaviors_tx, behaviors_rx) = watch::channel(fleet.statistical_behaviors());
+    let (reload_tx, reload_rx) = watch::channel(None);
+    let reloader = tokio::spawn(reload_task(
+        hup,
+        config.detect.clone(),
+        reload_tx,
+        behaviors_tx,
+        stop_tx.subscribe(),
+    ));
+    let retention = tokio::spawn(retention_job(
+        store.clone(),
+        config.mqtt.client_id.clone(),
+        stop_tx.subscribe(),
+    ));
+    let flusher = tokio::spawn(counters::flush_job(
+        store.clone(),
+        counters.clone(),
+        stop_tx.subscribe(),
+    ));
     let job = tokio::spawn(thresholds_job(
         store.clone(),
-        fleet.statistical_behaviors(),
+        behaviors_rx,
         config.detect.clone(),
         config.mqtt.client_id.clone(),
         thresholds_tx,
@@ -167,6 +221,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         client,
         unavailable: false,
         thresholds: thresholds_rx,
+        counters: counters.clone(),
+        reload: reload_rx,
     };
     let commit = tokio::spawn(committer.run(rx, stop_tx.subscribe()));
     wait_for_signal().await;
@@ -174,6 +230,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = commit.await;
     let _ = job.await;
+    let _ = reloader.await;
+    let _ = retention.await;
+    let _ = flusher.await;
+    if let Err(e) = counters::flush(&store, &counters, now_ms()).await {
+        warn!(error = %e, "Counters: the last counts could not be written.");
+    }
     let _ = done_tx.send(true);
     let _ = mqtt.await;
     store.close().await;
@@ -197,6 +259,7 @@ async fn mqtt_task(
     tx: mpsc::Sender<Received>,
     mut stop: watch::Receiver<bool>,
     mut done: watch::Receiver<bool>,
+    counters: Arc<Counters>,
 ) {
     let client = session.client();
     let mut tx = Some(tx);
@@ -230,6 +293,7 @@ async fn mqtt_task(
                 match tx.try_send(r) {
                     Ok(()) => full = false,
                     Err(mpsc::error::TrySendError::Full(_)) => {
+                        counters.dropped();
                         if !full {
                             warn!("The ingest queue is full: reports are left unanswered (devices retry) until it drains.");
                         }
@@ -269,6 +333,10 @@ struct Committer {
     unavailable: bool,
     /// The thresholds job's latest thresholds.
     thresholds: watch::Receiver<Vec<FleetThreshold>>,
+    /// Answers counted.
+    counters: Arc<Counters>,
+    /// Profiles reloaded on SIGHUP.
+    reload: watch::Receiver<Option<Arc<Reloaded>>>,
 }
 
 /// A report ready to record.
@@ -297,6 +365,9 @@ impl Committer {
     async fn run(mut self, mut rx: mpsc::Receiver<Received>, mut stop: watch::Receiver<bool>) {
         let mut stopping = false;
         loop {
+            if self.reload.has_changed().unwrap_or(false) {
+                self.apply_reload();
+            }
             let first = if stopping {
                 match rx.try_recv() {
                     Ok(r) => r,
@@ -306,6 +377,7 @@ impl Committer {
                 tokio::select! {
                     r = rx.recv() => match r { Some(r) => r, None => break },
                     _ = stop.changed() => { stopping = true; continue; }
+                    Ok(()) = self.reload.changed() => { self.apply_reload(); continue; }
                 }
             };
             let mut batch = vec![first];
@@ -323,15 +395,39 @@ impl Committer {
         }
     }
 
+    /// Compiles the profiles a SIGHUP loaded (the thresholds of statistical behaviors still
+    /// there are kept until the next job).
+    fn apply_reload(&mut self) {
+        let r = self.reload.borrow_and_update().clone();
+        if let Some(r) = r {
+            self.fleet.reconfigure(&r.profiles, &r.context);
+            for d in self.fleet.diagnostics() {
+                warn!("{d}");
+            }
+            info!(
+                profiles = r.profiles.len(),
+                behaviors = self.fleet.evaluable_behaviors(),
+                "Profiles reloaded: in force from the next report."
+            );
+        }
+    }
+
     /// One batch: decided, committed (retried while the database is unavailable, until
     /// shutdown), answered.
     async fn batch(&mut self, batch: Vec<Received>, stop: &mut watch::Receiver<bool>) {
+        self.counters.received(batch.len());
         loop {
             match self.try_batch(&batch).await {
                 Ok(answers) => {
                     if self.unavailable {
                         info!("The store is available again.");
                         self.unavailable = false;
+                    }
+                    for a in &answers {
+                        self.counters.answered(
+                            a.answer.status,
+                            a.answer.status_details.as_ref().map(|d| d.error_code),
+                        );
                     }
                     for a in answers {
                         self.publish(a).await;
@@ -636,21 +732,25 @@ pub const THRESHOLDS_JOB: &str = "thresholds";
 /// evaluable: 4 things with data, below min_population 10") is logged once.
 async fn thresholds_job(
     store: Store,
-    behaviors: Vec<StatisticalBehavior>,
+    mut behaviors_rx: watch::Receiver<Vec<StatisticalBehavior>>,
     detect: Detect,
     holder: String,
     tx: watch::Sender<Vec<FleetThreshold>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    if behaviors.is_empty() {
-        return;
-    }
     let period = detect.thresholds_interval.as_millis() as i64;
     let mut logged: HashMap<(String, String), ThresholdStatus> = HashMap::new();
     let mut unavailable = false;
     loop {
         let now = now_ms();
-        match thresholds_round(&store, &behaviors, &detect, &holder, now, period).await {
+        // The statistical behaviors in force (SIGHUP may change them); none: nothing to do.
+        let behaviors = behaviors_rx.borrow_and_update().clone();
+        let round = if behaviors.is_empty() {
+            Ok(Vec::new())
+        } else {
+            thresholds_round(&store, &behaviors, &detect, &holder, now, period).await
+        };
+        match round {
             Ok(list) => {
                 if unavailable {
                     info!("Thresholds job: the store is available again.");
@@ -676,10 +776,124 @@ async fn thresholds_job(
         let wait = Duration::from_millis((next - now_ms()).max(1) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // New behaviors: a round for them now.
+            Ok(()) = behaviors_rx.changed() => {}
             _ = stop.changed() => {
                 let _ = store.release_lease(THRESHOLDS_JOB, &holder).await;
                 return;
             }
+        }
+    }
+}
+
+/// Definitions that loaded on SIGHUP, for the committer.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The profiles.
+    pub profiles: Vec<defender_agent::detect::SecurityProfile>,
+    /// Their dimensions and custom metrics.
+    pub context: defender_agent::detect::ValidationContext,
+}
+
+/// On each SIGHUP: `[detect]`'s profiles, dimensions and custom metrics read again (LOAD mode,
+/// as at start). Loaded: handed to the committer and, their statistical behaviors, to the
+/// thresholds job. Not loaded: what is in force stays, and the error is logged once (per
+/// SIGHUP).
+async fn reload_task(
+    mut hup: tokio::signal::unix::Signal,
+    detect: Detect,
+    tx: watch::Sender<Option<Arc<Reloaded>>>,
+    behaviors: watch::Sender<Vec<StatisticalBehavior>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = hup.recv() => if r.is_none() { return },
+            _ = stop.changed() => return,
+        }
+        info!("SIGHUP: reloading the profiles, dimensions and custom metrics.");
+        let d = detect.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            definitions::load_all(&d.profiles, &d.dimensions, &d.custom_metrics, Mode::Load)
+        })
+        .await;
+        let loaded = match loaded {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                error!(error = %e, "Reload failed: the profiles in force are kept.");
+                continue;
+            }
+            Err(e) => {
+                error!(error = %e, "Reload failed: the profiles in force are kept.");
+                continue;
+            }
+        };
+        for d in loaded.profiles.iter().flat_map(|p| &p.diagnostics) {
+            warn!("{d}");
+        }
+        let profiles: Vec<_> = loaded.profiles.iter().map(|p| p.profile.clone()).collect();
+        let context = loaded.context();
+        let _ = behaviors.send(FleetDetect::new(&profiles, &context).statistical_behaviors());
+        let _ = tx.send(Some(Arc::new(Reloaded { profiles, context })));
+    }
+}
+
+/// The lease's name in the store.
+pub const RETENTION_JOB: &str = "retention";
+
+/// How often the retention job runs.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// At the start and every [`RETENTION_EVERY`]: the instance that gets the `retention` lease
+/// purges what is older than `[store] retention_days`. Failures are logged once per episode.
+async fn retention_job(store: Store, holder: String, mut stop: watch::Receiver<bool>) {
+    let period = RETENTION_EVERY.as_millis() as i64;
+    let mut failing = false;
+    loop {
+        let now = now_ms();
+        let round = async {
+            if !store
+                .try_lease(RETENTION_JOB, &holder, now, period - period / 10)
+                .await?
+            {
+                return Ok(None);
+            }
+            store.purge_expired(now).await.map(Some)
+        };
+        // A long purge (the first after a while) gives way to SIGTERM: each batch of deletes
+        // is its own statement, so stopping between two loses nothing.
+        let round = tokio::select! {
+            r = round => r,
+            _ = stop.changed() => return,
+        };
+        match round {
+            Ok(p) => {
+                if failing {
+                    info!("Retention: the store is available again.");
+                    failing = false;
+                }
+                if let Some(p) = p {
+                    info!(
+                        events = p.events,
+                        reports = p.reports,
+                        datapoints = p.datapoints,
+                        verifications = p.verifications,
+                        counters = p.counters,
+                        retention_days = store.retention().as_secs() / 86_400,
+                        "Retention: purged what is older than the retention."
+                    );
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "Retention: cannot purge the store; trying again next period.");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -164,3 +164,83 @@ fn check_config_reports_every_problem_with_line_and_column_and_exits_2() {
     assert!(stderr.contains("line 3, column 1"), "{stderr}");
     assert!(stderr.contains("bogus"), "{stderr}");
 }
+
+fn help(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help_lists_the_verbs_and_violations_take_the_agents_flags() {
+    let top = help(&[]);
+    for verb in [
+        "serve",
+        "check-config",
+        "print-example-config",
+        "status",
+        "violations",
+        "thresholds",
+        "replay",
+    ] {
+        assert!(top.contains(&format!("\n  {verb} ")), "{verb}:\n{top}");
+    }
+    for line in top
+        .lines()
+        .filter(|l| l.contains("status ") || l.contains("violations "))
+    {
+        assert!(line.chars().count() <= 100, "a short summary: {line}");
+    }
+    let status = help(&["status"]);
+    for flag in ["--config", "--json", "--max-things"] {
+        assert!(status.contains(flag), "{flag}:\n{status}");
+    }
+    let filters = [
+        "--config",
+        "--thing-name",
+        "--security-profile-name",
+        "--behavior-criteria-type",
+        "--list-suppressed-alerts",
+        "--verification-state",
+        "--max-results",
+        "--next-token",
+    ];
+    let list = help(&["violations", "list"]);
+    for flag in filters.iter().chain(&["--start-time", "--end-time"]) {
+        assert!(list.contains(flag), "{flag}:\n{list}");
+    }
+    let active = help(&["violations", "active"]);
+    for flag in filters {
+        assert!(active.contains(flag), "{flag}:\n{active}");
+    }
+    let verify = help(&["violations", "verify"]);
+    for flag in ["<VIOLATION_ID>", "--state", "--description", "--config"] {
+        assert!(verify.contains(flag), "{flag}:\n{verify}");
+    }
+}
+
+#[test]
+fn status_and_violations_with_a_bad_config_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\nendpoint = \"h\"\ntls = false\n[store]\nengin = 1\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["status"],
+        vec!["violations", "active"],
+        vec!["violations", "verify", "x", "--state", "UNKNOWN"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("store.engin"), "{args:?}: {err}");
+    }
+}

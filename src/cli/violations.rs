@@ -16,7 +16,7 @@ use crate::store::violations::{ViolationStore, FALLBACK_MAX_EVENTS, FALLBACK_RET
 /// The filters both list verbs take (the API's request fields), and the store to read.
 #[derive(clap::Args)]
 pub struct ViolationFilters {
-    /// The daemon's configuration file (for the state directory).
+    /// The configuration file (where the violations are stored).
     #[arg(long)]
     config: PathBuf,
     /// Filter by thing name.
@@ -73,16 +73,22 @@ pub enum ViolationsCommand {
         /// A description (≤ 1000 characters).
         #[arg(long)]
         description: Option<String>,
-        /// The daemon's configuration file (for the state directory).
+        /// The configuration file (where the violations are stored).
         #[arg(long)]
         config: PathBuf,
     },
 }
 
 impl ViolationFilters {
+    /// The `--config` file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
     /// The filters as the API's request fields: the one place the flags become filters. The
-    /// ListViolationEvents request takes them from here ([`events_request`]).
-    fn request(&self) -> Result<ListActiveViolationsRequest, ApiError> {
+    /// ListViolationEvents request takes them from here ([`events_request`]). Also the fleet's
+    /// (`defender-fleet violations`).
+    pub fn request(&self) -> Result<ListActiveViolationsRequest, ApiError> {
         Ok(ListActiveViolationsRequest {
             thing_name: self.thing_name.clone(),
             security_profile_name: self.security_profile_name.clone(),
@@ -97,7 +103,7 @@ impl ViolationFilters {
 
 /// ListViolationEvents' request: the time range and the same filters as ListActiveViolations
 /// (an exhaustive destructuring: a filter added to one request and not the other does not build).
-fn events_request(
+pub fn events_request(
     start_time: f64,
     end_time: f64,
     filters: ListActiveViolationsRequest,
@@ -196,7 +202,8 @@ fn open_store(path: &Path) -> anyhow::Result<ViolationStore> {
     )?)
 }
 
-fn api_error(e: &ApiError) -> ExitCode {
+/// An API error: its JSON body on stderr, exit 2.
+pub fn api_error(e: &ApiError) -> ExitCode {
     eprintln!("{}", serde_json::to_string(e).unwrap_or_default());
     ExitCode::from(EXIT_BAD_INPUT)
 }

@@ -21,6 +21,7 @@ pub use error::StoreError;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use defender_agent::detect::fleet::ThingState as EngineState;
@@ -211,6 +212,8 @@ pub struct Purged {
     pub datapoints: u64,
     /// Verification states left without an event or active violation.
     pub verifications: u64,
+    /// Ingest counter rows (per minute and name).
+    pub counters: u64,
 }
 
 /// Counts for `status`.
@@ -230,13 +233,39 @@ pub struct Counts {
     pub size_bytes: i64,
 }
 
+/// Called once per report recorded, after its transaction committed (see [`Store::on_commit`]).
+pub type CommitHook = dyn Fn(&ReportRecord<'_>) + Send + Sync;
+
 /// The store. Cheap to clone (a shared pool).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     postgres: bool,
     sqlite_path: Option<PathBuf>,
     retention: Duration,
+    on_commit: Option<Arc<CommitHook>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.engine_name())
+            .field("sqlite_path", &self.sqlite_path)
+            .field("retention", &self.retention)
+            .field("on_commit", &self.on_commit.is_some())
+            .finish()
+    }
+}
+
+/// One ingest counter of one minute ([`Store::add_counters`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counter {
+    /// Start of the UTC minute (epoch ms).
+    pub minute_ms: i64,
+    /// `received`, `accepted`, `recorded`, `dropped` or `rejected.<ErrorCode>`.
+    pub name: String,
+    /// How many.
+    pub count: i64,
 }
 
 /// Key of the PostgreSQL advisory lock that serialises migrations between instances.
@@ -329,9 +358,25 @@ impl Store {
             postgres,
             sqlite_path,
             retention: settings.retention,
+            on_commit: None,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Calls `hook` for every report [`Self::record_report`] or [`Self::record_reports`]
+    /// recorded, once its transaction has committed (never for a duplicate, a conflict or a
+    /// batch that failed): the alarm outputs and the counters see only what is durable. The hook
+    /// runs on the committer's task: it must not block (hand the work to a bounded queue).
+    pub fn on_commit(mut self, hook: impl Fn(&ReportRecord<'_>) + Send + Sync + 'static) -> Store {
+        self.on_commit = Some(Arc::new(hook));
+        self
+    }
+
+    fn committed(&self, r: &ReportRecord<'_>) {
+        if let Some(hook) = &self.on_commit {
+            hook(r);
+        }
     }
 
     /// "sqlite" or "postgres".
@@ -470,6 +515,7 @@ impl Store {
         let outcome = write_report(&mut tx, r, &p).await?;
         if let RecordOutcome::Recorded { .. } = outcome {
             tx.commit().await?;
+            self.committed(r);
         } else {
             let _ = tx.rollback().await;
         }
@@ -496,6 +542,11 @@ impl Store {
             out.push(outcome);
         }
         tx.commit().await?;
+        for (r, o) in batch.iter().zip(&out) {
+            if let RecordOutcome::Recorded { .. } = o {
+                self.committed(r);
+            }
+        }
         Ok(out)
     }
 
@@ -673,11 +724,20 @@ impl Store {
                 batch,
             )
             .await?;
+        let counters = self
+            .purge_loop(
+                "DELETE FROM ingest_counters WHERE (minute_ms, name) IN (SELECT minute_ms, name \
+                 FROM ingest_counters WHERE minute_ms < $1 LIMIT $2)",
+                Bound::I(cutoff_ms),
+                batch,
+            )
+            .await?;
         Ok(Purged {
             events,
             reports,
             datapoints,
             verifications,
+            counters,
         })
     }
 
@@ -697,6 +757,51 @@ impl Store {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Adds `counts` (name, how many) to the counters of the minute of `now_ms`, in one
+    /// transaction; several instances add to the same rows. Zero counts are skipped.
+    pub async fn add_counters(&self, now_ms: i64, counts: &[(&str, i64)]) -> Result<()> {
+        let minute = now_ms.div_euclid(60_000) * 60_000;
+        let mut tx = self.begin().await?;
+        for (name, n) in counts.iter().filter(|(_, n)| *n != 0) {
+            sqlx::query(
+                "INSERT INTO ingest_counters (minute_ms, name, count) VALUES ($1, $2, $3) \
+                 ON CONFLICT (minute_ms, name) DO UPDATE \
+                 SET count = ingest_counters.count + excluded.count",
+            )
+            .bind(minute)
+            .bind(*name)
+            .bind(*n)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The counters of the minutes that start at or after `since_ms`, summed per name, by name.
+    pub async fn counters_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT name, CAST(SUM(count) AS BIGINT) FROM ingest_counters WHERE minute_ms >= $1 \
+             GROUP BY name ORDER BY name",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(|e| StoreError::corrupt("ingest_counters", e))
+    }
+
+    /// The start of the oldest minute with counters (`None`: nothing counted yet).
+    pub async fn counters_start(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT CAST(MIN(minute_ms) AS BIGINT) FROM ingest_counters")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Counts for `status`.

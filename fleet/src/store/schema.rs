@@ -22,10 +22,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "things, reports, violations, verification, datapoints, thresholds, leases",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "things, reports, violations, verification, datapoints, thresholds, leases",
+        sql: r#"
 -- Per-thing engine state, written with a versioned optimistic check.
 CREATE TABLE things (
     thing          {key} PRIMARY KEY,
@@ -115,7 +116,22 @@ CREATE TABLE leases (
     expires_ms     BIGINT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "ingest counters",
+        sql: r#"
+-- What the ingest answered, per UTC minute, added to by every instance (status: reports/s,
+-- rejects by code). name: received | accepted | recorded | dropped | rejected.<ErrorCode>.
+CREATE TABLE ingest_counters (
+    minute_ms      BIGINT NOT NULL,  -- start of the minute, epoch ms
+    name           TEXT NOT NULL,
+    count          BIGINT NOT NULL,
+    PRIMARY KEY (minute_ms, name)
+);
+"#,
+    },
+];
 
 /// The newest version this build knows.
 pub(crate) fn known_version() -> i64 {
