@@ -854,6 +854,19 @@ impl Validator<'_> {
                 TopicRoot::default()
             }),
         };
+        if let Some(g) = mq.shared_group.as_ref().filter(|g| !g.get_ref().is_empty()) {
+            if topic_root.to_string().starts_with('$') {
+                self.push(
+                    Severity::Warning,
+                    "mqtt.shared_group",
+                    g,
+                    "with a topic_root that starts with '$': some brokers (Debian 12's mosquitto \
+                     2.0.11) deliver no '$' topics to a $share subscription; set a topic_root \
+                     of your own (agents and service alike) if no report arrives"
+                        .to_owned(),
+                );
+            }
+        }
         Mqtt {
             endpoint,
             port,
@@ -1057,6 +1070,11 @@ mod tests {
                 "$share/g1/$aws/things/+/defender/metrics/json".to_owned(),
                 "$share/g1/$aws/things/+/defender/metrics/cbor".to_owned()
             ]
+        );
+        assert!(
+            c.warnings.iter().any(|w| w.key == "mqtt.shared_group"),
+            "{:?}",
+            c.warnings
         );
         let c = Config::parse(
             "[mqtt]\nendpoint = \"h\"\ntls = false\ntopic_root = \"fleet/{thing}/dd\"\n",
