@@ -1,11 +1,15 @@
-//! A plain mosquitto broker on a free loopback port for the fleet's tests (the small part of
-//! the agent's `tests/integration/support/mosquitto.rs` they need: the agent's tests are a
-//! separate crate). Stopped on drop; a missing binary fails the test, never a skip.
+//! A mosquitto broker on a free loopback port for the fleet's tests (the small part of the
+//! agent's `tests/integration/support/mosquitto.rs` they need: the agent's tests are a separate
+//! crate): plain and anonymous ([`Mosquitto::start`]) or mutual TLS with the certificates of a
+//! [`Pki`] ([`Mosquitto::start_mutual_tls`]: client certificates from its CA required, their CN
+//! is the user name). Stopped on drop; a missing binary fails the test, never a skip.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::certs::Pki;
 
 /// A running mosquitto.
 pub struct Mosquitto {
@@ -28,6 +32,22 @@ fn mosquitto_binary() -> PathBuf {
 impl Mosquitto {
     /// Starts a plain, anonymous broker and waits until it accepts connections.
     pub fn start() -> Mosquitto {
+        Mosquitto::launch("")
+    }
+
+    /// Starts a broker with mutual TLS: `pki`'s server certificate, client certificates signed
+    /// by its CA required (CN = user name).
+    pub fn start_mutual_tls(pki: &Pki) -> Mosquitto {
+        Mosquitto::launch(&format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
+             use_identity_as_username true\n",
+            pki.ca_file().display(),
+            pki.server.cert.display(),
+            pki.server.key.display()
+        ))
+    }
+
+    fn launch(listener_extra: &str) -> Mosquitto {
         let mut dir = tempfile::tempdir().expect("temp dir");
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -38,8 +58,10 @@ impl Mosquitto {
             std::fs::write(
                 &conf,
                 format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                     log_dest stderr\nlog_type all\nmax_packet_size 200000\n"
+                    "per_listener_settings false\nuser root\n\
+                     listener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\n\
+                     persistence false\nlog_dest stderr\nlog_type all\n\
+                     max_packet_size 200000\nmax_queued_messages 100000\n"
                 ),
             )
             .expect("write mosquitto.conf");
