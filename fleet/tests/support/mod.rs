@@ -343,3 +343,4 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod procs;
 pub mod sim;
+pub mod snapshot;

@@ -16,7 +16,10 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
+    acl_file: Option<PathBuf>,
 }
+
+static ACLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn mosquitto_binary() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -38,13 +41,59 @@ impl Mosquitto {
     /// Starts a broker with mutual TLS: `pki`'s server certificate, client certificates signed
     /// by its CA required (CN = user name).
     pub fn start_mutual_tls(pki: &Pki) -> Mosquitto {
-        Mosquitto::launch(&format!(
+        Mosquitto::launch(&Mosquitto::tls_lines(pki))
+    }
+
+    /// [`Mosquitto::start_mutual_tls`] with an ACL file holding `acl` (mosquitto syntax:
+    /// `user <cn>` then `topic read|write|readwrite <filter>`; it withholds messages, it never
+    /// refuses a SUBSCRIBE). Change it with [`Mosquitto::set_acl`].
+    pub fn start_mutual_tls_with_acl(pki: &Pki, acl: &str) -> Mosquitto {
+        let acl_file = std::env::temp_dir().join(format!(
+            "fleet-acl-{}-{}",
+            std::process::id(),
+            ACLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&acl_file, acl).expect("write the ACL file");
+        let mut m = Mosquitto::launch(&format!(
+            "{}acl_file {}\n",
+            Mosquitto::tls_lines(pki),
+            acl_file.display()
+        ));
+        m.acl_file = Some(acl_file);
+        m
+    }
+
+    /// Replaces the ACL and has the broker reload it (SIGHUP); waits for the reload in its log.
+    pub fn set_acl(&self, acl: &str) {
+        let file = self
+            .acl_file
+            .as_ref()
+            .expect("a broker started with an ACL");
+        std::fs::write(file, acl).expect("write the ACL file");
+        let before = self.log().matches("Reloading config").count();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches("Reloading config").count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not reload:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn tls_lines(pki: &Pki) -> String {
+        format!(
             "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
              use_identity_as_username true\n",
             pki.ca_file().display(),
             pki.server.cert.display(),
             pki.server.key.display()
-        ))
+        )
     }
 
     fn launch(listener_extra: &str) -> Mosquitto {
@@ -73,7 +122,12 @@ impl Mosquitto {
                 .stderr(log)
                 .spawn()
                 .expect("spawn mosquitto");
-            let mut broker = Mosquitto { dir, port, child };
+            let mut broker = Mosquitto {
+                dir,
+                port,
+                child,
+                acl_file: None,
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -115,5 +169,8 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(f) = &self.acl_file {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
