@@ -248,7 +248,7 @@ fn kill_input(base: u64) -> (Vec<Device>, Vec<Device>) {
             0 => 2000 + i as u64,
             _ => 0,
         },
-        tcp_ports: if (i as u64 + r) % 4 == 0 {
+        tcp_ports: if (i as u64 + r).is_multiple_of(4) {
             vec![22, 443, 8080]
         } else {
             vec![22, 443]
