@@ -144,7 +144,7 @@ async fn two_hundred_things_twenty_outliers(e: TestEngine) {
     .await;
     all_accepted(&out, THINGS);
 
-    let snap = Snapshot::read(&store, &["FleetP90"]).await;
+    let snap = Snapshot::read(&store, &["FleetP90"], &[("FleetP90", "BytesOutP90")]).await;
     let expected: Vec<(String, String)> = (0..THINGS)
         .filter(|&i| outlier(i))
         .map(|i| (thing(i), "BytesOutP90".to_owned()))
@@ -411,7 +411,7 @@ async fn kill_run(name: &str, mode: Mode, base: u64) -> RunResult {
             );
         }
     }
-    let snap = Snapshot::read(&store, &["Kill"]).await;
+    let snap = Snapshot::read(&store, &["Kill"], &[("Kill", "BytesOutP90")]).await;
     // Every acknowledged report is in the store.
     for (t, rid) in &outcome.accepted {
         assert!(

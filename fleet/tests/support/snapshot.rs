@@ -20,11 +20,15 @@ pub struct Snapshot {
     pub events: Vec<ViolationEvent>,
     /// Every active violation.
     pub active: Vec<ActiveViolation>,
+    /// Per statistical behavior asked for, (profile, behavior) → the stored datapoints (the
+    /// latest per thing: the thresholds' population, all times), by thing.
+    pub datapoints: Vec<((String, String), Vec<(String, f64)>)>,
 }
 
 impl Snapshot {
-    /// Reads everything (`profiles`: the profiles loaded, for the active violations query).
-    pub async fn read(store: &Store, profiles: &[&str]) -> Snapshot {
+    /// Reads everything (`profiles`: the profiles loaded, for the active violations query;
+    /// `statistical`: the (profile, behavior) pairs whose datapoints to read).
+    pub async fn read(store: &Store, profiles: &[&str], statistical: &[(&str, &str)]) -> Snapshot {
         let mut things = Vec::new();
         loop {
             let page = store
@@ -67,11 +71,17 @@ impl Snapshot {
             }
         }
         active.sort_by(|a, b| a.violation_id.cmp(&b.violation_id));
+        let mut datapoints = Vec::new();
+        for (p, b) in statistical {
+            let d = store.population(p, b, 0).await.expect("datapoints");
+            datapoints.push(((p.to_string(), b.to_string()), d));
+        }
         Snapshot {
             things,
             counts: store.counts().await.expect("counts"),
             events,
             active,
+            datapoints,
         }
     }
 
