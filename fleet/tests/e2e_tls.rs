@@ -100,8 +100,9 @@ fn start_python_agent(dir: &Path, pki: &Pki, port: u16, thing: &str) -> Proc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_mutual_tls_two_agents_and_the_python_agent_are_accepted_and_a_malformed_report_is_rejected(
 ) {
-    let venv_check = python_venv(); // fail early, before anything starts, if it is missing
-    drop(venv_check);
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("{:>6.1} s  {what}", t0.elapsed().as_secs_f64());
+    python_venv(); // fail early, before anything starts, if it is missing
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let broker = Mosquitto::start_mutual_tls(&pki);
@@ -146,6 +147,7 @@ async fn over_mutual_tls_two_agents_and_the_python_agent_are_accepted_and_a_malf
     let (agent_json, state_json) = start_agent(dir.path(), &pki, port, "gw-json", "json", "long");
     let (agent_cbor, state_cbor) = start_agent(dir.path(), &pki, port, "gw-cbor", "cbor", "short");
     let py = start_python_agent(dir.path(), &pki, port, "py-agent");
+    phase("fleet and agents started");
 
     // The agents' own view: status file and log.
     for (agent, state) in [(&agent_json, &state_json), (&agent_cbor, &state_cbor)] {
@@ -165,6 +167,7 @@ async fn over_mutual_tls_two_agents_and_the_python_agent_are_accepted_and_a_malf
         }
         agent.wait_log("Report accepted.", Duration::from_secs(10));
     }
+    phase("both agents accepted");
     // The answer topics: JSON answers to the JSON agent, CBOR answers to the CBOR agent.
     let a = watcher
         .wait_for("gw-json", 1, Duration::from_secs(10), |a| a.accepted)
@@ -187,6 +190,7 @@ async fn over_mutual_tls_two_agents_and_the_python_agent_are_accepted_and_a_malf
         "{py_answers:#?}\nfleet log:\n{}",
         fleet.log()
     );
+    phase("the Python agent accepted");
     let deadline = Instant::now() + Duration::from_secs(10);
     let seen = loop {
         let seen = python_answers(&py.log);
@@ -235,6 +239,7 @@ async fn over_mutual_tls_two_agents_and_the_python_agent_are_accepted_and_a_malf
         .await;
     assert_eq!(r[0].code.as_deref(), Some("InvalidPayload"), "{:?}", r[0]);
 
+    phase("malformed reports rejected");
     drop(agent_json);
     drop(agent_cbor);
     drop(py);
@@ -260,4 +265,5 @@ async fn over_mutual_tls_two_agents_and_the_python_agent_are_accepted_and_a_malf
         );
     }
     store.close().await;
+    phase("done");
 }
