@@ -9,6 +9,9 @@ use defender_agent::detect::query::{ListActiveViolationsRequest, ListViolationEv
 use defender_agent::detect::{ActiveViolation, ViolationEvent};
 use defender_fleet::store::{Counts, Store, ThingSeen};
 
+/// A statistical behavior's stored datapoints: (profile, behavior) and (thing, value) by thing.
+pub type Datapoints = ((String, String), Vec<(String, f64)>);
+
 /// A store's content.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -22,7 +25,7 @@ pub struct Snapshot {
     pub active: Vec<ActiveViolation>,
     /// Per statistical behavior asked for, (profile, behavior) → the stored datapoints (the
     /// latest per thing: the thresholds' population, all times), by thing.
-    pub datapoints: Vec<((String, String), Vec<(String, f64)>)>,
+    pub datapoints: Vec<Datapoints>,
 }
 
 impl Snapshot {
