@@ -67,6 +67,25 @@ async fn wait_threshold(
     }
 }
 
+/// Waits (bounded, without blocking the runtime) until every instance logged the threshold
+/// `value` over `population` things: its thresholds job read it and handed it to its committer
+/// (which takes it before its next batch).
+async fn wait_handed_over(fleets: &[&Proc], value: f64, population: usize) {
+    let needle = format!("threshold {value} over {population} things");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for f in fleets {
+        while !f.log().contains(&needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged within 20 s:\n{}",
+                f.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 fn all_accepted(out: &Outcome, n: usize) {
     assert!(out.rejected.is_empty(), "rejected: {:?}", out.rejected);
     assert_eq!(out.accepted.len(), n);
@@ -132,8 +151,7 @@ async fn two_hundred_things_twenty_outliers(e: TestEngine) {
     let log = || fleet.log();
     let p90 = wait_threshold(&store, "BytesOutP90", THINGS as i64, &log).await;
     assert_eq!(p90, 1199.0, "{}", fleet.log());
-    // The committer takes the job's thresholds before its next batch.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_handed_over(&[&fleet], p90, THINGS).await;
     let out = send_like_devices(
         &client,
         &round(now + 110),
@@ -365,9 +383,8 @@ async fn kill_run(name: &str, mode: Mode, base: u64) -> RunResult {
     };
     // p90 over 100: rank 90, the largest of the 90 normal values (2000 + 99).
     assert_eq!(p90, 2099.0);
-    // Every instance reads the stored thresholds each second and hands them over before its
-    // next batch.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Every instance reads the stored thresholds each second.
+    wait_handed_over(&fleets.iter().collect::<Vec<_>>(), p90, KILL_THINGS).await;
     let phase2 = second.iter().map(|d| d.reports.len()).sum::<usize>();
     let mut killed = false;
     let o2 = send_like_devices(
