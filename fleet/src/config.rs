@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use defender_agent::config::{Error, Problem, Severity};
+use defender_agent::mqtt::topics::TopicRoot;
 use defender_agent::mqtt::{session, tls};
+use defender_agent::report::Format;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
@@ -62,6 +64,8 @@ pub struct Mqtt {
     pub reconnect_max: Duration,
     /// Non-empty: subscribe through `$share/<group>/`.
     pub shared_group: String,
+    /// `topic_root`, as the agent's: reports on `<root>/<json|cbor>`, `{thing}` any thing.
+    pub topic_root: TopicRoot,
 }
 
 /// Packets up to a report's limit plus the MQTT overhead (topic, header).
@@ -107,7 +111,8 @@ impl Mqtt {
         } else {
             format!("$share/{}/", self.shared_group)
         };
-        ["json", "cbor"].map(|f| format!("{share}$aws/things/+/defender/metrics/{f}"))
+        [Format::Json, Format::Cbor]
+            .map(|f| format!("{share}{}", self.topic_root.publish_filter(f)))
     }
 }
 
@@ -190,6 +195,7 @@ mod file {
         pub reconnect_min_secs: Option<Spanned<u64>>,
         pub reconnect_max_secs: Option<Spanned<u64>>,
         pub shared_group: Option<Spanned<String>>,
+        pub topic_root: Option<Spanned<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -627,6 +633,13 @@ impl Validator<'_> {
             }
             None => String::new(),
         };
+        let topic_root = match &mq.topic_root {
+            None => TopicRoot::default(),
+            Some(r) => TopicRoot::parse(r.get_ref()).unwrap_or_else(|why| {
+                self.error("mqtt.topic_root", r, why.to_string());
+                TopicRoot::default()
+            }),
+        };
         Mqtt {
             endpoint,
             port,
@@ -641,6 +654,7 @@ impl Validator<'_> {
             reconnect_min,
             reconnect_max,
             shared_group,
+            topic_root,
         }
     }
 
@@ -659,6 +673,7 @@ impl Validator<'_> {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(300),
             shared_group: String::new(),
+            topic_root: TopicRoot::default(),
         }
     }
 }
@@ -743,6 +758,18 @@ mod tests {
                 "$share/g1/$aws/things/+/defender/metrics/cbor".to_owned()
             ]
         );
+        let c = Config::parse(
+            "[mqtt]\nendpoint = \"h\"\ntls = false\ntopic_root = \"fleet/{thing}/dd\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.filters(), ["fleet/+/dd/json", "fleet/+/dd/cbor"]);
+        let p = problems("[mqtt]\nendpoint = \"h\"\ntls = false\ntopic_root = \"fleet/dd\"\n");
+        let e = p
+            .iter()
+            .find(|p| p.key == "mqtt.topic_root")
+            .expect("error");
+        assert_eq!(e.position.map(|x| x.0), Some(4));
         let o = c.mqtt.session_options();
         assert!(o.tls.is_none());
         assert_eq!((o.host.as_str(), o.port), ("h", 8883));

@@ -39,7 +39,7 @@ use defender_agent::detect::fleet::{
 };
 use defender_agent::detect::{Mode, ViolationEvent};
 use defender_agent::mqtt::session::{Session, SessionEvent};
-use defender_agent::mqtt::topics::parse_publish_topic;
+use defender_agent::mqtt::topics::TopicRoot;
 use defender_agent::report::{self, validate, Format};
 use defender_agent::store::definitions;
 use rumqttc::{Packet, QoS};
@@ -160,6 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_tx.subscribe(),
     ));
     let committer = Committer {
+        topic_root: config.mqtt.topic_root.clone(),
         store: store.clone(),
         fleet,
         ingest: config.ingest.clone(),
@@ -259,6 +260,8 @@ struct Pending {
 }
 
 struct Committer {
+    /// `[mqtt] topic_root`: the thing and format of a report's topic.
+    topic_root: TopicRoot,
     store: Store,
     fleet: FleetDetect,
     ingest: Ingest,
@@ -464,13 +467,13 @@ impl Committer {
                 },
             })
         };
-        let Some((thing, format)) = parse_publish_topic(&r.topic) else {
+        let Some((thing, format)) = self.topic_root.parse_publish_topic(&r.topic) else {
             let format = if r.topic.ends_with("/cbor") {
                 Format::Cbor
             } else {
                 Format::Json
             };
-            let thing = r.topic.split('/').nth(2).unwrap_or_default();
+            let thing = self.topic_root.thing_of(&r.topic).unwrap_or_default();
             warn!(topic = %r.topic, "Report rejected: invalid thing name.");
             return Ok(reject(
                 thing,

@@ -102,9 +102,17 @@ struct Answers {
 
 impl Answers {
     fn start(port: u16) -> Answers {
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1"])
-            .args(["-t", "$aws/things/+/defender/metrics/json/+"])
+        Answers::start_on(port, &["$aws/things/+/defender/metrics/json/+"])
+    }
+
+    /// Answers on these topic filters.
+    fn start_on(port: u16, filters: &[&str]) -> Answers {
+        let mut sub = Command::new("mosquitto_sub");
+        sub.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1"]);
+        for f in filters {
+            sub.args(["-t", f]);
+        }
+        let mut child = sub
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -399,5 +407,73 @@ async fn with_the_database_down_nothing_is_answered_until_it_is_back() {
     let names: Vec<&str> = things.iter().map(|t| t.thing.as_str()).collect();
     assert_eq!(names, ["down1", "down2", "up1"]);
     store.close().await;
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+}
+
+/// `[mqtt] topic_root`: an agent and the service on topics of their own (a fleet on AWS IoT
+/// Core without Detect); the service ignores Device Defender's topics then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_and_the_service_on_a_topic_root_of_their_own() {
+    let e = support::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(dir.path(), &e, port, "min_report_interval_secs = 0", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "tls = false\n",
+            "tls = false\ntopic_root = \"fleet/{thing}/dd\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let answers = Answers::start_on(
+        port,
+        &["$aws/things/+/defender/metrics/json/+", "fleet/+/dd/json/+"],
+    );
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let state = dir.path().join("agent-root");
+    let agent_config = dir.path().join("agent-root.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
+            "thing_name = \"gw-root\"\nstate_dir = {state:?}\n[collect]\nsample_interval_secs = 1\n\
+             [report]\ninterval_secs = 2\nstartup_jitter_secs = 0\n\
+             [mqtt]\nendpoint = \"127.0.0.1\"\nport = {port}\ntls = false\nreconnect_max_secs = 1\n\
+             topic_root = \"fleet/{{thing}}/dd\"\n",
+            state = state.display().to_string()
+        ),
+    )
+    .unwrap();
+    let agent = Proc::start(
+        Command::new(agent_binary())
+            .args(["run", "--config"])
+            .arg(&agent_config)
+            .env("DEFENDER_AGENT_LOG", "info,defender_agent=debug"),
+        dir.path().join("agent-root.log"),
+    );
+    agent.wait_log("Report accepted.", Duration::from_secs(30));
+    let a = status_answer(&state).expect("an answer in the status file");
+    assert_eq!(a["status"], "accepted", "{a}");
+
+    // Reports on Device Defender's topic are not this service's any more: no answer.
+    publish(port, &topic("dd1"), &report(1_700_000_000));
+    publish(port, "fleet/t2/dd/json", &report(1_700_000_000));
+    let acc = answers.wait("fleet/t2/dd/json/accepted", 1);
+    assert_eq!(acc[0]["thingName"], "t2");
+    let lines = answers.lines.lock().unwrap().clone();
+    assert!(
+        !lines.iter().any(|l| l.contains("$aws/things/dd1")),
+        "{lines:?}"
+    );
+    drop(agent);
     assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
 }

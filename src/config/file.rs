@@ -129,6 +129,8 @@ pub struct Mqtt {
     pub reconnect_max_secs: Option<Spanned<u64>>,
     /// `answer_timeout_secs`.
     pub answer_timeout_secs: Option<Spanned<u64>>,
+    /// `topic_root`: `$aws/things/{thing}/defender/metrics` by default.
+    pub topic_root: Option<Spanned<String>>,
 }
 
 /// `[spool]`.

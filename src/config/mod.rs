@@ -768,6 +768,32 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_topic_root_names_the_topics_and_a_bad_one_names_key_and_line() {
+        let base = "thing_name = \"gw\"\n[mqtt]\nendpoint = \"localhost\"\ntls = false\n";
+        let c =
+            Config::parse(&format!("{base}topic_root = \"fleet/{{thing}}/dd\"\n"), "t").unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(m.topic_root.to_string(), "fleet/{thing}/dd");
+        assert_eq!(
+            m.topic_root.publish_topic(&m.thing_name, m.format),
+            "fleet/gw/dd/json"
+        );
+        let c = Config::parse(base, "t").unwrap();
+        assert_eq!(
+            c.mqtt.unwrap().topic_root.to_string(),
+            crate::mqtt::topics::DEFAULT_TOPIC_ROOT
+        );
+        let p = problems(&format!("{base}topic_root = \"fleet/+/dd\"\n"));
+        let e = p
+            .iter()
+            .find(|p| p.key == "mqtt.topic_root")
+            .expect("{p:?}");
+        assert_eq!(e.severity, Severity::Error);
+        assert_eq!(e.position.map(|x| x.0), Some(5));
+        assert!(e.message.contains("'+'"), "{e}");
+    }
+
+    #[test]
     fn every_shape_error_is_listed_and_the_first_is_the_one_reported_before() {
         // Regression, issue 16 defect 2: parsing stopped at the first shape error.
         let src = "thing_name = \"t\"\n[report]\nintervall_secs = 300\n[mqtt]\nport = \"x\"\nbogus = 1\n\

@@ -212,6 +212,16 @@ impl Validator<'_> {
                 );
             }
         }
+        let topic_root = match &mq.topic_root {
+            None => mqtt::topics::TopicRoot::default(),
+            Some(r) => match mqtt::topics::TopicRoot::parse(r.get_ref()) {
+                Ok(root) => root,
+                Err(why) => {
+                    self.error("mqtt.topic_root", r, why.to_string());
+                    mqtt::topics::TopicRoot::default()
+                }
+            },
+        };
         Some(mqtt::Settings {
             endpoint,
             port,
@@ -224,6 +234,7 @@ impl Validator<'_> {
             client_id,
             thing_name: thing_name.to_owned(),
             format,
+            topic_root,
             keep_alive,
             clean_session: mq.clean_session.as_ref().is_none_or(|c| *c.get_ref()),
             reconnect_min,

@@ -119,6 +119,8 @@ pub struct Settings {
     pub thing_name: String,
     /// Report encoding (`[report] format`): picks the publish and answer topics.
     pub format: crate::report::Format,
+    /// `[mqtt] topic_root`: the topics' root, `{thing}` standing for `thing_name`.
+    pub topic_root: topics::TopicRoot,
     /// MQTT keep-alive; zero disables it, otherwise whole seconds ≥ 1.
     pub keep_alive: Duration,
     /// Ask the broker for a clean session (true) or resume a persistent one (false).
@@ -321,9 +323,15 @@ pub fn spawn(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let link = Link {
-        publish_topic: topics::publish_topic(&settings.thing_name, settings.format),
-        accepted_topic: topics::accepted_topic(&settings.thing_name, settings.format),
-        rejected_topic: topics::rejected_topic(&settings.thing_name, settings.format),
+        publish_topic: settings
+            .topic_root
+            .publish_topic(&settings.thing_name, settings.format),
+        accepted_topic: settings
+            .topic_root
+            .accepted_topic(&settings.thing_name, settings.format),
+        rejected_topic: settings
+            .topic_root
+            .rejected_topic(&settings.thing_name, settings.format),
         endpoint: format!("{}:{}", settings.endpoint, settings.port),
         client_id: settings.client_id.clone(),
         subscriptions: settings.subscriptions.clone(),
@@ -832,6 +840,7 @@ mod tests {
             client_id: "t".into(),
             thing_name: "t".into(),
             format: crate::report::Format::Json,
+            topic_root: topics::TopicRoot::default(),
             keep_alive: DEFAULT_KEEP_ALIVE,
             clean_session: true,
             reconnect_min: DEFAULT_RECONNECT_MIN,

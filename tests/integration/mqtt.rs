@@ -39,6 +39,7 @@ fn settings(port: u16, pki_ca: &std::path::Path, client: &CertFiles, thing: &str
         client_id: thing.into(),
         thing_name: thing.into(),
         format: ReportFormat::Json,
+        topic_root: Default::default(),
         keep_alive: Duration::from_secs(30),
         clean_session: true,
         reconnect_min: Duration::from_millis(50),

@@ -209,6 +209,7 @@ impl Mosquitto {
             client_id: thing.into(),
             thing_name: thing.into(),
             format: defender_agent::report::Format::Json,
+            topic_root: Default::default(),
             keep_alive: Duration::from_secs(30),
             clean_session: true,
             reconnect_min: Duration::from_millis(50),
