@@ -13,6 +13,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use defender_agent::mqtt::topics::TopicRoot;
 use defender_agent::report::{Format, KeySet};
 use defender_fleet::store::{Store, ThingSeen};
 use support::mosquitto::Mosquitto;
@@ -305,9 +306,16 @@ enum Mode {
     /// subscription does); when the first is killed the ACL gives everything to the second, as
     /// the broker's shared group would, and the devices' re-sends reach it.
     Partitioned,
-    /// Two instances behind `[mqtt] shared_group`.
+    /// Two instances behind `[mqtt] shared_group`, on `[mqtt] topic_root` [`SHARED_ROOT`].
     Shared,
 }
+
+/// The shared-subscription run's topic root. Not Device Defender's `$aws/things/...`: Debian
+/// 12's mosquitto 2.0.11 never delivers a topic beginning with `$` to a `$share/<group>/...`
+/// subscription (checked with mosquitto_sub: `$share/g/$aws/#` and `$share/g/#` get nothing of
+/// `$aws/things/x/defender/metrics/json`, `$share/g/a/+/b` gets `a/x/b`), so on that broker
+/// several instances need a root of their own.
+const SHARED_ROOT: &str = "fleet/things/{thing}/defender/metrics";
 
 /// The ACL of a partitioned run: the devices read and write everything, the instances write
 /// answers and read the reports of their things (`owner(i)` = the instance of thing i).
@@ -345,7 +353,12 @@ async fn kill_run(name: &str, mode: Mode, base: u64) -> RunResult {
     let profiles = dir.path().join("profiles");
     std::fs::create_dir(&profiles).unwrap();
     std::fs::write(profiles.join("kill.json"), KILL_PROFILE).unwrap();
-    let client = TestClient::connect(port, &format!("{name}-sim"), link).await;
+    let root = if mode == Mode::Shared {
+        TopicRoot::parse(SHARED_ROOT).unwrap()
+    } else {
+        TopicRoot::default()
+    };
+    let client = TestClient::connect_root(port, &format!("{name}-sim"), link, root).await;
     let instances = if mode == Mode::Single { 1 } else { 2 };
     let mut fleets: Vec<Proc> = (0..instances)
         .map(|k| {
@@ -356,10 +369,13 @@ async fn kill_run(name: &str, mode: Mode, base: u64) -> RunResult {
                 &format!("{name}-{k}"),
                 &profiles,
                 [
-                    if mode == Mode::Shared {
-                        "shared_group = \"fleet\"\nclean_session = true"
+                    &if mode == Mode::Shared {
+                        format!(
+                            "shared_group = \"fleet\"\nclean_session = true\n\
+                             topic_root = \"{SHARED_ROOT}\""
+                        )
                     } else {
-                        "clean_session = true"
+                        "clean_session = true".to_owned()
                     },
                     "min_report_interval_secs = 0",
                     &format!("thresholds_interval_secs = 1\nmin_population = {KILL_THINGS}"),
@@ -569,23 +585,14 @@ async fn futures_join_all<F: std::future::Future>(
     results.into_iter().flatten().collect()
 }
 
-/// Two instances killed mid-run in two ways: subscribed to every report (racing on each), and
-/// with the things split between them by the broker (a shared subscription's behaviour, ACLs
-/// standing in for it: see the ignored test below), the survivor taking over the dead one's
-/// things and the devices' re-sends.
+/// Two instances on one PostgreSQL database, the first killed with SIGKILL mid-run while the
+/// devices keep sending and re-send what is not answered, three ways: behind a shared
+/// subscription (`[mqtt] shared_group`, the broker spreading the reports and giving the dead
+/// one's to the survivor); subscribed to every report (racing on each one); the things split by
+/// the broker's ACL on Device Defender's own `$aws/...` topics (what a shared subscription does,
+/// there: see [`SHARED_ROOT`]), the ACL handing the dead one's things to the survivor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_postgres_one_killed_lose_nothing_count_nothing_twice_and_agree_with_one()
 {
-    two_instances_one_killed(&[Mode::Compete, Mode::Partitioned]).await
-}
-
-/// The same behind `[mqtt] shared_group`, as the issue describes it. Ignored: Debian 12's
-/// mosquitto 2.0.11 never delivers a topic beginning with `$` (here `$aws/things/...`) to a
-/// `$share/<group>/...` subscription, so the instances receive nothing (checked with
-/// mosquitto_sub: `$share/g/$aws/#` and `$share/g/#` get nothing, `$share/g/a/+/b` works).
-/// It needs the issue's `[mqtt] topic_root` in the fleet (a root without `$`) or another broker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "mosquitto 2.0.11 does not deliver $aws/... topics to $share/ subscriptions; needs [mqtt] topic_root"]
-async fn two_instances_behind_a_shared_subscription_one_killed_lose_nothing_and_agree_with_one() {
-    two_instances_one_killed(&[Mode::Shared]).await
+    two_instances_one_killed(&[Mode::Shared, Mode::Compete, Mode::Partitioned]).await
 }

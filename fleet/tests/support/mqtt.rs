@@ -1,7 +1,8 @@
 //! A test-side MQTT client on the agent's own [`Session`] (plain, or mutual TLS with a
 //! certificate of the test PKI): it subscribes to every answer topic
-//! (`$aws/things/+/defender/metrics/{json,cbor}/+`), keeps every answer it sees, and publishes
-//! reports. Its task runs on the test's tokio runtime and stops on drop.
+//! (`$aws/things/+/defender/metrics/{json,cbor}/+`, or those of another `[mqtt] topic_root`),
+//! keeps every answer it sees, and publishes reports. Its task runs on the test's tokio runtime
+//! and stops on drop.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use defender_agent::mqtt::session::{self, Options, ReconnectPolicy, Session, SessionEvent};
+use defender_agent::mqtt::topics::TopicRoot;
 use defender_agent::report::outcome::{self, Status};
 use defender_agent::report::Format;
 use rumqttc::{AsyncClient, Packet, QoS};
@@ -42,6 +44,7 @@ struct Seen {
 /// A connected client.
 pub struct TestClient {
     client: AsyncClient,
+    root: TopicRoot,
     seen: Arc<Mutex<Seen>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -61,6 +64,16 @@ pub enum Link<'a> {
 impl TestClient {
     /// Connects as `client_id`, subscribes to the answers, waits for the SUBACK (20 s at most).
     pub async fn connect(port: u16, client_id: &str, link: Link<'_>) -> TestClient {
+        TestClient::connect_root(port, client_id, link, TopicRoot::default()).await
+    }
+
+    /// [`TestClient::connect`] for the topics of `root`.
+    pub async fn connect_root(
+        port: u16,
+        client_id: &str,
+        link: Link<'_>,
+        root: TopicRoot,
+    ) -> TestClient {
         let tls = match link {
             Link::Plain => None,
             Link::MutualTls(pki) => {
@@ -107,14 +120,15 @@ impl TestClient {
         let task = {
             let seen = seen.clone();
             let client = client.clone();
+            let root = root.clone();
             tokio::spawn(async move {
                 let mut subscribed = Some(subscribed_tx);
                 let mut subacks = 0;
                 loop {
                     match s.next().await {
                         SessionEvent::Connected { .. } => {
-                            for f in ["json", "cbor"] {
-                                let filter = format!("$aws/things/+/defender/metrics/{f}/+");
+                            for f in [Format::Json, Format::Cbor] {
+                                let filter = format!("{}/+", root.publish_filter(f));
                                 let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
                             }
                         }
@@ -128,7 +142,7 @@ impl TestClient {
                             }
                         }
                         SessionEvent::Incoming(Packet::Publish(p)) => {
-                            if let Some(a) = parse_answer(&p.topic, &p.payload) {
+                            if let Some(a) = parse_answer(&root, &p.topic, &p.payload) {
                                 let mut g = lock(&seen);
                                 if let Some(rid) = a.report_id {
                                     let n = g.all.len();
@@ -146,12 +160,18 @@ impl TestClient {
             .await
             .expect("the test client did not subscribe within 20 s")
             .expect("the test client's task ended");
-        TestClient { client, seen, task }
+        TestClient {
+            client,
+            root,
+            seen,
+            task,
+        }
     }
 
     /// Publishes (QoS 1) a report for `thing` on its `format` topic.
     pub async fn publish_report(&self, thing: &str, format: Format, payload: Vec<u8>) {
-        self.publish(&report_topic(thing, format), payload).await;
+        self.publish(&self.root.publish_topic(thing, format), payload)
+            .await;
     }
 
     /// Publishes (QoS 1) anything on `topic`.
@@ -213,23 +233,12 @@ impl Drop for TestClient {
     }
 }
 
-/// `$aws/things/<thing>/defender/metrics/<format>`.
-pub fn report_topic(thing: &str, format: Format) -> String {
-    format!("$aws/things/{thing}/defender/metrics/{format}")
-}
-
-fn parse_answer(topic: &str, payload: &[u8]) -> Option<Answer> {
-    let rest = topic.strip_prefix("$aws/things/")?;
-    let (thing, rest) = rest.split_once("/defender/metrics/")?;
-    let (format, status) = rest.split_once('/')?;
-    let format = match format {
-        "json" => Format::Json,
-        "cbor" => Format::Cbor,
-        _ => return None,
-    };
+fn parse_answer(root: &TopicRoot, topic: &str, payload: &[u8]) -> Option<Answer> {
+    let (report_topic, status) = topic.rsplit_once('/')?;
     if status != "accepted" && status != "rejected" {
         return None;
     }
+    let (thing, format) = root.parse_publish_topic(report_topic)?;
     let o = outcome::parse(payload, format).ok()?;
     let doc = match format {
         Format::Json => serde_json::from_slice(payload).ok()?,
