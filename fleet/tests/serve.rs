@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use defender_fleet::store::{Engine, Store};
 use support::mosquitto::Mosquitto;
+use support::procs::agent_binary;
 use support::TestEngine;
 
 const FLEET: &str = env!("CARGO_BIN_EXE_defender-fleet");
@@ -21,27 +22,6 @@ const P90: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/fixtures/detect/fleet/p90-profile.json"
 );
-
-/// The agent binary, built once (`cargo build -p defender-agent`) into this workspace's target.
-fn agent_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "defender-agent", "--bin", "defender-agent"])
-                .current_dir(&root)
-                .status()
-                .expect("run cargo build -p defender-agent");
-            assert!(status.success(), "cargo build -p defender-agent failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            target.join("debug").join("defender-agent")
-        })
-        .clone()
-}
 
 /// A child process with its stderr in a file; killed on drop.
 struct Proc {

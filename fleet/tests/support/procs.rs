@@ -22,11 +22,29 @@ pub fn agent_binary() -> PathBuf {
         .get_or_init(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "defender-agent", "--bin", "defender-agent"])
-                .current_dir(&root)
-                .status()
-                .expect("run cargo build -p defender-agent");
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "defender-agent", "--bin", "defender-agent"])
+                .current_dir(&root);
+            // Not the variables cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*, …):
+            // ring's build script is fingerprinted with CARGO_MANIFEST_DIR, so inheriting it
+            // made this build and the next `cargo test` rebuild ring, rustls, rumqttc and the
+            // agent in turn (20–50 s each time).
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy().into_owned();
+                if [
+                    "CARGO_MANIFEST_",
+                    "CARGO_PKG_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_EXE_",
+                    "CARGO_PRIMARY_",
+                ]
+                .iter()
+                .any(|p| k.starts_with(p))
+                {
+                    cmd.env_remove(k);
+                }
+            }
+            let status = cmd.status().expect("run cargo build -p defender-agent");
             assert!(status.success(), "cargo build -p defender-agent failed");
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
