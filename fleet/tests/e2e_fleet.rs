@@ -3,10 +3,12 @@
 //! - 200 things (realistic reports built with the agent's encoder, JSON long keys and CBOR
 //!   short keys) of which 20 outliers cross the p90 threshold of `aws:all-bytes-out`: exactly
 //!   those 20 raise STATISTICAL violations, on SQLite and on PostgreSQL.
-//! - Two instances on PostgreSQL behind a shared subscription, one killed with SIGKILL mid-run
-//!   while the devices keep sending and re-send unanswered reports: no acknowledged report is
-//!   lost, none is counted twice, and the violation events and active violations are those of a
-//!   single-instance run over the same input.
+//! - Two instances on PostgreSQL, one killed with SIGKILL mid-run while the devices keep sending
+//!   and re-send unanswered reports: no acknowledged report is lost, none is counted twice (report
+//!   counts, events, datapoints), and the violation events and active violations are those of a
+//!   single-instance run over the same input. Three ways, all at once: behind a shared
+//!   subscription (`[mqtt] shared_group`, on a `topic_root` without `$`: see [`SHARED_ROOT`]),
+//!   both subscribed to every report, and the things split by the broker's ACL on `$aws/...`.
 
 mod support;
 
