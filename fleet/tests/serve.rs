@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use defender_fleet::store::{Engine, Store};
 use support::mosquitto::Mosquitto;
+use support::procs::agent_binary;
 use support::TestEngine;
 
 const FLEET: &str = env!("CARGO_BIN_EXE_defender-fleet");
@@ -21,27 +22,6 @@ const P90: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/fixtures/detect/fleet/p90-profile.json"
 );
-
-/// The agent binary, built once (`cargo build -p defender-agent`) into this workspace's target.
-fn agent_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "defender-agent", "--bin", "defender-agent"])
-                .current_dir(&root)
-                .status()
-                .expect("run cargo build -p defender-agent");
-            assert!(status.success(), "cargo build -p defender-agent failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            target.join("debug").join("defender-agent")
-        })
-        .clone()
-}
 
 /// A child process with its stderr in a file; killed on drop.
 struct Proc {
@@ -357,112 +337,8 @@ async fn serve_end_to_end_on_postgres() {
     serve_end_to_end(support::postgres("serve_end_to_end").await).await
 }
 
-async fn statistical_thresholds_alarm_exactly_the_outliers(e: TestEngine) {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start();
-    let port = broker.port();
-    let config = fleet_config(
-        dir.path(),
-        &e,
-        port,
-        "min_report_interval_secs = 0",
-        "thresholds_interval_secs = 1",
-    );
-    let answers = Answers::start(port);
-    let mut fleet = Proc::start(
-        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
-        dir.path().join("fleet.log"),
-    );
-    fleet.wait_log("Subscribed.", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(200));
-    // Too few things yet: said once.
-    fleet.wait_log("not evaluable: 0 things with data", Duration::from_secs(10));
-    let outliers = [3, 11];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let things: Vec<String> = (0..20).map(|i| format!("thing-{i:03}")).collect();
-    let bytes = |i: usize| {
-        if outliers.contains(&i) {
-            50_000 + i as u64
-        } else {
-            1000 + i as u64
-        }
-    };
-    // Report times (their ids) 310 s apart, so that each window (durationSeconds 300) holds one
-    // report: round 1 at now − 200 (a backlog), round 2 at now + 110 (within the 300 s of clock
-    // skew allowed); the job's population at now is round 1's.
-    for round in 0..2u64 {
-        let rid = if round == 0 { now - 200 } else { now + 110 };
-        for (i, t) in things.iter().enumerate() {
-            publish(port, &topic(t), &report_out(rid, bytes(i)));
-        }
-        for t in &things {
-            answers.wait(&format!("{}/accepted", topic(t)), round as usize + 1);
-        }
-        if round == 0 {
-            // p90 over 20 things: rank 18, the largest of the 18 normal values (1019).
-            fleet.wait_log("threshold 1019 over 20 things", Duration::from_secs(10));
-            // Handed to the committer before its next batch.
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-    let store = Store::open(e.settings.clone()).await.unwrap();
-    let profiles: std::collections::BTreeSet<String> = ["FleetP90".to_owned()].into();
-    let active = store
-        .list_active_violations(&profiles, &Default::default())
-        .await
-        .unwrap()
-        .active_violations;
-    let mut alarmed: Vec<&str> = active.iter().map(|a| a.thing_name.as_str()).collect();
-    alarmed.sort();
-    assert_eq!(
-        alarmed,
-        ["thing-003", "thing-011"],
-        "{}\n{:?}",
-        fleet.log(),
-        active
-            .iter()
-            .map(|a| (
-                &a.thing_name,
-                a.last_violation_value.as_ref().and_then(|v| v.count)
-            ))
-            .collect::<Vec<_>>()
-    );
-    assert!(active.iter().all(|a| a.behavior.name == "BytesOutP90"));
-    store.close().await;
-    let out = Command::new(FLEET)
-        .args(["thresholds", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let t = &doc["thresholds"][0];
-    assert_eq!(
-        (t["behavior"].as_str(), t["value"].as_f64()),
-        (Some("BytesOutP90"), Some(1019.0)),
-        "{doc}"
-    );
-    assert_eq!(t["population"], 20);
-    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statistical_thresholds_alarm_exactly_the_outliers_on_sqlite() {
-    statistical_thresholds_alarm_exactly_the_outliers(support::sqlite()).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statistical_thresholds_alarm_exactly_the_outliers_on_postgres() {
-    statistical_thresholds_alarm_exactly_the_outliers(support::postgres("thresholds_e2e").await)
-        .await
-}
+// The fleet statistical thresholds end to end (200 things, 20 outliers, SQLite and
+// PostgreSQL) are in e2e_fleet.rs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_down_nothing_is_answered_until_it_is_back() {

@@ -338,4 +338,9 @@ pub fn sqlite_path(e: &TestEngine) -> Option<&Path> {
         Engine::Postgres { .. } => None,
     }
 }
+pub mod certs;
 pub mod mosquitto;
+pub mod mqtt;
+pub mod procs;
+pub mod sim;
+pub mod snapshot;
