@@ -338,6 +338,10 @@ pub fn sqlite_path(e: &TestEngine) -> Option<&Path> {
         Engine::Postgres { .. } => None,
     }
 }
+// The agent's test certificates (rcgen, made at test time), not a copy: one file serves both
+// test crates. Not every test binary of this crate uses every helper in it.
+#[allow(dead_code)]
+#[path = "../../../tests/integration/support/certs.rs"]
 pub mod certs;
 pub mod mosquitto;
 pub mod mqtt;
