@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use defender_agent::alarm::{Output, Via};
+use defender_agent::config::Validator as AgentValidator;
 use defender_agent::config::{Error, Problem, Severity};
 use defender_agent::mqtt::topics::TopicRoot;
-use defender_agent::mqtt::{session, tls};
+use defender_agent::mqtt::{self, session};
 use defender_agent::report::Format;
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -36,72 +37,35 @@ pub const DEFAULT_BATCH_MAX_REPORTS: u64 = 256;
 /// an outage) and still be evaluated; older ones are answered accepted and not evaluated.
 pub const DEFAULT_MAX_LATE_SECS: u64 = 2 * 86_400;
 
-/// `[mqtt]`: the broker, as the agent's keys say it, plus `shared_group`.
+/// `[mqtt]`: the agent's `[mqtt]` section (the same keys, defaults, checks and messages: the
+/// agent's own validator reads it), plus `shared_group`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mqtt {
-    /// Broker host.
-    pub endpoint: String,
-    /// Broker port.
-    pub port: u16,
-    /// Mutual TLS (else plain MQTT, for a broker on loopback).
-    pub tls: bool,
-    /// CA file.
-    pub ca_file: PathBuf,
-    /// Client certificate.
-    pub cert_file: PathBuf,
-    /// Client key.
-    pub key_file: PathBuf,
-    /// ALPN.
-    pub alpn: String,
-    /// Client id (each instance needs its own).
-    pub client_id: String,
-    /// Keep-alive.
-    pub keep_alive: Duration,
-    /// Clean session.
-    pub clean_session: bool,
-    /// Reconnect backoff floor.
-    pub reconnect_min: Duration,
-    /// Reconnect backoff cap.
-    pub reconnect_max: Duration,
+    /// The agent's link settings for this broker; the client id defaults to `defender-fleet`
+    /// (each instance needs its own), `topic_root` says which topics are report topics.
+    pub link: mqtt::Settings,
     /// Non-empty: subscribe through `$share/<group>/`.
     pub shared_group: String,
-    /// `topic_root`, as the agent's: reports on `<root>/<json|cbor>`, `{thing}` any thing.
-    pub topic_root: TopicRoot,
 }
 
 /// Packets up to a report's limit plus the MQTT overhead (topic, header).
 pub const MAX_PACKET_BYTES: usize = 132 * 1024;
 
+/// `[mqtt] client_id`'s default.
+pub const DEFAULT_CLIENT_ID: &str = "defender-fleet";
+
 impl Mqtt {
-    /// The agent's session options for this broker.
+    /// The agent's session options for this broker, with room for a service's traffic: more
+    /// messages in flight (answers) and larger packets than a device's link.
     pub fn session_options(&self) -> session::Options {
-        session::Options {
-            client_id: self.client_id.clone(),
-            host: self.endpoint.clone(),
-            port: self.port,
-            proxy: None,
-            tls: self.tls.then(|| session::Tls {
-                ca_file: self.ca_file.clone(),
-                cert_file: self.cert_file.clone(),
-                key_file: self.key_file.clone(),
-                alpn: tls::alpn_protocols(self.port, &self.alpn),
-                key_label: "Private key",
-            }),
-            keep_alive: self.keep_alive,
-            clean_session: self.clean_session,
-            packet_limits: Some(session::PacketLimits {
-                incoming: MAX_PACKET_BYTES,
-                outgoing: MAX_PACKET_BYTES,
-            }),
-            inflight: Some(100),
-            request_channel_capacity: 256,
-            reconnect: session::ReconnectPolicy {
-                min: self.reconnect_min,
-                max: self.reconnect_max,
-                stable_after: Duration::from_secs(30),
-            },
-            describe: session::describe,
-        }
+        let mut o = mqtt::session_options(&self.link);
+        o.packet_limits = Some(session::PacketLimits {
+            incoming: MAX_PACKET_BYTES,
+            outgoing: MAX_PACKET_BYTES,
+        });
+        o.inflight = Some(100);
+        o.request_channel_capacity = 256;
+        o
     }
 
     /// The subscription filters: the json and cbor report topics of every thing, through
@@ -113,7 +77,17 @@ impl Mqtt {
             format!("$share/{}/", self.shared_group)
         };
         [Format::Json, Format::Cbor]
-            .map(|f| format!("{share}{}", self.topic_root.publish_filter(f)))
+            .map(|f| format!("{share}{}", self.link.topic_root.publish_filter(f)))
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.link.client_id
+    }
+
+    /// `topic_root`.
+    pub fn topic_root(&self) -> &TopicRoot {
+        &self.link.topic_root
     }
 }
 
@@ -203,24 +177,8 @@ mod file {
         pub ca_file: Option<Spanned<String>>,
     }
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Mqtt {
-        pub endpoint: Option<Spanned<String>>,
-        pub port: Option<Spanned<u64>>,
-        pub tls: Option<Spanned<bool>>,
-        pub ca_file: Option<Spanned<String>>,
-        pub cert_file: Option<Spanned<String>>,
-        pub key_file: Option<Spanned<String>>,
-        pub alpn: Option<Spanned<String>>,
-        pub client_id: Option<Spanned<String>>,
-        pub keep_alive_secs: Option<Spanned<u64>>,
-        pub clean_session: Option<Spanned<bool>>,
-        pub reconnect_min_secs: Option<Spanned<u64>>,
-        pub reconnect_max_secs: Option<Spanned<u64>>,
-        pub shared_group: Option<Spanned<String>>,
-        pub topic_root: Option<Spanned<String>>,
-    }
+    /// `[mqtt]` is the agent's mirror (the agent refuses `shared_group`; this service reads it).
+    pub use defender_agent::config::file::Mqtt;
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -269,64 +227,21 @@ impl Config {
         };
         let f = parse_file(src).map_err(invalid)?;
         let mut v = Validator {
-            src,
-            problems: Vec::new(),
+            inner: AgentValidator::new(src),
+            topic_root: TopicRoot::default(),
         };
         let config = v.config(&f);
-        if v.problems.iter().any(|p| p.severity == Severity::Error) {
-            return Err(invalid(v.problems));
+        if v.inner.has_errors() {
+            return Err(invalid(v.inner.into_problems()));
         }
         let mut config = config;
-        config.warnings = v.problems;
+        config.warnings = v.inner.into_problems();
         Ok(config)
     }
 }
 
 fn parse_file(src: &str) -> Result<file::File, Vec<Problem>> {
-    let (root, errors) = toml::de::DeTable::parse_recoverable(src);
-    if !errors.is_empty() {
-        return Err(errors.iter().map(|e| toml_problem(src, "", e)).collect());
-    }
-    let de = toml::de::Deserializer::from(root);
-    serde_path_to_error::deserialize::<_, file::File>(de).map_err(|e| {
-        // Spanned<T> shows up as private path segments: keep only the user's keys.
-        let path = e.path().to_string();
-        let key = path
-            .split('.')
-            .filter(|seg| !seg.starts_with("$__serde_spanned") && *seg != "?")
-            .collect::<Vec<_>>()
-            .join(".");
-        vec![toml_problem(src, &key, e.inner())]
-    })
-}
-
-fn toml_problem(src: &str, key: &str, e: &toml::de::Error) -> Problem {
-    Problem {
-        severity: Severity::Error,
-        key: key.to_owned(),
-        position: e.span().map(|s| line_col(src, s.start)),
-        message: e.message().trim().to_owned(),
-    }
-}
-
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(src.len());
-    let before = src.get(..offset).unwrap_or(src);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, col)
-}
-
-/// A topic the service subscribes to (`$aws/things/<thing>/defender/metrics/{json,cbor}`).
-fn is_report_topic(topic: &str) -> bool {
-    topic
-        .strip_prefix("$aws/things/")
-        .and_then(|t| {
-            t.strip_suffix("/defender/metrics/json")
-                .or_else(|| t.strip_suffix("/defender/metrics/cbor"))
-        })
-        .is_some_and(|thing| !thing.contains('/'))
+    defender_agent::config::parse_document(src)
 }
 
 enum AlarmOut {
@@ -335,23 +250,19 @@ enum AlarmOut {
 }
 
 struct Validator<'a> {
-    src: &'a str,
-    problems: Vec<Problem>,
+    /// The agent's validator: positions, problems, and its `[mqtt]` section.
+    inner: AgentValidator<'a>,
+    /// `[mqtt] topic_root`, once read (the alarms' topics are checked against it).
+    topic_root: TopicRoot,
 }
 
 impl Validator<'_> {
     fn push<T>(&mut self, severity: Severity, key: &str, at: &Spanned<T>, message: String) {
-        let position = Some(line_col(self.src, at.span().start));
-        self.problems.push(Problem {
-            severity,
-            key: key.to_owned(),
-            position,
-            message,
-        });
+        self.inner.push(severity, key, at, message);
     }
 
     fn error<T>(&mut self, key: &str, at: &Spanned<T>, message: impl Into<String>) {
-        self.push(Severity::Error, key, at, message.into());
+        self.inner.error(key, at, message);
     }
 
     fn int(
@@ -475,12 +386,9 @@ impl Validator<'_> {
                             u,
                             "must be a postgresql://user@host:port/db URL with engine = \"postgres\"",
                         ),
-                        None => self.problems.push(Problem {
-                            severity: Severity::Error,
-                            key: "store.url".to_owned(),
-                            position: None,
-                            message: "is required with engine = \"postgres\"".to_owned(),
-                        }),
+                        None => self
+                            .inner
+                            .missing("store.url", "is required with engine = \"postgres\""),
                     }
                 }
                 store::Engine::Postgres { url }
@@ -588,12 +496,11 @@ impl Validator<'_> {
         for (name, span) in present {
             if let Some(span) = span {
                 if !allowed.contains(&name) {
-                    self.problems.push(Problem {
-                        severity: Severity::Error,
-                        key: format!("{key}.{name}"),
-                        position: Some(line_col(self.src, span.start)),
-                        message: format!("does not apply to type = \"{kind}\""),
-                    });
+                    self.error(
+                        &format!("{key}.{name}"),
+                        &Spanned::new(span.clone(), ()),
+                        format!("does not apply to type = \"{kind}\""),
+                    );
                 }
             }
         }
@@ -611,7 +518,7 @@ impl Validator<'_> {
             "mqtt" => {
                 let topic = match &x.topic {
                     Some(t) => match defender_agent::topic_filter::validate_topic(t.get_ref()) {
-                        Ok(()) if is_report_topic(t.get_ref()) => {
+                        Ok(()) if self.topic_root.matches_publish_filter(t.get_ref()) => {
                             self.error(
                                 &format!("{key}.topic"),
                                 t,
@@ -714,122 +621,36 @@ impl Validator<'_> {
         }
     }
 
+    /// `[mqtt]`: the agent's section read by the agent's validator (thing name = the default
+    /// client id, so the defaults are the agent's with `client_id = "defender-fleet"`), then
+    /// this service's `shared_group`; `answer_timeout_secs` is the agent's alone.
     fn mqtt(&mut self, m: Option<&Spanned<file::Mqtt>>) -> Mqtt {
+        let empty = Spanned::new(0..0, file::Mqtt::default());
         let Some(m) = m else {
-            self.problems.push(Problem {
-                severity: Severity::Error,
-                key: "mqtt".to_owned(),
-                position: None,
-                message: "[mqtt] with `endpoint` is required (the fleet's broker)".to_owned(),
-            });
-            return self.mqtt_defaults();
+            self.inner.missing(
+                "mqtt",
+                "[mqtt] with `endpoint` is required (the fleet's broker)",
+            );
+            // Defaults only, so the rest can be checked; this file is refused anyway.
+            return Mqtt {
+                link: AgentValidator::new("")
+                    .mqtt(&empty, DEFAULT_CLIENT_ID, Format::Json)
+                    .unwrap_or_else(agent_defaults),
+                shared_group: String::new(),
+            };
         };
         let mq = m.get_ref();
-        let endpoint = match &mq.endpoint {
-            Some(e) if !e.get_ref().is_empty() => {
-                let bad = e
-                    .get_ref()
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '[' | ']'));
-                if bad || e.get_ref().contains("://") {
-                    self.error(
-                        "mqtt.endpoint",
-                        e,
-                        "must be a host name or IP address (no scheme, port or path)",
-                    );
-                }
-                e.get_ref().clone()
-            }
-            Some(e) => {
-                self.error("mqtt.endpoint", e, "must not be empty");
-                String::new()
-            }
-            None => {
-                self.error("mqtt", m, "`endpoint` is required in [mqtt]");
-                String::new()
-            }
-        };
-        let port = self.int("mqtt.port", &mq.port, 8883, 1, 65535) as u16;
-        let tls = mq.tls.as_ref().is_none_or(|t| *t.get_ref());
-        if let (false, Some(t)) = (tls, &mq.tls) {
-            self.push(
-                Severity::Warning,
-                "mqtt.tls",
-                t,
-                "false: reports travel in plaintext; only for a local broker".to_owned(),
+        if let Some(a) = &mq.answer_timeout_secs {
+            self.error(
+                "mqtt.answer_timeout_secs",
+                a,
+                "is an agent key: defender-fleet answers reports and waits for no answer",
             );
         }
-        let file_key = |v: &mut Self, key: &str, f: &Option<Spanned<String>>| match f {
-            Some(p) if !p.get_ref().is_empty() => PathBuf::from(p.get_ref()),
-            Some(p) if tls => {
-                v.error(
-                    &format!("mqtt.{key}"),
-                    p,
-                    "must not be empty when tls = true",
-                );
-                PathBuf::new()
-            }
-            None if tls => {
-                v.error(
-                    "mqtt",
-                    m,
-                    format!("`{key}` is required when tls = true (mutual TLS)"),
-                );
-                PathBuf::new()
-            }
-            _ => PathBuf::new(),
-        };
-        let ca_file = file_key(self, "ca_file", &mq.ca_file);
-        let cert_file = file_key(self, "cert_file", &mq.cert_file);
-        let key_file = file_key(self, "key_file", &mq.key_file);
-        let alpn = mq
-            .alpn
-            .as_ref()
-            .map_or_else(String::new, |a| a.get_ref().clone());
-        if let Some(a) = &mq.alpn {
-            if a.get_ref().len() > 255 {
-                self.error("mqtt.alpn", a, "must be at most 255 bytes");
-            }
-            if !a.get_ref().is_empty() && !tls {
-                self.error("mqtt.alpn", a, "needs tls = true");
-            }
-        }
-        let client_id = match &mq.client_id {
-            Some(c) if !c.get_ref().is_empty() => {
-                if c.get_ref().len() > 128 {
-                    self.error(
-                        "mqtt.client_id",
-                        c,
-                        "must be at most 128 bytes (AWS IoT limit)",
-                    );
-                }
-                c.get_ref().clone()
-            }
-            _ => "defender-fleet".to_owned(),
-        };
-        let reconnect_min = self.secs(
-            "mqtt.reconnect_min_secs",
-            &mq.reconnect_min_secs,
-            1,
-            1,
-            3_600,
-        );
-        let reconnect_max = self.secs(
-            "mqtt.reconnect_max_secs",
-            &mq.reconnect_max_secs,
-            300,
-            1,
-            86_400,
-        );
-        if reconnect_max < reconnect_min {
-            if let Some(s) = &mq.reconnect_max_secs {
-                self.error(
-                    "mqtt.reconnect_max_secs",
-                    s,
-                    "must not be smaller than reconnect_min_secs",
-                );
-            }
-        }
+        let link = self
+            .inner
+            .mqtt(m, DEFAULT_CLIENT_ID, Format::Json)
+            .unwrap_or_else(agent_defaults);
         let shared_group = match &mq.shared_group {
             Some(g) => {
                 let name = g.get_ref();
@@ -847,15 +668,8 @@ impl Validator<'_> {
             }
             None => String::new(),
         };
-        let topic_root = match &mq.topic_root {
-            None => TopicRoot::default(),
-            Some(r) => TopicRoot::parse(r.get_ref()).unwrap_or_else(|why| {
-                self.error("mqtt.topic_root", r, why.to_string());
-                TopicRoot::default()
-            }),
-        };
         if let Some(g) = mq.shared_group.as_ref().filter(|g| !g.get_ref().is_empty()) {
-            if topic_root.to_string().starts_with('$') {
+            if link.topic_root.to_string().starts_with('$') {
                 self.push(
                     Severity::Warning,
                     "mqtt.shared_group",
@@ -867,41 +681,33 @@ impl Validator<'_> {
                 );
             }
         }
-        Mqtt {
-            endpoint,
-            port,
-            tls,
-            ca_file,
-            cert_file,
-            key_file,
-            alpn,
-            client_id,
-            keep_alive: self.secs("mqtt.keep_alive_secs", &mq.keep_alive_secs, 60, 5, 1_200),
-            clean_session: mq.clean_session.as_ref().is_none_or(|c| *c.get_ref()),
-            reconnect_min,
-            reconnect_max,
-            shared_group,
-            topic_root,
-        }
+        self.topic_root = link.topic_root.clone();
+        Mqtt { link, shared_group }
     }
+}
 
-    fn mqtt_defaults(&mut self) -> Mqtt {
-        Mqtt {
-            endpoint: String::new(),
-            port: 8883,
-            tls: true,
-            ca_file: PathBuf::new(),
-            cert_file: PathBuf::new(),
-            key_file: PathBuf::new(),
-            alpn: String::new(),
-            client_id: "defender-fleet".to_owned(),
-            keep_alive: Duration::from_secs(60),
-            clean_session: true,
-            reconnect_min: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(300),
-            shared_group: String::new(),
-            topic_root: TopicRoot::default(),
-        }
+/// The agent's `[mqtt]` validator always gives settings (problems are recorded, not returned
+/// as `None`); should that ever change, these are its defaults.
+fn agent_defaults() -> mqtt::Settings {
+    mqtt::Settings {
+        endpoint: String::new(),
+        port: 8883,
+        proxy: None,
+        tls: true,
+        ca_file: PathBuf::new(),
+        cert_file: PathBuf::new(),
+        key_file: PathBuf::new(),
+        alpn: String::new(),
+        client_id: DEFAULT_CLIENT_ID.to_owned(),
+        thing_name: DEFAULT_CLIENT_ID.to_owned(),
+        format: Format::Json,
+        topic_root: TopicRoot::default(),
+        keep_alive: Duration::from_secs(60),
+        clean_session: true,
+        reconnect_min: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(300),
+        answer_timeout: mqtt::DEFAULT_ANSWER_TIMEOUT,
+        subscriptions: Vec::new(),
     }
 }
 
@@ -1087,6 +893,23 @@ mod tests {
             .iter()
             .find(|p| p.key == "mqtt.topic_root")
             .expect("error");
+        assert_eq!(e.position.map(|x| x.0), Some(4));
+        // The agent's [mqtt] checks and messages, and its one key of no use here.
+        let p = problems(
+            "[mqtt]\nendpoint = \"h:8883\"\ntls = false\nanswer_timeout_secs = 5\nbogus = 1\n",
+        );
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["mqtt.bogus"], "shape errors first: {p:?}");
+        let p = problems("[mqtt]\nendpoint = \"h:8883\"\ntls = false\nanswer_timeout_secs = 5\n");
+        let e = p.iter().find(|p| p.key == "mqtt.endpoint").expect("{p:?}");
+        assert!(
+            e.message.contains("set mqtt.port = 8883"),
+            "the agent's words: {e}"
+        );
+        let e = p
+            .iter()
+            .find(|p| p.key == "mqtt.answer_timeout_secs")
+            .expect("{p:?}");
         assert_eq!(e.position.map(|x| x.0), Some(4));
         let o = c.mqtt.session_options();
         assert!(o.tls.is_none());

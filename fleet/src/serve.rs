@@ -197,7 +197,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let retention = tokio::spawn(retention_job(
         store.clone(),
-        config.mqtt.client_id.clone(),
+        config.mqtt.client_id().to_owned(),
         stop_tx.subscribe(),
     ));
     let flusher = tokio::spawn(counters::flush_job(
@@ -209,12 +209,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         behaviors_rx,
         config.detect.clone(),
-        config.mqtt.client_id.clone(),
+        config.mqtt.client_id().to_owned(),
         thresholds_tx,
         stop_tx.subscribe(),
     ));
     let committer = Committer {
-        topic_root: config.mqtt.topic_root.clone(),
+        topic_root: config.mqtt.topic_root().clone(),
         store: store.clone(),
         fleet,
         ingest: config.ingest.clone(),

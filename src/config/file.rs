@@ -98,7 +98,7 @@ pub struct CustomMetric {
 }
 
 /// `[mqtt]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mqtt {
     /// `endpoint`.
@@ -131,6 +131,8 @@ pub struct Mqtt {
     pub answer_timeout_secs: Option<Spanned<u64>>,
     /// `topic_root`: `$aws/things/{thing}/defender/metrics` by default.
     pub topic_root: Option<Spanned<String>>,
+    /// `shared_group`: defender-fleet's key (the agent refuses it; the fleet reads this mirror).
+    pub shared_group: Option<Spanned<String>>,
 }
 
 /// `[spool]`.

@@ -212,17 +212,24 @@ impl Config {
 /// one a plain deserialisation stops at; the others come from deserialising each top-level key,
 /// and each key of a table, alone (see [`shape_problems`]).
 fn parse_file(src: &str) -> Result<file::File, Vec<Problem>> {
+    parse_document(src)
+}
+
+/// Parses a TOML document into a mirror `T` whose every field is optional, as the agent's own:
+/// every syntax error, or the first shape error (unknown key, wrong type) and then each part's
+/// own, with key path, line and column. The fleet service reads its file with it too.
+pub fn parse_document<T: serde::de::DeserializeOwned>(src: &str) -> Result<T, Vec<Problem>> {
     let (root, errors) = toml::de::DeTable::parse_recoverable(src);
     if !errors.is_empty() {
         let mut out: Vec<Problem> = errors.iter().map(|e| syntax_problem(src, e)).collect();
         dedup(&mut out);
         return Err(out);
     }
-    match deserialize(src, root.clone()) {
+    match deserialize::<T>(src, root.clone()) {
         Ok(f) => Ok(f),
         Err(first) => {
             let mut out = vec![first];
-            out.extend(shape_problems(src, &root));
+            out.extend(shape_problems::<T>(src, &root));
             dedup(&mut out);
             Err(out)
         }
@@ -256,9 +263,12 @@ fn dedup(problems: &mut Vec<Problem>) {
 }
 
 /// Deserialises a (partial) document into the mirror.
-fn deserialize(src: &str, table: Spanned<toml::de::DeTable<'_>>) -> Result<file::File, Problem> {
+fn deserialize<T: serde::de::DeserializeOwned>(
+    src: &str,
+    table: Spanned<toml::de::DeTable<'_>>,
+) -> Result<T, Problem> {
     let de = toml::de::Deserializer::from(table);
-    serde_path_to_error::deserialize::<_, file::File>(de).map_err(|e| {
+    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
         // Spanned<T> shows up as private path segments: keep only the user's keys.
         let path = e.path().to_string();
         let key = path
@@ -274,13 +284,16 @@ fn deserialize(src: &str, table: Spanned<toml::de::DeTable<'_>>) -> Result<file:
 /// top-level table (a "missing field" there is an artefact of the split and left out, the whole
 /// table's first problem is kept); each element of an array of tables. Every mirror field is optional at the top and in the sections,
 /// so a part alone deserialises exactly when it is right.
-fn shape_problems(src: &str, root: &Spanned<toml::de::DeTable<'_>>) -> Vec<Problem> {
+fn shape_problems<T: serde::de::DeserializeOwned>(
+    src: &str,
+    root: &Spanned<toml::de::DeTable<'_>>,
+) -> Vec<Problem> {
     use toml::de::{DeArray, DeTable, DeValue};
     let span = root.span();
     let alone = |key: &Spanned<toml::de::DeString<'_>>, value: Spanned<DeValue<'_>>| {
         let mut t = DeTable::new();
         t.insert(key.clone(), value);
-        deserialize(src, Spanned::new(span.clone(), t)).err()
+        deserialize::<T>(src, Spanned::new(span.clone(), t)).err()
     };
     let mut out = Vec::new();
     for (k, v) in root.get_ref().iter() {
@@ -338,14 +351,34 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Collects every semantic problem while building the typed config.
-struct Validator<'a> {
+/// Collects every semantic problem while building the typed config, each with its key path and
+/// the line and column of its value. The fleet service builds its configuration with it too.
+pub struct Validator<'a> {
     src: &'a str,
     problems: Vec<Problem>,
 }
 
-impl Validator<'_> {
-    fn push<T>(&mut self, severity: Severity, key: &str, at: &Spanned<T>, message: String) {
+impl<'a> Validator<'a> {
+    /// A validator of the document `src` (the text the spans point into).
+    pub fn new(src: &'a str) -> Validator<'a> {
+        Validator {
+            src,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The problems found, in order.
+    pub fn into_problems(self) -> Vec<Problem> {
+        self.problems
+    }
+
+    /// Whether an error (not only warnings) was found.
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(|p| p.severity == Severity::Error)
+    }
+
+    /// A problem at `at`'s position.
+    pub fn push<T>(&mut self, severity: Severity, key: &str, at: &Spanned<T>, message: String) {
         self.problems.push(Problem {
             severity,
             key: key.to_owned(),
@@ -354,11 +387,13 @@ impl Validator<'_> {
         });
     }
 
-    fn error<T>(&mut self, key: &str, at: &Spanned<T>, message: impl Into<String>) {
+    /// An error at `at`'s position.
+    pub fn error<T>(&mut self, key: &str, at: &Spanned<T>, message: impl Into<String>) {
         self.push(Severity::Error, key, at, message.into());
     }
 
-    fn missing(&mut self, key: &str, message: &str) {
+    /// An error without a position (a missing key).
+    pub fn missing(&mut self, key: &str, message: &str) {
         self.problems.push(Problem {
             severity: Severity::Error,
             key: key.to_owned(),
@@ -368,7 +403,7 @@ impl Validator<'_> {
     }
 
     /// A number of seconds within `[min, max]`, or the default.
-    fn secs(
+    pub fn secs(
         &mut self,
         key: &str,
         v: &Option<Spanned<u64>>,
@@ -486,6 +521,17 @@ impl Validator<'_> {
         }
         collect.custom = self.custom_metrics(&f.custom_metrics);
         let thing = thing_name.as_deref().unwrap_or("");
+        if let Some(g) = f
+            .mqtt
+            .as_ref()
+            .and_then(|m| m.get_ref().shared_group.as_ref())
+        {
+            self.error(
+                "mqtt.shared_group",
+                g,
+                "is a defender-fleet key: an agent subscribes to its own answers only",
+            );
+        }
         let mut mqtt = f
             .mqtt
             .as_ref()
@@ -768,6 +814,20 @@ mod tests {
     }
 
     #[test]
+    fn the_fleet_services_shared_group_is_refused_by_the_agent() {
+        let p = problems(
+            "thing_name = \"gw\"\n[mqtt]\nendpoint = \"localhost\"\ntls = false\nshared_group = \"g\"\n",
+        );
+        let e = p
+            .iter()
+            .find(|p| p.key == "mqtt.shared_group")
+            .expect("{p:?}");
+        assert_eq!(e.severity, Severity::Error);
+        assert_eq!(e.position.map(|x| x.0), Some(5));
+        assert!(e.message.contains("defender-fleet"), "{e}");
+    }
+
+    #[test]
     fn mqtt_topic_root_names_the_topics_and_a_bad_one_names_key_and_line() {
         let base = "thing_name = \"gw\"\n[mqtt]\nendpoint = \"localhost\"\ntls = false\n";
         let c =
@@ -830,7 +890,7 @@ mod tests {
     /// The one problem a plain deserialisation of the whole file reports.
     fn parse_first(src: &str) -> Problem {
         let (root, _) = toml::de::DeTable::parse_recoverable(src);
-        deserialize(src, root).unwrap_err()
+        deserialize::<file::File>(src, root).unwrap_err()
     }
 
     #[test]

@@ -58,8 +58,8 @@ use crate::report;
 impl Validator<'_> {
     /// `[mqtt]`; `thing_name` names the topics and is the default client id, `format` is
     /// `[report] format` (it picks the topics). The subscriptions are left empty: the caller adds
-    /// `[detect.push]`'s topic.
-    pub(super) fn mqtt(
+    /// `[detect.push]`'s topic. `shared_group` is the caller's (the fleet service's) to check.
+    pub fn mqtt(
         &mut self,
         m: &Spanned<file::Mqtt>,
         thing_name: &str,

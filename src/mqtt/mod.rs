@@ -355,7 +355,9 @@ pub fn spawn(
 /// The session of the link: the settings' broker, TLS files and ALPN, keep-alive, clean session
 /// and reconnect delays; [`MAX_PACKET_BYTES`] both ways, [`MAX_INFLIGHT`] publishes in flight;
 /// the backoff starts over after a connection that lasted [`STABLE_CONNECTION`].
-fn session_options(settings: &Settings) -> session::Options {
+/// The session options of a link with these settings (the fleet service's connection starts
+/// from them too).
+pub fn session_options(settings: &Settings) -> session::Options {
     session::Options {
         client_id: settings.client_id.clone(),
         host: settings.endpoint.clone(),

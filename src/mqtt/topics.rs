@@ -183,6 +183,17 @@ impl TopicRoot {
         Some((thing, fmt))
     }
 
+    /// Whether a subscription to this root's publish filters receives `topic` (any one level in
+    /// place of `{thing}`, valid thing name or not).
+    pub fn matches_publish_filter(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.rsplit_once('/'))
+            .filter(|(_, fmt)| matches!(*fmt, "json" | "cbor"))
+            .and_then(|(rest, _)| rest.strip_suffix(self.suffix.as_str()))
+            .is_some_and(|thing| !thing.is_empty() && !thing.contains('/'))
+    }
+
     /// The thing level of a topic of this root that is not a valid publish topic (for a
     /// rejection's `thingName`): the text where `{thing}` stands, if the prefix matches.
     pub fn thing_of<'a>(&self, topic: &'a str) -> Option<&'a str> {
@@ -273,6 +284,11 @@ mod tests {
             assert_eq!(root.parse_publish_topic(other), None, "{other}");
         }
         assert_eq!(root.thing_of("fleet/a+b/dd/json"), Some("a+b"));
+        assert!(root.matches_publish_filter("fleet/a+b/dd/json"));
+        assert!(root.matches_publish_filter("fleet/gw-1/dd/cbor"));
+        assert!(!root.matches_publish_filter("fleet/gw-1/dd/cbor/accepted"));
+        assert!(!root.matches_publish_filter("fleet/a/b/dd/json"));
+        assert!(!root.matches_publish_filter("fleet//dd/json"));
         // {thing} first or last.
         let first = TopicRoot::parse("{thing}/metrics").unwrap();
         assert_eq!(first.publish_topic("t", Format::Json), "t/metrics/json");
