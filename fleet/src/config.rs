@@ -459,166 +459,118 @@ impl Validator<'_> {
         }
     }
 
-    /// One `[[alarms]]` table: the agent's types and keys (`via` can only be "link": the
-    /// fleet's broker), and `type = "webhook"`.
+    /// One `[[alarms]]` table: the agent's types, keys and checks (its own validator: `via` can
+    /// only be "link", the fleet's broker, and an mqtt topic must not be a report topic), and
+    /// `type = "webhook"`.
     fn alarm(&mut self, i: usize, a: &Spanned<file::Alarm>) -> Option<AlarmOut> {
         let key = format!("alarms[{i}]");
         let x = a.get_ref();
         let kind = x.kind.get_ref().as_str();
-        let allowed: &[&str] = match kind {
-            "log" => &[],
-            "file" => &["path"],
-            "mqtt" => &["topic", "qos", "via"],
-            "command" => &["argv", "timeout_secs"],
-            "webhook" => &["url", "timeout_secs", "attempts", "ca_file"],
-            other => {
-                self.error(
-                    &format!("{key}.type"),
-                    &x.kind,
-                    format!(
-                        "must be one of \"log\", \"file\", \"mqtt\", \"command\", \"webhook\", got \"{other}\""
-                    ),
-                );
-                return None;
-            }
-        };
-        let present = [
+        let webhook_keys = [
+            ("url", x.url.as_ref().map(|v| v.span())),
+            ("attempts", x.attempts.as_ref().map(|v| v.span())),
+            ("ca_file", x.ca_file.as_ref().map(|v| v.span())),
+        ];
+        let agent_keys = [
             ("path", x.path.as_ref().map(|v| v.span())),
             ("topic", x.topic.as_ref().map(|v| v.span())),
             ("qos", x.qos.as_ref().map(|v| v.span())),
             ("via", x.via.as_ref().map(|v| v.span())),
             ("argv", x.argv.as_ref().map(|v| v.span())),
-            ("timeout_secs", x.timeout_secs.as_ref().map(|v| v.span())),
-            ("url", x.url.as_ref().map(|v| v.span())),
-            ("attempts", x.attempts.as_ref().map(|v| v.span())),
-            ("ca_file", x.ca_file.as_ref().map(|v| v.span())),
         ];
-        for (name, span) in present {
-            if let Some(span) = span {
-                if !allowed.contains(&name) {
-                    self.error(
-                        &format!("{key}.{name}"),
-                        &Spanned::new(span.clone(), ()),
-                        format!("does not apply to type = \"{kind}\""),
-                    );
-                }
+        let foreign: &[_] = if kind == "webhook" {
+            &agent_keys
+        } else {
+            &webhook_keys
+        };
+        for (name, span) in foreign {
+            if let Some(span) = span.clone() {
+                self.error(
+                    &format!("{key}.{name}"),
+                    &Spanned::new(span, ()),
+                    format!("does not apply to type = \"{kind}\""),
+                );
             }
         }
-        match kind {
-            "log" => Some(AlarmOut::Agent(Output::Log)),
-            "file" => match &x.path {
-                Some(p) if !p.get_ref().is_empty() => Some(AlarmOut::Agent(Output::File {
-                    path: PathBuf::from(p.get_ref()),
-                })),
-                _ => {
-                    self.error(&key, a, "type = \"file\" needs `path`");
-                    None
-                }
-            },
-            "mqtt" => {
-                let topic = match &x.topic {
-                    Some(t) => match defender_agent::topic_filter::validate_topic(t.get_ref()) {
-                        Ok(()) if self.topic_root.matches_publish_filter(t.get_ref()) => {
-                            self.error(
-                                &format!("{key}.topic"),
-                                t,
-                                "is a report topic: the service would ingest its own alarms",
-                            );
-                            return None;
-                        }
-                        Ok(()) => t.get_ref().clone(),
-                        Err(e) => {
-                            self.error(&format!("{key}.topic"), t, e.to_string());
-                            return None;
-                        }
-                    },
-                    None => {
-                        self.error(&key, a, "type = \"mqtt\" needs `topic`");
-                        return None;
-                    }
-                };
-                let qos = match &x.qos {
-                    None => 1,
-                    Some(q) if *q.get_ref() <= 2 => *q.get_ref() as u8,
-                    Some(q) => {
-                        self.error(&format!("{key}.qos"), q, "must be 0, 1 or 2");
-                        1
-                    }
-                };
-                if let Some(v) = &x.via {
-                    if v.get_ref() != "link" {
+        if kind != "webhook" {
+            if !matches!(kind, "log" | "file" | "mqtt" | "command") {
+                self.error(
+                    &format!("{key}.type"),
+                    &x.kind,
+                    format!(
+                        "must be one of \"log\", \"file\", \"mqtt\", \"command\", \"webhook\", got \"{kind}\""
+                    ),
+                );
+                return None;
+            }
+            let agent = Spanned::new(
+                a.span(),
+                defender_agent::config::file::Alarm {
+                    kind: x.kind.clone(),
+                    topic: x.topic.clone(),
+                    qos: x.qos.clone(),
+                    via: x.via.clone(),
+                    path: x.path.clone(),
+                    argv: x.argv.clone(),
+                    timeout_secs: x.timeout_secs.clone(),
+                },
+            );
+            let out = self.inner.alarm(i, &agent)?;
+            if let Output::Mqtt { topic, via, .. } = &out {
+                if *via != Via::Link {
+                    if let Some(v) = &x.via {
                         self.error(
                             &format!("{key}.via"),
                             v,
-                            format!(
-                                "must be \"link\" (the fleet's [mqtt] broker; the fleet has no [tap]), got {:?}",
-                                v.get_ref()
-                            ),
+                            "must be \"link\" (the fleet's [mqtt] broker; the fleet has no [tap])",
                         );
                     }
+                    return None;
                 }
-                Some(AlarmOut::Agent(Output::Mqtt {
-                    topic,
-                    qos,
-                    via: Via::Link,
-                }))
+                if self.topic_root.matches_publish_filter(topic) {
+                    if let Some(t) = &x.topic {
+                        self.error(
+                            &format!("{key}.topic"),
+                            t,
+                            "is a report topic: the service would ingest its own alarms",
+                        );
+                    }
+                    return None;
+                }
             }
-            "command" => match &x.argv {
-                Some(argv) if argv.get_ref().first().is_some_and(|p| !p.is_empty()) => {
-                    Some(AlarmOut::Agent(Output::Command {
-                        argv: argv.get_ref().clone(),
-                        timeout: self.secs(
-                            &format!("{key}.timeout_secs"),
-                            &x.timeout_secs,
-                            10,
-                            1,
-                            300,
-                        ),
-                    }))
-                }
-                _ => {
-                    self.error(
-                        &key,
-                        a,
-                        "type = \"command\" needs `argv` = [\"/path/to/program\", ...]",
-                    );
-                    None
+            return Some(AlarmOut::Agent(out));
+        }
+        let url = match &x.url {
+            Some(u) => match webhook::check_url(u.get_ref()) {
+                Ok(()) => u.get_ref().clone(),
+                Err(e) => {
+                    self.error(&format!("{key}.url"), u, e);
+                    return None;
                 }
             },
-            _ => {
-                let url = match &x.url {
-                    Some(u) => match webhook::check_url(u.get_ref()) {
-                        Ok(()) => u.get_ref().clone(),
-                        Err(e) => {
-                            self.error(&format!("{key}.url"), u, e);
-                            return None;
-                        }
-                    },
-                    None => {
-                        self.error(&key, a, "type = \"webhook\" needs `url`");
-                        return None;
-                    }
-                };
-                let ca_file = match &x.ca_file {
-                    Some(c) if c.get_ref().is_empty() => {
-                        self.error(&format!("{key}.ca_file"), c, "must not be empty");
-                        None
-                    }
-                    Some(c) if !url.starts_with("https://") => {
-                        self.error(&format!("{key}.ca_file"), c, "needs an https:// url");
-                        None
-                    }
-                    Some(c) => Some(PathBuf::from(c.get_ref())),
-                    None => None,
-                };
-                Some(AlarmOut::Webhook(webhook::Settings {
-                    url,
-                    timeout: self.secs(&format!("{key}.timeout_secs"), &x.timeout_secs, 10, 1, 300),
-                    attempts: self.int(&format!("{key}.attempts"), &x.attempts, 5, 1, 20) as u32,
-                    ca_file,
-                }))
+            None => {
+                self.error(&key, a, "type = \"webhook\" needs `url`");
+                return None;
             }
-        }
+        };
+        let ca_file = match &x.ca_file {
+            Some(c) if c.get_ref().is_empty() => {
+                self.error(&format!("{key}.ca_file"), c, "must not be empty");
+                None
+            }
+            Some(c) if !url.starts_with("https://") => {
+                self.error(&format!("{key}.ca_file"), c, "needs an https:// url");
+                None
+            }
+            Some(c) => Some(PathBuf::from(c.get_ref())),
+            None => None,
+        };
+        Some(AlarmOut::Webhook(webhook::Settings {
+            url,
+            timeout: self.secs(&format!("{key}.timeout_secs"), &x.timeout_secs, 10, 1, 300),
+            attempts: self.int(&format!("{key}.attempts"), &x.attempts, 5, 1, 20) as u32,
+            ca_file,
+        }))
     }
 
     /// `[mqtt]`: the agent's section read by the agent's validator (thing name = the default

@@ -43,7 +43,9 @@ impl Validator<'_> {
         alarms
     }
 
-    fn alarm(&mut self, i: usize, a: &Spanned<file::Alarm>) -> Option<Output> {
+    /// One `[[alarms]]` table (`alarms[i]`): its type's keys only, each checked. The fleet
+    /// service reads its agent types with it too.
+    pub fn alarm(&mut self, i: usize, a: &Spanned<file::Alarm>) -> Option<Output> {
         let key = format!("alarms[{i}]");
         let x = a.get_ref();
         let kind = x.kind.get_ref().as_str();
