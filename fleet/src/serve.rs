@@ -37,7 +37,7 @@ use defender_agent::detect::fleet::{
     report_time, threshold_for, FleetDetect, FleetThreshold, StatisticalBehavior,
     ThingState as FleetState, ThresholdStatus,
 };
-use defender_agent::detect::{Mode, ViolationEvent};
+use defender_agent::detect::{ActiveViolation, Mode, ViolationEvent};
 use defender_agent::mqtt::session::{Session, SessionEvent};
 use defender_agent::mqtt::topics::parse_publish_topic;
 use defender_agent::report::{self, validate, Format};
@@ -166,6 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         client,
         unavailable: false,
         thresholds: thresholds_rx,
+        cache: StateCache::new(config.ingest.state_cache_things),
     };
     let commit = tokio::spawn(committer.run(rx, stop_tx.subscribe()));
     wait_for_signal().await;
@@ -266,6 +267,80 @@ struct Committer {
     unavailable: bool,
     /// The thresholds job's latest thresholds.
     thresholds: watch::Receiver<Vec<FleetThreshold>>,
+    /// Things' states as this instance last committed them.
+    cache: StateCache,
+}
+
+/// What the committer knows of a thing: its state, the stored version that goes with it (the
+/// optimistic check of the next write: if another instance wrote the thing since, the write
+/// is a conflict and the thing is read again), its latest report time, and its active
+/// violations as stored when this instance wrote them (`None`: not known, written again).
+#[derive(Debug, Clone)]
+struct Known {
+    /// `None` while the state is in the batch's latest `Evaluated` of this thing.
+    state: Option<FleetState>,
+    version: i64,
+    last_report_ms: Option<i64>,
+    stored_active: Option<Vec<ActiveViolation>>,
+}
+
+/// Things' states as committed by this instance, at most `capacity` (`[ingest]
+/// state_cache_things`); when full, the thing that entered first leaves (each thing reports
+/// every few minutes, so first in is about least recently used). Only committed states enter.
+#[derive(Debug)]
+struct StateCache {
+    capacity: usize,
+    /// Thing → (entry number, what is known).
+    map: HashMap<String, (u64, Known)>,
+    /// Entry order, oldest first; a number no longer in `map` is skipped.
+    order: std::collections::VecDeque<(u64, String)>,
+    next: u64,
+}
+
+impl StateCache {
+    fn new(capacity: usize) -> StateCache {
+        StateCache {
+            capacity,
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    fn get(&self, thing: &str) -> Option<&Known> {
+        self.map.get(thing).map(|(_, k)| k)
+    }
+
+    fn remove(&mut self, thing: &str) {
+        self.map.remove(thing);
+    }
+
+    fn put(&mut self, thing: &str, known: Known) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Some(e) = self.map.get_mut(thing) {
+            e.1 = known;
+            return;
+        }
+        self.next += 1;
+        self.map.insert(thing.to_owned(), (self.next, known));
+        self.order.push_back((self.next, thing.to_owned()));
+        while self.map.len() > self.capacity {
+            let Some((n, t)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&t).is_some_and(|(m, _)| *m == n) {
+                self.map.remove(&t);
+            }
+        }
+        // Removed things leave their numbers behind: drop them before they outnumber the live.
+        if self.order.len() > 2 * self.capacity.max(1) {
+            let map = &self.map;
+            self.order
+                .retain(|(n, t)| map.get(t).is_some_and(|(m, _)| m == n));
+        }
+    }
 }
 
 /// A report ready to record.
@@ -278,10 +353,44 @@ struct Evaluated {
     version: i64,
     state: FleetState,
     events: Vec<ViolationEvent>,
-    active: Vec<defender_agent::detect::ActiveViolation>,
+    active: Vec<ActiveViolation>,
+    /// `active` differs from the stored active violations (or they are not known).
+    active_changed: bool,
+    /// The thing's latest report time with this one.
+    newest_ms: i64,
     datapoints: Vec<Datapoint>,
     format: Format,
     topic: String,
+}
+
+impl Evaluated {
+    fn record(&self) -> ReportRecord<'_> {
+        ReportRecord {
+            thing: &self.thing,
+            report_id: i64::try_from(self.report_id).unwrap_or(i64::MAX),
+            report_time_ms: self.time_ms,
+            received_ms: self.received_ms,
+            payload_bytes: i64::try_from(self.bytes).unwrap_or(i64::MAX),
+            expected_version: self.version,
+            state: &self.state,
+            events: &self.events,
+            active: self.active_changed.then_some(&self.active[..]),
+            datapoints: &self.datapoints,
+        }
+    }
+
+    /// What is known of the thing once this is committed with `version`.
+    fn into_known(self, version: i64) -> (String, Known) {
+        (
+            self.thing,
+            Known {
+                state: Some(self.state),
+                version,
+                last_report_ms: Some(self.newest_ms),
+                stored_active: Some(self.active),
+            },
+        )
+    }
 }
 
 /// What the first pass decided for a report.
@@ -356,97 +465,142 @@ impl Committer {
         }
     }
 
-    async fn try_batch(&self, batch: &[Received]) -> Result<Vec<Pending>, StoreError> {
-        // States of things already seen in this batch: (state, version, last report time).
-        let mut things: HashMap<String, (FleetState, i64, Option<i64>)> = HashMap::new();
-        let mut steps = Vec::with_capacity(batch.len());
+    /// One batch: the states of its things (from the cache, the others in ONE query), each
+    /// report decided in order (a thing's second report of the batch on the first's state),
+    /// ONE commit, then the cache and the answers. A conflict (another writer, or an earlier
+    /// report of the thing in the batch that was not recorded): that report again, alone, on a
+    /// fresh read.
+    async fn try_batch(&mut self, batch: &[Received]) -> Result<Vec<Pending>, StoreError> {
+        let mut things = self.preload(batch).await?;
+        let mut steps: Vec<Step> = Vec::with_capacity(batch.len());
         for r in batch {
+            // A thing's state is in its latest Evaluated of the batch: a copy for this one.
+            if let Some((thing, _)) = parse_publish_topic(&r.topic) {
+                if let Some(k) = things.get_mut(thing).filter(|k| k.state.is_none()) {
+                    k.state = steps.iter().rev().find_map(|s| match s {
+                        Step::Record(e) if e.thing == thing => Some(e.state.clone()),
+                        _ => None,
+                    });
+                }
+            }
             steps.push(self.decide(r, &mut things).await?);
         }
-        let mut order = Vec::new();
-        let mut records = Vec::new();
-        for (i, s) in steps.iter().enumerate() {
-            if let Step::Record(e) = s {
-                order.push(i);
-                records.push(ReportRecord {
-                    thing: &e.thing,
-                    report_id: e.report_id as i64,
-                    report_time_ms: e.time_ms,
-                    received_ms: e.received_ms,
-                    payload_bytes: e.bytes as i64,
-                    expected_version: e.version,
-                    state: &e.state,
-                    events: &e.events,
-                    active: Some(&e.active),
-                    datapoints: &e.datapoints,
-                });
-            }
-        }
+        let (order, records): (Vec<usize>, Vec<ReportRecord>) = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Step::Record(e) => Some((i, e.record())),
+                Step::Answer(_) => None,
+            })
+            .unzip();
         let outcomes = if records.is_empty() {
             Vec::new()
         } else {
             self.store.record_reports(&records).await?
         };
+        drop(records);
+        let mut by_index: HashMap<usize, RecordOutcome> = order.into_iter().zip(outcomes).collect();
         let mut retry = Vec::new();
-        let mut by_index: HashMap<usize, RecordOutcome> =
-            order.iter().copied().zip(outcomes).collect();
         let mut answers = Vec::with_capacity(steps.len());
         for (i, s) in steps.into_iter().enumerate() {
             match s {
                 Step::Answer(p) => answers.push(p),
                 Step::Record(e) => match by_index.remove(&i) {
-                    Some(RecordOutcome::Recorded { .. }) => answers.push(accepted(&e)),
+                    Some(RecordOutcome::Recorded { version }) => {
+                        answers.push(accepted(&e));
+                        let (thing, known) = e.into_known(version);
+                        self.cache.put(&thing, known);
+                    }
                     Some(RecordOutcome::Duplicate) => {
                         info!(thing = %e.thing, report_id = e.report_id, "Duplicate report: accepted again, not counted.");
                         answers.push(accepted(&e));
                     }
-                    Some(RecordOutcome::Conflict) | None => retry.push(i),
+                    Some(RecordOutcome::Conflict) | None => {
+                        self.cache.remove(&e.thing);
+                        retry.push(i);
+                    }
                 },
             }
         }
-        // A conflict (another writer, or an earlier report of the batch that was a duplicate):
-        // each such report again, alone, on a fresh read.
         for i in retry {
             let r = &batch[i];
             for _ in 0..5 {
+                // Read fresh: nothing preloaded, so decide reads the thing.
                 let mut fresh = HashMap::new();
                 match self.decide(r, &mut fresh).await? {
                     Step::Answer(p) => {
                         answers.push(p);
                         break;
                     }
-                    Step::Record(e) => {
-                        let rec = ReportRecord {
-                            thing: &e.thing,
-                            report_id: e.report_id as i64,
-                            report_time_ms: e.time_ms,
-                            received_ms: e.received_ms,
-                            payload_bytes: e.bytes as i64,
-                            expected_version: e.version,
-                            state: &e.state,
-                            events: &e.events,
-                            active: Some(&e.active),
-                            datapoints: &e.datapoints,
-                        };
-                        match self.store.record_report(&rec).await? {
-                            RecordOutcome::Conflict => continue,
-                            _ => {
-                                answers.push(accepted(&e));
-                                break;
-                            }
+                    Step::Record(e) => match self.store.record_report(&e.record()).await? {
+                        RecordOutcome::Conflict => continue,
+                        RecordOutcome::Recorded { version } => {
+                            answers.push(accepted(&e));
+                            let (thing, known) = e.into_known(version);
+                            self.cache.put(&thing, known);
+                            break;
                         }
-                    }
+                        RecordOutcome::Duplicate => {
+                            info!(thing = %e.thing, report_id = e.report_id, "Duplicate report: accepted again, not counted.");
+                            answers.push(accepted(&e));
+                            break;
+                        }
+                    },
                 }
             }
         }
         Ok(answers)
     }
 
-    /// The checks, and the evaluation of a report that passes them.
+    /// What is known of every thing of the batch: the cache's, and ONE query for the others
+    /// (a thing not in the store gets a fresh state, version 0).
+    async fn preload(&self, batch: &[Received]) -> Result<HashMap<String, Known>, StoreError> {
+        let mut things: HashMap<String, Known> = HashMap::with_capacity(batch.len());
+        let mut missing: Vec<&str> = Vec::new();
+        for r in batch {
+            let Some((thing, _)) = parse_publish_topic(&r.topic) else {
+                continue;
+            };
+            if things.contains_key(thing) || missing.contains(&thing) {
+                continue;
+            }
+            match self.cache.get(thing) {
+                Some(k) => {
+                    things.insert(thing.to_owned(), k.clone());
+                }
+                None => missing.push(thing),
+            }
+        }
+        if !missing.is_empty() {
+            for (thing, t) in self.store.load_things(&missing).await? {
+                things.insert(
+                    thing,
+                    Known {
+                        state: Some(t.state),
+                        version: t.version,
+                        last_report_ms: t.last_report_ms,
+                        stored_active: None,
+                    },
+                );
+            }
+            for thing in missing {
+                things.entry(thing.to_owned()).or_insert_with(|| Known {
+                    state: Some(self.fleet.new_thing_state()),
+                    version: 0,
+                    last_report_ms: None,
+                    stored_active: Some(Vec::new()),
+                });
+            }
+        }
+        Ok(things)
+    }
+
+    /// The checks, and the evaluation of a report that passes them, on what `things` knows of
+    /// its thing (read from the store when it knows nothing).
     async fn decide(
         &self,
         r: &Received,
-        things: &mut HashMap<String, (FleetState, i64, Option<i64>)>,
+        things: &mut HashMap<String, Known>,
     ) -> Result<Step, StoreError> {
         let reject = |thing: &str, format, rid, code, msg: String| {
             Step::Answer(Pending {
@@ -518,35 +672,52 @@ impl Committer {
         };
         let rid = report.report_id;
         let id = i64::try_from(rid).unwrap_or(i64::MAX);
-        if self.store.has_report(thing, id).await? {
-            info!(
-                thing,
-                report_id = rid,
-                "Duplicate report: accepted again, not counted."
-            );
-            return Ok(Step::Answer(Pending {
-                topic: format!("{}/accepted", r.topic),
-                format,
-                answer: Answer {
-                    thing_name: thing.to_owned(),
-                    report_id: Some(rid),
-                    status: "ACCEPTED",
-                    status_details: None,
-                    timestamp: now_ms(),
+        if things.get(thing).is_none_or(|k| k.state.is_none()) {
+            let known = match self.store.load_thing(thing).await? {
+                Some(t) => Known {
+                    state: Some(t.state),
+                    version: t.version,
+                    last_report_ms: t.last_report_ms,
+                    stored_active: None,
                 },
-            }));
+                None => Known {
+                    state: Some(self.fleet.new_thing_state()),
+                    version: 0,
+                    last_report_ms: None,
+                    stored_active: Some(Vec::new()),
+                },
+            };
+            things.insert(thing.to_owned(), known);
         }
-        let (state, version, last) = match things.get(thing) {
-            Some(s) => s.clone(),
-            None => match self.store.load_thing(thing).await? {
-                Some(t) => (t.state, t.version, t.last_report_ms),
-                None => (self.fleet.new_thing_state(), 0, None),
-            },
+        let Some(known) = things.get_mut(thing) else {
+            return Err(StoreError::Database(format!(
+                "the state of thing {thing:?} was read but not kept"
+            )));
         };
         let time_ms = report_time(Some(rid), r.arrival_ms);
         let interval = self.ingest.min_report_interval.as_millis() as i64;
-        if let Some(last) = last {
+        if let Some(last) = known.last_report_ms {
             if interval > 0 && (time_ms - last).abs() < interval {
+                // A redelivery (its answer was lost) is accepted again, not throttled. Asked
+                // only here: any other duplicate is found by the commit (the unique key).
+                if self.store.has_report(thing, id).await? {
+                    info!(
+                        thing,
+                        report_id = rid,
+                        "Duplicate report: accepted again, not counted."
+                    );
+                    return Ok(Step::Answer(Pending {
+                        topic: format!("{}/accepted", r.topic),
+                        format,
+                        answer: Answer {
+                            thing_name: thing.to_owned(),
+                            report_id: Some(rid),
+                            status: "ACCEPTED",
+                            status_details: None,
+                            timestamp: now_ms(),
+                        },
+                    }));
+                }
                 info!(thing, report_id = rid, "Report rejected: throttled.");
                 return Ok(reject(
                     thing,
@@ -560,7 +731,12 @@ impl Committer {
                 ));
             }
         }
-        let mut state = state;
+        let last = known.last_report_ms;
+        let Some(mut state) = known.state.take() else {
+            return Err(StoreError::Database(format!(
+                "the state of thing {thing:?} was read but not kept"
+            )));
+        };
         let too_late = last.is_some_and(|l| time_ms < l)
             || r.arrival_ms - time_ms > self.ingest.max_late.as_millis() as i64;
         let mut events = Vec::new();
@@ -593,8 +769,14 @@ impl Committer {
             })
             .collect();
         let active = self.fleet.active_violations(&state, thing);
-        let newest = Some(last.map_or(time_ms, |l| l.max(time_ms)));
-        things.insert(thing.to_owned(), (state.clone(), version + 1, newest));
+        let active_changed = known.stored_active.as_ref() != Some(&active);
+        let newest_ms = last.map_or(time_ms, |l| l.max(time_ms));
+        // The next report of this thing in the batch builds on this one (its state is taken
+        // from this Evaluated by the caller).
+        let version = known.version;
+        known.version += 1;
+        known.last_report_ms = Some(newest_ms);
+        known.stored_active = Some(active.clone());
         Ok(Step::Record(Box::new(Evaluated {
             thing: thing.to_owned(),
             report_id: rid,
@@ -605,6 +787,8 @@ impl Committer {
             state,
             events,
             active,
+            active_changed,
+            newest_ms,
             datapoints,
             format,
             topic: r.topic.clone(),

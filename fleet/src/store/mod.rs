@@ -19,6 +19,7 @@ mod violations;
 
 pub use error::StoreError;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use defender_agent::detect::{ActiveViolation, Behavior, ViolationEvent};
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{
-    Acquire, Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
+    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
 };
 
 /// The store's result.
@@ -458,6 +459,43 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// The stored states of `things` (each name once), in one query per 500 names: the batch
+    /// form of [`Self::load_thing`] (things never recorded are absent from the result).
+    pub async fn load_things(&self, things: &[&str]) -> Result<Vec<(String, ThingState)>> {
+        let mut out = Vec::with_capacity(things.len());
+        for chunk in things.chunks(500) {
+            let sql = format!(
+                "SELECT thing, state, version, last_report_ms FROM things WHERE thing IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for t in chunk {
+                q = q.bind(*t);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let thing: String = row
+                    .try_get(0)
+                    .map_err(|e| StoreError::corrupt("engine state", e))?;
+                let what = || format!("engine state of thing {thing:?}");
+                let text: String = row.try_get(1).map_err(|e| StoreError::corrupt(what(), e))?;
+                let version: i64 = row.try_get(2).map_err(|e| StoreError::corrupt(what(), e))?;
+                let last_report_ms: Option<i64> =
+                    row.try_get(3).map_err(|e| StoreError::corrupt(what(), e))?;
+                let state: EngineState =
+                    serde_json::from_str(&text).map_err(|e| StoreError::corrupt(what(), e))?;
+                out.push((
+                    thing,
+                    ThingState {
+                        state,
+                        version,
+                        last_report_ms,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Records a report and everything its evaluation produced in ONE transaction: the report
     /// row (unique per `(thing, report_id)`: a redelivery is [`RecordOutcome::Duplicate`] and
     /// writes nothing), the engine state if the stored version is still `expected_version`
@@ -477,26 +515,97 @@ impl Store {
     }
 
     /// [`Self::record_report`] for several reports in one transaction (group commit: one disk
-    /// flush for the batch), each in a savepoint of its own, so a duplicate or a conflict
-    /// leaves the others in. The outcomes, in order, hold only once this returns `Ok`: on an
-    /// error nothing of the batch is committed. Two reports of one thing in a batch: the second
-    /// expects the version the first gets.
+    /// flush for the batch), a duplicate or a conflict leaving the others in. The outcomes, in
+    /// order, hold only once this returns `Ok`: on an error nothing of the batch is committed.
+    /// Two reports of one thing in a batch: the second expects the version the first gets, and
+    /// is a [`RecordOutcome::Conflict`] when the first is not recorded (it was evaluated on the
+    /// first's state).
+    ///
+    /// Statements per batch, not per report: one multi-row insert of the report rows (its
+    /// `RETURNING` says which were new: the others are duplicates), one versioned write of the
+    /// engine state per report (a conflict takes its report row back), the events and active
+    /// violations that changed, one multi-row upsert of the datapoints.
     pub async fn record_reports(&self, batch: &[ReportRecord<'_>]) -> Result<Vec<RecordOutcome>> {
         let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>>>()?;
-        let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (r, p) in batch.iter().zip(&prepared) {
-            let mut sp = tx.begin().await?;
-            let outcome = write_report(&mut sp, r, p).await?;
-            if let RecordOutcome::Recorded { .. } = outcome {
-                sp.commit().await?;
+        let mut out: Vec<Option<RecordOutcome>> = vec![None; batch.len()];
+        // A (thing, report_id) twice in the batch: the later ones are duplicates of the first.
+        let mut keys: HashSet<(&str, i64)> = HashSet::with_capacity(batch.len());
+        let mut fresh = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            if keys.insert((r.thing, r.report_id)) {
+                fresh.push(i);
             } else {
-                sp.rollback().await?;
+                out[i] = Some(RecordOutcome::Duplicate);
             }
-            out.push(outcome);
         }
+        let mut tx = self.begin().await?;
+        let mut inserted: HashSet<(String, i64)> = HashSet::with_capacity(fresh.len());
+        for chunk in fresh.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, \
+                 payload_bytes) VALUES {} ON CONFLICT (thing, report_id) DO NOTHING \
+                 RETURNING thing, report_id",
+                rows(5, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                let r = &batch[i];
+                q = q
+                    .bind(r.thing)
+                    .bind(r.report_id)
+                    .bind(r.report_time_ms)
+                    .bind(r.received_ms)
+                    .bind(r.payload_bytes);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let key: (String, i64) = (
+                    row.try_get(0)
+                        .map_err(|e| StoreError::corrupt("report row", e))?,
+                    row.try_get(1)
+                        .map_err(|e| StoreError::corrupt("report row", e))?,
+                );
+                inserted.insert(key);
+            }
+        }
+        let mut failed: HashSet<&str> = HashSet::new();
+        let mut recorded = Vec::with_capacity(fresh.len());
+        for &i in &fresh {
+            let r = &batch[i];
+            if !inserted.contains(&(r.thing.to_owned(), r.report_id)) {
+                out[i] = Some(RecordOutcome::Duplicate);
+                failed.insert(r.thing);
+                continue;
+            }
+            let version = if failed.contains(r.thing) {
+                None
+            } else {
+                write_state(&mut tx, r, &prepared[i]).await?
+            };
+            match version {
+                Some(version) => {
+                    out[i] = Some(RecordOutcome::Recorded { version });
+                    recorded.push(i);
+                }
+                None => {
+                    sqlx::query("DELETE FROM reports WHERE thing = $1 AND report_id = $2")
+                        .bind(r.thing)
+                        .bind(r.report_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    out[i] = Some(RecordOutcome::Conflict);
+                    failed.insert(r.thing);
+                }
+            }
+        }
+        for &i in &recorded {
+            write_violations(&mut tx, &batch[i], &prepared[i]).await?;
+        }
+        write_datapoints(&mut tx, recorded.iter().map(|&i| &batch[i])).await?;
         tx.commit().await?;
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(RecordOutcome::Conflict))
+            .collect())
     }
 
     /// Things seen, by name (byte order), at most `limit` after the name `after` (a page: pass
@@ -781,8 +890,8 @@ fn prepare<'a>(r: &ReportRecord<'a>) -> Result<Prepared<'a>> {
     })
 }
 
-/// The writes of one report on `conn` (a transaction or a savepoint). Duplicate or Conflict:
-/// the caller rolls back what was written.
+/// The writes of one report on `conn` (a transaction). Duplicate or Conflict: the caller
+/// rolls back what was written.
 async fn write_report(
     conn: &mut AnyConnection,
     r: &ReportRecord<'_>,
@@ -802,6 +911,21 @@ async fn write_report(
     if inserted.rows_affected() == 0 {
         return Ok(RecordOutcome::Duplicate);
     }
+    let Some(version) = write_state(conn, r, p).await? else {
+        return Ok(RecordOutcome::Conflict);
+    };
+    write_violations(conn, r, p).await?;
+    write_datapoints(conn, std::iter::once(r)).await?;
+    Ok(RecordOutcome::Recorded { version })
+}
+
+/// The engine state, if the stored version is still `expected_version`: the new version, or
+/// `None` (another writer won; nothing written).
+async fn write_state(
+    conn: &mut AnyConnection,
+    r: &ReportRecord<'_>,
+    p: &Prepared<'_>,
+) -> Result<Option<i64>> {
     let version = if r.expected_version == 0 {
         let n = sqlx::query(
             "INSERT INTO things (thing, state, version, first_seen_ms, last_seen_ms, \
@@ -815,7 +939,7 @@ async fn write_report(
         .execute(&mut *conn)
         .await?;
         if n.rows_affected() == 0 {
-            return Ok(RecordOutcome::Conflict);
+            return Ok(None);
         }
         1
     } else {
@@ -835,10 +959,19 @@ async fn write_report(
         .execute(&mut *conn)
         .await?;
         if n.rows_affected() == 0 {
-            return Ok(RecordOutcome::Conflict);
+            return Ok(None);
         }
         r.expected_version + 1
     };
+    Ok(Some(version))
+}
+
+/// The events and, when given, the active violations (replacing the thing's stored ones).
+async fn write_violations(
+    conn: &mut AnyConnection,
+    r: &ReportRecord<'_>,
+    p: &Prepared<'_>,
+) -> Result<()> {
     for (json, e) in &p.events {
         sqlx::query(
             "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
@@ -880,22 +1013,73 @@ async fn write_report(
             .await?;
         }
     }
-    for d in r.datapoints {
-        sqlx::query(
-            "INSERT INTO datapoints (profile, behavior, thing, time_ms, value) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile, behavior, thing) DO UPDATE \
+    Ok(())
+}
+
+/// The datapoints of `records` in one upsert per [`INSERT_ROWS`] rows; the latest per
+/// (profile, behavior, thing) is kept, an older one never replaces a newer one (in a batch:
+/// the later report wins a tie, as one upsert after the other would).
+async fn write_datapoints<'a, 'b: 'a>(
+    conn: &mut AnyConnection,
+    records: impl Iterator<Item = &'a ReportRecord<'b>>,
+) -> Result<()> {
+    // One row per key: an upsert may not touch a row twice (PostgreSQL).
+    let mut latest: HashMap<(&str, &str, &str), (i64, f64)> = HashMap::new();
+    let mut order = Vec::new();
+    for r in records {
+        for d in r.datapoints {
+            let key = (d.profile.as_str(), d.behavior.as_str(), r.thing);
+            match latest.get_mut(&key) {
+                Some(v) => {
+                    if r.report_time_ms >= v.0 {
+                        *v = (r.report_time_ms, d.value);
+                    }
+                }
+                None => {
+                    latest.insert(key, (r.report_time_ms, d.value));
+                    order.push(key);
+                }
+            }
+        }
+    }
+    for chunk in order.chunks(INSERT_ROWS) {
+        let sql = format!(
+            "INSERT INTO datapoints (profile, behavior, thing, time_ms, value) VALUES {} \
+             ON CONFLICT (profile, behavior, thing) DO UPDATE \
              SET time_ms = excluded.time_ms, value = excluded.value \
              WHERE excluded.time_ms >= datapoints.time_ms",
-        )
-        .bind(d.profile.as_str())
-        .bind(d.behavior.as_str())
-        .bind(r.thing)
-        .bind(r.report_time_ms)
-        .bind(d.value)
-        .execute(&mut *conn)
-        .await?;
+            rows(5, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for key in chunk {
+            let Some(&(time, value)) = latest.get(key) else {
+                continue;
+            };
+            q = q.bind(key.0).bind(key.1).bind(key.2).bind(time).bind(value);
+        }
+        q.execute(&mut *conn).await?;
     }
-    Ok(RecordOutcome::Recorded { version })
+    Ok(())
+}
+
+/// Rows per multi-row statement (5 parameters a row: 1,000 parameters, far below both
+/// engines' limits).
+const INSERT_ROWS: usize = 200;
+
+/// `($first, $first+1, …)` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, …, $width), ($width+1, …), …` for `rows` rows.
+fn rows(width: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(r * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Clone, Copy)]
