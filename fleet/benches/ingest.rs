@@ -628,6 +628,13 @@ fn run(a: &Args, engine: &str) {
         loadavg()
     );
     println!(
+        "  service CPU per report: {:.0} µs (all processes of the run: {:.0} µs)",
+        (after.0 - before.0) * 1e6 / answered.max(1) as f64,
+        ((after.0 - before.0) + (after.1 - before.1) + (after.2 - before.2) + (after.3 - before.3))
+            * 1e6
+            / answered.max(1) as f64
+    );
+    println!(
         "  service RSS: {rss_before} KiB before, {rss_after} KiB after {} things: {:.0} bytes per thing",
         a.things,
         (rss_after as f64 - rss_before as f64) * 1024.0 / a.things as f64

@@ -307,12 +307,9 @@ impl StateCache {
         }
     }
 
-    fn get(&self, thing: &str) -> Option<&Known> {
-        self.map.get(thing).map(|(_, k)| k)
-    }
-
-    fn remove(&mut self, thing: &str) {
-        self.map.remove(thing);
+    /// Out of the cache (for a batch; what is still valid after it is put back).
+    fn take(&mut self, thing: &str) -> Option<Known> {
+        self.map.remove(thing).map(|(_, k)| k)
     }
 
     fn put(&mut self, thing: &str, known: Known) {
@@ -500,6 +497,13 @@ impl Committer {
         };
         drop(records);
         let mut by_index: HashMap<usize, RecordOutcome> = order.into_iter().zip(outcomes).collect();
+        let touched: std::collections::HashSet<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Record(e) => Some(e.thing.clone()),
+                Step::Answer(_) => None,
+            })
+            .collect();
         let mut retry = Vec::new();
         let mut answers = Vec::with_capacity(steps.len());
         for (i, s) in steps.into_iter().enumerate() {
@@ -515,11 +519,14 @@ impl Committer {
                         info!(thing = %e.thing, report_id = e.report_id, "Duplicate report: accepted again, not counted.");
                         answers.push(accepted(&e));
                     }
-                    Some(RecordOutcome::Conflict) | None => {
-                        self.cache.remove(&e.thing);
-                        retry.push(i);
-                    }
+                    Some(RecordOutcome::Conflict) | None => retry.push(i),
                 },
+            }
+        }
+        // The things of the batch that nothing was recorded for: back in the cache as read.
+        for (thing, k) in things {
+            if k.state.is_some() && !touched.contains(thing.as_str()) {
+                self.cache.put(&thing, k);
             }
         }
         for i in retry {
@@ -554,7 +561,7 @@ impl Committer {
 
     /// What is known of every thing of the batch: the cache's, and ONE query for the others
     /// (a thing not in the store gets a fresh state, version 0).
-    async fn preload(&self, batch: &[Received]) -> Result<HashMap<String, Known>, StoreError> {
+    async fn preload(&mut self, batch: &[Received]) -> Result<HashMap<String, Known>, StoreError> {
         let mut things: HashMap<String, Known> = HashMap::with_capacity(batch.len());
         let mut missing: Vec<&str> = Vec::new();
         for r in batch {
@@ -564,9 +571,9 @@ impl Committer {
             if things.contains_key(thing) || missing.contains(&thing) {
                 continue;
             }
-            match self.cache.get(thing) {
+            match self.cache.take(thing) {
                 Some(k) => {
-                    things.insert(thing.to_owned(), k.clone());
+                    things.insert(thing.to_owned(), k);
                 }
                 None => missing.push(thing),
             }

@@ -30,7 +30,7 @@ use defender_agent::detect::{ActiveViolation, Behavior, ViolationEvent};
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{
-    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
+    Acquire, Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
 };
 
 /// The store's result.
@@ -466,7 +466,7 @@ impl Store {
         for chunk in things.chunks(500) {
             let sql = format!(
                 "SELECT thing, state, version, last_report_ms FROM things WHERE thing IN ({})",
-                placeholders(1, chunk.len())
+                placeholders(self.postgres, 1, chunk.len())
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for t in chunk {
@@ -505,7 +505,7 @@ impl Store {
     pub async fn record_report(&self, r: &ReportRecord<'_>) -> Result<RecordOutcome> {
         let p = prepare(r)?;
         let mut tx = self.begin().await?;
-        let outcome = write_report(&mut tx, r, &p).await?;
+        let outcome = write_report(&mut tx, self.postgres, r, &p).await?;
         if let RecordOutcome::Recorded { .. } = outcome {
             tx.commit().await?;
         } else {
@@ -521,10 +521,13 @@ impl Store {
     /// is a [`RecordOutcome::Conflict`] when the first is not recorded (it was evaluated on the
     /// first's state).
     ///
-    /// Statements per batch, not per report: one multi-row insert of the report rows (its
-    /// `RETURNING` says which were new: the others are duplicates), one versioned write of the
-    /// engine state per report (a conflict takes its report row back), the events and active
-    /// violations that changed, one multi-row upsert of the datapoints.
+    /// Statements per batch, not per report. First, in a savepoint, the case of every batch
+    /// but a few: one multi-row insert of the report rows and one multi-row write of the
+    /// engine states (an update with the version check, an insert for new things); when a row
+    /// count says a report was a duplicate or a state had moved on, the savepoint is rolled
+    /// back and the batch written report by report (the report rows' `RETURNING` says which
+    /// were new; a conflict takes its report row back). Then the events and the active
+    /// violations that changed, and one multi-row upsert of the datapoints.
     pub async fn record_reports(&self, batch: &[ReportRecord<'_>]) -> Result<Vec<RecordOutcome>> {
         let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>>>()?;
         let mut out: Vec<Option<RecordOutcome>> = vec![None; batch.len()];
@@ -539,13 +542,58 @@ impl Store {
             }
         }
         let mut tx = self.begin().await?;
-        let mut inserted: HashSet<(String, i64)> = HashSet::with_capacity(fresh.len());
+        let mut sp = tx.begin().await?;
+        let recorded = match self.write_batch(&mut sp, batch, &prepared, &fresh).await? {
+            Some(versions) => {
+                sp.commit().await?;
+                for (i, v) in versions {
+                    out[i] = Some(match v {
+                        Some(version) => RecordOutcome::Recorded { version },
+                        None => RecordOutcome::Conflict,
+                    });
+                }
+                true
+            }
+            None => {
+                sp.rollback().await?;
+                false
+            }
+        };
+        if !recorded {
+            self.write_one_by_one(&mut tx, batch, &prepared, &fresh, &mut out)
+                .await?;
+        }
+        let done: Vec<usize> = (0..batch.len())
+            .filter(|&i| matches!(out[i], Some(RecordOutcome::Recorded { .. })))
+            .collect();
+        for &i in &done {
+            write_violations(&mut tx, &batch[i], &prepared[i]).await?;
+        }
+        write_datapoints(&mut tx, self.postgres, done.iter().map(|&i| &batch[i])).await?;
+        tx.commit().await?;
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(RecordOutcome::Conflict))
+            .collect())
+    }
+
+    /// The common case of [`Self::record_reports`]: every report new and every thing's first
+    /// report of the batch at its expected version. `None` when a row count says otherwise
+    /// (the caller rolls back); else each report's new version (`None`: a later report of a
+    /// thing whose chain broke, its report row taken back).
+    async fn write_batch(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[ReportRecord<'_>],
+        prepared: &[Prepared<'_>],
+        fresh: &[usize],
+    ) -> Result<Option<Vec<(usize, Option<i64>)>>> {
+        let postgres = self.postgres;
         for chunk in fresh.chunks(INSERT_ROWS) {
             let sql = format!(
                 "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, \
-                 payload_bytes) VALUES {} ON CONFLICT (thing, report_id) DO NOTHING \
-                 RETURNING thing, report_id",
-                rows(5, chunk.len())
+                 payload_bytes) VALUES {} ON CONFLICT (thing, report_id) DO NOTHING",
+                rows(postgres, 5, chunk.len())
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for &i in chunk {
@@ -557,7 +605,136 @@ impl Store {
                     .bind(r.received_ms)
                     .bind(r.payload_bytes);
             }
-            for row in q.fetch_all(&mut *tx).await? {
+            if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+                return Ok(None);
+            }
+        }
+        // Each thing's first report: one statement for the updates, one for the new things.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(fresh.len());
+        let (mut firsts, mut later) = (Vec::new(), Vec::new());
+        for &i in fresh {
+            if seen.insert(batch[i].thing) {
+                firsts.push(i);
+            } else {
+                later.push(i);
+            }
+        }
+        let (updates, inserts): (Vec<usize>, Vec<usize>) = firsts
+            .iter()
+            .partition(|&&i| batch[i].expected_version != 0);
+        for chunk in updates.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "WITH v (thing, state, received_ms, report_time_ms, expected) AS (VALUES {}) \
+                 UPDATE things SET state = v.state, version = things.version + 1, \
+                 last_seen_ms = CASE WHEN things.last_seen_ms > v.received_ms \
+                 THEN things.last_seen_ms ELSE v.received_ms END, \
+                 last_report_ms = CASE WHEN things.last_report_ms IS NULL \
+                 OR things.last_report_ms < v.report_time_ms \
+                 THEN v.report_time_ms ELSE things.last_report_ms END, \
+                 report_count = things.report_count + 1 \
+                 FROM v WHERE things.thing = v.thing{} AND things.version = v.expected",
+                rows(postgres, 5, chunk.len()),
+                if postgres { " COLLATE \"C\"" } else { "" }
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                q = q
+                    .bind(batch[i].thing)
+                    .bind(prepared[i].state.as_str())
+                    .bind(batch[i].received_ms)
+                    .bind(batch[i].report_time_ms)
+                    .bind(batch[i].expected_version);
+            }
+            if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+                return Ok(None);
+            }
+        }
+        for chunk in inserts.chunks(INSERT_ROWS) {
+            let values = (0..chunk.len())
+                .map(|r| {
+                    let p = |k: usize| {
+                        if postgres {
+                            format!("${}", r * 4 + k)
+                        } else {
+                            "?".to_owned()
+                        }
+                    };
+                    // thing, state, first_seen = last_seen = received, last_report.
+                    format!("({}, {}, 1, {}, {}, {}, 1)", p(1), p(2), p(3), p(3), p(4))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO things (thing, state, version, first_seen_ms, last_seen_ms, \
+                 last_report_ms, report_count) VALUES {values} ON CONFLICT (thing) DO NOTHING"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                q = q
+                    .bind(batch[i].thing)
+                    .bind(prepared[i].state.as_str())
+                    .bind(batch[i].received_ms);
+                if !postgres {
+                    // Anonymous parameters: the repeated one is bound twice.
+                    q = q.bind(batch[i].received_ms);
+                }
+                q = q.bind(batch[i].report_time_ms);
+            }
+            if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+                return Ok(None);
+            }
+        }
+        let mut versions: Vec<(usize, Option<i64>)> = firsts
+            .iter()
+            .map(|&i| (i, Some(batch[i].expected_version + 1)))
+            .collect();
+        // A thing's later reports, in order, each on the version the previous one got.
+        let mut broken: HashSet<&str> = HashSet::new();
+        for &i in &later {
+            let r = &batch[i];
+            let v = if broken.contains(r.thing) {
+                None
+            } else {
+                write_state(conn, r, &prepared[i]).await?
+            };
+            if v.is_none() {
+                take_back(conn, r).await?;
+                broken.insert(r.thing);
+            }
+            versions.push((i, v));
+        }
+        Ok(Some(versions))
+    }
+
+    /// [`Self::record_reports`] report by report (a duplicate or a moved-on state in the
+    /// batch), into `out`.
+    async fn write_one_by_one(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[ReportRecord<'_>],
+        prepared: &[Prepared<'_>],
+        fresh: &[usize],
+        out: &mut [Option<RecordOutcome>],
+    ) -> Result<()> {
+        let mut inserted: HashSet<(String, i64)> = HashSet::with_capacity(fresh.len());
+        for chunk in fresh.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, \
+                 payload_bytes) VALUES {} ON CONFLICT (thing, report_id) DO NOTHING \
+                 RETURNING thing, report_id",
+                rows(self.postgres, 5, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                let r = &batch[i];
+                q = q
+                    .bind(r.thing)
+                    .bind(r.report_id)
+                    .bind(r.report_time_ms)
+                    .bind(r.received_ms)
+                    .bind(r.payload_bytes);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
                 let key: (String, i64) = (
                     row.try_get(0)
                         .map_err(|e| StoreError::corrupt("report row", e))?,
@@ -568,8 +745,7 @@ impl Store {
             }
         }
         let mut failed: HashSet<&str> = HashSet::new();
-        let mut recorded = Vec::with_capacity(fresh.len());
-        for &i in &fresh {
+        for &i in fresh {
             let r = &batch[i];
             if !inserted.contains(&(r.thing.to_owned(), r.report_id)) {
                 out[i] = Some(RecordOutcome::Duplicate);
@@ -579,33 +755,18 @@ impl Store {
             let version = if failed.contains(r.thing) {
                 None
             } else {
-                write_state(&mut tx, r, &prepared[i]).await?
+                write_state(conn, r, &prepared[i]).await?
             };
-            match version {
-                Some(version) => {
-                    out[i] = Some(RecordOutcome::Recorded { version });
-                    recorded.push(i);
-                }
+            out[i] = Some(match version {
+                Some(version) => RecordOutcome::Recorded { version },
                 None => {
-                    sqlx::query("DELETE FROM reports WHERE thing = $1 AND report_id = $2")
-                        .bind(r.thing)
-                        .bind(r.report_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    out[i] = Some(RecordOutcome::Conflict);
+                    take_back(conn, r).await?;
                     failed.insert(r.thing);
+                    RecordOutcome::Conflict
                 }
-            }
+            });
         }
-        for &i in &recorded {
-            write_violations(&mut tx, &batch[i], &prepared[i]).await?;
-        }
-        write_datapoints(&mut tx, recorded.iter().map(|&i| &batch[i])).await?;
-        tx.commit().await?;
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or(RecordOutcome::Conflict))
-            .collect())
+        Ok(())
     }
 
     /// Things seen, by name (byte order), at most `limit` after the name `after` (a page: pass
@@ -894,6 +1055,7 @@ fn prepare<'a>(r: &ReportRecord<'a>) -> Result<Prepared<'a>> {
 /// rolls back what was written.
 async fn write_report(
     conn: &mut AnyConnection,
+    postgres: bool,
     r: &ReportRecord<'_>,
     p: &Prepared<'_>,
 ) -> Result<RecordOutcome> {
@@ -915,8 +1077,18 @@ async fn write_report(
         return Ok(RecordOutcome::Conflict);
     };
     write_violations(conn, r, p).await?;
-    write_datapoints(conn, std::iter::once(r)).await?;
+    write_datapoints(conn, postgres, std::iter::once(r)).await?;
     Ok(RecordOutcome::Recorded { version })
+}
+
+/// Deletes the report row of a report whose state could not be written.
+async fn take_back(conn: &mut AnyConnection, r: &ReportRecord<'_>) -> Result<()> {
+    sqlx::query("DELETE FROM reports WHERE thing = $1 AND report_id = $2")
+        .bind(r.thing)
+        .bind(r.report_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The engine state, if the stored version is still `expected_version`: the new version, or
@@ -1021,6 +1193,7 @@ async fn write_violations(
 /// the later report wins a tie, as one upsert after the other would).
 async fn write_datapoints<'a, 'b: 'a>(
     conn: &mut AnyConnection,
+    postgres: bool,
     records: impl Iterator<Item = &'a ReportRecord<'b>>,
 ) -> Result<()> {
     // One row per key: an upsert may not touch a row twice (PostgreSQL).
@@ -1048,7 +1221,7 @@ async fn write_datapoints<'a, 'b: 'a>(
              ON CONFLICT (profile, behavior, thing) DO UPDATE \
              SET time_ms = excluded.time_ms, value = excluded.value \
              WHERE excluded.time_ms >= datapoints.time_ms",
-            rows(5, chunk.len())
+            rows(postgres, 5, chunk.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for key in chunk {
@@ -1066,18 +1239,25 @@ async fn write_datapoints<'a, 'b: 'a>(
 /// engines' limits).
 const INSERT_ROWS: usize = 200;
 
-/// `($first, $first+1, …)` for `n` parameters.
-fn placeholders(first: usize, n: usize) -> String {
+/// `$first, $first+1, …` for `n` parameters; SQLite: `?, ?, …` (anonymous parameters: SQLite
+/// looks a numbered one up by a linear search, which makes binding 1,000 of them quadratic).
+fn placeholders(postgres: bool, first: usize, n: usize) -> String {
     (first..first + n)
-        .map(|i| format!("${i}"))
+        .map(|i| {
+            if postgres {
+                format!("${i}")
+            } else {
+                "?".to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// `($1, …, $width), ($width+1, …), …` for `rows` rows.
-fn rows(width: usize, rows: usize) -> String {
+fn rows(postgres: bool, width: usize, rows: usize) -> String {
     (0..rows)
-        .map(|r| format!("({})", placeholders(r * width + 1, width)))
+        .map(|r| format!("({})", placeholders(postgres, r * width + 1, width)))
         .collect::<Vec<_>>()
         .join(", ")
 }
