@@ -32,9 +32,6 @@ pub const DEFAULT_BATCH_MAX_REPORTS: u64 = 256;
 /// Default `[ingest] max_late_secs`: how old a report's time may be (a device's backlog after
 /// an outage) and still be evaluated; older ones are answered accepted and not evaluated.
 pub const DEFAULT_MAX_LATE_SECS: u64 = 2 * 86_400;
-/// Default `[ingest] state_cache_things`: things whose Detect state the committer keeps in
-/// memory between reports (about 2–10 KiB each with 10 behaviors: tens of MB at most).
-pub const DEFAULT_STATE_CACHE_THINGS: u64 = 10_000;
 
 /// `[mqtt]`: the broker, as the agent's keys say it, plus `shared_group`.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,8 +124,6 @@ pub struct Ingest {
     pub batch_max_reports: usize,
     /// Reports older than this (report time vs arrival) are not evaluated.
     pub max_late: Duration,
-    /// Things whose state the committer keeps in memory (0: every report reads its thing).
-    pub state_cache_things: usize,
 }
 
 /// `[detect]`.
@@ -205,7 +200,6 @@ mod file {
         pub queue_capacity: Option<Spanned<u64>>,
         pub batch_max_reports: Option<Spanned<u64>>,
         pub max_late_secs: Option<Spanned<u64>>,
-        pub state_cache_things: Option<Spanned<u64>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -413,13 +407,6 @@ impl Validator<'_> {
                 0,
                 365 * 86_400,
             ),
-            state_cache_things: self.int(
-                "ingest.state_cache_things",
-                &i.state_cache_things,
-                DEFAULT_STATE_CACHE_THINGS,
-                0,
-                10_000_000,
-            ) as usize,
         };
         let s = &f.store;
         let url = s

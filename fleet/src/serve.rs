@@ -166,7 +166,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         client,
         unavailable: false,
         thresholds: thresholds_rx,
-        cache: StateCache::new(config.ingest.state_cache_things),
     };
     let commit = tokio::spawn(committer.run(rx, stop_tx.subscribe()));
     wait_for_signal().await;
@@ -267,77 +266,16 @@ struct Committer {
     unavailable: bool,
     /// The thresholds job's latest thresholds.
     thresholds: watch::Receiver<Vec<FleetThreshold>>,
-    /// Things' states as this instance last committed them.
-    cache: StateCache,
 }
 
-/// What the committer knows of a thing: its state, the stored version that goes with it (the
-/// optimistic check of the next write: if another instance wrote the thing since, the write
-/// is a conflict and the thing is read again), its latest report time, and its active
-/// violations as stored when this instance wrote them (`None`: not known, written again).
+/// What the committer knows of a thing in a batch: its state, the stored version that goes
+/// with it (the optimistic check of the write) and its latest report time.
 #[derive(Debug, Clone)]
 struct Known {
     /// `None` while the state is in the batch's latest `Evaluated` of this thing.
     state: Option<FleetState>,
     version: i64,
     last_report_ms: Option<i64>,
-    stored_active: Option<Vec<ActiveViolation>>,
-}
-
-/// Things' states as committed by this instance, at most `capacity` (`[ingest]
-/// state_cache_things`); when full, the thing that entered first leaves (each thing reports
-/// every few minutes, so first in is about least recently used). Only committed states enter.
-#[derive(Debug)]
-struct StateCache {
-    capacity: usize,
-    /// Thing → (entry number, what is known).
-    map: HashMap<String, (u64, Known)>,
-    /// Entry order, oldest first; a number no longer in `map` is skipped.
-    order: std::collections::VecDeque<(u64, String)>,
-    next: u64,
-}
-
-impl StateCache {
-    fn new(capacity: usize) -> StateCache {
-        StateCache {
-            capacity,
-            map: HashMap::new(),
-            order: std::collections::VecDeque::new(),
-            next: 0,
-        }
-    }
-
-    /// Out of the cache (for a batch; what is still valid after it is put back).
-    fn take(&mut self, thing: &str) -> Option<Known> {
-        self.map.remove(thing).map(|(_, k)| k)
-    }
-
-    fn put(&mut self, thing: &str, known: Known) {
-        if self.capacity == 0 {
-            return;
-        }
-        if let Some(e) = self.map.get_mut(thing) {
-            e.1 = known;
-            return;
-        }
-        self.next += 1;
-        self.map.insert(thing.to_owned(), (self.next, known));
-        self.order.push_back((self.next, thing.to_owned()));
-        while self.map.len() > self.capacity {
-            let Some((n, t)) = self.order.pop_front() else {
-                break;
-            };
-            if self.map.get(&t).is_some_and(|(m, _)| *m == n) {
-                self.map.remove(&t);
-            }
-        }
-        // Removed things leave their numbers behind: drop them before they outnumber the live.
-        if self.order.len() > 2 * self.capacity.max(1) {
-            let map = &self.map;
-            self.order
-                .retain(|(n, t)| map.get(t).is_some_and(|(m, _)| m == n));
-        }
-    }
 }
 
 /// A report ready to record.
@@ -351,10 +289,6 @@ struct Evaluated {
     state: FleetState,
     events: Vec<ViolationEvent>,
     active: Vec<ActiveViolation>,
-    /// `active` differs from the stored active violations (or they are not known).
-    active_changed: bool,
-    /// The thing's latest report time with this one.
-    newest_ms: i64,
     datapoints: Vec<Datapoint>,
     format: Format,
     topic: String,
@@ -371,22 +305,9 @@ impl Evaluated {
             expected_version: self.version,
             state: &self.state,
             events: &self.events,
-            active: self.active_changed.then_some(&self.active[..]),
+            active: Some(&self.active),
             datapoints: &self.datapoints,
         }
-    }
-
-    /// What is known of the thing once this is committed with `version`.
-    fn into_known(self, version: i64) -> (String, Known) {
-        (
-            self.thing,
-            Known {
-                state: Some(self.state),
-                version,
-                last_report_ms: Some(self.newest_ms),
-                stored_active: Some(self.active),
-            },
-        )
     }
 }
 
@@ -462,12 +383,11 @@ impl Committer {
         }
     }
 
-    /// One batch: the states of its things (from the cache, the others in ONE query), each
-    /// report decided in order (a thing's second report of the batch on the first's state),
-    /// ONE commit, then the cache and the answers. A conflict (another writer, or an earlier
-    /// report of the thing in the batch that was not recorded): that report again, alone, on a
-    /// fresh read.
-    async fn try_batch(&mut self, batch: &[Received]) -> Result<Vec<Pending>, StoreError> {
+    /// One batch: the states of its things in ONE query, each report decided in order (a
+    /// thing's second report of the batch on the first's state), ONE commit, then the
+    /// answers. A conflict (another writer, or an earlier report of the thing in the batch that
+    /// was not recorded): that report again, alone, on a fresh read.
+    async fn try_batch(&self, batch: &[Received]) -> Result<Vec<Pending>, StoreError> {
         let mut things = self.preload(batch).await?;
         let mut steps: Vec<Step> = Vec::with_capacity(batch.len());
         for r in batch {
@@ -497,36 +417,19 @@ impl Committer {
         };
         drop(records);
         let mut by_index: HashMap<usize, RecordOutcome> = order.into_iter().zip(outcomes).collect();
-        let touched: std::collections::HashSet<String> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Record(e) => Some(e.thing.clone()),
-                Step::Answer(_) => None,
-            })
-            .collect();
         let mut retry = Vec::new();
         let mut answers = Vec::with_capacity(steps.len());
         for (i, s) in steps.into_iter().enumerate() {
             match s {
                 Step::Answer(p) => answers.push(p),
                 Step::Record(e) => match by_index.remove(&i) {
-                    Some(RecordOutcome::Recorded { version }) => {
-                        answers.push(accepted(&e));
-                        let (thing, known) = e.into_known(version);
-                        self.cache.put(&thing, known);
-                    }
+                    Some(RecordOutcome::Recorded { .. }) => answers.push(accepted(&e)),
                     Some(RecordOutcome::Duplicate) => {
                         info!(thing = %e.thing, report_id = e.report_id, "Duplicate report: accepted again, not counted.");
                         answers.push(accepted(&e));
                     }
                     Some(RecordOutcome::Conflict) | None => retry.push(i),
                 },
-            }
-        }
-        // The things of the batch that nothing was recorded for: back in the cache as read.
-        for (thing, k) in things {
-            if k.state.is_some() && !touched.contains(thing.as_str()) {
-                self.cache.put(&thing, k);
             }
         }
         for i in retry {
@@ -541,10 +444,8 @@ impl Committer {
                     }
                     Step::Record(e) => match self.store.record_report(&e.record()).await? {
                         RecordOutcome::Conflict => continue,
-                        RecordOutcome::Recorded { version } => {
+                        RecordOutcome::Recorded { .. } => {
                             answers.push(accepted(&e));
-                            let (thing, known) = e.into_known(version);
-                            self.cache.put(&thing, known);
                             break;
                         }
                         RecordOutcome::Duplicate => {
@@ -559,44 +460,39 @@ impl Committer {
         Ok(answers)
     }
 
-    /// What is known of every thing of the batch: the cache's, and ONE query for the others
-    /// (a thing not in the store gets a fresh state, version 0).
-    async fn preload(&mut self, batch: &[Received]) -> Result<HashMap<String, Known>, StoreError> {
-        let mut things: HashMap<String, Known> = HashMap::with_capacity(batch.len());
-        let mut missing: Vec<&str> = Vec::new();
-        for r in batch {
-            let Some((thing, _)) = parse_publish_topic(&r.topic) else {
-                continue;
-            };
-            if things.contains_key(thing) || missing.contains(&thing) {
-                continue;
-            }
-            match self.cache.take(thing) {
-                Some(k) => {
-                    things.insert(thing.to_owned(), k);
-                }
-                None => missing.push(thing),
-            }
+    /// The stored state of every thing of the batch, in ONE query (a thing not in the store
+    /// gets a fresh state, version 0).
+    async fn preload(&self, batch: &[Received]) -> Result<HashMap<String, Known>, StoreError> {
+        let mut names: Vec<&str> = batch
+            .iter()
+            .filter_map(|r| parse_publish_topic(&r.topic).map(|(thing, _)| thing))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut things: HashMap<String, Known> = HashMap::with_capacity(names.len());
+        if names.is_empty() {
+            return Ok(things);
         }
-        if !missing.is_empty() {
-            for (thing, t) in self.store.load_things(&missing).await? {
+        for (thing, t) in self.store.load_things(&names).await? {
+            things.insert(
+                thing,
+                Known {
+                    state: Some(t.state),
+                    version: t.version,
+                    last_report_ms: t.last_report_ms,
+                },
+            );
+        }
+        for thing in names {
+            if !things.contains_key(thing) {
                 things.insert(
-                    thing,
+                    thing.to_owned(),
                     Known {
-                        state: Some(t.state),
-                        version: t.version,
-                        last_report_ms: t.last_report_ms,
-                        stored_active: None,
+                        state: Some(self.fleet.new_thing_state()),
+                        version: 0,
+                        last_report_ms: None,
                     },
                 );
-            }
-            for thing in missing {
-                things.entry(thing.to_owned()).or_insert_with(|| Known {
-                    state: Some(self.fleet.new_thing_state()),
-                    version: 0,
-                    last_report_ms: None,
-                    stored_active: Some(Vec::new()),
-                });
             }
         }
         Ok(things)
@@ -685,13 +581,11 @@ impl Committer {
                     state: Some(t.state),
                     version: t.version,
                     last_report_ms: t.last_report_ms,
-                    stored_active: None,
                 },
                 None => Known {
                     state: Some(self.fleet.new_thing_state()),
                     version: 0,
                     last_report_ms: None,
-                    stored_active: Some(Vec::new()),
                 },
             };
             things.insert(thing.to_owned(), known);
@@ -776,14 +670,12 @@ impl Committer {
             })
             .collect();
         let active = self.fleet.active_violations(&state, thing);
-        let active_changed = known.stored_active.as_ref() != Some(&active);
         let newest_ms = last.map_or(time_ms, |l| l.max(time_ms));
         // The next report of this thing in the batch builds on this one (its state is taken
         // from this Evaluated by the caller).
         let version = known.version;
         known.version += 1;
         known.last_report_ms = Some(newest_ms);
-        known.stored_active = Some(active.clone());
         Ok(Step::Record(Box::new(Evaluated {
             thing: thing.to_owned(),
             report_id: rid,
@@ -794,8 +686,6 @@ impl Committer {
             state,
             events,
             active,
-            active_changed,
-            newest_ms,
             datapoints,
             format,
             topic: r.topic.clone(),

@@ -527,7 +527,7 @@ impl Store {
     /// count says a report was a duplicate or a state had moved on, the savepoint is rolled
     /// back and the batch written report by report (the report rows' `RETURNING` says which
     /// were new; a conflict takes its report row back). Then the events and the active
-    /// violations that changed, and one multi-row upsert of the datapoints.
+    /// violations, and the datapoints, each in multi-row statements.
     pub async fn record_reports(&self, batch: &[ReportRecord<'_>]) -> Result<Vec<RecordOutcome>> {
         let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>>>()?;
         let mut out: Vec<Option<RecordOutcome>> = vec![None; batch.len()];
@@ -566,9 +566,12 @@ impl Store {
         let done: Vec<usize> = (0..batch.len())
             .filter(|&i| matches!(out[i], Some(RecordOutcome::Recorded { .. })))
             .collect();
-        for &i in &done {
-            write_violations(&mut tx, &batch[i], &prepared[i]).await?;
-        }
+        write_violations_of(
+            &mut tx,
+            self.postgres,
+            done.iter().map(|&i| (&batch[i], &prepared[i])),
+        )
+        .await?;
         write_datapoints(&mut tx, self.postgres, done.iter().map(|&i| &batch[i])).await?;
         tx.commit().await?;
         Ok(out
@@ -1187,6 +1190,87 @@ async fn write_violations(
     }
     Ok(())
 }
+
+/// [`write_violations`] for several reports (in order), in multi-row statements: the events,
+/// and each thing's active violations of its latest report that has them.
+async fn write_violations_of<'a, 'b: 'a, 'c: 'a>(
+    conn: &mut AnyConnection,
+    postgres: bool,
+    reports: impl Iterator<Item = (&'a ReportRecord<'b>, &'a Prepared<'c>)>,
+) -> Result<()> {
+    let mut events: Vec<&(String, &ViolationEvent)> = Vec::new();
+    let mut active: HashMap<&str, &[(String, &ActiveViolation)]> = HashMap::new();
+    let mut things: Vec<&str> = Vec::new();
+    for (r, p) in reports {
+        events.extend(p.events.iter());
+        if let Some(list) = &p.active {
+            if active.insert(r.thing, list).is_none() {
+                things.push(r.thing);
+            }
+        }
+    }
+    for chunk in events.chunks(MULTI_ROWS) {
+        let sql = format!(
+            "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
+             criteria_type, suppressed, event_type, event_time, event) VALUES {}",
+            rows(postgres, 9, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (json, e) in chunk.iter().copied() {
+            q = q
+                .bind(e.violation_id.as_str())
+                .bind(e.thing_name.as_str())
+                .bind(e.security_profile_name.as_str())
+                .bind(e.behavior.name.as_str())
+                .bind(criteria_text(&e.behavior))
+                .bind(suppressed(&e.behavior))
+                .bind(event_type_text(e))
+                .bind(e.violation_event_time)
+                .bind(json.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for chunk in things.chunks(MULTI_ROWS) {
+        let sql = format!(
+            "DELETE FROM active_violations WHERE thing IN ({})",
+            placeholders(postgres, 1, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for t in chunk {
+            q = q.bind(*t);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let rows_of: Vec<&(String, &ActiveViolation)> = things
+        .iter()
+        .filter_map(|t| active.get(t))
+        .flat_map(|l| l.iter())
+        .collect();
+    for chunk in rows_of.chunks(MULTI_ROWS) {
+        let sql = format!(
+            "INSERT INTO active_violations (violation_id, thing, profile, behavior, \
+             criteria_type, suppressed, start_time, violation) VALUES {}",
+            rows(postgres, 8, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (json, a) in chunk.iter().copied() {
+            q = q
+                .bind(a.violation_id.as_str())
+                .bind(a.thing_name.as_str())
+                .bind(a.security_profile_name.as_str())
+                .bind(a.behavior.name.as_str())
+                .bind(criteria_text(&a.behavior))
+                .bind(suppressed(&a.behavior))
+                .bind(a.violation_start_time)
+                .bind(json.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Rows per multi-row statement of up to 9 columns (at most 900 parameters).
+const MULTI_ROWS: usize = 100;
 
 /// The datapoints of `records` in one upsert per [`INSERT_ROWS`] rows; the latest per
 /// (profile, behavior, thing) is kept, an older one never replaces a newer one (in a batch:
