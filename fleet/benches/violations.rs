@@ -8,7 +8,9 @@
 //! [--violations 100000] [--runs 21]`
 //!
 //! Printed per query: the median and the slowest of `--runs` runs (wall time, after one warm-up
-//! run), and the page's size. PostgreSQL runs with fsync on (`benches/support`).
+//! run), and the page's size. PostgreSQL runs with fsync on (`benches/support`), after an
+//! `ANALYZE` (as autovacuum would; `BENCH_NO_ANALYZE=1` skips it, `BENCH_EXPLAIN=1` prints the
+//! plan of the profile filter).
 
 mod support;
 
@@ -151,6 +153,27 @@ async fn run(engine: &str, a: &Args) {
     println!("violations/{engine}: {} active violations", a.violations);
     let profiles = profiles();
     fill(&store, a.violations, &profiles).await;
+    if engine == "postgres" {
+        // What autovacuum does within a minute of such a load (the planner needs the row
+        // counts); `BENCH_NO_ANALYZE=1` measures before it.
+        if std::env::var_os("BENCH_NO_ANALYZE").is_none() {
+            sqlx::raw_sql("ANALYZE active_violations; ANALYZE verification")
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    }
+    if engine == "postgres" && std::env::var_os("BENCH_EXPLAIN").is_some() {
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN ANALYZE SELECT a.violation_id, a.violation, v.state, v.description \
+             FROM active_violations a LEFT JOIN verification v ON v.violation_id = a.violation_id \
+             WHERE a.profile = 'Q' ORDER BY a.start_time DESC, a.violation_id DESC LIMIT 251",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        println!("{}", plan.join("\n"));
+    }
     let known: BTreeSet<String> = profiles
         .iter()
         .map(|p| p.security_profile_name.clone())

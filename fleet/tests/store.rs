@@ -118,7 +118,7 @@ fn code<T: std::fmt::Debug>(r: Result<T, StoreError>) -> &'static str {
 
 async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) {
     let s = open(&e).await;
-    assert_eq!(s.schema_version().await.unwrap(), 1);
+    assert_eq!(s.schema_version().await.unwrap(), 2);
     assert_eq!(
         record(&s, "t1", 1000, 0, &[], None, &[]).await.unwrap(),
         RecordOutcome::Recorded { version: 1 }
@@ -127,12 +127,12 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) 
     // Opening again applies nothing and keeps the data.
     let s = open(&e).await;
     let s2 = open(&e).await;
-    assert_eq!(s.schema_version().await.unwrap(), 1);
+    assert_eq!(s.schema_version().await.unwrap(), 2);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
         .fetch_one(s.pool())
         .await
         .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(rows, 2);
     assert_eq!(s2.load_thing("t1").await.unwrap().unwrap().version, 1);
     s2.close().await;
     // A database from a newer build is refused, clearly.
@@ -149,7 +149,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) 
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 1
+                known: 2
             }
         ),
         "{err:?}"
@@ -176,7 +176,7 @@ async fn instances_starting_together_migrate_once(e: TestEngine) {
         .fetch_one(stores[0].pool())
         .await
         .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(rows, 2);
 }
 both!(instances_starting_together_migrate_once);
 

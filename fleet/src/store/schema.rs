@@ -9,6 +9,8 @@
 //! double), `TEXT`. Booleans are `BIGINT` 0/1. Times are epoch milliseconds, except the
 //! violation times (epoch seconds as doubles, the API's unit, which its page tokens carry).
 //!
+//! A statement that starts with `{postgres}` is for PostgreSQL only.
+//!
 //! Never edit a migration that has shipped: add the next one.
 
 /// One migration.
@@ -22,10 +24,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "things, reports, violations, verification, datapoints, thresholds, leases",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "things, reports, violations, verification, datapoints, thresholds, leases",
+        sql: r#"
 -- Per-thing engine state, written with a versioned optimistic check.
 CREATE TABLE things (
     thing          {key} PRIMARY KEY,
@@ -115,7 +118,19 @@ CREATE TABLE leases (
     expires_ms     BIGINT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "verification keyed by bytes, as active_violations (PostgreSQL)",
+        sql: r#"
+-- PostgreSQL: active_violations.violation_id is COLLATE "C", verification's is not, so the join
+-- of a ListActiveViolations page could not use verification's key (every row of it read for
+-- every violation of the page). An index in the same collation lets it. SQLite orders text by
+-- bytes everywhere: nothing to do there.
+{postgres} CREATE INDEX verification_by_key ON verification (violation_id COLLATE "C");
+"#,
+    },
+];
 
 /// The newest version this build knows.
 pub(crate) fn known_version() -> i64 {
@@ -149,7 +164,11 @@ pub(crate) fn statements(m: &Migration, postgres: bool) -> Vec<String> {
         );
     text.split(";\n")
         .map(str::trim)
-        .map(|s| s.trim_end_matches(';').trim().to_owned())
+        .map(|s| s.trim_end_matches(';').trim())
+        .filter_map(|s| match s.strip_prefix("{postgres}") {
+            Some(pg) => postgres.then(|| pg.trim().to_owned()),
+            None => Some(s.to_owned()),
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
@@ -167,5 +186,11 @@ mod tests {
         assert!(s.iter().all(|s| !s.contains('{') && !s.contains("--")));
         assert!(s[0].starts_with("CREATE TABLE things"));
         assert_eq!(s.len(), statements(&MIGRATIONS[0], false).len());
+        // PostgreSQL-only statements.
+        assert_eq!(
+            statements(&MIGRATIONS[1], true),
+            vec!["CREATE INDEX verification_by_key ON verification (violation_id COLLATE \"C\")"]
+        );
+        assert!(statements(&MIGRATIONS[1], false).is_empty());
     }
 }
