@@ -260,7 +260,7 @@ fn build_report(thing: usize, round: usize, report_id: u64, big: bool) -> Metric
             } else {
                 1000 + i * 7
             },
-            interface: (i % 3 != 0).then(|| "eth0".to_owned()),
+            interface: (!i.is_multiple_of(3)).then(|| "eth0".to_owned()),
         })
         .collect();
     let udp_ports = (0..udp)
