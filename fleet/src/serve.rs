@@ -14,7 +14,9 @@
 //!   [`FleetDetect`] on the thing's stored state; then ONE commit for the batch
 //!   ([`Store::record_reports`]) and only then the answers. With the database unavailable
 //!   nothing is answered (the device spools and retries); the batch is retried and the outage
-//!   logged once.
+//!   logged once. Per batch, not per report: the things' states are read in one query, and a
+//!   duplicate is found by the commit itself (the unique key; asked beforehand only for a
+//!   report that would otherwise be throttled).
 //!
 //! Late reports: a report is evaluated at its report time (its `report_id` when a plausible
 //! epoch second). One older than the thing's latest recorded report, or older than
@@ -37,7 +39,7 @@ use defender_agent::detect::fleet::{
     report_time, threshold_for, FleetDetect, FleetThreshold, StatisticalBehavior,
     ThingState as FleetState, ThresholdStatus,
 };
-use defender_agent::detect::{ActiveViolation, Mode, ViolationEvent};
+use defender_agent::detect::{Mode, ViolationEvent};
 use defender_agent::mqtt::session::{Session, SessionEvent};
 use defender_agent::mqtt::topics::parse_publish_topic;
 use defender_agent::report::{self, validate, Format};
@@ -288,7 +290,7 @@ struct Evaluated {
     version: i64,
     state: FleetState,
     events: Vec<ViolationEvent>,
-    active: Vec<ActiveViolation>,
+    active: Vec<defender_agent::detect::ActiveViolation>,
     datapoints: Vec<Datapoint>,
     format: Format,
     topic: String,
