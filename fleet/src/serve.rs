@@ -14,7 +14,9 @@
 //!   [`FleetDetect`] on the thing's stored state; then ONE commit for the batch
 //!   ([`Store::record_reports`]) and only then the answers. With the database unavailable
 //!   nothing is answered (the device spools and retries); the batch is retried and the outage
-//!   logged once.
+//!   logged once. Per batch, not per report: the things' states are read in one query, and a
+//!   duplicate is found by the commit itself (the unique key; asked beforehand only for a
+//!   report that would otherwise be throttled).
 //!
 //! Late reports: a report is evaluated at its report time (its `report_id` when a plausible
 //! epoch second). One older than the thing's latest recorded report, or older than
@@ -339,6 +341,16 @@ struct Committer {
     reload: watch::Receiver<Option<Arc<Reloaded>>>,
 }
 
+/// What the committer knows of a thing in a batch: its state, the stored version that goes
+/// with it (the optimistic check of the write) and its latest report time.
+#[derive(Debug, Clone)]
+struct Known {
+    /// `None` while the state is in the batch's latest `Evaluated` of this thing.
+    state: Option<FleetState>,
+    version: i64,
+    last_report_ms: Option<i64>,
+}
+
 /// A report ready to record.
 struct Evaluated {
     thing: String,
@@ -353,6 +365,23 @@ struct Evaluated {
     datapoints: Vec<Datapoint>,
     format: Format,
     topic: String,
+}
+
+impl Evaluated {
+    fn record(&self) -> ReportRecord<'_> {
+        ReportRecord {
+            thing: &self.thing,
+            report_id: i64::try_from(self.report_id).unwrap_or(i64::MAX),
+            report_time_ms: self.time_ms,
+            received_ms: self.received_ms,
+            payload_bytes: i64::try_from(self.bytes).unwrap_or(i64::MAX),
+            expected_version: self.version,
+            state: &self.state,
+            events: &self.events,
+            active: Some(&self.active),
+            datapoints: &self.datapoints,
+        }
+    }
 }
 
 /// What the first pass decided for a report.
@@ -455,40 +484,41 @@ impl Committer {
         }
     }
 
+    /// One batch: the states of its things in ONE query, each report decided in order (a
+    /// thing's second report of the batch on the first's state), ONE commit, then the
+    /// answers. A conflict (another writer, or an earlier report of the thing in the batch that
+    /// was not recorded): that report again, alone, on a fresh read.
     async fn try_batch(&self, batch: &[Received]) -> Result<Vec<Pending>, StoreError> {
-        // States of things already seen in this batch: (state, version, last report time).
-        let mut things: HashMap<String, (FleetState, i64, Option<i64>)> = HashMap::new();
-        let mut steps = Vec::with_capacity(batch.len());
+        let mut things = self.preload(batch).await?;
+        let mut steps: Vec<Step> = Vec::with_capacity(batch.len());
         for r in batch {
+            // A thing's state is in its latest Evaluated of the batch: a copy for this one.
+            if let Some((thing, _)) = self.topic_root.parse_publish_topic(&r.topic) {
+                if let Some(k) = things.get_mut(thing).filter(|k| k.state.is_none()) {
+                    k.state = steps.iter().rev().find_map(|s| match s {
+                        Step::Record(e) if e.thing == thing => Some(e.state.clone()),
+                        _ => None,
+                    });
+                }
+            }
             steps.push(self.decide(r, &mut things).await?);
         }
-        let mut order = Vec::new();
-        let mut records = Vec::new();
-        for (i, s) in steps.iter().enumerate() {
-            if let Step::Record(e) = s {
-                order.push(i);
-                records.push(ReportRecord {
-                    thing: &e.thing,
-                    report_id: e.report_id as i64,
-                    report_time_ms: e.time_ms,
-                    received_ms: e.received_ms,
-                    payload_bytes: e.bytes as i64,
-                    expected_version: e.version,
-                    state: &e.state,
-                    events: &e.events,
-                    active: Some(&e.active),
-                    datapoints: &e.datapoints,
-                });
-            }
-        }
+        let (order, records): (Vec<usize>, Vec<ReportRecord>) = steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Step::Record(e) => Some((i, e.record())),
+                Step::Answer(_) => None,
+            })
+            .unzip();
         let outcomes = if records.is_empty() {
             Vec::new()
         } else {
             self.store.record_reports(&records).await?
         };
+        drop(records);
+        let mut by_index: HashMap<usize, RecordOutcome> = order.into_iter().zip(outcomes).collect();
         let mut retry = Vec::new();
-        let mut by_index: HashMap<usize, RecordOutcome> =
-            order.iter().copied().zip(outcomes).collect();
         let mut answers = Vec::with_capacity(steps.len());
         for (i, s) in steps.into_iter().enumerate() {
             match s {
@@ -503,49 +533,82 @@ impl Committer {
                 },
             }
         }
-        // A conflict (another writer, or an earlier report of the batch that was a duplicate):
-        // each such report again, alone, on a fresh read.
         for i in retry {
             let r = &batch[i];
             for _ in 0..5 {
+                // Read fresh: nothing preloaded, so decide reads the thing.
                 let mut fresh = HashMap::new();
                 match self.decide(r, &mut fresh).await? {
                     Step::Answer(p) => {
                         answers.push(p);
                         break;
                     }
-                    Step::Record(e) => {
-                        let rec = ReportRecord {
-                            thing: &e.thing,
-                            report_id: e.report_id as i64,
-                            report_time_ms: e.time_ms,
-                            received_ms: e.received_ms,
-                            payload_bytes: e.bytes as i64,
-                            expected_version: e.version,
-                            state: &e.state,
-                            events: &e.events,
-                            active: Some(&e.active),
-                            datapoints: &e.datapoints,
-                        };
-                        match self.store.record_report(&rec).await? {
-                            RecordOutcome::Conflict => continue,
-                            _ => {
-                                answers.push(accepted(&e));
-                                break;
-                            }
+                    Step::Record(e) => match self.store.record_report(&e.record()).await? {
+                        RecordOutcome::Conflict => continue,
+                        RecordOutcome::Recorded { .. } => {
+                            answers.push(accepted(&e));
+                            break;
                         }
-                    }
+                        RecordOutcome::Duplicate => {
+                            info!(thing = %e.thing, report_id = e.report_id, "Duplicate report: accepted again, not counted.");
+                            answers.push(accepted(&e));
+                            break;
+                        }
+                    },
                 }
             }
         }
         Ok(answers)
     }
 
-    /// The checks, and the evaluation of a report that passes them.
+    /// The stored state of every thing of the batch, in ONE query (a thing not in the store
+    /// gets a fresh state, version 0).
+    async fn preload(&self, batch: &[Received]) -> Result<HashMap<String, Known>, StoreError> {
+        let mut names: Vec<&str> = batch
+            .iter()
+            .filter_map(|r| {
+                self.topic_root
+                    .parse_publish_topic(&r.topic)
+                    .map(|(thing, _)| thing)
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut things: HashMap<String, Known> = HashMap::with_capacity(names.len());
+        if names.is_empty() {
+            return Ok(things);
+        }
+        for (thing, t) in self.store.load_things(&names).await? {
+            things.insert(
+                thing,
+                Known {
+                    state: Some(t.state),
+                    version: t.version,
+                    last_report_ms: t.last_report_ms,
+                },
+            );
+        }
+        for thing in names {
+            if !things.contains_key(thing) {
+                things.insert(
+                    thing.to_owned(),
+                    Known {
+                        state: Some(self.fleet.new_thing_state()),
+                        version: 0,
+                        last_report_ms: None,
+                    },
+                );
+            }
+        }
+        Ok(things)
+    }
+
+    /// The checks, and the evaluation of a report that passes them, on what `things` knows of
+    /// its thing (read from the store when it knows nothing).
     async fn decide(
         &self,
         r: &Received,
-        things: &mut HashMap<String, (FleetState, i64, Option<i64>)>,
+        things: &mut HashMap<String, Known>,
     ) -> Result<Step, StoreError> {
         let reject = |thing: &str, format, rid, code, msg: String| {
             Step::Answer(Pending {
@@ -617,35 +680,50 @@ impl Committer {
         };
         let rid = report.report_id;
         let id = i64::try_from(rid).unwrap_or(i64::MAX);
-        if self.store.has_report(thing, id).await? {
-            info!(
-                thing,
-                report_id = rid,
-                "Duplicate report: accepted again, not counted."
-            );
-            return Ok(Step::Answer(Pending {
-                topic: format!("{}/accepted", r.topic),
-                format,
-                answer: Answer {
-                    thing_name: thing.to_owned(),
-                    report_id: Some(rid),
-                    status: "ACCEPTED",
-                    status_details: None,
-                    timestamp: now_ms(),
+        if things.get(thing).is_none_or(|k| k.state.is_none()) {
+            let known = match self.store.load_thing(thing).await? {
+                Some(t) => Known {
+                    state: Some(t.state),
+                    version: t.version,
+                    last_report_ms: t.last_report_ms,
                 },
-            }));
+                None => Known {
+                    state: Some(self.fleet.new_thing_state()),
+                    version: 0,
+                    last_report_ms: None,
+                },
+            };
+            things.insert(thing.to_owned(), known);
         }
-        let (state, version, last) = match things.get(thing) {
-            Some(s) => s.clone(),
-            None => match self.store.load_thing(thing).await? {
-                Some(t) => (t.state, t.version, t.last_report_ms),
-                None => (self.fleet.new_thing_state(), 0, None),
-            },
+        let Some(known) = things.get_mut(thing) else {
+            return Err(StoreError::Database(format!(
+                "the state of thing {thing:?} was read but not kept"
+            )));
         };
         let time_ms = report_time(Some(rid), r.arrival_ms);
         let interval = self.ingest.min_report_interval.as_millis() as i64;
-        if let Some(last) = last {
+        if let Some(last) = known.last_report_ms {
             if interval > 0 && (time_ms - last).abs() < interval {
+                // A redelivery (its answer was lost) is accepted again, not throttled. Asked
+                // only here: any other duplicate is found by the commit (the unique key).
+                if self.store.has_report(thing, id).await? {
+                    info!(
+                        thing,
+                        report_id = rid,
+                        "Duplicate report: accepted again, not counted."
+                    );
+                    return Ok(Step::Answer(Pending {
+                        topic: format!("{}/accepted", r.topic),
+                        format,
+                        answer: Answer {
+                            thing_name: thing.to_owned(),
+                            report_id: Some(rid),
+                            status: "ACCEPTED",
+                            status_details: None,
+                            timestamp: now_ms(),
+                        },
+                    }));
+                }
                 info!(thing, report_id = rid, "Report rejected: throttled.");
                 return Ok(reject(
                     thing,
@@ -659,7 +737,12 @@ impl Committer {
                 ));
             }
         }
-        let mut state = state;
+        let last = known.last_report_ms;
+        let Some(mut state) = known.state.take() else {
+            return Err(StoreError::Database(format!(
+                "the state of thing {thing:?} was read but not kept"
+            )));
+        };
         let too_late = last.is_some_and(|l| time_ms < l)
             || r.arrival_ms - time_ms > self.ingest.max_late.as_millis() as i64;
         let mut events = Vec::new();
@@ -692,8 +775,12 @@ impl Committer {
             })
             .collect();
         let active = self.fleet.active_violations(&state, thing);
-        let newest = Some(last.map_or(time_ms, |l| l.max(time_ms)));
-        things.insert(thing.to_owned(), (state.clone(), version + 1, newest));
+        let newest_ms = last.map_or(time_ms, |l| l.max(time_ms));
+        // The next report of this thing in the batch builds on this one (its state is taken
+        // from this Evaluated by the caller).
+        let version = known.version;
+        known.version += 1;
+        known.last_report_ms = Some(newest_ms);
         Ok(Step::Record(Box::new(Evaluated {
             thing: thing.to_owned(),
             report_id: rid,

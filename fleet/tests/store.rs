@@ -118,7 +118,7 @@ fn code<T: std::fmt::Debug>(r: Result<T, StoreError>) -> &'static str {
 
 async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) {
     let s = open(&e).await;
-    assert_eq!(s.schema_version().await.unwrap(), 2);
+    assert_eq!(s.schema_version().await.unwrap(), 3);
     assert_eq!(
         record(&s, "t1", 1000, 0, &[], None, &[]).await.unwrap(),
         RecordOutcome::Recorded { version: 1 }
@@ -127,12 +127,12 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) 
     // Opening again applies nothing and keeps the data.
     let s = open(&e).await;
     let s2 = open(&e).await;
-    assert_eq!(s.schema_version().await.unwrap(), 2);
+    assert_eq!(s.schema_version().await.unwrap(), 3);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
         .fetch_one(s.pool())
         .await
         .unwrap();
-    assert_eq!(rows, 2);
+    assert_eq!(rows, 3);
     assert_eq!(s2.load_thing("t1").await.unwrap().unwrap().version, 1);
     s2.close().await;
     // A database from a newer build is refused, clearly.
@@ -149,7 +149,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused(e: TestEngine) 
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 2
+                known: 3
             }
         ),
         "{err:?}"
@@ -176,7 +176,7 @@ async fn instances_starting_together_migrate_once(e: TestEngine) {
         .fetch_one(stores[0].pool())
         .await
         .unwrap();
-    assert_eq!(rows, 2, "one row per migration");
+    assert_eq!(rows, 3, "one row per migration");
 }
 both!(instances_starting_together_migrate_once);
 
@@ -335,6 +335,121 @@ async fn a_batch_commits_once_and_keeps_each_outcome(e: TestEngine) {
     assert!(s.record_reports(&[]).await.unwrap().is_empty());
 }
 both!(a_batch_commits_once_and_keeps_each_outcome);
+
+/// The common batch (every report new, every state at its version) is written in a few
+/// multi-row statements: the outcomes, versions, counters, active violations and the latest
+/// datapoints are those of one report after the other.
+async fn a_clean_batch_writes_what_report_by_report_writes(e: TestEngine) {
+    let s = open(&e).await;
+    for t in ["k0", "k1", "k2"] {
+        record(&s, t, 1000, 0, &[], None, &[dp("P", "S", 1.0)])
+            .await
+            .unwrap();
+    }
+    let st = EngineState::default();
+    let b = behavior("B", "STATIC", false);
+    let act = [active("a1", "k1", "P", &b, 1000.0)];
+    let d_old = [dp("P", "S", 7.0)];
+    let d_new = [dp("P", "S", 8.0)];
+    let rec = |thing: &'static str, report_id: i64, v: i64, d: &'static [Datapoint]| ReportRecord {
+        thing,
+        report_id,
+        report_time_ms: report_id * 1000,
+        received_ms: report_id * 1000 + 5,
+        payload_bytes: 10,
+        expected_version: v,
+        state: &st,
+        events: &[],
+        active: None,
+        datapoints: d,
+    };
+    let d_old: &'static [Datapoint] = Box::leak(Box::new(d_old));
+    let d_new: &'static [Datapoint] = Box::leak(Box::new(d_new));
+    let mut with_active = rec("k1", 1300, 1, &[]);
+    with_active.active = Some(&act);
+    let batch = [
+        rec("k0", 1300, 1, d_new),
+        with_active,
+        rec("n0", 1300, 0, d_old),
+        rec("k0", 1600, 2, d_old), // k0 again: chained on the first; an older value?
+        rec("n0", 1600, 1, d_new), // n0 again, new in this batch
+        rec("k2", 1300, 1, &[]),
+    ];
+    let out = s.record_reports(&batch).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            RecordOutcome::Recorded { version: 2 },
+            RecordOutcome::Recorded { version: 2 },
+            RecordOutcome::Recorded { version: 1 },
+            RecordOutcome::Recorded { version: 3 },
+            RecordOutcome::Recorded { version: 2 },
+            RecordOutcome::Recorded { version: 2 },
+        ]
+    );
+    let c = s.counts().await.unwrap();
+    assert_eq!((c.things, c.reports_total, c.reports_retained), (4, 9, 9));
+    assert_eq!(c.active_violations, 1);
+    let k0 = s.load_thing("k0").await.unwrap().unwrap();
+    assert_eq!((k0.version, k0.last_report_ms), (3, Some(1_600_000)));
+    let n0 = s.load_thing("n0").await.unwrap().unwrap();
+    assert_eq!((n0.version, n0.last_report_ms), (2, Some(1_600_000)));
+    let seen = s.things(None, 10).await.unwrap();
+    let n0 = seen.iter().find(|t| t.thing == "n0").unwrap();
+    assert_eq!(
+        (n0.first_seen_ms, n0.last_seen_ms, n0.report_count),
+        (1_300_005, 1_600_005, 2)
+    );
+    // The latest datapoint per thing: k0's at 1600 s (7.0), n0's at 1600 s (8.0).
+    let pop = s.population("P", "S", 0).await.unwrap();
+    assert_eq!(
+        pop,
+        vec![
+            ("k0".to_owned(), 7.0),
+            ("k1".to_owned(), 1.0),
+            ("k2".to_owned(), 1.0),
+            ("n0".to_owned(), 8.0)
+        ]
+    );
+}
+both!(a_clean_batch_writes_what_report_by_report_writes);
+
+/// A thing's second report of a batch was evaluated on the first's state: when the first is
+/// not recorded (a duplicate here), the second is a conflict even if the stored version now
+/// matches what it expects, and leaves nothing behind.
+async fn a_report_after_an_unrecorded_one_of_its_thing_is_a_conflict(e: TestEngine) {
+    let s = open(&e).await;
+    record(&s, "t", 1000, 0, &[], None, &[]).await.unwrap();
+    record(&s, "t", 1300, 1, &[], None, &[]).await.unwrap();
+    let st = EngineState::default();
+    let rec = |report_id: i64, v: i64| ReportRecord {
+        thing: "t",
+        report_id,
+        report_time_ms: report_id * 1000,
+        received_ms: report_id * 1000,
+        payload_bytes: 10,
+        expected_version: v,
+        state: &st,
+        events: &[],
+        active: None,
+        datapoints: &[],
+    };
+    // Stored: version 2. The batch thought it was 1: the redelivered 1300 and then 1600 on it.
+    let out = s
+        .record_reports(&[rec(1300, 1), rec(1600, 2)])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![RecordOutcome::Duplicate, RecordOutcome::Conflict]);
+    let c = s.counts().await.unwrap();
+    assert_eq!((c.reports_total, c.reports_retained), (2, 2));
+    assert_eq!(s.load_thing("t").await.unwrap().unwrap().version, 2);
+    // The same report alone, on the stored version, is recorded.
+    assert_eq!(
+        s.record_reports(&[rec(1600, 2)]).await.unwrap(),
+        vec![RecordOutcome::Recorded { version: 3 }]
+    );
+}
+both!(a_report_after_an_unrecorded_one_of_its_thing_is_a_conflict);
 
 /// Events for the list tests, in record order (times with ties, three things, two profiles,
 /// every criteria type, suppressed or not).

@@ -19,6 +19,7 @@ mod violations;
 
 pub use error::StoreError;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -503,6 +504,43 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// The stored states of `things` (each name once), in one query per 500 names: the batch
+    /// form of [`Self::load_thing`] (things never recorded are absent from the result).
+    pub async fn load_things(&self, things: &[&str]) -> Result<Vec<(String, ThingState)>> {
+        let mut out = Vec::with_capacity(things.len());
+        for chunk in things.chunks(500) {
+            let sql = format!(
+                "SELECT thing, state, version, last_report_ms FROM things WHERE thing IN ({})",
+                placeholders(self.postgres, 1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for t in chunk {
+                q = q.bind(*t);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let thing: String = row
+                    .try_get(0)
+                    .map_err(|e| StoreError::corrupt("engine state", e))?;
+                let what = || format!("engine state of thing {thing:?}");
+                let text: String = row.try_get(1).map_err(|e| StoreError::corrupt(what(), e))?;
+                let version: i64 = row.try_get(2).map_err(|e| StoreError::corrupt(what(), e))?;
+                let last_report_ms: Option<i64> =
+                    row.try_get(3).map_err(|e| StoreError::corrupt(what(), e))?;
+                let state: EngineState =
+                    serde_json::from_str(&text).map_err(|e| StoreError::corrupt(what(), e))?;
+                out.push((
+                    thing,
+                    ThingState {
+                        state,
+                        version,
+                        last_report_ms,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Records a report and everything its evaluation produced in ONE transaction: the report
     /// row (unique per `(thing, report_id)`: a redelivery is [`RecordOutcome::Duplicate`] and
     /// writes nothing), the engine state if the stored version is still `expected_version`
@@ -512,7 +550,7 @@ impl Store {
     pub async fn record_report(&self, r: &ReportRecord<'_>) -> Result<RecordOutcome> {
         let p = prepare(r)?;
         let mut tx = self.begin().await?;
-        let outcome = write_report(&mut tx, r, &p).await?;
+        let outcome = write_report(&mut tx, self.postgres, r, &p).await?;
         if let RecordOutcome::Recorded { .. } = outcome {
             tx.commit().await?;
             self.committed(r);
@@ -523,31 +561,265 @@ impl Store {
     }
 
     /// [`Self::record_report`] for several reports in one transaction (group commit: one disk
-    /// flush for the batch), each in a savepoint of its own, so a duplicate or a conflict
-    /// leaves the others in. The outcomes, in order, hold only once this returns `Ok`: on an
-    /// error nothing of the batch is committed. Two reports of one thing in a batch: the second
-    /// expects the version the first gets.
+    /// flush for the batch), a duplicate or a conflict leaving the others in. The outcomes, in
+    /// order, hold only once this returns `Ok`: on an error nothing of the batch is committed.
+    /// Two reports of one thing in a batch: the second expects the version the first gets, and
+    /// is a [`RecordOutcome::Conflict`] when the first is not recorded (it was evaluated on the
+    /// first's state).
+    ///
+    /// Statements per batch, not per report. First, in a savepoint, the case of every batch
+    /// but a few: one multi-row insert of the report rows and one multi-row write of the
+    /// engine states (an update with the version check, an insert for new things); when a row
+    /// count says a report was a duplicate or a state had moved on, the savepoint is rolled
+    /// back and the batch written report by report (the report rows' `RETURNING` says which
+    /// were new; a conflict takes its report row back). Then the events and the active
+    /// violations, and the datapoints, each in multi-row statements.
     pub async fn record_reports(&self, batch: &[ReportRecord<'_>]) -> Result<Vec<RecordOutcome>> {
         let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>>>()?;
-        let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (r, p) in batch.iter().zip(&prepared) {
-            let mut sp = tx.begin().await?;
-            let outcome = write_report(&mut sp, r, p).await?;
-            if let RecordOutcome::Recorded { .. } = outcome {
-                sp.commit().await?;
+        let mut out: Vec<Option<RecordOutcome>> = vec![None; batch.len()];
+        // A (thing, report_id) twice in the batch: the later ones are duplicates of the first.
+        let mut keys: HashSet<(&str, i64)> = HashSet::with_capacity(batch.len());
+        let mut fresh = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            if keys.insert((r.thing, r.report_id)) {
+                fresh.push(i);
             } else {
+                out[i] = Some(RecordOutcome::Duplicate);
+            }
+        }
+        let mut tx = self.begin().await?;
+        let mut sp = tx.begin().await?;
+        let recorded = match self.write_batch(&mut sp, batch, &prepared, &fresh).await? {
+            Some(versions) => {
+                sp.commit().await?;
+                for (i, v) in versions {
+                    out[i] = Some(match v {
+                        Some(version) => RecordOutcome::Recorded { version },
+                        None => RecordOutcome::Conflict,
+                    });
+                }
+                true
+            }
+            None => {
                 sp.rollback().await?;
+                false
             }
-            out.push(outcome);
+        };
+        if !recorded {
+            self.write_one_by_one(&mut tx, batch, &prepared, &fresh, &mut out)
+                .await?;
         }
+        let done: Vec<usize> = (0..batch.len())
+            .filter(|&i| matches!(out[i], Some(RecordOutcome::Recorded { .. })))
+            .collect();
+        write_violations_of(
+            &mut tx,
+            self.postgres,
+            done.iter().map(|&i| (&batch[i], &prepared[i])),
+        )
+        .await?;
+        write_datapoints(&mut tx, self.postgres, done.iter().map(|&i| &batch[i])).await?;
         tx.commit().await?;
-        for (r, o) in batch.iter().zip(&out) {
-            if let RecordOutcome::Recorded { .. } = o {
-                self.committed(r);
+        // After the commit only: the hook (alarms, counters) sees what is durable.
+        for &i in &done {
+            self.committed(&batch[i]);
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(RecordOutcome::Conflict))
+            .collect())
+    }
+
+    /// The common case of [`Self::record_reports`]: every report new and every thing's first
+    /// report of the batch at its expected version. `None` when a row count says otherwise
+    /// (the caller rolls back); else each report's new version (`None`: a later report of a
+    /// thing whose chain broke, its report row taken back).
+    async fn write_batch(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[ReportRecord<'_>],
+        prepared: &[Prepared<'_>],
+        fresh: &[usize],
+    ) -> Result<Option<Vec<(usize, Option<i64>)>>> {
+        let postgres = self.postgres;
+        for chunk in fresh.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, \
+                 payload_bytes) VALUES {} ON CONFLICT (thing, report_id) DO NOTHING",
+                rows(postgres, 5, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                let r = &batch[i];
+                q = q
+                    .bind(r.thing)
+                    .bind(r.report_id)
+                    .bind(r.report_time_ms)
+                    .bind(r.received_ms)
+                    .bind(r.payload_bytes);
+            }
+            if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+                return Ok(None);
             }
         }
-        Ok(out)
+        // Each thing's first report: one statement for the updates, one for the new things.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(fresh.len());
+        let (mut firsts, mut later) = (Vec::new(), Vec::new());
+        for &i in fresh {
+            if seen.insert(batch[i].thing) {
+                firsts.push(i);
+            } else {
+                later.push(i);
+            }
+        }
+        let (updates, inserts): (Vec<usize>, Vec<usize>) = firsts
+            .iter()
+            .partition(|&&i| batch[i].expected_version != 0);
+        for chunk in updates.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "WITH v (thing, state, received_ms, report_time_ms, expected) AS (VALUES {}) \
+                 UPDATE things SET state = v.state, version = things.version + 1, \
+                 last_seen_ms = CASE WHEN things.last_seen_ms > v.received_ms \
+                 THEN things.last_seen_ms ELSE v.received_ms END, \
+                 last_report_ms = CASE WHEN things.last_report_ms IS NULL \
+                 OR things.last_report_ms < v.report_time_ms \
+                 THEN v.report_time_ms ELSE things.last_report_ms END, \
+                 report_count = things.report_count + 1 \
+                 FROM v WHERE things.thing = v.thing{} AND things.version = v.expected",
+                rows(postgres, 5, chunk.len()),
+                if postgres { " COLLATE \"C\"" } else { "" }
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                q = q
+                    .bind(batch[i].thing)
+                    .bind(prepared[i].state.as_str())
+                    .bind(batch[i].received_ms)
+                    .bind(batch[i].report_time_ms)
+                    .bind(batch[i].expected_version);
+            }
+            if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+                return Ok(None);
+            }
+        }
+        for chunk in inserts.chunks(INSERT_ROWS) {
+            let values = (0..chunk.len())
+                .map(|r| {
+                    let p = |k: usize| {
+                        if postgres {
+                            format!("${}", r * 4 + k)
+                        } else {
+                            "?".to_owned()
+                        }
+                    };
+                    // thing, state, first_seen = last_seen = received, last_report.
+                    format!("({}, {}, 1, {}, {}, {}, 1)", p(1), p(2), p(3), p(3), p(4))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO things (thing, state, version, first_seen_ms, last_seen_ms, \
+                 last_report_ms, report_count) VALUES {values} ON CONFLICT (thing) DO NOTHING"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                q = q
+                    .bind(batch[i].thing)
+                    .bind(prepared[i].state.as_str())
+                    .bind(batch[i].received_ms);
+                if !postgres {
+                    // Anonymous parameters: the repeated one is bound twice.
+                    q = q.bind(batch[i].received_ms);
+                }
+                q = q.bind(batch[i].report_time_ms);
+            }
+            if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+                return Ok(None);
+            }
+        }
+        let mut versions: Vec<(usize, Option<i64>)> = firsts
+            .iter()
+            .map(|&i| (i, Some(batch[i].expected_version + 1)))
+            .collect();
+        // A thing's later reports, in order, each on the version the previous one got.
+        let mut broken: HashSet<&str> = HashSet::new();
+        for &i in &later {
+            let r = &batch[i];
+            let v = if broken.contains(r.thing) {
+                None
+            } else {
+                write_state(conn, r, &prepared[i]).await?
+            };
+            if v.is_none() {
+                take_back(conn, r).await?;
+                broken.insert(r.thing);
+            }
+            versions.push((i, v));
+        }
+        Ok(Some(versions))
+    }
+
+    /// [`Self::record_reports`] report by report (a duplicate or a moved-on state in the
+    /// batch), into `out`.
+    async fn write_one_by_one(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[ReportRecord<'_>],
+        prepared: &[Prepared<'_>],
+        fresh: &[usize],
+        out: &mut [Option<RecordOutcome>],
+    ) -> Result<()> {
+        let mut inserted: HashSet<(String, i64)> = HashSet::with_capacity(fresh.len());
+        for chunk in fresh.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO reports (thing, report_id, report_time_ms, received_ms, \
+                 payload_bytes) VALUES {} ON CONFLICT (thing, report_id) DO NOTHING \
+                 RETURNING thing, report_id",
+                rows(self.postgres, 5, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for &i in chunk {
+                let r = &batch[i];
+                q = q
+                    .bind(r.thing)
+                    .bind(r.report_id)
+                    .bind(r.report_time_ms)
+                    .bind(r.received_ms)
+                    .bind(r.payload_bytes);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                let key: (String, i64) = (
+                    row.try_get(0)
+                        .map_err(|e| StoreError::corrupt("report row", e))?,
+                    row.try_get(1)
+                        .map_err(|e| StoreError::corrupt("report row", e))?,
+                );
+                inserted.insert(key);
+            }
+        }
+        let mut failed: HashSet<&str> = HashSet::new();
+        for &i in fresh {
+            let r = &batch[i];
+            if !inserted.contains(&(r.thing.to_owned(), r.report_id)) {
+                out[i] = Some(RecordOutcome::Duplicate);
+                failed.insert(r.thing);
+                continue;
+            }
+            let version = if failed.contains(r.thing) {
+                None
+            } else {
+                write_state(conn, r, &prepared[i]).await?
+            };
+            out[i] = Some(match version {
+                Some(version) => RecordOutcome::Recorded { version },
+                None => {
+                    take_back(conn, r).await?;
+                    failed.insert(r.thing);
+                    RecordOutcome::Conflict
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Things seen, by name (byte order), at most `limit` after the name `after` (a page: pass
@@ -886,10 +1158,11 @@ fn prepare<'a>(r: &ReportRecord<'a>) -> Result<Prepared<'a>> {
     })
 }
 
-/// The writes of one report on `conn` (a transaction or a savepoint). Duplicate or Conflict:
-/// the caller rolls back what was written.
+/// The writes of one report on `conn` (a transaction). Duplicate or Conflict: the caller
+/// rolls back what was written.
 async fn write_report(
     conn: &mut AnyConnection,
+    postgres: bool,
     r: &ReportRecord<'_>,
     p: &Prepared<'_>,
 ) -> Result<RecordOutcome> {
@@ -907,6 +1180,31 @@ async fn write_report(
     if inserted.rows_affected() == 0 {
         return Ok(RecordOutcome::Duplicate);
     }
+    let Some(version) = write_state(conn, r, p).await? else {
+        return Ok(RecordOutcome::Conflict);
+    };
+    write_violations(conn, r, p).await?;
+    write_datapoints(conn, postgres, std::iter::once(r)).await?;
+    Ok(RecordOutcome::Recorded { version })
+}
+
+/// Deletes the report row of a report whose state could not be written.
+async fn take_back(conn: &mut AnyConnection, r: &ReportRecord<'_>) -> Result<()> {
+    sqlx::query("DELETE FROM reports WHERE thing = $1 AND report_id = $2")
+        .bind(r.thing)
+        .bind(r.report_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The engine state, if the stored version is still `expected_version`: the new version, or
+/// `None` (another writer won; nothing written).
+async fn write_state(
+    conn: &mut AnyConnection,
+    r: &ReportRecord<'_>,
+    p: &Prepared<'_>,
+) -> Result<Option<i64>> {
     let version = if r.expected_version == 0 {
         let n = sqlx::query(
             "INSERT INTO things (thing, state, version, first_seen_ms, last_seen_ms, \
@@ -920,7 +1218,7 @@ async fn write_report(
         .execute(&mut *conn)
         .await?;
         if n.rows_affected() == 0 {
-            return Ok(RecordOutcome::Conflict);
+            return Ok(None);
         }
         1
     } else {
@@ -940,10 +1238,19 @@ async fn write_report(
         .execute(&mut *conn)
         .await?;
         if n.rows_affected() == 0 {
-            return Ok(RecordOutcome::Conflict);
+            return Ok(None);
         }
         r.expected_version + 1
     };
+    Ok(Some(version))
+}
+
+/// The events and, when given, the active violations (replacing the thing's stored ones).
+async fn write_violations(
+    conn: &mut AnyConnection,
+    r: &ReportRecord<'_>,
+    p: &Prepared<'_>,
+) -> Result<()> {
     for (json, e) in &p.events {
         sqlx::query(
             "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
@@ -985,22 +1292,162 @@ async fn write_report(
             .await?;
         }
     }
-    for d in r.datapoints {
-        sqlx::query(
-            "INSERT INTO datapoints (profile, behavior, thing, time_ms, value) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (profile, behavior, thing) DO UPDATE \
+    Ok(())
+}
+
+/// [`write_violations`] for several reports (in order), in multi-row statements: the events,
+/// and each thing's active violations of its latest report that has them.
+async fn write_violations_of<'a, 'b: 'a, 'c: 'a>(
+    conn: &mut AnyConnection,
+    postgres: bool,
+    reports: impl Iterator<Item = (&'a ReportRecord<'b>, &'a Prepared<'c>)>,
+) -> Result<()> {
+    let mut events: Vec<&(String, &ViolationEvent)> = Vec::new();
+    let mut active: HashMap<&str, &[(String, &ActiveViolation)]> = HashMap::new();
+    let mut things: Vec<&str> = Vec::new();
+    for (r, p) in reports {
+        events.extend(p.events.iter());
+        if let Some(list) = &p.active {
+            if active.insert(r.thing, list).is_none() {
+                things.push(r.thing);
+            }
+        }
+    }
+    for chunk in events.chunks(MULTI_ROWS) {
+        let sql = format!(
+            "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
+             criteria_type, suppressed, event_type, event_time, event) VALUES {}",
+            rows(postgres, 9, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (json, e) in chunk.iter().copied() {
+            q = q
+                .bind(e.violation_id.as_str())
+                .bind(e.thing_name.as_str())
+                .bind(e.security_profile_name.as_str())
+                .bind(e.behavior.name.as_str())
+                .bind(criteria_text(&e.behavior))
+                .bind(suppressed(&e.behavior))
+                .bind(event_type_text(e))
+                .bind(e.violation_event_time)
+                .bind(json.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for chunk in things.chunks(MULTI_ROWS) {
+        let sql = format!(
+            "DELETE FROM active_violations WHERE thing IN ({})",
+            placeholders(postgres, 1, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for t in chunk {
+            q = q.bind(*t);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let rows_of: Vec<&(String, &ActiveViolation)> = things
+        .iter()
+        .filter_map(|t| active.get(t))
+        .flat_map(|l| l.iter())
+        .collect();
+    for chunk in rows_of.chunks(MULTI_ROWS) {
+        let sql = format!(
+            "INSERT INTO active_violations (violation_id, thing, profile, behavior, \
+             criteria_type, suppressed, start_time, violation) VALUES {}",
+            rows(postgres, 8, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (json, a) in chunk.iter().copied() {
+            q = q
+                .bind(a.violation_id.as_str())
+                .bind(a.thing_name.as_str())
+                .bind(a.security_profile_name.as_str())
+                .bind(a.behavior.name.as_str())
+                .bind(criteria_text(&a.behavior))
+                .bind(suppressed(&a.behavior))
+                .bind(a.violation_start_time)
+                .bind(json.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Rows per multi-row statement of up to 9 columns (at most 900 parameters).
+const MULTI_ROWS: usize = 100;
+
+/// The datapoints of `records` in one upsert per [`INSERT_ROWS`] rows; the latest per
+/// (profile, behavior, thing) is kept, an older one never replaces a newer one (in a batch:
+/// the later report wins a tie, as one upsert after the other would).
+async fn write_datapoints<'a, 'b: 'a>(
+    conn: &mut AnyConnection,
+    postgres: bool,
+    records: impl Iterator<Item = &'a ReportRecord<'b>>,
+) -> Result<()> {
+    // One row per key: an upsert may not touch a row twice (PostgreSQL).
+    let mut latest: HashMap<(&str, &str, &str), (i64, f64)> = HashMap::new();
+    let mut order = Vec::new();
+    for r in records {
+        for d in r.datapoints {
+            let key = (d.profile.as_str(), d.behavior.as_str(), r.thing);
+            match latest.get_mut(&key) {
+                Some(v) => {
+                    if r.report_time_ms >= v.0 {
+                        *v = (r.report_time_ms, d.value);
+                    }
+                }
+                None => {
+                    latest.insert(key, (r.report_time_ms, d.value));
+                    order.push(key);
+                }
+            }
+        }
+    }
+    for chunk in order.chunks(INSERT_ROWS) {
+        let sql = format!(
+            "INSERT INTO datapoints (profile, behavior, thing, time_ms, value) VALUES {} \
+             ON CONFLICT (profile, behavior, thing) DO UPDATE \
              SET time_ms = excluded.time_ms, value = excluded.value \
              WHERE excluded.time_ms >= datapoints.time_ms",
-        )
-        .bind(d.profile.as_str())
-        .bind(d.behavior.as_str())
-        .bind(r.thing)
-        .bind(r.report_time_ms)
-        .bind(d.value)
-        .execute(&mut *conn)
-        .await?;
+            rows(postgres, 5, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for key in chunk {
+            let Some(&(time, value)) = latest.get(key) else {
+                continue;
+            };
+            q = q.bind(key.0).bind(key.1).bind(key.2).bind(time).bind(value);
+        }
+        q.execute(&mut *conn).await?;
     }
-    Ok(RecordOutcome::Recorded { version })
+    Ok(())
+}
+
+/// Rows per multi-row statement (5 parameters a row: 1,000 parameters, far below both
+/// engines' limits).
+const INSERT_ROWS: usize = 200;
+
+/// `$first, $first+1, …` for `n` parameters; SQLite: `?, ?, …` (anonymous parameters: SQLite
+/// looks a numbered one up by a linear search, which makes binding 1,000 of them quadratic).
+fn placeholders(postgres: bool, first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| {
+            if postgres {
+                format!("${i}")
+            } else {
+                "?".to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, …, $width), ($width+1, …), …` for `rows` rows.
+fn rows(postgres: bool, width: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(postgres, r * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Clone, Copy)]

@@ -9,6 +9,8 @@
 //! double), `TEXT`. Booleans are `BIGINT` 0/1. Times are epoch milliseconds, except the
 //! violation times (epoch seconds as doubles, the API's unit, which its page tokens carry).
 //!
+//! A statement that starts with `{postgres}` is for PostgreSQL only.
+//!
 //! Never edit a migration that has shipped: add the next one.
 
 /// One migration.
@@ -131,6 +133,17 @@ CREATE TABLE ingest_counters (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        description: "verification keyed by bytes, as active_violations (PostgreSQL)",
+        sql: r#"
+-- PostgreSQL: active_violations.violation_id is COLLATE "C", verification's is not, so the join
+-- of a ListActiveViolations page could not use verification's key (every row of it read for
+-- every violation of the page). An index in the same collation lets it. SQLite orders text by
+-- bytes everywhere: nothing to do there.
+{postgres} CREATE INDEX verification_by_key ON verification (violation_id COLLATE "C");
+"#,
+    },
 ];
 
 /// The newest version this build knows.
@@ -165,7 +178,11 @@ pub(crate) fn statements(m: &Migration, postgres: bool) -> Vec<String> {
         );
     text.split(";\n")
         .map(str::trim)
-        .map(|s| s.trim_end_matches(';').trim().to_owned())
+        .map(|s| s.trim_end_matches(';').trim())
+        .filter_map(|s| match s.strip_prefix("{postgres}") {
+            Some(pg) => postgres.then(|| pg.trim().to_owned()),
+            None => Some(s.to_owned()),
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
@@ -183,5 +200,11 @@ mod tests {
         assert!(s.iter().all(|s| !s.contains('{') && !s.contains("--")));
         assert!(s[0].starts_with("CREATE TABLE things"));
         assert_eq!(s.len(), statements(&MIGRATIONS[0], false).len());
+        // PostgreSQL-only statements.
+        assert_eq!(
+            statements(&MIGRATIONS[2], true),
+            vec!["CREATE INDEX verification_by_key ON verification (violation_id COLLATE \"C\")"]
+        );
+        assert!(statements(&MIGRATIONS[2], false).is_empty());
     }
 }

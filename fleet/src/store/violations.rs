@@ -133,28 +133,67 @@ impl Store {
             }
             None => (None, None),
         };
-        let rows = sqlx::query(
+        // Only the filters given, as plain predicates: a thing's few violations come from its
+        // index, and no planner has to see through `$n IS NULL OR …` (SQLite cannot use an
+        // index for it; PostgreSQL's generic plan scans and sorts the whole table).
+        let mut conds: Vec<String> = Vec::new();
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if req.thing_name.is_some() {
+            conds.push(format!("a.thing = {}", param()));
+        }
+        if req.security_profile_name.is_some() {
+            conds.push(format!("a.profile = {}", param()));
+        }
+        if req.behavior_criteria_type.is_some() {
+            conds.push(format!("a.criteria_type = {}", param()));
+        }
+        if req.list_suppressed_alerts.is_some() {
+            conds.push(format!("a.suppressed = {}", param()));
+        }
+        if req.verification_state.is_some() {
+            conds.push(format!("COALESCE(v.state, 'UNKNOWN') = {}", param()));
+        }
+        if after.0.is_some() {
+            let (t, id) = (param(), param());
+            conds.push(format!(
+                "(a.start_time < {t} OR (a.start_time = {t} AND a.violation_id < {id}))"
+            ));
+        }
+        let limit = param();
+        let sql = format!(
             "SELECT a.violation_id, a.violation, v.state, v.description FROM active_violations a \
-             LEFT JOIN verification v ON v.violation_id = a.violation_id \
-             WHERE ($1 IS NULL OR a.thing = $1) \
-             AND ($2 IS NULL OR a.profile = $2) \
-             AND ($3 IS NULL OR a.criteria_type = $3) \
-             AND ($4 IS NULL OR a.suppressed = $4) \
-             AND ($5 IS NULL OR COALESCE(v.state, 'UNKNOWN') = $5) \
-             AND ($6 IS NULL OR a.start_time < $6 \
-             OR (a.start_time = $6 AND a.violation_id < $7)) \
-             ORDER BY a.start_time DESC, a.violation_id DESC LIMIT $8",
-        )
-        .bind(req.thing_name.as_deref())
-        .bind(req.security_profile_name.as_deref())
-        .bind(req.behavior_criteria_type.as_deref())
-        .bind(req.list_suppressed_alerts.map(i64::from))
-        .bind(req.verification_state.as_deref())
-        .bind(after.0)
-        .bind(after.1.as_deref())
-        .bind(page_size(req.max_results) + 1)
-        .fetch_all(self.pool())
-        .await?;
+             LEFT JOIN verification v ON v.violation_id = a.violation_id{}{} \
+             ORDER BY a.start_time DESC, a.violation_id DESC LIMIT {limit}",
+            if conds.is_empty() { "" } else { " WHERE " },
+            conds.join(" AND ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(t) = req.thing_name.as_deref() {
+            q = q.bind(t);
+        }
+        if let Some(p) = req.security_profile_name.as_deref() {
+            q = q.bind(p);
+        }
+        if let Some(c) = req.behavior_criteria_type.as_deref() {
+            q = q.bind(c);
+        }
+        if let Some(s) = req.list_suppressed_alerts {
+            q = q.bind(i64::from(s));
+        }
+        if let Some(v) = req.verification_state.as_deref() {
+            q = q.bind(v);
+        }
+        if let (Some(t), Some(id)) = (after.0, after.1.as_deref()) {
+            q = q.bind(t).bind(id);
+        }
+        let rows = q
+            .bind(page_size(req.max_results) + 1)
+            .fetch_all(self.pool())
+            .await?;
         let mut active = Vec::with_capacity(rows.len());
         let mut verification = VerificationMap::new();
         for row in &rows {
