@@ -87,6 +87,12 @@ fn args() -> Args {
         window: 768,
         publishers: 2,
     };
+    // `cargo test --all-targets` runs this without `--bench` (tests/run.sh does): then a small
+    // run, as criterion's test mode, that proves the set-up works end to end.
+    if !std::env::args().any(|a| a == "--bench") {
+        a.things = 40;
+        a.rounds = 2;
+    }
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));

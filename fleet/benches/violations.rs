@@ -34,6 +34,13 @@ fn args() -> Args {
         violations: 100_000,
         runs: 21,
     };
+    // `cargo test --all-targets` runs this without `--bench`: a small run (criterion's test
+    // mode), SQLite only.
+    if !std::env::args().any(|a| a == "--bench") {
+        a.engines = vec!["sqlite"];
+        a.violations = 300;
+        a.runs = 2;
+    }
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
