@@ -162,6 +162,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::alarm::Dispatcher::start(&config.alarms, &config.webhooks, session.client())
             .map_err(|e| anyhow::anyhow!("alarms: {e}"))?;
     let hook_counters = counters.clone();
+    let sweep_alarms = alarms.clone();
     let store = Store::open(config.store.clone())
         .await?
         .on_commit(move |r| {
@@ -225,6 +226,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         thresholds: thresholds_rx,
         counters: counters.clone(),
         reload: reload_rx,
+        holder: config.mqtt.client_id().to_owned(),
+        alarms: sweep_alarms,
+        sweep_failing: false,
     };
     let commit = tokio::spawn(committer.run(rx, stop_tx.subscribe()));
     wait_for_signal().await;
@@ -339,6 +343,12 @@ struct Committer {
     counters: Arc<Counters>,
     /// Profiles reloaded on SIGHUP.
     reload: watch::Receiver<Option<Arc<Reloaded>>>,
+    /// This instance's name for the leases (its client id).
+    holder: String,
+    /// The alarm outputs, for what the invalidation sweep emits.
+    alarms: crate::alarm::Dispatcher,
+    /// The last sweep failed (logged once per episode).
+    sweep_failing: bool,
 }
 
 /// What the committer knows of a thing in a batch: its state, the stored version that goes
@@ -393,6 +403,9 @@ enum Step {
 impl Committer {
     async fn run(mut self, mut rx: mpsc::Receiver<Received>, mut stop: watch::Receiver<bool>) {
         let mut stopping = false;
+        // At the start (after a downtime), then at epoch multiples; a deadline kept across
+        // batches: a busy ingest delays the sweep, never skips it.
+        let mut sweep_at = tokio::time::Instant::now();
         loop {
             if self.reload.has_changed().unwrap_or(false) {
                 self.apply_reload();
@@ -407,6 +420,11 @@ impl Committer {
                     r = rx.recv() => match r { Some(r) => r, None => break },
                     _ = stop.changed() => { stopping = true; continue; }
                     Ok(()) = self.reload.changed() => { self.apply_reload(); continue; }
+                    _ = tokio::time::sleep_until(sweep_at) => {
+                        self.sweep().await;
+                        sweep_at = tokio::time::Instant::now() + until_next(SWEEP_EVERY);
+                        continue;
+                    }
                 }
             };
             let mut batch = vec![first];
@@ -421,6 +439,73 @@ impl Committer {
                 self.fleet.set_thresholds(&t);
             }
             self.batch(batch, &mut stop).await;
+        }
+    }
+
+    /// The invalidation sweep, at the start and every [`SWEEP_EVERY`] at epoch multiples, by the instance that
+    /// gets the `invalidation` lease: the things with active violations that have not reported
+    /// for the engine's `invalidate_after_s` (two days) get the engine's tick without traffic,
+    /// which invalidates their silent episodes (spec: detect.md §6.3), written with the stored
+    /// version as the check; the `alarm-invalidated` events go to the alarm outputs. At most
+    /// [`SWEEP_MAX_THINGS`] a round (the rest the next round). A report arriving does the
+    /// same for its thing when it is evaluated.
+    async fn sweep(&mut self) {
+        let now = now_ms();
+        let period = SWEEP_EVERY.as_millis() as i64;
+        let round = async {
+            if !self
+                .store
+                .try_lease(SWEEP_JOB, &self.holder, now, period - period / 10)
+                .await?
+            {
+                return Ok(0);
+            }
+            let silent_ms = (self.fleet.settings().invalidate_after_s as i64).saturating_mul(1000);
+            let things = self
+                .store
+                .silent_things(now - silent_ms, SWEEP_MAX_THINGS)
+                .await?;
+            let mut invalidated = 0;
+            for thing in things {
+                let Some(t) = self.store.load_thing(&thing).await? else {
+                    continue;
+                };
+                let mut state = t.state;
+                let events: Vec<ViolationEvent> = self
+                    .fleet
+                    .tick(&mut state, &thing, None, now)
+                    .into_iter()
+                    .map(|e| e.event)
+                    .collect();
+                if events.is_empty() {
+                    continue;
+                }
+                let active = self.fleet.active_violations(&state, &thing);
+                if let RecordOutcome::Recorded { .. } = self
+                    .store
+                    .record_tick(&thing, t.version, &state, &events, &active)
+                    .await?
+                {
+                    info!(thing = %thing, events = events.len(), "Violations invalidated: no report for two days.");
+                    self.alarms.queue(&events);
+                    invalidated += 1;
+                }
+            }
+            Ok::<usize, StoreError>(invalidated)
+        };
+        match round.await {
+            Ok(_) => {
+                if self.sweep_failing {
+                    info!("Invalidation sweep: the store is available again.");
+                    self.sweep_failing = false;
+                }
+            }
+            Err(e) => {
+                if !self.sweep_failing {
+                    warn!(error = %e, "Invalidation sweep failed; retried next round.");
+                    self.sweep_failing = true;
+                }
+            }
         }
     }
 
@@ -927,6 +1012,22 @@ async fn reload_task(
 
 /// The lease's name in the store.
 pub const RETENTION_JOB: &str = "retention";
+
+/// The invalidation sweep's lease.
+pub const SWEEP_JOB: &str = "invalidation";
+
+/// How often the invalidation sweep runs (the cloud side's 300 s tick).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Things the sweep takes in one round at most.
+pub const SWEEP_MAX_THINGS: i64 = 1000;
+
+/// The time until the next epoch multiple of `period`.
+fn until_next(period: Duration) -> Duration {
+    let p = period.as_millis().max(1) as i64;
+    let now = now_ms();
+    Duration::from_millis(((now / p + 1) * p - now).max(1) as u64)
+}
 
 /// How often the retention job runs.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);

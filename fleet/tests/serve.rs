@@ -457,3 +457,86 @@ async fn an_agent_and_the_service_on_a_topic_root_of_their_own() {
     drop(agent);
     assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
 }
+
+/// Invalidation (detect.md §6.3) for the fleet: a thing that stops reporting with an active
+/// violation has it invalidated after two days by the service's sweep (at start and every
+/// 300 s), not only when its next report comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_things_violation_is_invalidated_after_two_days_by_the_sweep() {
+    use defender_agent::detect::query::{ListActiveViolationsRequest, ListViolationEventsRequest};
+    let e = support::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    // Reports up to 10 days old are evaluated (the default is 2 days).
+    let config = fleet_config(
+        dir.path(),
+        &e,
+        port,
+        "min_report_interval_secs = 0\nmax_late_secs = 864000",
+        "",
+    );
+    let answers = Answers::start(port);
+    let mut fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Three days ago, listening on a port outside TcpPorts' set {22, 443}.
+    let rid = now - 3 * 86_400;
+    let payload = format!(
+        r#"{{"header":{{"report_id":{rid},"version":"1.0"}},"metrics":{{"listening_tcp_ports":{{"ports":[{{"port":8080}}]}}}}}}"#
+    );
+    publish(port, &topic("quiet1"), &payload);
+    answers.wait(&format!("{}/accepted", topic("quiet1")), 1);
+    let known: std::collections::BTreeSet<String> = ["FleetP90".to_owned()].into();
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let active = store
+        .list_active_violations(&known, &ListActiveViolationsRequest::default())
+        .await
+        .unwrap()
+        .active_violations;
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0].thing_name, "quiet1");
+    store.close().await;
+    assert_eq!(fleet.terminate(), Some(0), "{}", fleet.log());
+
+    // The next start sweeps: silent for three days, more than two.
+    let fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet2.log"),
+    );
+    fleet.wait_log("Violations invalidated", Duration::from_secs(20));
+    let store = Store::open(e.settings.clone()).await.unwrap();
+    let active = store
+        .list_active_violations(&known, &ListActiveViolationsRequest::default())
+        .await
+        .unwrap()
+        .active_violations;
+    assert!(active.is_empty(), "{active:?}");
+    let events = store
+        .list_violation_events(&ListViolationEventsRequest {
+            start_time: 0.0,
+            end_time: 4_000_000_000.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .violation_events;
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| format!("{:?}", e.violation_event_type))
+        .collect();
+    assert_eq!(events.len(), 2, "{kinds:?}");
+    assert!(
+        kinds.iter().any(|k| k.to_lowercase().contains("invalid")),
+        "{kinds:?}"
+    );
+    store.close().await;
+    drop(fleet);
+}

@@ -822,6 +822,78 @@ impl Store {
         Ok(())
     }
 
+    /// The invalidation sweep's candidates: things with an active violation whose newest report
+    /// is older than `before_ms`, by name (byte order), at most `limit`.
+    pub async fn silent_things(&self, before_ms: i64, limit: i64) -> Result<Vec<String>> {
+        let sql = if self.postgres {
+            "SELECT t.thing FROM things t WHERE t.last_report_ms < $1 AND EXISTS \
+             (SELECT 1 FROM active_violations a WHERE a.thing COLLATE \"C\" = t.thing) \
+             ORDER BY t.thing LIMIT $2"
+        } else {
+            "SELECT t.thing FROM things t WHERE t.last_report_ms < $1 AND EXISTS \
+             (SELECT 1 FROM active_violations a WHERE a.thing = t.thing) \
+             ORDER BY t.thing LIMIT $2"
+        };
+        let rows = sqlx::query(sql)
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)
+                    .map_err(|e| StoreError::corrupt("thing name", e))
+            })
+            .collect()
+    }
+
+    /// What a tick without a report produced for a thing (the invalidation of violations
+    /// silent for two days): its engine state, events and active violations (replacing the
+    /// stored ones), in one transaction, if its stored version is still `expected_version`
+    /// (else [`RecordOutcome::Conflict`] and nothing is written: a report came in between and
+    /// its evaluation did the same). No report row, no datapoint; the commit hook is not
+    /// called (it is the reports').
+    pub async fn record_tick(
+        &self,
+        thing: &str,
+        expected_version: i64,
+        state: &EngineState,
+        events: &[ViolationEvent],
+        active: &[ActiveViolation],
+    ) -> Result<RecordOutcome> {
+        let r = ReportRecord {
+            thing,
+            report_id: 0,
+            report_time_ms: 0,
+            received_ms: 0,
+            payload_bytes: 0,
+            expected_version,
+            state,
+            events,
+            active: Some(active),
+            datapoints: &[],
+        };
+        let p = prepare(&r)?;
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "UPDATE things SET state = $2, version = version + 1 WHERE thing = $1 AND version = $3",
+        )
+        .bind(thing)
+        .bind(&p.state)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if n.rows_affected() == 0 {
+            let _ = tx.rollback().await;
+            return Ok(RecordOutcome::Conflict);
+        }
+        write_violations(&mut tx, &r, &p).await?;
+        tx.commit().await?;
+        Ok(RecordOutcome::Recorded {
+            version: expected_version + 1,
+        })
+    }
+
     /// Things seen, by name (byte order), at most `limit` after the name `after` (a page: pass
     /// the last name of the previous page).
     pub async fn things(&self, after: Option<&str>, limit: i64) -> Result<Vec<ThingSeen>> {
