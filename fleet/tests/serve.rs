@@ -540,3 +540,47 @@ async fn a_silent_things_violation_is_invalidated_after_two_days_by_the_sweep() 
     store.close().await;
     drop(fleet);
 }
+
+/// A broker outage: the service reconnects with backoff, subscribes again and answers; each
+/// cause of the outage is logged once (the close, then the refused attempts), not per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_outage_the_service_reconnects_subscribes_again_and_answers() {
+    let e = support::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start();
+    let port = broker.port();
+    let config = fleet_config(dir.path(), &e, port, "min_report_interval_secs = 0", "");
+    let fleet = Proc::start(
+        Command::new(FLEET).args(["serve", "--config"]).arg(&config),
+        dir.path().join("fleet.log"),
+    );
+    fleet.wait_log("Subscribed.", Duration::from_secs(20));
+    broker.stop();
+    fleet.wait_log("Broker connection failed.", Duration::from_secs(20));
+    // A few failed attempts (reconnect_max_secs = 1) before the broker is back.
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.log().matches("Subscribed.").count() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no resubscription:\n{}",
+            fleet.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answers = Answers::start(port);
+    publish(port, &topic("back1"), &report(1_700_000_000));
+    let a = answers.wait(&format!("{}/accepted", topic("back1")), 1);
+    assert_eq!(a[0]["thingName"], "back1");
+    let log = fleet.log();
+    assert_eq!(
+        log.matches("Broker connection failed. cause=connection refused").count(),
+        1,
+        "refused attempts logged once:\n{log}"
+    );
+    assert!(
+        log.matches("Broker connection failed.").count() <= 2,
+        "once per cause:\n{log}"
+    );
+}

@@ -149,6 +149,41 @@ impl Mosquitto {
         panic!("mosquitto: no free port after 5 attempts")
     }
 
+    /// Stops the broker (SIGKILL: an outage, not a shutdown); [`Mosquitto::restart`] starts it
+    /// again on the same port with the same configuration.
+    #[allow(dead_code)]
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped broker again on its port (the port stays free in between: nothing
+    /// else on this machine binds ports the tests picked).
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("mosquitto.log"))
+            .expect("log file");
+        self.child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not restart on {}:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
