@@ -1,23 +1,35 @@
-//! An order-preserving document tree, read from JSON (serde_json) or CBOR (ciborium).
+//! An order-preserving document tree, read from JSON (serde_json) or CBOR (our reader, ciborium
+//! behind it).
 //!
 //! Why not `serde_json::Value` / `ciborium::Value`: the JSON map sorts keys and drops duplicates
 //! (custom metrics keep configuration order, and duplicates are a violation), and neither records
-//! whether a CBOR container had an indefinite length. One `Deserialize` impl serves both formats;
-//! nesting depth is bounded by the parsers (serde_json 128, ciborium 256).
+//! whether a CBOR container had an indefinite length. Text borrows from the payload where it can
+//! (JSON strings without escapes, CBOR definite-length text), so reading a report allocates for
+//! containers only. Nesting depth is bounded by the parsers (serde_json 128, ours 128, ciborium
+//! 256).
+//!
+//! CBOR: `cbor_read.rs` reads the shapes reports are made of in one pass over the bytes. Whatever it
+//! does not take (tags, indefinite-length strings, long strings, unusual simple values, anything
+//! malformed) goes to ciborium as before, so errors and rare shapes read exactly as they always
+//! did; where `cbor_read.rs` gives a tree, it is the tree ciborium gives (tests and the validate_cbor
+//! fuzz target compare the two).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::Format;
 
+use super::cbor_read;
+
 /// Most elements pre-allocated from a container's declared length: CBOR lengths come from the
 /// payload and must not size an allocation.
-const MAX_PREALLOC: usize = 256;
+pub(crate) const MAX_PREALLOC: usize = 256;
 
-/// One value of a document.
+/// One value of a document, borrowing text from the payload where it can.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Node {
+pub(crate) enum Node<'a> {
     Null,
     Bool(bool),
     /// A non-negative integer.
@@ -27,21 +39,24 @@ pub(crate) enum Node {
     /// An integer too large for u64 (CBOR bignum).
     BigUInt(u128),
     Float(f64),
-    Text(String),
+    Text(Cow<'a, str>),
     Bytes(Vec<u8>),
-    /// `definite` is false for an indefinite-length CBOR array (JSON arrays count as definite).
+    /// `definite` is false for an indefinite-length CBOR array. Meaningful in CBOR only: a JSON
+    /// parser gives no length up front, so JSON arrays read as not definite, and the reader looks
+    /// at the flag for CBOR only.
     Array {
-        items: Vec<Node>,
+        items: Vec<Node<'a>>,
         definite: bool,
     },
-    /// Entries in document order, duplicates kept; keys may be non-text in CBOR.
+    /// Entries in document order, duplicates kept; keys may be non-text in CBOR. `definite` as
+    /// for arrays.
     Map {
-        entries: Vec<(Node, Node)>,
+        entries: Vec<(Node<'a>, Node<'a>)>,
         definite: bool,
     },
 }
 
-impl Node {
+impl Node<'_> {
     /// A short name of the value's type, for messages.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -53,6 +68,39 @@ impl Node {
             Node::Bytes(_) => "a byte string",
             Node::Array { .. } => "an array",
             Node::Map { .. } => "an object",
+        }
+    }
+
+    /// The text, when this is a string.
+    pub(crate) fn as_text(&self) -> Option<&str> {
+        match self {
+            Node::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The same tree owning all its text.
+    fn into_owned(self) -> Node<'static> {
+        match self {
+            Node::Null => Node::Null,
+            Node::Bool(b) => Node::Bool(b),
+            Node::UInt(v) => Node::UInt(v),
+            Node::NegInt(v) => Node::NegInt(v),
+            Node::BigUInt(v) => Node::BigUInt(v),
+            Node::Float(v) => Node::Float(v),
+            Node::Text(t) => Node::Text(Cow::Owned(t.into_owned())),
+            Node::Bytes(b) => Node::Bytes(b),
+            Node::Array { items, definite } => Node::Array {
+                items: items.into_iter().map(Node::into_owned).collect(),
+                definite,
+            },
+            Node::Map { entries, definite } => Node::Map {
+                entries: entries
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+                definite,
+            },
         }
     }
 }
@@ -72,27 +120,71 @@ pub(crate) enum SyntaxError {
 }
 
 /// Parses a whole payload into a tree.
-pub(crate) fn parse(bytes: &[u8], format: Format) -> Result<Node, SyntaxError> {
+pub(crate) fn parse(bytes: &[u8], format: Format) -> Result<Node<'_>, SyntaxError> {
     match format {
-        Format::Json => {
-            let mut node =
-                serde_json::from_slice(bytes).map_err(|e| SyntaxError::Json(e.to_string()))?;
-            mark_definite(&mut node);
-            Ok(node)
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| SyntaxError::Json(e.to_string())),
+        Format::Cbor => match cbor_read::parse(bytes) {
+            Some(node) => Ok(node),
+            None => parse_cbor_slow(bytes),
+        },
+    }
+}
+
+/// CBOR through ciborium: every shape it reads, and its messages for what it refuses.
+pub(crate) fn parse_cbor_slow(bytes: &[u8]) -> Result<Node<'static>, SyntaxError> {
+    let mut rest = bytes;
+    let Owned(node) =
+        ciborium::de::from_reader(&mut rest).map_err(|e| SyntaxError::Cbor(cbor_message(&e)))?;
+    if rest.is_empty() {
+        Ok(node)
+    } else {
+        Err(SyntaxError::CborTrailing {
+            offset: bytes.len() - rest.len(),
+            trailing: rest.len(),
+        })
+    }
+}
+
+/// Whether `cbor_read.rs`, where it reads `bytes` at all, reads the tree ciborium reads (for tests
+/// and the fuzz targets).
+pub(crate) fn cbor_readers_agree(bytes: &[u8]) -> bool {
+    match cbor_read::parse(bytes) {
+        None => true,
+        Some(fast) => matches!(parse_cbor_slow(bytes), Ok(slow) if same(&fast, &slow)),
+    }
+}
+
+/// Tree equality where NaN equals NaN (any payload: no message shows it).
+pub(crate) fn same(a: &Node<'_>, b: &Node<'_>) -> bool {
+    match (a, b) {
+        (Node::Float(x), Node::Float(y)) => x == y || (x.is_nan() && y.is_nan()),
+        (
+            Node::Array {
+                items: x,
+                definite: dx,
+            },
+            Node::Array {
+                items: y,
+                definite: dy,
+            },
+        ) => dx == dy && x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (
+            Node::Map {
+                entries: x,
+                definite: dx,
+            },
+            Node::Map {
+                entries: y,
+                definite: dy,
+            },
+        ) => {
+            dx == dy
+                && x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, vx), (ky, vy))| same(kx, ky) && same(vx, vy))
         }
-        Format::Cbor => {
-            let mut rest = bytes;
-            let node: Node = ciborium::de::from_reader(&mut rest)
-                .map_err(|e| SyntaxError::Cbor(cbor_message(&e)))?;
-            if rest.is_empty() {
-                Ok(node)
-            } else {
-                Err(SyntaxError::CborTrailing {
-                    offset: bytes.len() - rest.len(),
-                    trailing: rest.len(),
-                })
-            }
-        }
+        (a, b) => a == b,
     }
 }
 
@@ -106,7 +198,16 @@ fn cbor_message(e: &ciborium::de::Error<std::io::Error>) -> String {
     }
 }
 
-impl<'de> Deserialize<'de> for Node {
+/// A tree that owns its text, for ciborium (which wants `DeserializeOwned`).
+struct Owned(Node<'static>);
+
+impl<'de> Deserialize<'de> for Owned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Node::deserialize(d).map(|n| Owned(n.into_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NodeVisitor)
     }
@@ -115,17 +216,17 @@ impl<'de> Deserialize<'de> for Node {
 struct NodeVisitor;
 
 impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
+    type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON or CBOR value")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
         Ok(Node::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
         Ok(if v >= 0 {
             Node::UInt(v as u64)
         } else {
@@ -133,7 +234,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
         })
     }
 
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Node, E> {
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
         Ok(match u64::try_from(v) {
             Ok(u) => Node::UInt(u),
             Err(_) if v < 0 => Node::NegInt(v),
@@ -141,53 +242,59 @@ impl<'de> Visitor<'de> for NodeVisitor {
         })
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
         Ok(Node::UInt(v))
     }
 
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
         Ok(match u64::try_from(v) {
             Ok(u) => Node::UInt(u),
             Err(_) => Node::BigUInt(v),
         })
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         Ok(Node::Float(v))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Text(v.to_owned()))
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Node::Text(Cow::Borrowed(v)))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
-        Ok(Node::Text(v))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Node::Text(Cow::Owned(v.to_owned())))
     }
 
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Node, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Node::Text(Cow::Owned(v)))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
         Ok(Node::Bytes(v.to_vec()))
     }
 
-    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Node, E> {
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
         Ok(Node::Bytes(v))
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Node::Null)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Node::Null)
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         Node::deserialize(d)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let hint = seq.size_hint();
-        let mut items = Vec::with_capacity(hint.unwrap_or(0).min(MAX_PREALLOC));
-        while let Some(item) = seq.next_element::<Node>()? {
+        // A JSON array gives no hint: start with room for a few entries rather than growing
+        // from one.
+        let mut items = Vec::with_capacity(hint.unwrap_or(4).min(MAX_PREALLOC));
+        while let Some(item) = seq.next_element::<Node<'de>>()? {
             items.push(item);
         }
         Ok(Node::Array {
@@ -196,10 +303,10 @@ impl<'de> Visitor<'de> for NodeVisitor {
         })
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let hint = map.size_hint();
-        let mut entries = Vec::with_capacity(hint.unwrap_or(0).min(MAX_PREALLOC));
-        while let Some(entry) = map.next_entry::<Node, Node>()? {
+        let mut entries = Vec::with_capacity(hint.unwrap_or(4).min(MAX_PREALLOC));
+        while let Some(entry) = map.next_entry::<Node<'de>, Node<'de>>()? {
             entries.push(entry);
         }
         Ok(Node::Map {
@@ -208,30 +315,11 @@ impl<'de> Visitor<'de> for NodeVisitor {
         })
     }
 
-    fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<Node, A::Error> {
+    fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<Self::Value, A::Error> {
         // ciborium presents a CBOR tag (other than a bignum) as an enum.
         Err(de::Error::custom(
             "CBOR tags are not allowed in a metrics report",
         ))
-    }
-}
-
-/// Marks every container of a JSON tree as definite: serde_json gives no length up front, and
-/// JSON has no indefinite-length notion to report.
-fn mark_definite(node: &mut Node) {
-    match node {
-        Node::Array { items, definite } => {
-            *definite = true;
-            items.iter_mut().for_each(mark_definite);
-        }
-        Node::Map { entries, definite } => {
-            *definite = true;
-            entries.iter_mut().for_each(|(k, v)| {
-                mark_definite(k);
-                mark_definite(v);
-            });
-        }
-        _ => {}
     }
 }
 
@@ -263,7 +351,8 @@ mod tests {
     #[test]
     fn cbor_indefinite_maps_are_recorded() {
         // {_ "a": 1} and {"a": 1}
-        let indefinite = parse(&hex("bf616101ff"), Format::Cbor);
+        let (indefinite, definite) = (hex("bf616101ff"), hex("a1616101"));
+        let indefinite = parse(&indefinite, Format::Cbor);
         assert!(matches!(
             indefinite,
             Ok(Node::Map {
@@ -271,7 +360,7 @@ mod tests {
                 ..
             })
         ));
-        let definite = parse(&hex("a1616101"), Format::Cbor);
+        let definite = parse(&definite, Format::Cbor);
         assert!(matches!(definite, Ok(Node::Map { definite: true, .. })));
     }
 
