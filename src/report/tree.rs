@@ -1,18 +1,11 @@
-//! An order-preserving document tree, read from JSON (serde_json) or CBOR (our reader, ciborium
-//! behind it).
+//! An order-preserving document tree, read from JSON (serde_json) or CBOR (`cbor_read.rs`).
 //!
 //! Why not `serde_json::Value` / `ciborium::Value`: the JSON map sorts keys and drops duplicates
 //! (custom metrics keep configuration order, and duplicates are a violation), and neither records
 //! whether a CBOR container had an indefinite length. Text borrows from the payload where it can
-//! (JSON strings without escapes, CBOR definite-length text), so reading a report allocates for
-//! containers only. Nesting depth is bounded by the parsers (serde_json 128, ours 128, ciborium
-//! 256).
-//!
-//! CBOR: `cbor_read.rs` reads the shapes reports are made of in one pass over the bytes. Whatever it
-//! does not take (tags, indefinite-length strings, long strings, unusual simple values, anything
-//! malformed) goes to ciborium as before, so errors and rare shapes read exactly as they always
-//! did; where `cbor_read.rs` gives a tree, it is the tree ciborium gives (tests and the validate_cbor
-//! fuzz target compare the two).
+//! (JSON strings without escapes, CBOR text read whole), so reading a report allocates for
+//! containers only. Nesting depth is bounded by the parsers (serde_json 128, CBOR 256, as
+//! ciborium had it).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -80,6 +73,7 @@ impl Node<'_> {
     }
 
     /// The same tree owning all its text.
+    #[cfg(test)]
     fn into_owned(self) -> Node<'static> {
         match self {
             Node::Null => Node::Null,
@@ -123,15 +117,14 @@ pub(crate) enum SyntaxError {
 pub(crate) fn parse(bytes: &[u8], format: Format) -> Result<Node<'_>, SyntaxError> {
     match format {
         Format::Json => serde_json::from_slice(bytes).map_err(|e| SyntaxError::Json(e.to_string())),
-        Format::Cbor => match cbor_read::parse(bytes) {
-            Some(node) => Ok(node),
-            None => parse_cbor_slow(bytes),
-        },
+        Format::Cbor => cbor_read::parse(bytes),
     }
 }
 
-/// CBOR through ciborium: every shape it reads, and its messages for what it refuses.
-pub(crate) fn parse_cbor_slow(bytes: &[u8]) -> Result<Node<'static>, SyntaxError> {
+/// The CBOR reading this crate had before `cbor_read.rs` (ciborium 0.2 through the `Deserialize`
+/// impl below): the reference `cbor_read.rs` is tested against, tree and messages.
+#[cfg(test)]
+pub(crate) fn parse_cbor_ciborium(bytes: &[u8]) -> Result<Node<'static>, SyntaxError> {
     let mut rest = bytes;
     let Owned(node) =
         ciborium::de::from_reader(&mut rest).map_err(|e| SyntaxError::Cbor(cbor_message(&e)))?;
@@ -145,16 +138,8 @@ pub(crate) fn parse_cbor_slow(bytes: &[u8]) -> Result<Node<'static>, SyntaxError
     }
 }
 
-/// Whether `cbor_read.rs`, where it reads `bytes` at all, reads the tree ciborium reads (for tests
-/// and the fuzz targets).
-pub(crate) fn cbor_readers_agree(bytes: &[u8]) -> bool {
-    match cbor_read::parse(bytes) {
-        None => true,
-        Some(fast) => matches!(parse_cbor_slow(bytes), Ok(slow) if same(&fast, &slow)),
-    }
-}
-
 /// Tree equality where NaN equals NaN (any payload: no message shows it).
+#[cfg(test)]
 pub(crate) fn same(a: &Node<'_>, b: &Node<'_>) -> bool {
     match (a, b) {
         (Node::Float(x), Node::Float(y)) => x == y || (x.is_nan() && y.is_nan()),
@@ -188,6 +173,7 @@ pub(crate) fn same(a: &Node<'_>, b: &Node<'_>) -> bool {
     }
 }
 
+#[cfg(test)]
 fn cbor_message(e: &ciborium::de::Error<std::io::Error>) -> String {
     match e {
         ciborium::de::Error::Io(io) => format!("truncated or unreadable ({io})"),
@@ -199,8 +185,10 @@ fn cbor_message(e: &ciborium::de::Error<std::io::Error>) -> String {
 }
 
 /// A tree that owns its text, for ciborium (which wants `DeserializeOwned`).
+#[cfg(test)]
 struct Owned(Node<'static>);
 
+#[cfg(test)]
 impl<'de> Deserialize<'de> for Owned {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Node::deserialize(d).map(|n| Owned(n.into_owned()))
@@ -316,7 +304,8 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<Self::Value, A::Error> {
-        // ciborium presents a CBOR tag (other than a bignum) as an enum.
+        // ciborium (the tests' reference reader) presents a CBOR tag other than a bignum as an
+        // enum; serde_json never calls this.
         Err(de::Error::custom(
             "CBOR tags are not allowed in a metrics report",
         ))
