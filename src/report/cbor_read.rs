@@ -43,14 +43,18 @@ const TOO_LARGE: &str = "integer too large";
 
 /// Reads `bytes` as exactly one CBOR item.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Node<'_>, SyntaxError> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        fail: Fail::Eof,
+    };
     match r.item(RECURSION_LIMIT) {
-        Ok(node) if r.pos == bytes.len() => Ok(node),
-        Ok(_) => Err(SyntaxError::CborTrailing {
+        Some(node) if r.pos == bytes.len() => Ok(node),
+        Some(_) => Err(SyntaxError::CborTrailing {
             offset: r.pos,
             trailing: bytes.len() - r.pos,
         }),
-        Err(fail) => Err(SyntaxError::Cbor(fail.message())),
+        None => Err(SyntaxError::Cbor(r.fail.message())),
     }
 }
 
@@ -80,19 +84,35 @@ impl Fail {
     }
 }
 
-/// A data item head, as ciborium decodes it.
-#[derive(Clone, Copy, PartialEq)]
-enum Head {
-    Positive(u64),
-    Negative(u64),
-    Bytes(Option<u64>),
-    Text(Option<u64>),
-    Array(Option<u64>),
-    Map(Option<u64>),
-    Tag(u64),
-    Simple(u8),
-    Float(f64),
-    Break,
+const MAJOR_UINT: u8 = 0;
+const MAJOR_NEGINT: u8 = 1;
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_TEXT: u8 = 3;
+const MAJOR_ARRAY: u8 = 4;
+const MAJOR_MAP: u8 = 5;
+const MAJOR_TAG: u8 = 6;
+const MAJOR_OTHER: u8 = 7;
+/// Additional information 31: an indefinite length, or (major 7) a break.
+const INDEFINITE: u8 = 31;
+
+/// A data item head: major type, additional information and its argument (0 when indefinite).
+/// Plain integers, so passing heads around costs nothing.
+#[derive(Clone, Copy)]
+struct Head {
+    major: u8,
+    info: u8,
+    arg: u64,
+}
+
+impl Head {
+    /// A string's or container's length; `None` when indefinite.
+    fn len(self) -> Option<u64> {
+        (self.info != INDEFINITE).then_some(self.arg)
+    }
+
+    fn is_break(self) -> bool {
+        self.major == MAJOR_OTHER && self.info == INDEFINITE
+    }
 }
 
 /// Length of the shortest head for argument `arg` (how ciborium puts a head back).
@@ -109,26 +129,26 @@ fn shortest_head_len(arg: u64) -> usize {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Why the last `None` was returned.
+    fail: Fail,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: u64) -> Result<&'a [u8], Fail> {
-        let left = self.bytes.len() - self.pos;
-        let n = usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= left)
-            .ok_or(Fail::Eof)?;
-        let s = self.bytes.get(self.pos..self.pos + n).ok_or(Fail::Eof)?;
-        self.pos += n;
-        Ok(s)
+    fn fail<T>(&mut self, fail: Fail) -> Option<T> {
+        self.fail = fail;
+        None
     }
 
-    /// A big-endian unsigned integer of `n` (at most 8) bytes.
-    fn be(&mut self, n: u64) -> Result<u64, Fail> {
-        Ok(self
-            .take(n)?
-            .iter()
-            .fold(0, |acc, &b| (acc << 8) | u64::from(b)))
+    fn take(&mut self, n: u64) -> Option<&'a [u8]> {
+        let left = self.bytes.len() - self.pos;
+        match usize::try_from(n) {
+            Ok(n) if n <= left => {
+                let s = self.bytes.get(self.pos..self.pos + n);
+                self.pos += n;
+                s
+            }
+            _ => self.fail(Fail::Eof),
+        }
     }
 
     /// Room to reserve for `declared` items: never more than the bytes left could hold.
@@ -137,43 +157,33 @@ impl<'a> Reader<'a> {
         declared.map_or(4, |n| n.min(left).min(MAX_PREALLOC as u64) as usize)
     }
 
-    /// The next head (ciborium's `Decoder::pull`).
-    fn head(&mut self) -> Result<Head, Fail> {
+    /// The next head (ciborium's `Decoder::pull`): refuses reserved additional information
+    /// and an indefinite integer or tag.
+    fn head(&mut self) -> Option<Head> {
         let start = self.pos;
-        let [first] = *self.take(1)? else {
-            return Err(Fail::Eof);
+        let Some(&first) = self.bytes.get(start) else {
+            return self.fail(Fail::Eof);
         };
+        self.pos += 1;
         let (major, info) = (first >> 5, first & 0x1f);
         let arg = match info {
-            0..=23 => Some(u64::from(info)),
-            24 => Some(self.be(1)?),
-            25 => Some(self.be(2)?),
-            26 => Some(self.be(4)?),
-            27 => Some(self.be(8)?),
-            31 => None,
-            _ => return Err(Fail::Syntax(start)),
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let width = 1u64 << (info - 24);
+                self.take(width)?
+                    .iter()
+                    .fold(0, |acc, &b| (acc << 8) | u64::from(b))
+            }
+            INDEFINITE if matches!(major, MAJOR_UINT | MAJOR_NEGINT | MAJOR_TAG) => {
+                return self.fail(Fail::Syntax(start))
+            }
+            INDEFINITE => 0,
+            _ => return self.fail(Fail::Syntax(start)),
         };
-        Ok(match (major, arg) {
-            (0, Some(v)) => Head::Positive(v),
-            (1, Some(v)) => Head::Negative(v),
-            (2, len) => Head::Bytes(len),
-            (3, len) => Head::Text(len),
-            (4, len) => Head::Array(len),
-            (5, len) => Head::Map(len),
-            (6, Some(t)) => Head::Tag(t),
-            (7, None) => Head::Break,
-            (7, Some(v)) => match info {
-                25 => Head::Float(f16_to_f64(v as u16)),
-                26 => Head::Float(f64::from(f32::from_bits(v as u32))),
-                27 => Head::Float(f64::from_bits(v)),
-                _ => Head::Simple(v as u8),
-            },
-            // An indefinite integer or tag.
-            _ => return Err(Fail::Syntax(start)),
-        })
+        Some(Head { major, info, arg })
     }
 
-    fn item(&mut self, depth: usize) -> Result<Node<'a>, Fail> {
+    fn item(&mut self, depth: usize) -> Option<Node<'a>> {
         let start = self.pos;
         let head = self.head()?;
         self.value(head, start, depth)
@@ -181,31 +191,37 @@ impl<'a> Reader<'a> {
 
     /// The item that starts with `head` (read from `start`); `depth` is ciborium's remaining
     /// recursion budget.
-    fn value(&mut self, head: Head, start: usize, depth: usize) -> Result<Node<'a>, Fail> {
-        match head {
-            Head::Positive(v) => Ok(Node::UInt(v)),
-            Head::Negative(v) => Ok(Node::NegInt(-1 - i128::from(v))),
-            Head::Bytes(Some(n)) if n <= SCRATCH => Ok(Node::Bytes(self.take(n)?.to_vec())),
-            Head::Bytes(len) => self.pieces(len, start, false).map(Node::Bytes),
-            Head::Text(Some(n)) if n <= SCRATCH => {
+    fn value(&mut self, head: Head, start: usize, depth: usize) -> Option<Node<'a>> {
+        let Head { major, info, arg } = head;
+        match major {
+            MAJOR_UINT => Some(Node::UInt(arg)),
+            MAJOR_NEGINT => Some(Node::NegInt(arg)),
+            MAJOR_BYTES => match head.len() {
+                Some(n) if n <= SCRATCH => Some(Node::Bytes(self.take(n)?.to_vec())),
+                len => self.pieces(len, start, false).map(Node::Bytes),
+            },
+            MAJOR_TEXT => {
                 // ciborium reports bad UTF-8 where it re-read the head in its shortest form.
-                let at = self.pos - shortest_head_len(n);
-                std::str::from_utf8(self.take(n)?)
-                    .map(|s| Node::Text(Cow::Borrowed(s)))
-                    .map_err(|_| Fail::Syntax(at))
+                let at = self.pos - head.len().map_or(1, shortest_head_len);
+                match head.len() {
+                    Some(n) if n <= SCRATCH => match std::str::from_utf8(self.take(n)?) {
+                        Ok(s) => Some(Node::Text(Cow::Borrowed(s))),
+                        Err(_) => self.fail(Fail::Syntax(at)),
+                    },
+                    len => {
+                        let bytes = self.pieces(len, at, true)?;
+                        match String::from_utf8(bytes) {
+                            Ok(s) => Some(Node::Text(Cow::Owned(s))),
+                            Err(_) => self.fail(Fail::Syntax(at)),
+                        }
+                    }
+                }
             }
-            Head::Text(len) => {
-                let at = match len {
-                    Some(n) => self.pos - shortest_head_len(n),
-                    None => start,
+            MAJOR_ARRAY => {
+                let Some(depth) = depth.checked_sub(1) else {
+                    return self.fail(Fail::TooDeep);
                 };
-                let bytes = self.pieces(len, at, true)?;
-                String::from_utf8(bytes)
-                    .map(|s| Node::Text(Cow::Owned(s)))
-                    .map_err(|_| Fail::Syntax(at))
-            }
-            Head::Array(len) => {
-                let depth = depth.checked_sub(1).ok_or(Fail::TooDeep)?;
+                let len = head.len();
                 let mut items = Vec::with_capacity(self.capacity(len));
                 match len {
                     // Each item takes at least one byte, so a false length runs out of input.
@@ -216,78 +232,97 @@ impl<'a> Reader<'a> {
                     }
                     None => loop {
                         let at = self.pos;
-                        match self.head()? {
-                            Head::Break => break,
-                            head => items.push(self.value(head, at, depth)?),
+                        let head = self.head()?;
+                        if head.is_break() {
+                            break;
                         }
+                        items.push(self.value(head, at, depth)?);
                     },
                 }
-                Ok(Node::Array {
+                Some(Node::Array {
                     items,
                     definite: len.is_some(),
                 })
             }
-            Head::Map(len) => {
-                let depth = depth.checked_sub(1).ok_or(Fail::TooDeep)?;
+            MAJOR_MAP => {
+                let Some(depth) = depth.checked_sub(1) else {
+                    return self.fail(Fail::TooDeep);
+                };
+                let len = head.len();
                 let mut entries = Vec::with_capacity(self.capacity(len));
                 match len {
                     Some(n) => {
                         for _ in 0..n {
                             let key = self.item(depth)?;
-                            entries.push((key, self.item(depth)?));
+                            let value = self.item(depth)?;
+                            entries.push((key, value));
                         }
                     }
                     None => loop {
                         let at = self.pos;
-                        match self.head()? {
-                            Head::Break => break,
-                            head => {
-                                let key = self.value(head, at, depth)?;
-                                entries.push((key, self.item(depth)?));
-                            }
+                        let head = self.head()?;
+                        if head.is_break() {
+                            break;
                         }
+                        let key = self.value(head, at, depth)?;
+                        let value = self.item(depth)?;
+                        entries.push((key, value));
                     },
                 }
-                Ok(Node::Map {
+                Some(Node::Map {
                     entries,
                     definite: len.is_some(),
                 })
             }
-            Head::Tag(tag) => {
+            MAJOR_TAG => {
                 // ciborium looks at the next head first: only a bignum is read.
-                match self.head()? {
-                    Head::Bytes(Some(n)) if (tag == 2 || tag == 3) && n <= 16 => {
+                let next = self.head()?;
+                match next.len() {
+                    Some(n) if next.major == MAJOR_BYTES && (arg == 2 || arg == 3) && n <= 16 => {
                         let raw = self
                             .take(n)?
                             .iter()
                             .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
-                        if tag == 2 {
-                            Ok(match u64::try_from(raw) {
+                        if arg == 2 {
+                            Some(match u64::try_from(raw) {
                                 Ok(v) => Node::UInt(v),
-                                Err(_) => Node::BigUInt(raw),
+                                Err(_) => Node::BigUInt(Box::new(raw)),
                             })
                         } else {
-                            let v = i128::try_from(raw).map_err(|_| Fail::Semantic(TOO_LARGE))?;
-                            Ok(Node::NegInt(-1 - v))
+                            match i128::try_from(raw) {
+                                Ok(v) => Some(Node::negative(-1 - v)),
+                                Err(_) => self.fail(Fail::Semantic(TOO_LARGE)),
+                            }
                         }
                     }
-                    _ if depth == 0 => Err(Fail::TooDeep),
-                    _ => Err(Fail::Semantic(TAGGED)),
+                    _ if depth == 0 => self.fail(Fail::TooDeep),
+                    _ => self.fail(Fail::Semantic(TAGGED)),
                 }
             }
-            Head::Float(v) => Ok(Node::Float(v)),
-            Head::Simple(20) => Ok(Node::Bool(false)),
-            Head::Simple(21) => Ok(Node::Bool(true)),
-            Head::Simple(22 | 23) => Ok(Node::Null),
-            Head::Simple(_) => Err(Fail::Semantic(UNKNOWN_SIMPLE)),
-            Head::Break => Err(Fail::Semantic(NON_BREAK)),
+            _ => match info {
+                20 => Some(Node::Bool(false)),
+                21 => Some(Node::Bool(true)),
+                22 | 23 => Some(Node::Null),
+                24 => match arg {
+                    20 => Some(Node::Bool(false)),
+                    21 => Some(Node::Bool(true)),
+                    22 | 23 => Some(Node::Null),
+                    _ => self.fail(Fail::Semantic(UNKNOWN_SIMPLE)),
+                },
+                25 => Some(Node::Float(f16_to_f64(arg as u16))),
+                26 => Some(Node::Float(f64::from(f32::from_bits(arg as u32)))),
+                27 => Some(Node::Float(f64::from_bits(arg))),
+                INDEFINITE => self.fail(Fail::Semantic(NON_BREAK)),
+                _ => self.fail(Fail::Semantic(UNKNOWN_SIMPLE)),
+            },
         }
     }
 
     /// A string read as ciborium reads one that is chunked or longer than its scratch buffer
     /// (`Segments`): `first` is the length in the item's own head, `at` where ciborium places
     /// that head. Chunks may nest; each must be of the same kind.
-    fn pieces(&mut self, first: Option<u64>, at: usize, text: bool) -> Result<Vec<u8>, Fail> {
+    fn pieces(&mut self, first: Option<u64>, at: usize, text: bool) -> Option<Vec<u8>> {
+        let kind = if text { MAJOR_TEXT } else { MAJOR_BYTES };
         let mut out = Vec::new();
         let mut nested = 0usize;
         let mut next = Some((first, at));
@@ -296,15 +331,16 @@ impl<'a> Reader<'a> {
                 Some(head) => head,
                 None => {
                     let offset = self.pos;
-                    match self.head()? {
-                        Head::Break if nested == 1 => return Ok(out),
-                        Head::Break if nested > 1 => {
-                            nested -= 1;
-                            continue;
-                        }
-                        Head::Bytes(len) if !text => (len, offset),
-                        Head::Text(len) if text => (len, offset),
-                        _ => return Err(Fail::Syntax(offset)),
+                    let head = self.head()?;
+                    if head.is_break() && nested == 1 {
+                        return Some(out);
+                    } else if head.is_break() && nested > 1 {
+                        nested -= 1;
+                        continue;
+                    } else if head.major == kind {
+                        (head.len(), offset)
+                    } else {
+                        return self.fail(Fail::Syntax(offset));
                     }
                 }
             };
@@ -313,7 +349,7 @@ impl<'a> Reader<'a> {
                 Some(n) => {
                     self.piece(n, offset, text, &mut out)?;
                     if nested == 0 {
-                        return Ok(out);
+                        return Some(out);
                     }
                 }
             }
@@ -322,18 +358,18 @@ impl<'a> Reader<'a> {
 
     /// One chunk of `n` bytes, read in scratch-sized pieces; text is checked piece by piece
     /// (`Segment::pull` with ciborium's `Text` parser), a cut character carried over.
-    fn piece(&mut self, n: u64, offset: usize, text: bool, out: &mut Vec<u8>) -> Result<(), Fail> {
+    fn piece(&mut self, n: u64, offset: usize, text: bool, out: &mut Vec<u8>) -> Option<()> {
         let mut unread = n;
         let mut carried = 0usize;
         loop {
             if unread == 0 {
                 return if carried == 0 {
-                    Ok(())
+                    Some(())
                 } else {
-                    Err(Fail::Syntax(offset))
+                    self.fail(Fail::Syntax(offset))
                 };
             }
-            let size = (SCRATCH).min(carried as u64 + unread);
+            let size = SCRATCH.min(carried as u64 + unread);
             let fresh = size - carried as u64;
             let chunk = self.take(fresh)?;
             unread -= fresh;
@@ -350,7 +386,7 @@ impl<'a> Reader<'a> {
             };
             carried = out.len() - begin - valid;
             if carried > CARRY {
-                return Err(Fail::Syntax(offset));
+                return self.fail(Fail::Syntax(offset));
             }
         }
     }

@@ -191,7 +191,8 @@ impl Reader {
     fn uint(&mut self, path: &Path<'_>, node: &Node<'_>) -> Option<u64> {
         match node {
             Node::UInt(v) => Some(*v),
-            Node::NegInt(v) => {
+            Node::NegInt(_) | Node::BigNegInt(_) => {
+                let v = node.negative_value().unwrap_or_default();
                 self.error(path, format!("must be >= 0, found {v}"));
                 None
             }
@@ -292,7 +293,7 @@ impl Reader {
         let id_path = path.key(k.report_id);
         match id {
             None => self.missing(&id_path, "report_id is required"),
-            Some(Node::UInt(0)) | Some(Node::NegInt(_)) => {
+            Some(Node::UInt(0) | Node::NegInt(_) | Node::BigNegInt(_)) => {
                 self.error(&id_path, "must be a positive integer")
             }
             Some(Node::UInt(v)) => report.report_id = *v,
@@ -684,8 +685,10 @@ impl Reader {
     fn number(&mut self, path: &Path<'_>, node: &Node<'_>) -> Option<f64> {
         let v = match node {
             Node::UInt(v) => *v as f64,
-            Node::NegInt(v) => *v as f64,
-            Node::BigUInt(v) => *v as f64,
+            Node::NegInt(_) | Node::BigNegInt(_) => {
+                node.negative_value().unwrap_or_default() as f64
+            }
+            Node::BigUInt(v) => **v as f64,
             Node::Float(v) => *v,
             other => {
                 self.error(path, format!("must be a number, found {}", other.kind()));

@@ -27,10 +27,13 @@ pub(crate) enum Node<'a> {
     Bool(bool),
     /// A non-negative integer.
     UInt(u64),
-    /// A negative integer (CBOR major 1 can reach -2^64, hence i128).
-    NegInt(i128),
+    /// A negative integer, `-1 - n` (CBOR major 1 reaches -2^64). Kept to 8 bytes, like the
+    /// boxed bignums below, so a node is 32 bytes: trees are built and moved a lot.
+    NegInt(u64),
+    /// A negative integer below -2^64 (CBOR bignum).
+    BigNegInt(Box<i128>),
     /// An integer too large for u64 (CBOR bignum).
-    BigUInt(u128),
+    BigUInt(Box<u128>),
     Float(f64),
     Text(Cow<'a, str>),
     Bytes(Vec<u8>),
@@ -49,18 +52,35 @@ pub(crate) enum Node<'a> {
     },
 }
 
-impl Node<'_> {
+impl<'a> Node<'a> {
     /// A short name of the value's type, for messages.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Node::Null => "null",
             Node::Bool(_) => "a boolean",
-            Node::UInt(_) | Node::NegInt(_) | Node::BigUInt(_) => "an integer",
+            Node::UInt(_) | Node::NegInt(_) | Node::BigNegInt(_) | Node::BigUInt(_) => "an integer",
             Node::Float(_) => "a non-integer number",
             Node::Text(_) => "a string",
             Node::Bytes(_) => "a byte string",
             Node::Array { .. } => "an array",
             Node::Map { .. } => "an object",
+        }
+    }
+
+    /// A negative integer from its value (`v < 0`).
+    pub(crate) fn negative(v: i128) -> Node<'a> {
+        match u64::try_from(-1 - v) {
+            Ok(n) => Node::NegInt(n),
+            Err(_) => Node::BigNegInt(Box::new(v)),
+        }
+    }
+
+    /// The value of a negative integer.
+    pub(crate) fn negative_value(&self) -> Option<i128> {
+        match self {
+            Node::NegInt(n) => Some(-1 - i128::from(*n)),
+            Node::BigNegInt(v) => Some(**v),
+            _ => None,
         }
     }
 
@@ -80,6 +100,7 @@ impl Node<'_> {
             Node::Bool(b) => Node::Bool(b),
             Node::UInt(v) => Node::UInt(v),
             Node::NegInt(v) => Node::NegInt(v),
+            Node::BigNegInt(v) => Node::BigNegInt(v),
             Node::BigUInt(v) => Node::BigUInt(v),
             Node::Float(v) => Node::Float(v),
             Node::Text(t) => Node::Text(Cow::Owned(t.into_owned())),
@@ -218,15 +239,15 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(if v >= 0 {
             Node::UInt(v as u64)
         } else {
-            Node::NegInt(i128::from(v))
+            Node::negative(i128::from(v))
         })
     }
 
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
         Ok(match u64::try_from(v) {
             Ok(u) => Node::UInt(u),
-            Err(_) if v < 0 => Node::NegInt(v),
-            Err(_) => Node::BigUInt(v as u128),
+            Err(_) if v < 0 => Node::negative(v),
+            Err(_) => Node::BigUInt(Box::new(v as u128)),
         })
     }
 
@@ -237,7 +258,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
         Ok(match u64::try_from(v) {
             Ok(u) => Node::UInt(u),
-            Err(_) => Node::BigUInt(v),
+            Err(_) => Node::BigUInt(Box::new(v)),
         })
     }
 
@@ -321,6 +342,12 @@ mod tests {
     }
 
     #[test]
+    fn a_node_stays_small() {
+        // Trees are built and moved a lot; a 16-byte-aligned variant would make every node 48.
+        assert!(std::mem::size_of::<Node<'_>>() <= 32);
+    }
+
+    #[test]
     fn json_maps_keep_document_order_and_duplicates() {
         let node = parse(br#"{"b":1,"a":2,"b":3}"#, Format::Json);
         let Ok(Node::Map { entries, .. }) = node else {
@@ -367,11 +394,11 @@ mod tests {
     #[test]
     fn cbor_numbers_keep_their_kind() {
         assert_eq!(parse(&hex("1829"), Format::Cbor), Ok(Node::UInt(41)));
-        assert_eq!(parse(&hex("20"), Format::Cbor), Ok(Node::NegInt(-1)));
+        assert_eq!(parse(&hex("20"), Format::Cbor), Ok(Node::NegInt(0)));
         assert_eq!(parse(&hex("f94a40"), Format::Cbor), Ok(Node::Float(12.5)));
         assert_eq!(
             parse(&hex("3bffffffffffffffff"), Format::Cbor),
-            Ok(Node::NegInt(-(1i128 << 64)))
+            Ok(Node::NegInt(u64::MAX))
         );
     }
 
