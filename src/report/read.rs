@@ -352,12 +352,29 @@ impl Reader {
         let mut list = Vec::new();
         if let Some(items) = ports.and_then(|p| self.array(&list_path, p)) {
             list.reserve(items.len());
-            // Borrowed from the tree: checking for duplicates copies no names.
-            let mut seen = HashSet::with_capacity(items.len());
+            // Keys borrowed from the tree: checking for duplicates copies no names. While the
+            // entries come sorted (as agents send them), an entry above the one before cannot
+            // repeat any earlier one, and no set is needed.
+            let mut sorted: Vec<(u16, Option<&str>)> = Vec::with_capacity(items.len());
+            let mut seen: Option<HashSet<(u16, Option<&str>)>> = None;
             for (i, item) in items.iter().enumerate() {
                 let item_path = list_path.index(i);
                 if let Some((port, interface)) = self.port(&item_path, item) {
-                    if !seen.insert((port, interface)) {
+                    let key = (port, interface);
+                    let repeated = match &mut seen {
+                        Some(set) => !set.insert(key),
+                        None if sorted.last().is_none_or(|&prev| prev < key) => {
+                            sorted.push(key);
+                            false
+                        }
+                        None => {
+                            let mut set: HashSet<_> = sorted.drain(..).collect();
+                            let repeated = !set.insert(key);
+                            seen = Some(set);
+                            repeated
+                        }
+                    };
+                    if repeated {
                         // spec: D.8 — dedup by (port, interface); `total` counts unique entries.
                         self.warn(&item_path, "duplicate (port, interface) entry");
                     }
@@ -530,7 +547,7 @@ impl Reader {
     }
 
     fn remote_addr(&mut self, path: &Path<'_>, s: &str) -> Option<SocketAddr> {
-        match s.parse::<SocketAddr>() {
+        match plain_ipv4_socket(s).map_or_else(|| s.parse::<SocketAddr>(), Ok) {
             Ok(mut addr) => {
                 if let IpAddr::V6(v6) = addr.ip() {
                     if v6.to_ipv4_mapped().is_some() {
@@ -732,6 +749,47 @@ impl Reader {
     }
 }
 
+/// `"a.b.c.d:port"` in its plain form (decimal, no leading zeros), read without the general
+/// parser, which was a tenth of decoding time; `None` for anything else, which `SocketAddr`'s
+/// parser then reads (it accepts everything this accepts, with the same result, and more).
+fn plain_ipv4_socket(s: &str) -> Option<SocketAddr> {
+    let b = s.as_bytes();
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        let (v, next) = plain_decimal(b, i, 3)?;
+        *octet = u8::try_from(v).ok()?;
+        let sep = if k < 3 { b'.' } else { b':' };
+        if b.get(next) != Some(&sep) {
+            return None;
+        }
+        i = next + 1;
+    }
+    let (port, end) = plain_decimal(b, i, 5)?;
+    if end != b.len() {
+        return None;
+    }
+    Some(SocketAddr::from((octets, u16::try_from(port).ok()?)))
+}
+
+/// Up to `max` decimal digits at `start`, without a leading zero (a lone `0` is fine), followed
+/// by a non-digit or the end: the value and where the digits end.
+fn plain_decimal(b: &[u8], start: usize, max: usize) -> Option<(u32, usize)> {
+    let digits = b
+        .get(start..)?
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if digits == 0 || digits > max || (digits > 1 && b.get(start) == Some(&b'0')) {
+        return None;
+    }
+    let v = b
+        .get(start..start + digits)?
+        .iter()
+        .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'));
+    Some((v, start + digits))
+}
+
 /// `"Major.Minor"`: two runs of ASCII digits around one dot.
 fn is_major_minor(v: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -741,6 +799,76 @@ fn is_major_minor(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_ipv4_sockets_read_as_socket_addr_reads_them() {
+        for s in [
+            "203.0.113.10:8883",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "1.2.3.4:5",
+        ] {
+            assert_eq!(plain_ipv4_socket(s), s.parse().ok(), "{s}");
+        }
+        for s in [
+            "01.2.3.4:5",
+            "1.2.3.4:05",
+            "256.1.1.1:1",
+            "1.2.3.4:65536",
+            "1.2.3:4",
+            "1.2.3.4.5:6",
+            "1.2.3.4:",
+            "1.2.3.4",
+            "[::1]:5",
+            " 1.2.3.4:5",
+            "1.2.3.4:5 ",
+            "1.2.3.4:123456",
+        ] {
+            assert_eq!(plain_ipv4_socket(s), None, "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_ipv4_sockets_agree_with_the_general_parser(s in "[0-9.:]{0,24}") {
+            if let Some(addr) = plain_ipv4_socket(&s) {
+                proptest::prop_assert_eq!(Ok(addr), s.parse::<SocketAddr>());
+            }
+        }
+
+        #[test]
+        fn formatted_ipv4_sockets_take_the_plain_path(ip in proptest::prelude::any::<[u8; 4]>(), port in proptest::prelude::any::<u16>()) {
+            let addr = SocketAddr::from((ip, port));
+            proptest::prop_assert_eq!(plain_ipv4_socket(&addr.to_string()), Some(addr));
+        }
+
+        #[test]
+        fn duplicate_ports_are_found_in_any_order(
+            ports in proptest::collection::vec((1u16..6, proptest::option::of(proptest::prelude::prop_oneof![proptest::prelude::Just("a"), proptest::prelude::Just("b")])), 0..10)
+        ) {
+            let items: Vec<String> = ports
+                .iter()
+                .map(|(p, i)| match i {
+                    Some(i) => format!(r#"{{"port":{p},"interface":"{i}"}}"#),
+                    None => format!(r#"{{"port":{p}}}"#),
+                })
+                .collect();
+            let json = format!(
+                r#"{{"header":{{"report_id":1,"version":"1.0"}},"metrics":{{"listening_tcp_ports":{{"ports":[{}],"total":99}}}}}}"#,
+                items.join(",")
+            );
+            let reading = super::super::validate::check(json.as_bytes(), Format::Json);
+            let warned: Vec<String> = reading.problems.iter().map(|p| p.path.clone()).collect();
+            let mut seen = HashSet::new();
+            let expected: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| !seen.insert(**k))
+                .map(|(i, _)| format!("metrics.listening_tcp_ports.ports[{i}]"))
+                .collect();
+            proptest::prop_assert_eq!(warned, expected);
+        }
+    }
 
     #[test]
     fn versions_are_major_dot_minor() {
