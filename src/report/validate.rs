@@ -8,8 +8,9 @@
 //! never send it but accept it), duplicate ports (D.8), IPv4-mapped remote addresses (D.7), an
 //! incomplete `network_stats` block.
 //!
-//! Not checked, and why: ciborium joins indefinite-length *text strings* before we see them, so
-//! only indefinite maps and arrays are reported.
+//! Not checked, and why: the CBOR reader (`cbor_read.rs`, which reads as ciborium did) joins
+//! indefinite-length *text strings* before we see them, so only indefinite maps and arrays are
+//! reported.
 
 use std::fmt;
 
