@@ -1,5 +1,6 @@
 //! Benchmarks for `report`: observe + build + encode one report with 50 listening ports and 50
-//! connections (goal: < 10 µs for CBOR short keys), plus encode alone and decode.
+//! connections (goal: < 10 µs for CBOR short keys), plus encode alone, decode, and decode +
+//! validate in one call as the fleet service does it (goal: <= 20 µs, issue 13).
 //!
 //! Run: `cargo bench --bench report -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -14,7 +15,10 @@ use std::time::Duration;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use defender_agent::custom_metric::CustomValue;
-use defender_agent::report::{decode, encode, Format, KeySet, ReportBuilder, Settings};
+use defender_agent::report::validate::validate;
+use defender_agent::report::{
+    decode, decode_validated, encode, Format, KeySet, ReportBuilder, Settings,
+};
 use defender_agent::sample::{Connection, InterfaceCounters, ListeningPort, Sample};
 
 /// A busy gateway: 50 TCP and 10 UDP listeners, 50 established connections (a third IPv6),
@@ -175,6 +179,25 @@ fn bench_build_and_encode(c: &mut Criterion<ThreadCpu>) {
     group.bench_function("decode/json_long", |b| {
         b.iter(|| decode(black_box(&json), Format::Json))
     });
+    for (format, keys) in [
+        (Format::Cbor, KeySet::Short),
+        (Format::Cbor, KeySet::Long),
+        (Format::Json, KeySet::Short),
+        (Format::Json, KeySet::Long),
+    ] {
+        let bytes = encode(&report, format, keys);
+        // The fleet service's path: one call, every rule of `validate`, and the report.
+        group.bench_function(format!("decode_validate/{format}_{keys}"), |b| {
+            b.iter(|| decode_validated(black_box(&bytes), format))
+        });
+        // What it did before: validate, then decode (two readings).
+        group.bench_function(format!("validate_then_decode/{format}_{keys}"), |b| {
+            b.iter(|| {
+                let problems = validate(black_box(&bytes), Some(format));
+                (problems, decode(black_box(&bytes), format))
+            })
+        });
+    }
     group.finish();
 }
 

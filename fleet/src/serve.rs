@@ -56,7 +56,7 @@ use defender_agent::detect::fleet::{
 use defender_agent::detect::{Mode, ViolationEvent};
 use defender_agent::mqtt::session::{Session, SessionEvent};
 use defender_agent::mqtt::topics::TopicRoot;
-use defender_agent::report::{self, validate, Format};
+use defender_agent::report::{self, Format};
 use defender_agent::store::definitions;
 use rumqttc::{Packet, QoS};
 use serde::Serialize;
@@ -740,27 +740,17 @@ impl Committer {
                 ),
             ));
         }
-        let problems = validate::validate(&r.payload, Some(format));
-        if let Some(p) = problems.iter().find(|p| p.is_error()) {
-            info!(thing, problem = %p, "Report rejected: malformed.");
-            return Ok(reject(
-                thing,
-                format,
-                None,
-                "InvalidPayload",
-                format!("Malformed metrics report: {p}"),
-            ));
-        }
-        let report = match report::decode(&r.payload, format) {
-            Ok(rep) => rep,
-            Err(e) => {
+        let report = match report::decode_validated(&r.payload, format) {
+            Ok((rep, _warnings)) => rep,
+            Err(p) => {
+                info!(thing, problem = %p, "Report rejected: malformed.");
                 return Ok(reject(
                     thing,
                     format,
                     None,
                     "InvalidPayload",
-                    format!("Malformed metrics report: {e}"),
-                ))
+                    format!("Malformed metrics report: {p}"),
+                ));
             }
         };
         let rid = report.report_id;

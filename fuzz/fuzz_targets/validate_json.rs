@@ -1,5 +1,5 @@
-//! `report::validate::validate` and `report::decode` on arbitrary JSON bytes: never panic,
-//! agree with each other, and a report that decodes survives encode → decode unchanged in every
+//! `report::validate::validate`, `report::decode` and `report::decode_validated` on arbitrary
+//! JSON bytes: never panic, agree with each other, and a report that decodes survives encode → decode unchanged in every
 //! format and key set.
 #![no_main]
 
@@ -11,4 +11,6 @@ mod report_roundtrip;
 
 fuzz_target!(|data: &[u8]| {
     report_roundtrip::check(data, Format::Json);
+    // Only validate_cbor calls it.
+    let _ = report_roundtrip::check_cbor_syntax;
 });

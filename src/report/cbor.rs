@@ -4,8 +4,7 @@
 //! width that keeps its value (12.5 becomes half-precision `f9 4a40`) and has no option to force
 //! float64, while the spec's golden bytes (metrics-report.md A.7) use `fb` float64. This writer
 //! emits only definite lengths, text keys, major 0/1 integers and float64; it refuses unknown
-//! lengths and enum variants, which the report view never produces. ciborium still does all the
-//! decoding (`tree.rs`).
+//! lengths and enum variants, which the report view never produces. Decoding is `cbor_read.rs`.
 
 use std::fmt;
 

@@ -7,14 +7,16 @@
 //! - [`encode`] writes a report as JSON (`json.rs`, serde_json) or CBOR (`cbor.rs`, our own small
 //!   writer), with long or short keys (`keys.rs`); both encodings share one `Serialize` view
 //!   (`view.rs`), so they cannot disagree on structure.
-//! - [`decode`] and [`validate::validate`] share one reading of a document (`read.rs` over the
-//!   order-preserving tree of `tree.rs`), so what `validate` accepts, `decode` accepts.
+//! - [`decode`], [`validate::validate`] and [`decode_validated`] (both in one pass, for the fleet
+//!   service) share one reading of a document (`read.rs` over the order-preserving tree of
+//!   `tree.rs`; CBOR read by `cbor_read.rs`), so what `validate` accepts, `decode` accepts.
 //! - [`outcome::parse`] reads the `/accepted` and `/rejected` answers.
 //!
 //! spec: metrics-report.md A.2 (fields), A.6/A.7 (golden example), D.1–D.11 (pitfalls).
 
 mod build;
 mod cbor;
+mod cbor_read;
 mod decode;
 mod json;
 mod keys;
@@ -34,7 +36,7 @@ use crate::custom_metric::CustomValue;
 use crate::sample::{Connection, ListeningPort};
 
 pub use build::{Built, ReportBuilder};
-pub use decode::{decode, DecodeError};
+pub use decode::{decode, decode_validated, DecodeError};
 
 /// The report format version sent in every header (`"Major.Minor"`; every known agent sends 1.0).
 pub const VERSION: &str = "1.0";

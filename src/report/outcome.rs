@@ -98,7 +98,7 @@ pub fn parse(bytes: &[u8], format: Format) -> Result<Outcome, OutcomeError> {
             let (code, message) = details(get("statusDetails"))?;
             Status::Rejected { code, message }
         }
-        Some(Node::Text(s)) => return Err(OutcomeError::UnknownStatus(s.clone())),
+        Some(Node::Text(s)) => return Err(OutcomeError::UnknownStatus(s.to_string())),
         Some(_) => {
             return Err(OutcomeError::WrongType {
                 field: "status",
@@ -138,7 +138,7 @@ fn details(node: Option<&Node>) -> Result<(String, String), OutcomeError> {
 fn optional_text(node: Option<&Node>, field: &'static str) -> Result<Option<String>, OutcomeError> {
     match node {
         None | Some(Node::Null) => Ok(None),
-        Some(Node::Text(s)) => Ok(Some(s.clone())),
+        Some(Node::Text(s)) => Ok(Some(s.to_string())),
         Some(_) => Err(OutcomeError::WrongType {
             field,
             expected: "a string",

@@ -8,14 +8,15 @@
 //! never send it but accept it), duplicate ports (D.8), IPv4-mapped remote addresses (D.7), an
 //! incomplete `network_stats` block.
 //!
-//! Not checked, and why: ciborium joins indefinite-length *text strings* before we see them, so
-//! only indefinite maps and arrays are reported.
+//! Not checked, and why: the CBOR reader (`cbor_read.rs`, which reads as ciborium did) joins
+//! indefinite-length *text strings* before we see them, so only indefinite maps and arrays are
+//! reported.
 
 use std::fmt;
 
 use super::read;
 use super::tree;
-use super::{Format, MAX_PAYLOAD_BYTES};
+use super::{Format, MetricsReport, MAX_PAYLOAD_BYTES};
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,6 +95,12 @@ pub fn sniff(bytes: &[u8]) -> Format {
 /// the report is valid; see [`Problem::is_error`] for which problems make it invalid.
 pub fn validate(bytes: &[u8], format: Option<Format>) -> Vec<Problem> {
     let format = format.unwrap_or_else(|| sniff(bytes));
+    check(bytes, format).problems
+}
+
+/// The one checking pass behind [`validate`] and [`super::decode_validated`]: the payload limit,
+/// then the document read as a report.
+pub(crate) fn check(bytes: &[u8], format: Format) -> Reading {
     let mut problems = Vec::new();
     if bytes.len() > MAX_PAYLOAD_BYTES {
         // spec: A.1 — AWS IoT Core refuses it (PAYLOAD_LIMIT_EXCEEDED) before Defender sees it.
@@ -106,10 +113,30 @@ pub fn validate(bytes: &[u8], format: Option<Format>) -> Vec<Problem> {
         ));
     }
     match tree::parse(bytes, format) {
-        Ok(node) => problems.extend(read::read(&node, format).problems),
-        Err(e) => problems.push(Problem::error("", e.to_string())),
+        Ok(node) => {
+            let reading = read::read(&node, format);
+            problems.extend(reading.problems);
+            Reading {
+                report: Some(reading.report),
+                problems,
+            }
+        }
+        Err(e) => {
+            problems.push(Problem::error("", e.to_string()));
+            Reading {
+                report: None,
+                problems,
+            }
+        }
     }
-    problems
+}
+
+/// What [`check`] found.
+pub(crate) struct Reading {
+    /// The report as far as it could be read; `None` when the payload is not JSON or CBOR.
+    pub report: Option<MetricsReport>,
+    /// Every problem, the payload limit first, then in document order.
+    pub problems: Vec<Problem>,
 }
 
 #[cfg(test)]
