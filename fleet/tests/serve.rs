@@ -575,7 +575,8 @@ async fn after_a_broker_outage_the_service_reconnects_subscribes_again_and_answe
     assert_eq!(a[0]["thingName"], "back1");
     let log = fleet.log();
     assert_eq!(
-        log.matches("Broker connection failed. cause=connection refused").count(),
+        log.matches("Broker connection failed. cause=connection refused")
+            .count(),
         1,
         "refused attempts logged once:\n{log}"
     );
