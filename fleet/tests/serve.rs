@@ -441,7 +441,15 @@ async fn an_agent_and_the_service_on_a_topic_root_of_their_own() {
         dir.path().join("agent-root.log"),
     );
     agent.wait_log("Report accepted.", Duration::from_secs(30));
-    let a = status_answer(&state).expect("an answer in the status file");
+    // The status file is rewritten just after the log line: wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let a = loop {
+        if let Some(a) = status_answer(&state) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no answer in the status file");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(a["status"], "accepted", "{a}");
 
     // Reports on Device Defender's topic are not this service's any more: no answer.
