@@ -240,6 +240,52 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The deployment this configuration describes, checked as the agent's `check-config`
+    /// checks its own (the agent's checks): with `tls`, the three TLS files (readable PEM, usable
+    /// CA, the key matches the certificate, valid at `now_secs`: expiring soon is a warning);
+    /// the Detect files load as `serve` loads them. `src` is the file's text (for positions).
+    pub fn deployment_problems(&self, src: &str, now_secs: i64) -> Vec<Problem> {
+        let mut v = AgentValidator::new(src);
+        let file = parse_file(src).ok();
+        let m = file
+            .as_ref()
+            .and_then(|f| f.mqtt.as_ref())
+            .map(|m| m.get_ref());
+        let link = &self.mqtt.link;
+        if link.tls {
+            for p in
+                mqtt::tls::check_files(&link.ca_file, &link.cert_file, &link.key_file, now_secs)
+            {
+                let key = format!("mqtt.{}", p.file.key());
+                let at = m.and_then(|m| match p.file {
+                    mqtt::tls::TlsFile::Ca => m.ca_file.as_ref(),
+                    mqtt::tls::TlsFile::Cert => m.cert_file.as_ref(),
+                    mqtt::tls::TlsFile::Key => m.key_file.as_ref(),
+                });
+                let severity = if p.warning {
+                    Severity::Warning
+                } else {
+                    Severity::Error
+                };
+                match at {
+                    Some(at) => v.push(severity, &key, at, p.message),
+                    None => v.missing(&key, &p.message),
+                }
+            }
+        }
+        if let Err(e) = defender_agent::store::definitions::load_all(
+            &self.detect.profiles,
+            &self.detect.dimensions,
+            &self.detect.custom_metrics,
+            defender_agent::detect::Mode::Load,
+        ) {
+            v.missing("detect", &e.to_string());
+        }
+        v.into_problems()
+    }
+}
+
 fn parse_file(src: &str) -> Result<file::File, Vec<Problem>> {
     defender_agent::config::parse_document(src)
 }

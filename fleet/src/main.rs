@@ -39,6 +39,10 @@ enum Command {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Check the text only, not the deployment it describes (TLS files, Detect files): for
+        /// templates such as the example.
+        #[arg(long)]
+        no_deployment: bool,
     },
     /// Prints the example configuration (every key with its default).
     PrintExampleConfig,
@@ -93,7 +97,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::CheckConfig { config } => return check_config(&config),
+        Command::CheckConfig {
+            config,
+            no_deployment,
+        } => return check_config(&config, !no_deployment),
         Command::PrintExampleConfig => {
             print!("{EXAMPLE}");
             return ExitCode::SUCCESS;
@@ -154,11 +161,27 @@ fn init_tracing() {
 }
 
 /// `check-config`: warnings and errors on stderr, `FILE: OK` on stdout; exit 2 on any error.
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, deployment: bool) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
-            for w in &c.warnings {
-                eprintln!("{}: {w}", path.display());
+            let mut problems = c.warnings.clone();
+            if deployment {
+                let src = std::fs::read_to_string(path).unwrap_or_default();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                problems.extend(c.deployment_problems(&src, now));
+            }
+            for p in &problems {
+                eprintln!("{}: {p}", path.display());
+            }
+            let errors = problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count();
+            if errors > 0 {
+                eprintln!("{}: {errors} error(s)", path.display());
+                return ExitCode::from(EXIT_BAD_INPUT);
             }
             println!("{}: OK", path.display());
             ExitCode::SUCCESS

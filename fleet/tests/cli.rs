@@ -115,9 +115,14 @@ fn replay_of_a_bad_line_exits_2_naming_the_line() {
 }
 
 fn check(path: &Path) -> (Option<i32>, String, String) {
+    check_with(path, &[])
+}
+
+fn check_with(path: &Path, flags: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(path)
+        .args(flags)
         .output()
         .unwrap();
     (
@@ -137,9 +142,22 @@ fn the_printed_example_passes_check_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fleet.toml");
     std::fs::write(&path, &out.stdout).unwrap();
-    let (code, stdout, stderr) = check(&path);
+    // Its certificate paths and Detect directories are placeholders: the text only.
+    let (code, stdout, stderr) = check_with(&path, &["--no-deployment"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.ends_with(": OK\n"), "{stdout}");
+    // The deployment it describes does not exist here: each file named, with its line.
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    for key in [
+        "`mqtt.ca_file`",
+        "`mqtt.cert_file`",
+        "`mqtt.key_file`",
+        "`detect`",
+    ] {
+        assert!(stderr.contains(key), "{key} in {stderr}");
+    }
+    assert!(stderr.contains("AmazonRootCA1.pem"), "{stderr}");
 }
 
 #[test]
