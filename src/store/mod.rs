@@ -144,9 +144,25 @@ impl ReportIdFile {
         }
     }
 
-    /// Persists `id` atomically.
+    /// Persists `id` durably: once the file exists, by overwriting it in place (a fixed width
+    /// of 20 digits, then `fdatasync`): no new file, rename or directory fsync per report, one
+    /// block rewritten. The write is 21 bytes at offset 0, inside one sector, so it is not torn
+    /// in practice; a file that was torn anyway reads as corrupt, is logged, and the ids start
+    /// from the clock (as for any corrupt file). A missing file, or one of another size (the
+    /// earlier `"{id}\n"` form), is created by [`write_atomic`] first.
     pub fn save(&self, id: u64) -> Result<(), Error> {
-        write_atomic(&self.path, format!("{id}\n").as_bytes())
+        let text = format!("{id:020}\n");
+        let bytes = text.as_bytes();
+        match OpenOptions::new().write(true).open(&self.path) {
+            Ok(mut f)
+                if f.metadata()
+                    .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) =>
+            {
+                f.write_all(bytes).map_err(err("write", &self.path))?;
+                f.sync_data().map_err(err("fsync", &self.path))
+            }
+            _ => write_atomic(&self.path, bytes),
+        }
     }
 }
 
@@ -164,6 +180,21 @@ mod tests {
         f.save(1_717_171_718).unwrap();
         assert_eq!(f.load().unwrap(), Some(1_717_171_718));
         assert!(!dir.path().join("last-report-id.tmp").exists());
+        // In place once it exists: the same inode, the fixed width.
+        use std::os::unix::fs::MetadataExt;
+        let inode = fs::metadata(f.path()).unwrap().ino();
+        f.save(1_717_171_719).unwrap();
+        assert_eq!(fs::metadata(f.path()).unwrap().ino(), inode);
+        assert_eq!(
+            fs::read_to_string(f.path()).unwrap(),
+            "00000000001717171719\n"
+        );
+        assert_eq!(f.load().unwrap(), Some(1_717_171_719));
+        // The earlier form (another size) is replaced whole, then written in place.
+        fs::write(f.path(), "42\n").unwrap();
+        f.save(43).unwrap();
+        assert_eq!(f.load().unwrap(), Some(43));
+        assert_eq!(fs::metadata(f.path()).unwrap().len(), 21);
     }
 
     #[test]
