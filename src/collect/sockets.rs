@@ -131,29 +131,43 @@ impl SocketCollector {
         }
     }
 
-    /// Samples all four tables and classifies them against the current interface map.
+    /// Samples all four tables and classifies them against the current interface map. The map
+    /// only names the interface of a socket bound to an address (a wildcard has none), so it is
+    /// read (`getifaddrs`: two netlink dumps, a sixth of an idle sample) only when some socket
+    /// is bound to one.
     pub(crate) fn collect(&self) -> SocketBlocks {
         let mut blocks = SocketBlocks::default();
-        let map = match InterfaceMap::from_system() {
-            Ok(map) => map,
-            Err(source) => {
-                // Without the map a bound listener would look like a wildcard one: omit, don't lie.
-                blocks.errors.push(Error::Interfaces { source });
-                return blocks;
+        let mut tcp = Vec::new();
+        let tcp_read = self.read_proto(Proto::Tcp, &mut tcp);
+        let mut udp = Vec::new();
+        let udp_read = self.read_proto(Proto::Udp, &mut udp);
+        let needs_map = tcp
+            .iter()
+            .chain(&udp)
+            .any(|s| !normalise(s.local.ip()).is_unspecified());
+        let map = if needs_map {
+            match InterfaceMap::from_system() {
+                Ok(map) => map,
+                Err(source) => {
+                    // Without the map a bound listener would look like a wildcard one: omit,
+                    // don't lie.
+                    blocks.errors.push(Error::Interfaces { source });
+                    return blocks;
+                }
             }
+        } else {
+            InterfaceMap::default()
         };
-        let mut raw = Vec::new();
-        match self.read_proto(Proto::Tcp, &mut raw) {
+        match tcp_read {
             Ok(()) => {
-                let (listen, connections) = classify_tcp(&raw, &map);
+                let (listen, connections) = classify_tcp(&tcp, &map);
                 blocks.tcp_listen = Some(listen);
                 blocks.connections = Some(connections);
             }
             Err(e) => blocks.errors.push(e),
         }
-        raw.clear();
-        match self.read_proto(Proto::Udp, &mut raw) {
-            Ok(()) => blocks.udp_listen = Some(classify_udp(&raw, &map)),
+        match udp_read {
+            Ok(()) => blocks.udp_listen = Some(classify_udp(&udp, &map)),
             Err(e) => blocks.errors.push(e),
         }
         blocks
@@ -784,6 +798,29 @@ mod tests {
         assert_eq!(tcp_states(Some(0)), StateFlags::LISTEN.bits());
         assert_eq!(tcp_states(Some(1)), both);
         assert_eq!(tcp_states(None), both);
+    }
+
+    /// Issue 15 item 6: `collect` skips `getifaddrs` when every socket is bound to a wildcard;
+    /// what it reports is the same as with the host's map.
+    #[test]
+    fn wildcard_sockets_classify_alike_without_the_interface_map() {
+        let tcp = [
+            raw(Proto::Tcp, "0.0.0.0:22", "0.0.0.0:0", STATE_LISTEN),
+            raw(Proto::Tcp, "[::]:22", "[::]:0", STATE_LISTEN),
+            raw(Proto::Tcp, "[::ffff:0.0.0.0]:8080", "[::]:0", STATE_LISTEN),
+        ];
+        let udp = [raw(Proto::Udp, "0.0.0.0:68", "0.0.0.0:0", STATE_CLOSE)];
+        assert!(tcp
+            .iter()
+            .chain(&udp)
+            .all(|s| normalise(s.local.ip()).is_unspecified()));
+        let none = InterfaceMap::default();
+        assert_eq!(classify_tcp(&tcp, &none), classify_tcp(&tcp, &map()));
+        assert_eq!(classify_udp(&udp, &none), classify_udp(&udp, &map()));
+        assert_eq!(
+            classify_tcp(&tcp, &none).0,
+            vec![port(22, None), port(8080, None)]
+        );
     }
 
     #[test]
