@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use defender_agent::detect::fleet::ThingState as EngineState;
 use defender_agent::detect::ViolationEvent;
 use defender_fleet::store::{Engine, RecordOutcome, ReportRecord, Store};
 use support::mosquitto::Mosquitto;
+use support::procs::Proc;
 use support::TestEngine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,61 +35,6 @@ fn profile(limit: u64) -> String {
                   "consecutiveDatapointsToClear": 1}}}}
 ]}}"#
     )
-}
-
-/// A child process with its stderr in a file; killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(cmd: &mut Command, log: PathBuf) -> Proc {
-        let f = std::fs::File::create(&log).expect("log file");
-        let child = cmd.stdout(Stdio::null()).stderr(f).spawn().expect("spawn");
-        Proc { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{needle:?} not logged within {timeout:?}:\n{}", self.log());
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, sig);
-        }
-    }
-
-    fn terminate(&mut self) -> Option<i32> {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no exit within 20 s of SIGTERM:\n{}", self.log());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn publish(port: u16, thing: &str, payload: &str) {

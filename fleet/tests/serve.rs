@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use defender_fleet::store::{Engine, Store};
 use support::mosquitto::Mosquitto;
-use support::procs::agent_binary;
+use support::procs::{agent_binary, Proc};
 use support::TestEngine;
 
 const FLEET: &str = env!("CARGO_BIN_EXE_defender-fleet");
@@ -22,57 +22,6 @@ const P90: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/fixtures/detect/fleet/p90-profile.json"
 );
-
-/// A child process with its stderr in a file; killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(cmd: &mut Command, log: PathBuf) -> Proc {
-        let f = std::fs::File::create(&log).expect("log file");
-        let child = cmd.stdout(Stdio::null()).stderr(f).spawn().expect("spawn");
-        Proc { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{needle:?} not logged within {timeout:?}:\n{}", self.log());
-    }
-
-    fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no exit within 20 s of SIGTERM:\n{}", self.log());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Every answer the broker carries, as (topic, payload) lines of `mosquitto_sub -v`.
 struct Answers {

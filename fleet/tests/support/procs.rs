@@ -149,7 +149,8 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    /// Sends `sig` (SIGHUP for a reload, …).
+    pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) on our own child's pid (not reaped yet: we hold the Child).
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, sig);
