@@ -887,7 +887,7 @@ impl Store {
             let _ = tx.rollback().await;
             return Ok(RecordOutcome::Conflict);
         }
-        write_violations(&mut tx, &r, &p).await?;
+        write_violations_of(&mut tx, self.postgres, std::iter::once((&r, &p))).await?;
         tx.commit().await?;
         Ok(RecordOutcome::Recorded {
             version: expected_version + 1,
@@ -1255,7 +1255,7 @@ async fn write_report(
     let Some(version) = write_state(conn, r, p).await? else {
         return Ok(RecordOutcome::Conflict);
     };
-    write_violations(conn, r, p).await?;
+    write_violations_of(conn, postgres, std::iter::once((r, p))).await?;
     write_datapoints(conn, postgres, std::iter::once(r)).await?;
     Ok(RecordOutcome::Recorded { version })
 }
@@ -1317,57 +1317,8 @@ async fn write_state(
     Ok(Some(version))
 }
 
-/// The events and, when given, the active violations (replacing the thing's stored ones).
-async fn write_violations(
-    conn: &mut AnyConnection,
-    r: &ReportRecord<'_>,
-    p: &Prepared<'_>,
-) -> Result<()> {
-    for (json, e) in &p.events {
-        sqlx::query(
-            "INSERT INTO violation_events (violation_id, thing, profile, behavior, \
-             criteria_type, suppressed, event_type, event_time, event) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(e.violation_id.as_str())
-        .bind(e.thing_name.as_str())
-        .bind(e.security_profile_name.as_str())
-        .bind(e.behavior.name.as_str())
-        .bind(criteria_text(&e.behavior))
-        .bind(suppressed(&e.behavior))
-        .bind(event_type_text(e))
-        .bind(e.violation_event_time)
-        .bind(json.as_str())
-        .execute(&mut *conn)
-        .await?;
-    }
-    if let Some(active) = &p.active {
-        sqlx::query("DELETE FROM active_violations WHERE thing = $1")
-            .bind(r.thing)
-            .execute(&mut *conn)
-            .await?;
-        for (json, a) in active {
-            sqlx::query(
-                "INSERT INTO active_violations (violation_id, thing, profile, behavior, \
-                 criteria_type, suppressed, start_time, violation) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(a.violation_id.as_str())
-            .bind(a.thing_name.as_str())
-            .bind(a.security_profile_name.as_str())
-            .bind(a.behavior.name.as_str())
-            .bind(criteria_text(&a.behavior))
-            .bind(suppressed(&a.behavior))
-            .bind(a.violation_start_time)
-            .bind(json.as_str())
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// [`write_violations`] for several reports (in order), in multi-row statements: the events,
+/// The events and, when given, the active violations (replacing the thing's stored ones) of
+/// several reports (in order; one for a single report), in multi-row statements: the events,
 /// and each thing's active violations of its latest report that has them.
 async fn write_violations_of<'a, 'b: 'a, 'c: 'a>(
     conn: &mut AnyConnection,
