@@ -631,9 +631,7 @@ impl Validator<'_> {
             );
             // Defaults only, so the rest can be checked; this file is refused anyway.
             return Mqtt {
-                link: AgentValidator::new("")
-                    .mqtt(&empty, DEFAULT_CLIENT_ID, Format::Json)
-                    .unwrap_or_else(agent_defaults),
+                link: AgentValidator::new("").mqtt(&empty, DEFAULT_CLIENT_ID, Format::Json),
                 shared_group: String::new(),
             };
         };
@@ -645,10 +643,7 @@ impl Validator<'_> {
                 "is an agent key: defender-fleet answers reports and waits for no answer",
             );
         }
-        let link = self
-            .inner
-            .mqtt(m, DEFAULT_CLIENT_ID, Format::Json)
-            .unwrap_or_else(agent_defaults);
+        let link = self.inner.mqtt(m, DEFAULT_CLIENT_ID, Format::Json);
         let shared_group = match &mq.shared_group {
             Some(g) => {
                 let name = g.get_ref();
@@ -681,31 +676,6 @@ impl Validator<'_> {
         }
         self.topic_root = link.topic_root.clone();
         Mqtt { link, shared_group }
-    }
-}
-
-/// The agent's `[mqtt]` validator always gives settings (problems are recorded, not returned
-/// as `None`); should that ever change, these are its defaults.
-fn agent_defaults() -> mqtt::Settings {
-    mqtt::Settings {
-        endpoint: String::new(),
-        port: 8883,
-        proxy: None,
-        tls: true,
-        ca_file: PathBuf::new(),
-        cert_file: PathBuf::new(),
-        key_file: PathBuf::new(),
-        alpn: String::new(),
-        client_id: DEFAULT_CLIENT_ID.to_owned(),
-        thing_name: DEFAULT_CLIENT_ID.to_owned(),
-        format: Format::Json,
-        topic_root: TopicRoot::default(),
-        keep_alive: Duration::from_secs(60),
-        clean_session: true,
-        reconnect_min: Duration::from_secs(1),
-        reconnect_max: Duration::from_secs(300),
-        answer_timeout: mqtt::DEFAULT_ANSWER_TIMEOUT,
-        subscriptions: Vec::new(),
     }
 }
 

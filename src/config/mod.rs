@@ -532,10 +532,7 @@ impl<'a> Validator<'a> {
                 "is a defender-fleet key: an agent subscribes to its own answers only",
             );
         }
-        let mut mqtt = f
-            .mqtt
-            .as_ref()
-            .and_then(|m| self.mqtt(m, thing, report.format));
+        let mut mqtt = f.mqtt.as_ref().map(|m| self.mqtt(m, thing, report.format));
         let spool = self.spool(&f.spool, &state_dir);
         let tap = f.tap.as_ref().and_then(|t| self.tap(t, thing));
         let traffic_exports = self.traffic_exports(&f.traffic_exports);

@@ -64,7 +64,7 @@ impl Validator<'_> {
         m: &Spanned<file::Mqtt>,
         thing_name: &str,
         format: report::Format,
-    ) -> Option<mqtt::Settings> {
+    ) -> mqtt::Settings {
         let mq = m.get_ref();
         let endpoint = match &mq.endpoint {
             Some(e) if !e.get_ref().is_empty() => {
@@ -222,7 +222,7 @@ impl Validator<'_> {
                 }
             },
         };
-        Some(mqtt::Settings {
+        mqtt::Settings {
             endpoint,
             port,
             proxy,
@@ -247,7 +247,7 @@ impl Validator<'_> {
                 3_600,
             ),
             subscriptions: Vec::new(),
-        })
+        }
     }
 }
 
